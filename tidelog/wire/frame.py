@@ -60,7 +60,7 @@ class FrameFlags(IntFlag):
     ERROR = 0x04  # response: the body is an ErrorResponse, not the API's response
 
 
-KNOWN_FLAGS: Final = 0x07
+_HANDOVER_SIZE: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +237,17 @@ class FrameDecoder:
             raise ChecksumMismatchError(
                 f"frame checksum mismatch: header {header.crc:#010x}, bytes {actual:#010x}"
             )
-        frame = Frame(header, bytes(buf[pos + FRAME_HEADER_SIZE : meta_end]), buf[meta_end:end])
+        meta = bytes(buf[pos + FRAME_HEADER_SIZE : meta_end])
         self._header = None
+        if end == len(buf) and header.data_length > _HANDOVER_SIZE:
+            # The frame ends the buffer: hand the buffer itself over as the data section
+            # (deleting a bytearray's prefix is O(1)) instead of copying a large body.
+            del buf[:meta_end]
+            self._buf = bytearray()
+            self._pos = 0
+            return Frame(header, meta, buf)
         self._pos = end
-        return frame
+        return Frame(header, meta, buf[meta_end:end])
 
     def _parse_header(self, buf: bytearray, pos: int) -> FrameHeader:
         (

@@ -14,6 +14,7 @@ The broker never decodes records: it checks a batch once (:meth:`RecordBatch.par
 
 from __future__ import annotations
 
+import gc
 import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -62,6 +63,10 @@ class BatchAttributes(IntFlag):
 
 
 KNOWN_ATTRIBUTES: Final = 0x7F
+# Plain ints for the hot path: IntFlag arithmetic goes through Python-level enum code.
+_CODEC_MASK: Final = int(BatchAttributes.COMPRESSION_MASK)
+_HAS_HEADERS: Final = int(BatchAttributes.HAS_HEADERS)
+_LOG_APPEND_TIME: Final = int(BatchAttributes.LOG_APPEND_TIME)
 
 
 class Record(NamedTuple):
@@ -363,7 +368,16 @@ class RecordBatch:
 
     def records(self) -> list[Record]:
         """Decode every record. Raises :class:`CorruptBatchError` if the section is damaged."""
-        return _Columns.parse(self).records(self)
+        columns = _Columns.parse(self)
+        if not gc.isenabled():
+            return columns.records(self)
+        # A batch's records trip the cyclic GC once per ~700 tuples, and they cannot form
+        # cycles (ints, bytes, None): pausing it while they are built saves a third of a read.
+        gc.disable()
+        try:
+            return columns.records(self)
+        finally:
+            gc.enable()
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.records())
@@ -395,19 +409,27 @@ class _Columns:
         """``strict`` adds checks a reader can live without (timestamp ranges)."""
 
         n = batch.record_count
-        body = memoryview(batch.buffer)[BATCH_HEADER_SIZE:]
-        raw = decompress(
-            batch.attributes & BatchAttributes.COMPRESSION_MASK, body, batch.records_size
-        )
-        section = raw if isinstance(raw, bytes) else bytes(raw)
-        has_headers = bool(batch.attributes & BatchAttributes.HAS_HEADERS)
+        size = batch.records_size
+        codec = batch.attributes & _CODEC_MASK
+        section: bytes
+        if codec == Compression.NONE and type(batch.buffer) is bytes:
+            # Slice records straight out of the batch: no copy of the section.
+            if len(batch.buffer) - BATCH_HEADER_SIZE != size:
+                raise CorruptBatchError("records section does not match its declared size")
+            section, base = batch.buffer, BATCH_HEADER_SIZE
+        else:
+            raw = decompress(codec, memoryview(batch.buffer)[BATCH_HEADER_SIZE:], size)
+            section, base = (raw if isinstance(raw, bytes) else bytes(raw)), 0
+        has_headers = bool(batch.attributes & _HAS_HEADERS)
         arrays = 16 * n + (4 * n if has_headers else 0)
-        if arrays > len(section):
+        if arrays > size:
             raise CorruptBatchError(f"records section too short for {n} records")
-        deltas = struct.unpack_from(f">{n}q", section, 0)
-        key_lengths = struct.unpack_from(f">{n}i", section, 8 * n)
-        value_lengths = struct.unpack_from(f">{n}i", section, 12 * n)
-        header_lengths = struct.unpack_from(f">{n}i", section, 16 * n) if has_headers else None
+        deltas = struct.unpack_from(f">{n}q", section, base)
+        key_lengths = struct.unpack_from(f">{n}i", section, base + 8 * n)
+        value_lengths = struct.unpack_from(f">{n}i", section, base + 12 * n)
+        header_lengths = (
+            struct.unpack_from(f">{n}i", section, base + 16 * n) if has_headers else None
+        )
         total = arrays
         for lengths in (key_lengths, value_lengths):
             nulls = lengths.count(-1)
@@ -419,20 +441,20 @@ class _Columns:
             if min(header_lengths) < 0:
                 raise CorruptBatchError("negative header block length")
             total += sum(header_lengths)
-        if total != len(section):
-            raise CorruptBatchError(f"records add up to {total} bytes, section has {len(section)}")
+        if total != size:
+            raise CorruptBatchError(f"records add up to {total} bytes, section has {size}")
         if strict:
             span = batch.max_timestamp - batch.base_timestamp
             if min(deltas) < 0 or max(deltas) > span:
                 raise CorruptBatchError("a record timestamp lies outside the batch's range")
-        return cls(section, deltas, key_lengths, value_lengths, header_lengths, arrays)
+        return cls(section, deltas, key_lengths, value_lengths, header_lengths, base + arrays)
 
     def records(self, batch: RecordBatch) -> list[Record]:
         section = self.section
         n = batch.record_count
         keys, pos = _slices(section, self.start, self.key_lengths)
         values, pos = _slices(section, pos, self.value_lengths)
-        if batch.attributes & BatchAttributes.LOG_APPEND_TIME:
+        if batch.attributes & _LOG_APPEND_TIME:
             timestamps: Iterator[int] | list[int] = [batch.max_timestamp] * n
         else:
             timestamps = map(batch.base_timestamp.__add__, self.deltas)
