@@ -5,7 +5,7 @@ The records section is compressed as a whole. The batch header carries its uncom
 gigabytes) and its result is checked against it exactly.
 
 * ``LZ4``: the LZ4 *block* format, no frame and no stored size (the header has it).
-* ``ZSTD``: one Zstandard frame.
+* ``ZSTD``: exactly one Zstandard frame, with its content size in the frame header.
 """
 
 from __future__ import annotations
@@ -86,12 +86,15 @@ def decompress(codec: int, data: bytes | memoryview, size: int) -> bytes | memor
         if codec == Compression.LZ4:
             out = bytes(lz4.block.decompress(data, uncompressed_size=size))
         elif codec == Compression.ZSTD:
-            # A frame that declares its size is decompressed to that size, whatever
-            # max_output_size says: check the declaration before trusting it.
+            # Exactly one frame that declares its size, and the size the header says: zstd
+            # checks the output against the declaration, so memory is bounded by ``size``.
             declared = zstandard.frame_content_size(data)
-            if declared not in (-1, size):
+            if declared != size:
                 raise CorruptBatchError(f"zstd frame declares {declared} bytes, expected {size}")
-            out = _zstd_decompressor().decompress(data, max_output_size=size)
+            stream = _zstd_decompressor().decompressobj()
+            out = stream.decompress(data)
+            if not stream.eof or stream.unused_data:
+                raise CorruptBatchError("records section is not exactly one whole zstd frame")
         else:
             raise UnsupportedCompressionError(f"unknown compression codec {codec}")
     except (lz4.block.LZ4BlockError, zstandard.ZstdError, ValueError, OverflowError) as exc:

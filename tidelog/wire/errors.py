@@ -6,9 +6,10 @@ the client raises the same class whatever API reported the code.
 
 Two families of exceptions are kept apart on purpose:
 
-* :class:`ProtocolError` -- the bytes from the peer violate the protocol (bad magic, checksum
-  mismatch, malformed body, corrupt batch). After a framing error the stream cannot be trusted
-  and the connection is closed, never "resynchronised".
+* :class:`ProtocolError` -- the bytes from the peer violate the protocol. After a
+  :class:`FramingError` (bad magic, checksum mismatch, oversized or truncated frame) the stream
+  cannot be trusted and the connection is closed, never "resynchronised". A malformed body or a
+  corrupt batch inside an intact frame is answered with an error and the connection goes on.
 * :class:`BrokerError` -- the peer understood the request and refused it with an error code.
 """
 
@@ -146,11 +147,11 @@ class TidelogError(Exception):
 
 
 class ProtocolError(TidelogError):
-    """The peer sent bytes that violate the protocol. The connection must be closed."""
+    """The peer sent bytes that violate the protocol."""
 
 
 class FramingError(ProtocolError):
-    """A frame could not be delimited or verified."""
+    """A frame could not be delimited or verified: the connection must be closed."""
 
 
 class BadMagicError(FramingError):

@@ -360,6 +360,7 @@ class JoinGroupRequest:
     group_id: str
     subscribed_topics: tuple[str, ...] = ()
     subscribed_pattern: str | None = None  # a regular expression over topic names
+    member_id: str = ""  # empty on a first join; the old id when rejoining
     assignor: str = "sticky"  # "range", "round-robin" or "sticky"
     client_id: str = ""
     instance_id: str | None = None

@@ -45,6 +45,7 @@ HeadersInput: TypeAlias = Mapping[str, bytes | None] | Sequence[tuple[str, bytes
 MAX_RECORDS_SIZE: Final = 64 * 1024 * 1024
 """Largest uncompressed records section a reader accepts (bounds decompression memory)."""
 MAX_HEADER_KEY_SIZE: Final = 0xFFFF
+MAX_HEADERS: Final = 0xFFFF
 NO_PRODUCER_ID: Final = -1
 NO_SEQUENCE: Final = -1
 _INT32_MAX: Final = 2**31 - 1
@@ -86,6 +87,8 @@ def now_ms() -> int:
 
 def _encode_headers(headers: HeadersInput) -> bytes:
     items = headers.items() if isinstance(headers, Mapping) else headers
+    if len(items) > MAX_HEADERS:
+        raise ValueError(f"a record holds at most {MAX_HEADERS} headers, got {len(items)}")
     parts = [HEADER_COUNT_STRUCT.pack(len(items))]
     for name, value in items:
         raw = name.encode()
@@ -447,6 +450,9 @@ class _Columns:
             span = batch.max_timestamp - batch.base_timestamp
             if min(deltas) < 0 or max(deltas) > span:
                 raise CorruptBatchError("a record timestamp lies outside the batch's range")
+            if header_lengths is not None:
+                # The header blocks sit at the end of the section.
+                _decode_header_blocks(section, base + size - sum(header_lengths), header_lengths)
         return cls(section, deltas, key_lengths, value_lengths, header_lengths, base + arrays)
 
     def records(self, batch: RecordBatch) -> list[Record]:

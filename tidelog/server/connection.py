@@ -1,0 +1,278 @@
+"""One client connection: transport + codec + flow control, around a core that knows no sockets.
+
+The read loop feeds bytes to a :class:`~tidelog.wire.FrameDecoder` and starts one task per
+request, so pipelined requests (a long-polling fetch next to a produce) run side by side; each
+response is written when it is ready, tagged with its request's correlation id. Reading pauses
+while the connection holds ``max_inflight_requests`` requests or ``max_connection_buffer``
+bytes of requests and unsent responses: a slow client slows itself, never the broker.
+
+A framing error (bad magic, checksum, oversized or truncated frame) closes the connection: the
+stream cannot be trusted any more. An undecodable body, an unknown API or a missing handshake
+gets an error response and the connection goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from tidelog import __version__
+from tidelog.wire import messages as m
+from tidelog.wire.api import (
+    ApiKey,
+    decode_request,
+    encode_error,
+    encode_response,
+    negotiate_protocol,
+    negotiate_versions,
+    supported_versions,
+)
+from tidelog.wire.errors import (
+    BrokerError,
+    ErrorCode,
+    FramingError,
+    MalformedMessageError,
+)
+from tidelog.wire.frame import (
+    SUPPORTED_PROTOCOL_VERSIONS,
+    Frame,
+    FrameDecoder,
+    FrameFlags,
+    FrameHeader,
+)
+from tidelog.wire.records import Buffer
+
+from .config import BrokerConfig
+
+log = logging.getLogger("tidelog.server.connection")
+
+READ_CHUNK: Final = 256 * 1024
+
+Reply = tuple[m.Response, Sequence[Buffer]] | None
+"""What a core returns: a response and its data section, or ``None`` for no response."""
+
+
+@dataclass(slots=True)
+class Session:
+    """What the core may know about the client behind a request."""
+
+    peer: str
+    client_id: str = ""
+    api_versions: dict[ApiKey, int] = field(default_factory=dict)
+
+
+class RequestCore(Protocol):
+    """The broker's request handling, free of transport concerns."""
+
+    async def handle(self, request: m.Request, data: bytearray, session: Session) -> Reply: ...
+
+    def handshake(self, request: m.HandshakeRequest, session: Session) -> m.HandshakeResponse: ...
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """Counters a test or an operator can read; ``peak_buffered`` proves the memory bound."""
+
+    buffered: int = 0
+    peak_buffered: int = 0
+    inflight: int = 0
+    requests: int = 0
+
+
+class Connection:
+    """Serves one client until it disconnects, misbehaves, idles out or the broker stops."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        core: RequestCore,
+        config: BrokerConfig,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._core = core
+        self._config = config
+        peer = writer.get_extra_info("peername")
+        self.session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        self.stats = ConnectionStats()
+        self._handshaken = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def run(self) -> None:
+        log.info("client connected from %s", self.session.peer)
+        decoder = FrameDecoder(self._config.max_frame_size, SUPPORTED_PROTOCOL_VERSIONS)
+        reason = "closed by client"
+        try:
+            while not self._closing:
+                if not await self._wait_for_room():
+                    break
+                timeout = (
+                    self._config.idle_timeout_s
+                    if self._handshaken
+                    else self._config.handshake_timeout_s
+                )
+                try:
+                    async with asyncio.timeout(timeout):
+                        chunk = await self._reader.read(READ_CHUNK)
+                except TimeoutError:
+                    reason = f"idle for {timeout:g}s"
+                    break
+                if not chunk:
+                    if not self._closing:
+                        decoder.close()  # raises if the stream ended inside a frame
+                    break
+                decoder.feed(chunk)
+                for frame in decoder:
+                    self._dispatch(frame)
+        except FramingError as exc:
+            reason = f"protocol error: {exc}"
+            log.warning("closing connection from %s: %s", self.session.peer, exc)
+        except (ConnectionError, OSError) as exc:
+            reason = f"connection error: {exc}"
+        finally:
+            await self._finish()
+            log.info("client %s disconnected (%s)", self.session.peer, reason)
+
+    def stop_reading(self) -> None:
+        """Graceful shutdown: take no new requests; in-flight ones are answered."""
+        self._closing = True
+        self._room.set()
+        self._reader.feed_eof()
+
+    async def wait_idle(self) -> None:
+        """Wait until every in-flight request of this connection has been answered."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def abort(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._writer.transport.abort()
+
+    async def _finish(self) -> None:
+        self._closing = True
+        try:
+            await self.wait_idle()
+        finally:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._writer.wait_closed()
+
+    async def _wait_for_room(self) -> bool:
+        """Wait while the connection is over its limits; False once it is closing."""
+        stats = self.stats
+        while (
+            stats.inflight >= self._config.max_inflight_requests
+            or stats.buffered >= self._config.max_connection_buffer
+        ) and not self._closing:
+            self._room.clear()
+            await self._room.wait()
+        return not self._closing
+
+    def _dispatch(self, frame: Frame) -> None:
+        header = frame.header
+        self.stats.requests += 1
+        if header.flags & FrameFlags.NO_RESPONSE and not self._handshaken:
+            log.info("dropping a no-response request from %s before handshake", self.session.peer)
+            return
+        try:
+            request = decode_request(frame)
+        except BrokerError as exc:
+            self._reply_error(header, exc.code, exc.message)
+            return
+        except MalformedMessageError as exc:
+            log.info("bad request from %s: %s", self.session.peer, exc)
+            self._reply_error(header, ErrorCode.INVALID_REQUEST, str(exc))
+            return
+        if isinstance(request, m.HandshakeRequest):
+            self._send(encode_response(self._handshake(request), header))
+            return
+        if not self._handshaken:
+            self._send(
+                encode_error(header, ErrorCode.HANDSHAKE_REQUIRED, "send a HandshakeRequest first")
+            )
+            return
+        size = header.meta_length + header.data_length
+        self._account(size, +1)
+        task = asyncio.create_task(self._serve(header, request, frame.data, size))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _handshake(self, request: m.HandshakeRequest) -> m.HandshakeResponse:
+        version = negotiate_protocol(request.protocol_versions, SUPPORTED_PROTOCOL_VERSIONS)
+        self.session.client_id = request.client_id
+        if version is None:
+            return m.HandshakeResponse(
+                error_code=ErrorCode.UNSUPPORTED_VERSION,
+                error_message=f"this broker speaks protocol versions "
+                f"{sorted(SUPPORTED_PROTOCOL_VERSIONS)}",
+                api_versions=supported_versions(),
+                server_version=__version__,
+            )
+        self.session.api_versions = negotiate_versions(request.api_versions)
+        self._handshaken = True
+        log.debug("handshake from %s (%s)", self.session.peer, request.client_id or "no id")
+        return self._core.handshake(request, self.session)
+
+    async def _serve(
+        self, header: FrameHeader, request: m.Request, data: bytearray, size: int
+    ) -> None:
+        response_size = 0
+        try:
+            try:
+                reply = await self._core.handle(request, data, self.session)
+            except BrokerError as exc:
+                reply = None
+                buffers = encode_error(header, exc.code, exc.message)
+            except Exception:
+                log.exception(
+                    "error handling %s from %s", type(request).__name__, self.session.peer
+                )
+                reply = None
+                buffers = encode_error(
+                    header, ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected broker error (see logs)"
+                )
+            else:
+                if reply is None:
+                    return
+                response, chunks = reply
+                buffers = encode_response(response, header, data=chunks)
+            if header.flags & FrameFlags.NO_RESPONSE:
+                return
+            response_size = sum(len(b) for b in buffers)
+            self._account(response_size, 0)
+            self._send(buffers)
+            await self._writer.drain()
+        except (ConnectionError, OSError):
+            pass  # the read loop notices and closes
+        finally:
+            self._account(-size - response_size, -1)
+
+    def _reply_error(self, header: FrameHeader, code: ErrorCode, message: str) -> None:
+        """Answer a request that failed whole; requests flagged NO_RESPONSE get nothing."""
+        if not header.flags & FrameFlags.NO_RESPONSE:
+            self._send(encode_error(header, code, message))
+
+    def _send(self, buffers: Sequence[Buffer]) -> None:
+        if not self._writer.is_closing():
+            self._writer.writelines(buffers)
+
+    def _account(self, nbytes: int, requests: int) -> None:
+        stats = self.stats
+        stats.buffered += nbytes
+        stats.inflight += requests
+        stats.peak_buffered = max(stats.peak_buffered, stats.buffered)
+        if nbytes < 0 or requests < 0:
+            self._room.set()

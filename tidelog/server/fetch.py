@@ -1,0 +1,61 @@
+"""Long-poll support: fetches wait on appends, without polling.
+
+A fetch that finds less than ``min_bytes`` registers one future on every partition it asked
+for; an append to any of them resolves the futures of that partition, and the fetch reads
+again. Waiting fetches hold no data, only a future per partition, so their memory is bounded
+by the number of connections times ``max_inflight_requests``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+
+TopicPartition = tuple[str, int]
+
+
+class AppendNotifier:
+    """Wakes fetches waiting on a partition when data is appended to it."""
+
+    def __init__(self) -> None:
+        self._waiters: defaultdict[TopicPartition, set[asyncio.Future[None]]] = defaultdict(set)
+
+    def notify(self, tp: TopicPartition) -> None:
+        waiters = self._waiters.pop(tp, None)
+        if waiters:
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+    def notify_all(self) -> None:
+        """Wake every waiting fetch (shutdown, topic deletion)."""
+        for tp in list(self._waiters):
+            self.notify(tp)
+
+    async def wait(self, partitions: Iterable[TopicPartition], max_wait_s: float) -> bool:
+        """Wait until one of ``partitions`` gets an append or ``max_wait_s`` seconds pass.
+
+        Returns whether an append happened.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tps = list(partitions)
+        for tp in tps:
+            self._waiters[tp].add(future)
+        try:
+            async with asyncio.timeout(max_wait_s):
+                await future
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            for tp in tps:
+                waiters = self._waiters.get(tp)
+                if waiters is not None:
+                    waiters.discard(future)
+                    if not waiters:
+                        del self._waiters[tp]
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
