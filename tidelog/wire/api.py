@@ -262,7 +262,7 @@ def _spec(header: FrameHeader) -> ApiSpec:
 def _decode(decoder: msgspec.msgpack.Decoder[_T], meta: bytes, what: object) -> _T:
     try:
         return decoder.decode(meta)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         name = what.name if isinstance(what, ApiKey) else what
         raise MalformedMessageError(f"cannot decode {name} body: {exc}") from None
 

@@ -111,6 +111,8 @@ def encode_frame_prefix(
     """
     if not (0 <= api_key <= _U16 and 0 <= api_version <= _U16 and 0 <= flags <= _U16):
         raise ValueError("api_key, api_version and flags must fit in 16 bits")
+    if not 0 <= version <= 0xFF:
+        raise ValueError("the protocol version must fit in 8 bits")
     if not (0 <= correlation_id <= _U32 and 0 <= data_length <= _U32 and len(meta) <= _U32):
         raise ValueError("correlation_id and section lengths must fit in 32 bits")
     prefix = FRAME_PREFIX_STRUCT.pack(
@@ -204,7 +206,8 @@ class FrameDecoder:
             yield frame
 
     def close(self) -> None:
-        """The peer closed the stream: fine between frames, an error inside one."""
+        """The peer closed the stream: fine between frames, an error inside one. Take every
+        whole frame out first: bytes still buffered count as a frame cut short."""
         if self._error is None and self.buffered:
             self._error = TruncatedFrameError(
                 f"stream ended inside a frame ({self.buffered} bytes of it received)"

@@ -26,7 +26,7 @@ from typing import Final, NamedTuple, TypeAlias
 from crc32c import crc32c
 
 from .compression import Compression, compress, decompress
-from .errors import CorruptBatchError
+from .errors import CorruptBatchError, UnsupportedCompressionError
 from .layouts import (
     BATCH_CRC_START,
     BATCH_HEADER_SIZE,
@@ -46,6 +46,7 @@ MAX_RECORDS_SIZE: Final = 64 * 1024 * 1024
 """Largest uncompressed records section a reader accepts (bounds decompression memory)."""
 MAX_HEADER_KEY_SIZE: Final = 0xFFFF
 MAX_HEADERS: Final = 0xFFFF
+_BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 NO_PRODUCER_ID: Final = -1
 NO_SEQUENCE: Final = -1
 _INT32_MAX: Final = 2**31 - 1
@@ -68,6 +69,7 @@ KNOWN_ATTRIBUTES: Final = 0x7F
 _CODEC_MASK: Final = int(BatchAttributes.COMPRESSION_MASK)
 _HAS_HEADERS: Final = int(BatchAttributes.HAS_HEADERS)
 _LOG_APPEND_TIME: Final = int(BatchAttributes.LOG_APPEND_TIME)
+_MAX_CODEC: Final = max(Compression)
 
 
 class Record(NamedTuple):
@@ -91,6 +93,8 @@ def _encode_headers(headers: HeadersInput) -> bytes:
         raise ValueError(f"a record holds at most {MAX_HEADERS} headers, got {len(items)}")
     parts = [HEADER_COUNT_STRUCT.pack(len(items))]
     for name, value in items:
+        if not isinstance(name, str):
+            raise TypeError(f"header keys are str, not {type(name).__name__}")
         raw = name.encode()
         if len(raw) > MAX_HEADER_KEY_SIZE:
             raise ValueError(f"header key of {len(raw)} bytes is longer than {MAX_HEADER_KEY_SIZE}")
@@ -153,6 +157,10 @@ class RecordBatchBuilder:
         timestamp: int | None = None,
     ) -> int:
         """Add a record; returns its offset delta within the batch."""
+        if not (value is None or type(value) is bytes or isinstance(value, _BYTES_LIKE)):
+            raise TypeError(f"record values are bytes, not {type(value).__name__}")
+        if not (key is None or type(key) is bytes or isinstance(key, _BYTES_LIKE)):
+            raise TypeError(f"record keys are bytes, not {type(key).__name__}")
         index = len(self._values)
         if index >= _INT32_MAX:
             raise ValueError("a batch holds at most 2**31 - 1 records")
@@ -215,7 +223,7 @@ class RecordBatchBuilder:
             parts.append(b"".join(blocks))
         section = b"".join(parts)
         body = compress(self.compression, section)
-        header = BATCH_HEADER_STRUCT.pack(
+        header = _pack_header(
             base_offset,
             BATCH_HEADER_SIZE - BATCH_LOG_OVERHEAD + len(body),
             -1,
@@ -233,6 +241,13 @@ class RecordBatchBuilder:
         )
         crc = crc32c(body, crc32c(memoryview(header)[BATCH_CRC_START:]))
         return b"".join((header[:17], crc.to_bytes(4, "big"), header[BATCH_CRC_START:], body))
+
+
+def _pack_header(*fields: int) -> bytes:
+    try:
+        return BATCH_HEADER_STRUCT.pack(*fields)
+    except struct.error as exc:
+        raise ValueError(f"a batch header field is out of range: {exc}") from None
 
 
 def _pack(fmt: str, items: list[int]) -> bytes:
@@ -329,6 +344,8 @@ class RecordBatch:
             )
         if attributes & ~KNOWN_ATTRIBUTES:
             raise CorruptBatchError(f"unknown batch attribute bits {attributes:#06x}")
+        if attributes & _CODEC_MASK > _MAX_CODEC:
+            raise UnsupportedCompressionError(f"unknown compression codec {attributes & 7}")
         if not 0 <= records_size <= max_records_size:
             raise CorruptBatchError(f"records section of {records_size} bytes is out of bounds")
         if base_timestamp > max_timestamp:
