@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format fuzz run bench-codec clean
+.PHONY: install test lint format fuzz soak run bench-codec bench-storage clean
 
 install: $(STAMP)
 
@@ -31,11 +31,19 @@ format: $(STAMP)
 fuzz: $(STAMP)
 	TIDELOG_FUZZ_INPUTS=2000000 $(BIN)/pytest tests/unit/test_fuzz.py -q
 
+# Hundreds of SIGKILL crash rounds against the log (make test runs 20).
+soak: $(STAMP)
+	TIDELOG_SOAK_ROUNDS=300 $(BIN)/pytest tests/system/test_log_crash.py -q
+
+# Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).
 run: $(STAMP)
 	$(BIN)/tidelog serve
 
 bench-codec: $(STAMP)
 	$(BIN)/python bench/codec.py
+
+bench-storage: $(STAMP)
+	$(BIN)/python bench/storage.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

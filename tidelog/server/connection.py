@@ -116,8 +116,14 @@ class Connection:
         reason = "closed by client"
         try:
             while not self._closing:
-                if not await self._wait_for_room():
-                    break
+                # Admission is per frame: a chunk may hold many pipelined requests, and each
+                # waits for room before it starts.
+                frame = decoder.next_frame()
+                if frame is not None:
+                    if not await self._wait_for_room():
+                        break
+                    self._dispatch(frame)
+                    continue
                 timeout = (
                     self._config.idle_timeout_s
                     if self._handshaken
@@ -134,8 +140,6 @@ class Connection:
                         decoder.close()  # raises if the stream ended inside a frame
                     break
                 decoder.feed(chunk)
-                for frame in decoder:
-                    self._dispatch(frame)
         except FramingError as exc:
             reason = f"protocol error: {exc}"
             log.warning("closing connection from %s: %s", self.session.peer, exc)
@@ -205,6 +209,9 @@ class Connection:
             )
             return
         size = header.meta_length + header.data_length
+        if isinstance(request, m.FetchRequest):
+            # Reserve the response's worth up front: a fetch's answer is far bigger than it.
+            size += min(max(request.max_bytes, 0), self._config.max_fetch_bytes)
         self._account(size, +1)
         task = asyncio.create_task(self._serve(header, request, frame.data, size))
         self._tasks.add(task)
@@ -236,6 +243,9 @@ class Connection:
             except BrokerError as exc:
                 reply = None
                 buffers = encode_error(header, exc.code, exc.message)
+            except MalformedMessageError as exc:
+                reply = None
+                buffers = encode_error(header, ErrorCode.INVALID_REQUEST, str(exc))
             except Exception:
                 log.exception(
                     "error handling %s from %s", type(request).__name__, self.session.peer

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tidelog.server.config import BrokerConfig, ConfigError
+from tidelog.server.handlers import parse_topic_configs
+from tidelog.wire.errors import InvalidConfigError
+
+
+def test_defaults_are_documented_and_valid() -> None:
+    config = BrokerConfig.load(environ={})
+    assert config == BrokerConfig()
+    assert config.port == 7070 and config.host == "127.0.0.1"
+
+
+def test_priority_is_file_then_environment_then_arguments(tmp_path: Path) -> None:
+    toml = tmp_path / "broker.toml"
+    toml.write_text(
+        '[broker]\nport = 9001\nhost = "127.0.0.2"\nauto_create_topics = false\n'
+        "[broker.topic_defaults]\nretention_ms = 1000\n"
+    )
+    env = {"TIDELOG_PORT": "9002", "TIDELOG_DEFAULT_PARTITIONS": "3"}
+    config = BrokerConfig.load(config_file=toml, environ=env, overrides={"port": 9003})
+    assert config.port == 9003
+    assert config.host == "127.0.0.2"
+    assert config.default_partitions == 3
+    assert config.auto_create_topics is False
+    assert config.topic_defaults == {"retention_ms": "1000"}
+
+
+def test_environment_names_a_config_file(tmp_path: Path) -> None:
+    toml = tmp_path / "b.toml"
+    toml.write_text("port = 9100\n")
+    assert BrokerConfig.load(environ={"TIDELOG_CONFIG": str(toml)}).port == 9100
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TIDELOG_PORT": "eighty"}, "TIDELOG_PORT"),
+        ({"TIDELOG_PORT": "70000"}, "port must be"),
+        ({"TIDELOG_AUTO_CREATE_TOPICS": "maybe"}, "true or false"),
+        ({"TIDELOG_MAX_FRAME_SIZE": "10"}, "max_frame_size"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BrokerConfig.load(environ=env)
+
+
+def test_unknown_settings_are_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "b.toml"
+    toml.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting 'prot'"):
+        BrokerConfig.load(config_file=toml, environ={})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        BrokerConfig.load(overrides={"nope": 1}, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        BrokerConfig.load(config_file=tmp_path / "missing.toml", environ={})
+
+
+def test_topic_configs_accept_kafka_style_keys() -> None:
+    assert parse_topic_configs({"retention.ms": "1_000", "flush_policy": "ack"}) == {
+        "retention_ms": 1000,
+        "flush_policy": "ack",
+    }
+    with pytest.raises(InvalidConfigError, match="unknown topic config"):
+        parse_topic_configs({"retention": "1"})
+    with pytest.raises(InvalidConfigError, match="must be an integer"):
+        parse_topic_configs({"segment_bytes": "big"})
+
+
+def test_operations_doc_lists_every_setting() -> None:
+    import dataclasses
+
+    doc = (Path(__file__).parents[3] / "docs" / "OPERATIONS.md").read_text()
+    for field in dataclasses.fields(BrokerConfig):
+        assert f"`{field.name}`" in doc, f"docs/OPERATIONS.md misses {field.name}"

@@ -1,0 +1,122 @@
+"""The broker: a uvloop/asyncio streams server around the request core and the log manager.
+
+``async with Broker(config) as broker:`` runs one in-process (tests, embedding);
+``python -m tidelog.server`` and ``tidelog serve`` run one as a process. Shutdown is graceful:
+stop accepting, stop reading, answer the requests in flight, wake long-polling fetches, flush
+and close the logs cleanly (so the next start needs no recovery scan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import TracebackType
+from typing import Self
+
+from .config import BrokerConfig
+from .connection import Connection
+from .handlers import BrokerCore
+
+log = logging.getLogger("tidelog.server")
+
+
+class Broker:
+    """One tidelog broker. Start it with ``async with`` or ``start()`` / ``stop()``."""
+
+    def __init__(self, config: BrokerConfig | None = None) -> None:
+        self.config = config or BrokerConfig()
+        self.core = BrokerCore(self.config)
+        self._server: asyncio.Server | None = None
+        self._connections: dict[Connection, asyncio.Task[None]] = {}
+        self._stopped = asyncio.Event()
+        self._started_at = 0.0
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with ``port=0``)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the broker is not running")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connections(self) -> list[Connection]:
+        return list(self._connections)
+
+    async def start(self) -> None:
+        await self.core.open()
+        try:
+            self._server = await asyncio.start_server(
+                self._accept,
+                self.config.host,
+                self.config.port,
+                limit=1 << 20,
+                reuse_address=True,
+            )
+        except OSError:
+            await self.core.shutdown()
+            raise
+        self.core.set_advertised_port(self.port)
+        self._started_at = time.monotonic()
+        log.info(
+            "broker %d listening on %s (data in %s)",
+            self.config.broker_id,
+            self.address,
+            self.config.data_dir,
+        )
+
+    async def stop(self) -> None:
+        """Graceful shutdown; safe to call more than once."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        log.info("broker shutting down")
+        server.close()
+        for conn in self._connections:
+            conn.stop_reading()
+        self.core.begin_shutdown()
+        tasks = list(self._connections.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout_s)
+            for conn, task in list(self._connections.items()):
+                if task in pending:
+                    conn.abort()
+            if pending:
+                await asyncio.wait(pending)
+        await server.wait_closed()
+        await self.core.shutdown()
+        self._stopped.set()
+        log.info("broker stopped cleanly")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(reader, writer, self.core, self.config)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[conn] = task
+        try:
+            await conn.run()
+        finally:
+            del self._connections[conn]

@@ -1,0 +1,55 @@
+"""Log storage: segmented, indexed, crash-recovering partition logs (docs/STORAGE.md).
+
+The classes take Kafka's shapes and names: :class:`LogSegment` with its :class:`OffsetIndex`
+and :class:`TimeIndex`, :class:`PartitionLog`, :class:`LogManager`. Storage is synchronous;
+:class:`GroupCommitter` is the asyncio edge that shares fsyncs between producers.
+"""
+
+from .cache import HandleCache
+from .config import (
+    Clock,
+    FlushPolicy,
+    TopicConfig,
+    TopicPartition,
+    system_clock,
+    validate_topic_name,
+)
+from .faults import Fault, FaultyFileSystem
+from .files import Files, FileSystem, OsFileSystem, SyncJob, storage_error
+from .flush import GroupCommitter
+from .index import OffsetIndex, TimeIndex
+from .loader import LoadReport
+from .manager import LogManager, TopicInfo
+from .partition import AppendInfo, LogReadResult, PartitionLog, TimestampOffset
+from .segment import FileSlice, LogOfflineError, LogSegment, RecoveryReport
+
+__all__ = [
+    "AppendInfo",
+    "Clock",
+    "Fault",
+    "FaultyFileSystem",
+    "FileSlice",
+    "FileSystem",
+    "Files",
+    "FlushPolicy",
+    "GroupCommitter",
+    "HandleCache",
+    "LoadReport",
+    "LogManager",
+    "LogOfflineError",
+    "LogReadResult",
+    "LogSegment",
+    "OffsetIndex",
+    "OsFileSystem",
+    "PartitionLog",
+    "RecoveryReport",
+    "SyncJob",
+    "TimeIndex",
+    "TimestampOffset",
+    "TopicConfig",
+    "TopicInfo",
+    "TopicPartition",
+    "storage_error",
+    "system_clock",
+    "validate_topic_name",
+]

@@ -1,0 +1,516 @@
+"""The data directory: topics, their partitions' logs, and the housekeeping they need.
+
+Layout (see docs/STORAGE.md)::
+
+    <data_dir>/
+      .lock                               held (flock) while a process owns the directory
+      .tidelog_clean_shutdown             only between a clean close and the next open
+      recovery-point-offset-checkpoint
+      topics/<topic>.json                 partitions and config overrides: the commit record
+      <topic>-<partition>/                one PartitionLog each
+
+Creating a topic makes its partition directories first and writes ``topics/<topic>.json``
+last: a crash in between leaves empty directories without a topic file, removed at the next
+open. Deleting renames the topic file to ``<topic>.json.deleted`` first (the commit), then
+renames each partition directory to ``<random>-delete`` and removes it; the next open finishes
+whatever a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from tidelog.wire.errors import (
+    InvalidConfigError,
+    InvalidPartitionsError,
+    StorageError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+from tidelog.wire.records import Buffer
+
+from .cache import HandleCache
+from .checkpoint import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, read_offsets, write_offsets
+from .config import (
+    Clock,
+    FlushPolicy,
+    TopicConfig,
+    TopicPartition,
+    system_clock,
+    validate_topic_name,
+)
+from .files import Files, FileSystem, storage_error
+from .flush import GroupCommitter
+from .partition import AppendInfo, PartitionLog
+
+logger = logging.getLogger("tidelog.server.log")
+
+TOPICS_DIR: Final = "topics"
+LOCK_FILE: Final = ".lock"
+DELETE_SUFFIX: Final = "-delete"
+TOMBSTONE_SUFFIX: Final = ".json.deleted"
+MAX_PARTITIONS: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """A topic as stored: its partition count, effective config and the overrides it keeps."""
+
+    name: str
+    partitions: int
+    config: TopicConfig
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+class LogManager:
+    """Owns a data directory: one :class:`PartitionLog` and :class:`GroupCommitter` per
+    partition, topic creation and deletion, persisted configs, the recovery point checkpoint,
+    retention and background flushes (:meth:`run_housekeeping`, on a schedule after
+    :meth:`start`), and a clean shutdown (:meth:`close`)."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        defaults: TopicConfig | None = None,
+        clock: Clock = system_clock,
+        fs: FileSystem | None = None,
+        max_open_segments: int = 256,
+        retention_check_interval_ms: int = 5 * 60 * 1000,
+        checkpoint_interval_ms: int = 60 * 1000,
+        housekeeping_interval_ms: int = 100,
+    ) -> None:
+        """Configure; nothing touches the disk until :meth:`open`.
+
+        ``defaults`` are the topic config defaults (a topic persists only its overrides).
+        ``max_open_segments`` bounds the descriptors of inactive segments across all logs.
+        ``housekeeping_interval_ms`` is how often the loop started by :meth:`start` wakes;
+        retention and checkpoints run at their own intervals, by the injected ``clock``.
+        """
+        self.data_dir = os.fspath(data_dir)
+        self.default_config = TopicConfig() if defaults is None else defaults
+        self._files = Files(fs)
+        self._clock = clock
+        self._cache = HandleCache(max_open_segments)
+        self._topics: dict[str, TopicInfo] = {}
+        self._logs: dict[TopicPartition, PartitionLog] = {}
+        self._committers: dict[TopicPartition, GroupCommitter] = {}
+        self._retention_interval = retention_check_interval_ms
+        self._checkpoint_interval = checkpoint_interval_ms
+        self._housekeeping_interval = housekeeping_interval_ms
+        self._next_retention = 0
+        self._next_checkpoint = 0
+        self._lock_fd = -1
+        self._task: asyncio.Task[None] | None = None
+        self._opened = False
+        self._closed = False
+        self.had_clean_shutdown = False
+
+    def open(self) -> LogManager:
+        """Lock the data directory (created if missing), finish interrupted creates and
+        deletes, and open every partition -- recovering them unless the last shutdown was
+        clean. Returns ``self``. Raises :class:`StorageError` (the directory is then
+        unlocked again)."""
+        if self._opened:
+            raise StorageError(f"the log manager of {self.data_dir} is already open")
+        self._opened = True
+        self._files.makedirs(os.path.join(self.data_dir, TOPICS_DIR))
+        self._lock()
+        try:
+            self._load()
+        except BaseException:
+            self._abandon()
+            raise
+        now = self._clock()
+        self._next_retention = now + self._retention_interval
+        self._next_checkpoint = now + self._checkpoint_interval
+        return self
+
+    def _lock(self) -> None:
+        path = os.path.join(self.data_dir, LOCK_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise storage_error(exc, "open", path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(
+                f"data directory {self.data_dir} is in use by another process"
+            ) from exc
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = -1
+
+    def _load(self) -> None:
+        files = self._files
+        marker = os.path.join(self.data_dir, CLEAN_SHUTDOWN_FILE)
+        self.had_clean_shutdown = files.exists(marker)
+        if self.had_clean_shutdown:
+            files.remove(marker)  # durably gone before the first append can happen
+            files.sync_dir(self.data_dir)
+        points = read_offsets(files, os.path.join(self.data_dir, RECOVERY_POINT_FILE))
+        topics_dir = os.path.join(self.data_dir, TOPICS_DIR)
+        for entry in files.listdir(topics_dir):
+            path = os.path.join(topics_dir, entry)
+            if entry.endswith(TOMBSTONE_SUFFIX):
+                self._finish_delete(entry[: -len(TOMBSTONE_SUFFIX)])
+            elif entry.endswith(".json"):
+                info = self._read_topic(path)
+                self._topics[info.name] = info
+            elif entry.endswith(".tmp"):
+                files.remove(path, missing_ok=True)
+        for entry in files.listdir(self.data_dir):
+            path = os.path.join(self.data_dir, entry)
+            if entry.endswith(".tmp"):
+                files.remove(path, missing_ok=True)  # an atomic write cut short
+                continue
+            if entry.endswith(DELETE_SUFFIX) and files.isdir(path):
+                logger.info("removing %s left by an interrupted topic deletion", entry)
+                files.remove_tree(path)
+                continue
+            tp = TopicPartition.parse_dir_name(entry)
+            if tp is None or not files.isdir(path):
+                continue
+            owner = self._topics.get(tp.topic)
+            if owner is None or tp.partition >= owner.partitions:
+                self._orphan(path)
+        for info in self._topics.values():
+            for partition in range(info.partitions):
+                tp = TopicPartition(info.name, partition)
+                self._open_log(tp, info.config, points.get(tp, 0), self.had_clean_shutdown)
+        self.checkpoint()
+
+    def _orphan(self, path: str) -> None:
+        files = self._files
+        logs = [n for n in files.listdir(path) if n.endswith(".log")]
+        if all(files.size(os.path.join(path, n)) == 0 for n in logs):
+            logger.info("removing %s, an empty partition of a topic whose creation was cut", path)
+            files.remove_tree(path)
+        else:
+            logger.error("ignoring %s: it holds data but belongs to no known topic", path)
+
+    def _open_log(
+        self, tp: TopicPartition, config: TopicConfig, recovery_point: int, clean: bool
+    ) -> PartitionLog:
+        log = PartitionLog.open(
+            os.path.join(self.data_dir, tp.dir_name),
+            config,
+            clock=self._clock,
+            files=self._files,
+            cache=self._cache,
+            recovery_point=recovery_point,
+            clean_shutdown=clean,
+            name=str(tp),
+        )
+        self._logs[tp] = log
+        self._committers[tp] = GroupCommitter(log)
+        return log
+
+    def _read_topic(self, path: str) -> TopicInfo:
+        data = self._files.read_file(path)
+        try:
+            doc = json.loads(data or b"")
+            name = validate_topic_name(doc["name"])
+            partitions = int(doc["partitions"])
+            overrides = dict(doc.get("config", {}))
+            config = self.default_config.with_overrides(overrides)
+        except (ValueError, KeyError, TypeError, InvalidConfigError) as exc:
+            raise StorageError(f"topic file {path} is damaged: {exc}") from exc
+        return TopicInfo(name, partitions, config, overrides)
+
+    def _write_topic(self, info: TopicInfo) -> None:
+        doc = {"version": 1, "name": info.name, "partitions": info.partitions}
+        doc["config"] = dict(info.overrides)
+        path = os.path.join(self.data_dir, TOPICS_DIR, info.name + ".json")
+        self._files.write_atomically(path, json.dumps(doc, indent=2, sort_keys=True).encode())
+
+    # --- topics -----------------------------------------------------------------------------
+
+    def topics(self) -> dict[str, TopicInfo]:
+        """Every topic by name."""
+        return dict(self._topics)
+
+    def topic(self, name: str) -> TopicInfo:
+        """A topic; :class:`UnknownTopicOrPartitionError` if there is none."""
+        try:
+            return self._topics[name]
+        except KeyError:
+            raise UnknownTopicOrPartitionError(f"unknown topic {name!r}") from None
+
+    def topic_config(self, name: str) -> TopicConfig:
+        """A topic's effective config (defaults with its overrides)."""
+        return self.topic(name).config
+
+    def partition_count(self, name: str) -> int | None:
+        """How many partitions a topic has, or ``None`` if it does not exist."""
+        info = self._topics.get(name)
+        return None if info is None else info.partitions
+
+    def create_topic(
+        self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None
+    ) -> TopicInfo:
+        """Create a topic with ``partitions`` empty logs and ``config`` overrides of the
+        defaults. Raises InvalidTopicNameError, InvalidPartitionsError, InvalidConfigError,
+        TopicAlreadyExistsError or StorageError (nothing is left behind then)."""
+        self._check_open()
+        validate_topic_name(name)
+        if isinstance(partitions, bool) or not isinstance(partitions, int):
+            raise InvalidPartitionsError(f"partitions must be an integer, not {partitions!r}")
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise InvalidPartitionsError(f"partitions must be between 1 and {MAX_PARTITIONS}")
+        effective = self.default_config.with_overrides(config or {})
+        if name in self._topics:
+            raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        tps = [TopicPartition(name, p) for p in range(partitions)]
+        for tp in tps:
+            if self._files.exists(os.path.join(self.data_dir, tp.dir_name)):
+                raise TopicAlreadyExistsError(f"directory {tp.dir_name} already exists")
+        info = TopicInfo(name, partitions, effective, effective.overrides_from(self.default_config))
+        try:
+            for tp in tps:
+                self._open_log(tp, effective, 0, False)
+            self._files.sync_dir(self.data_dir)
+            self._write_topic(info)
+        except StorageError:
+            for tp in tps:
+                self._drop_partition(tp, remove=True)
+            raise
+        self._topics[name] = info
+        logger.info("created topic %s with %d partition(s)", name, partitions)
+        return info
+
+    def alter_topic_config(
+        self,
+        name: str,
+        updates: Mapping[str, Any],
+        deletes: Iterable[str] = (),
+        *,
+        validate_only: bool = False,
+    ) -> TopicInfo:
+        """Set some config keys of a topic and reset others (``deletes``) to the defaults.
+        The result is validated (:class:`InvalidConfigError`), persisted, then applied to the
+        topic's logs; with ``validate_only`` nothing changes."""
+        self._check_open()
+        info = self.topic(name)
+        overrides = dict(info.overrides)
+        for key in deletes:
+            overrides.pop(key, None)
+        overrides.update(updates)
+        config = self.default_config.with_overrides(overrides)
+        updated = TopicInfo(
+            name, info.partitions, config, config.overrides_from(self.default_config)
+        )
+        if validate_only:
+            return updated
+        self._write_topic(updated)
+        self._topics[name] = updated
+        for partition in range(info.partitions):
+            self._logs[TopicPartition(name, partition)].update_config(config)
+        return updated
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data, crash-safely (see the module docstring)."""
+        self._check_open()
+        info = self.topic(name)
+        topic_file = os.path.join(self.data_dir, TOPICS_DIR, name + ".json")
+        for partition in range(info.partitions):
+            log = self._logs.get(TopicPartition(name, partition))
+            if log is not None:
+                log.abandon()
+        self._files.rename(topic_file, topic_file[: -len(".json")] + TOMBSTONE_SUFFIX)
+        self._files.sync_dir(os.path.join(self.data_dir, TOPICS_DIR))
+        del self._topics[name]
+        self._finish_delete(name, info.partitions)
+        logger.info("deleted topic %s", name)
+
+    def _finish_delete(self, name: str, partitions: int | None = None) -> None:
+        files = self._files
+        doomed = []
+        for entry in files.listdir(self.data_dir):
+            tp = TopicPartition.parse_dir_name(entry)
+            if tp is not None and tp.topic == name:
+                self._drop_partition(tp, remove=False)
+                path = os.path.join(self.data_dir, f"{uuid.uuid4().hex}{DELETE_SUFFIX}")
+                files.rename(os.path.join(self.data_dir, entry), path)
+                doomed.append(path)
+        files.sync_dir(self.data_dir)
+        for path in doomed:
+            files.remove_tree(path)
+        tombstone = os.path.join(self.data_dir, TOPICS_DIR, name + TOMBSTONE_SUFFIX)
+        files.remove(tombstone, missing_ok=True)
+
+    def _drop_partition(self, tp: TopicPartition, *, remove: bool) -> None:
+        log = self._logs.pop(tp, None)
+        self._committers.pop(tp, None)
+        if log is not None:
+            log.abandon()
+        path = os.path.join(self.data_dir, tp.dir_name)
+        if remove and self._files.exists(path):
+            try:
+                self._files.remove_tree(path)
+            except StorageError as exc:
+                logger.error("could not remove %s: %s", path, exc)
+
+    # --- partitions -------------------------------------------------------------------------
+
+    def get_log(self, tp: TopicPartition) -> PartitionLog:
+        """The log of a partition; :class:`UnknownTopicOrPartitionError` if there is none."""
+        try:
+            return self._logs[tp]
+        except KeyError:
+            raise UnknownTopicOrPartitionError(f"unknown partition {tp}") from None
+
+    def committer(self, tp: TopicPartition) -> GroupCommitter:
+        """The group committer of a partition (the one the manager's own flushes use)."""
+        self.get_log(tp)
+        return self._committers[tp]
+
+    def logs(self) -> dict[TopicPartition, PartitionLog]:
+        return dict(self._logs)
+
+    async def append(
+        self, tp: TopicPartition, batch: Buffer, *, leader_epoch: int = -1
+    ) -> AppendInfo:
+        """Append as a single broker does: under the ``ack`` flush policy, return only once
+        the batch is fsynced (group commit); then advance the high watermark past it."""
+        log = self.get_log(tp)
+        info = log.append(batch, leader_epoch=leader_epoch)
+        if log.config.flush_policy is FlushPolicy.ACK:
+            await self._committers[tp].flush_until(info.next_offset)
+        log.update_high_watermark(max(log.high_watermark, info.next_offset))
+        return info
+
+    async def flush(self, tp: TopicPartition) -> None:
+        """fsync everything appended to a partition so far."""
+        await self.committer(tp).flush()
+
+    # --- housekeeping -----------------------------------------------------------------------
+
+    def run_retention(self) -> int:
+        """Apply every topic's retention now; returns how many segments were deleted."""
+        deleted = 0
+        for tp, log in list(self._logs.items()):
+            if log.offline is not None or log.closed:
+                continue
+            try:
+                deleted += log.delete_old_segments()
+            except StorageError as exc:
+                logger.error("%s: retention failed: %s", tp, exc)
+        return deleted
+
+    def checkpoint(self) -> None:
+        """Persist every log's recovery point (atomically)."""
+        points = {tp: log.recovery_point for tp, log in self._logs.items()}
+        write_offsets(self._files, os.path.join(self.data_dir, RECOVERY_POINT_FILE), points)
+
+    async def run_housekeeping(self) -> None:
+        """One round of the background work, by the injected clock: retention when it is due,
+        ``interval`` flushes when due, fsyncs of rolled segments, the checkpoint when due."""
+        now = self._clock()
+        if now >= self._next_retention:
+            self._next_retention = now + self._retention_interval
+            self.run_retention()
+        flushes = []
+        for tp, log in self._logs.items():
+            if log.offline is not None or log.closed:
+                continue
+            committer = self._committers[tp]
+            config = log.config
+            due = (
+                config.flush_policy is FlushPolicy.INTERVAL
+                and log.recovery_point < log.log_end_offset
+                and now - log.last_flush_ms >= config.flush_ms
+            )
+            if log.needs_background_flush:
+                flushes.append(committer.flush_now())
+            elif due:
+                flushes.append(committer.flush())
+        if flushes:
+            for result in await asyncio.gather(*flushes, return_exceptions=True):
+                if isinstance(result, StorageError):
+                    logger.error("background flush failed: %s", result)
+                elif isinstance(result, BaseException):
+                    raise result
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + self._checkpoint_interval
+            points = {tp: log.recovery_point for tp, log in self._logs.items()}
+            path = os.path.join(self.data_dir, RECOVERY_POINT_FILE)
+            await asyncio.to_thread(write_offsets, self._files, path, points)
+
+    async def start(self) -> None:
+        """Run :meth:`run_housekeeping` every ``housekeeping_interval_ms`` until :meth:`stop`."""
+        self._check_open()
+        if self._task is None:
+            self._task = asyncio.create_task(self._housekeeping_loop(), name="log-housekeeping")
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._housekeeping_interval / 1000)
+            try:
+                await self.run_housekeeping()
+            except StorageError as exc:
+                logger.error("log housekeeping failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop housekeeping, let running fsyncs end, then :meth:`close` off the loop."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for committer in list(self._committers.values()):
+            await committer.wait_idle()
+        await asyncio.to_thread(self.close)
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush and close every log, write the checkpoint and -- only if all of that worked
+        -- the clean shutdown marker, so the next open can skip recovery."""
+        if self._closed:
+            return
+        self._closed = True
+        clean = True
+        try:
+            for tp, log in self._logs.items():
+                if log.offline is not None:
+                    clean = False
+                try:
+                    log.close()
+                except StorageError as exc:
+                    clean = False
+                    logger.error("%s: could not close cleanly: %s", tp, exc)
+            self.checkpoint()
+            if clean:
+                marker = os.path.join(self.data_dir, CLEAN_SHUTDOWN_FILE)
+                self._files.write_atomically(marker, b"")
+        finally:
+            self._unlock()
+
+    def _abandon(self) -> None:
+        self._closed = True
+        for log in self._logs.values():
+            log.abandon()
+        self._unlock()
+
+    def _check_open(self) -> None:
+        if not self._opened or self._closed:
+            raise StorageError(f"the log manager of {self.data_dir} is closed")
+
+    def __enter__(self) -> LogManager:
+        return self if self._opened else self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

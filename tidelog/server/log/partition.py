@@ -1,0 +1,586 @@
+"""A partition's log: an ordered list of segments, the newest one taking appends.
+
+``PartitionLog`` is synchronous and single-threaded: the broker calls it from its event loop
+(appends and reads go to the page cache). The only work that leaves the loop is the fsync of a
+flush, which :meth:`begin_flush` prepares as a :class:`SyncJob` on duplicated descriptors and
+:meth:`complete_flush` accounts for; :mod:`.flush` runs it in a thread (group commit).
+
+Offsets: ``log_start_offset`` <= ``high_watermark`` <= ``log_end_offset`` (alias
+``next_offset``); ``recovery_point`` is the offset below which everything is known fsynced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from bisect import bisect_right
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from tidelog.wire.errors import (
+    CorruptBatchError,
+    CorruptMessageError,
+    InvalidRecordError,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    StorageError,
+    UnsupportedCompressionCodeError,
+    UnsupportedCompressionError,
+)
+from tidelog.wire.layouts import BATCH_LEADER_EPOCH_OFFSET
+from tidelog.wire.records import Buffer, RecordBatch
+
+from .cache import HandleCache
+from .config import INT32_MAX, Clock, TopicConfig, system_clock
+from .files import Files, Handle, SyncJob
+from .loader import LoadReport, load_segments
+from .scan import BatchInfo
+from .segment import FileSlice, LogOfflineError, LogSegment
+
+logger = logging.getLogger("tidelog.server.log")
+
+_STAMPED = BATCH_LEADER_EPOCH_OFFSET + 4
+"""The batch prefix the broker stamps (base offset, length, leader epoch): outside the CRC."""
+_STAMP = struct.Struct(">qii")
+assert _STAMP.size == _STAMPED
+
+
+class AppendInfo(NamedTuple):
+    """Where an appended batch landed. (A named tuple: it is built on every append, and a
+    frozen dataclass costs four times as much to create.)"""
+
+    base_offset: int
+    last_offset: int
+    record_count: int
+    max_timestamp: int
+    size: int
+    log_start_offset: int
+
+    @property
+    def next_offset(self) -> int:
+        return self.last_offset + 1
+
+
+@dataclass(frozen=True, slots=True)
+class LogReadResult:
+    """Whole batches from one segment (``records`` is ``None`` when there is nothing to read
+    yet), and the partition's offsets at the time of the read."""
+
+    records: FileSlice | None
+    first_offset: int
+    """Base offset of the first batch returned (at or before the offset asked for)."""
+    next_offset: int
+    """The offset to fetch next: just after the last batch returned."""
+    log_start_offset: int
+    high_watermark: int
+    log_end_offset: int
+
+    @property
+    def size(self) -> int:
+        return 0 if self.records is None else self.records.length
+
+    def read_bytes(self) -> bytes:
+        return b"" if self.records is None else self.records.read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampOffset:
+    """The first record at or after a timestamp."""
+
+    offset: int
+    timestamp: int
+
+
+class PartitionLog:
+    """The log of one topic-partition in its own directory. Not thread-safe."""
+
+    def __init__(
+        self,
+        directory: str,
+        config: TopicConfig,
+        segments: list[LogSegment],
+        *,
+        clock: Clock,
+        files: Files,
+        cache: HandleCache,
+        name: str,
+        load_report: LoadReport,
+    ) -> None:
+        """Use :meth:`open`."""
+        self.directory = directory
+        self.name = name
+        self._config = config
+        self._clock = clock
+        self._files = files
+        self._cache = cache
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self._leo = segments[-1].next_offset
+        self._hw = self._leo
+        self._rp = self._leo
+        self._generation = 0
+        self._rolls = 0
+        self._synced_rolls = 0
+        self._dir_dirty = True  # the first flush also makes the segment files' names durable
+        self._offline: StorageError | None = None
+        self._closed = False
+        self.last_flush_ms = clock()
+        self.load_report = load_report
+
+    @classmethod
+    def open(
+        cls,
+        directory: str,
+        config: TopicConfig | None = None,
+        *,
+        clock: Clock = system_clock,
+        files: Files | None = None,
+        cache: HandleCache | None = None,
+        recovery_point: int = 0,
+        clean_shutdown: bool = False,
+        name: str | None = None,
+    ) -> PartitionLog:
+        """Open (or create) the log in ``directory``, recovering what needs it: after a clean
+        shutdown only the active segment's end is found; otherwise every segment from the
+        one holding ``recovery_point`` is checked and cut at the first bad batch."""
+        config = TopicConfig() if config is None else config
+        files = Files() if files is None else files
+        cache = HandleCache() if cache is None else cache
+        name = name or os.path.basename(os.path.normpath(directory))
+        files.makedirs(directory)
+        segments, report = load_segments(
+            directory,
+            files,
+            cache,
+            index_interval_bytes=config.index_interval_bytes,
+            recovery_point=recovery_point,
+            clean_shutdown=clean_shutdown,
+            now=clock(),
+            name=name,
+        )
+        return cls(
+            directory,
+            config,
+            segments,
+            clock=clock,
+            files=files,
+            cache=cache,
+            name=name,
+            load_report=report,
+        )
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> TopicConfig:
+        return self._config
+
+    def update_config(self, config: TopicConfig) -> None:
+        """New settings apply from the next append (index interval: from the next segment)."""
+        self._config = config
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._leo
+
+    next_offset = log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self._hw
+
+    def update_high_watermark(self, offset: int) -> int:
+        """Set the high watermark (replication advances it; a single broker sets it to the log
+        end after each append). Clamped to [log start, log end]; returns the new value."""
+        self._hw = min(max(offset, self.log_start_offset), self._leo)
+        return self._hw
+
+    @property
+    def recovery_point(self) -> int:
+        return self._rp
+
+    @property
+    def segments(self) -> tuple[LogSegment, ...]:
+        return tuple(self._segments)
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    @property
+    def size_in_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def offline(self) -> StorageError | None:
+        """The error that took the log offline, or ``None`` while it is healthy."""
+        return self._offline
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StorageError(f"log {self.name} is closed")
+        if self._offline is not None:
+            raise LogOfflineError(
+                f"log {self.name} is offline after an I/O error ({self._offline.message}); "
+                "it must be reopened"
+            )
+
+    def _go_offline(self, exc: StorageError) -> None:
+        if self._offline is None:
+            self._offline = exc
+            logger.error("%s: taking the log offline: %s", self.name, exc)
+
+    # --- appends ----------------------------------------------------------------------------
+
+    def append(
+        self, batch: Buffer, *, leader_epoch: int = -1, assign_offsets: bool = True
+    ) -> AppendInfo:
+        """Validate one batch (CRC, sizes, counts), give it the next offsets by writing its
+        base offset (and ``leader_epoch``) in place, and append it.
+
+        With ``assign_offsets=False`` (a follower copying its leader) the batch keeps its
+        offsets and epoch, and must start at the log end offset. Raises
+        :class:`CorruptMessageError`, :class:`MessageTooLargeError`, :class:`StorageError`
+        (nothing of the batch is visible then) or :class:`LogOfflineError`.
+        """
+        if self._offline is not None or self._closed:
+            self._check_usable()
+        size = len(batch)
+        if size > self._config.max_message_bytes:
+            raise MessageTooLargeError(
+                f"batch of {size} bytes is larger than max_message_bytes "
+                f"({self._config.max_message_bytes}) of {self.name}"
+            )
+        try:
+            parsed = RecordBatch.parse(batch, verify_records=True)
+        except UnsupportedCompressionError as exc:
+            raise UnsupportedCompressionCodeError(str(exc)) from exc
+        except CorruptBatchError as exc:
+            raise CorruptMessageError(str(exc)) from exc
+        view = memoryview(batch)
+        if assign_offsets:
+            # Stamp base offset and leader epoch (what ``stamp_batch`` does, outside the CRC)
+            # into a copy of the 16-byte prefix: the batch itself is written as it came.
+            base = self._leo
+            data: list[Buffer] = [_STAMP.pack(base, size - 12, leader_epoch), view[_STAMPED:]]
+        else:
+            base = parsed.base_offset
+            if base != self._leo:
+                raise InvalidRecordError(
+                    f"batch starts at offset {base}, the log of {self.name} ends at {self._leo}"
+                )
+            data = [view]
+        count = parsed.record_count
+        info = BatchInfo(0, size, base, base + count, parsed.max_timestamp)
+        now = self._clock()
+        segment = self._segments[-1]
+        started = segment.rolling_base_ms
+        if segment.size and (
+            segment.size + size > self._config.segment_bytes
+            or (started is not None and now - started >= self._config.segment_ms)
+            or base + count - 1 - segment.base_offset > INT32_MAX
+        ):
+            segment = self.roll()
+        try:
+            segment.append(data, info, now)
+        except LogOfflineError as exc:
+            self._go_offline(exc)
+            raise
+        self._leo = info.next_offset
+        return AppendInfo(
+            base, base + count - 1, count, parsed.max_timestamp, size, self.log_start_offset
+        )
+
+    def roll(self) -> LogSegment:
+        """Start a new active segment at the log end offset (no-op if the active segment is
+        empty). The old one's indexes are written; a background flush fsyncs it."""
+        self._check_usable()
+        old = self._segments[-1]
+        if old.size == 0:
+            return old
+        new = LogSegment.create(
+            self.directory, self._leo, self._files, self._cache, self._config.index_interval_bytes
+        )
+        try:
+            old.seal()
+        except StorageError:
+            new.rename_for_deletion()
+            old.make_writable()
+            raise
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        self._dir_dirty = True
+        self._rolls += 1
+        logger.debug("%s: rolled a new segment at offset %d", self.name, new.base_offset)
+        return new
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> LogReadResult:
+        """Whole batches from the one holding ``offset``: at most ``max_bytes`` but always at
+        least one batch, from a single segment, and only batches that end at or before
+        ``max_offset`` (a consumer passes the high watermark). Costs an index lookup and a
+        few header reads, never a parse.
+
+        At the log end offset (or ``max_offset``) the result is empty: a consumer waiting for
+        data. Below the log start or past the end: :class:`OffsetOutOfRangeError`.
+        """
+        self._check_usable()
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must not be negative, not {max_bytes}")
+        leo = self._leo
+        start = self.log_start_offset
+        if offset < start or offset > leo:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside the log of {self.name}, which holds [{start}, {leo})"
+            )
+        upper = leo if max_offset is None else min(max_offset, leo)
+        if offset >= upper:
+            return self._result(None, offset, offset)
+        segment = self._segments[bisect_right(self._bases, offset) - 1]
+        first = segment.locate(offset)
+        if first.next_offset > upper:
+            return self._result(None, offset, offset)
+        if upper >= segment.next_offset:
+            end, end_offset = segment.size, segment.next_offset
+        else:
+            bound = segment.locate(upper)
+            end, end_offset = bound.position, bound.base_offset
+        stop, next_offset = segment.fit(first, first.position + max_bytes, end, end_offset)
+        records = FileSlice(segment.log_path, first.position, stop - first.position, segment)
+        return self._result(records, first.base_offset, next_offset)
+
+    def _result(self, records: FileSlice | None, first: int, next_offset: int) -> LogReadResult:
+        return LogReadResult(
+            records, first, next_offset, self.log_start_offset, self._hw, self._leo
+        )
+
+    def offset_for_timestamp(self, timestamp: int) -> TimestampOffset | None:
+        """The first record (in offset order) whose timestamp is at or after ``timestamp``,
+        found through the segments' max timestamps and time indexes; ``None`` if none."""
+        self._check_usable()
+        for segment in self._segments:
+            largest = segment.max_timestamp
+            if largest is not None and largest >= timestamp:
+                found = segment.find_timestamp(timestamp)
+                if found is not None:
+                    return TimestampOffset(*found)
+        return None
+
+    # --- retention and truncation -------------------------------------------------------
+
+    def delete_old_segments(self) -> int:
+        """Apply ``retention_ms`` and ``retention_bytes``: delete the oldest whole segments
+        that break either, never the active one nor data at or above the high watermark.
+        Advances the log start offset; returns how many segments were deleted."""
+        self._check_usable()
+        config = self._config
+        now = self._clock()
+        candidates = [s for s in self._segments[:-1] if s.next_offset <= self._hw]
+        by_time = by_size = 0
+        if config.retention_ms >= 0:
+            for segment in candidates:
+                largest = segment.max_timestamp
+                if largest is not None and now - largest <= config.retention_ms:
+                    break
+                by_time += 1
+        if config.retention_bytes >= 0:
+            excess = self.size_in_bytes - config.retention_bytes
+            for segment in candidates:
+                if excess - segment.size < 0:
+                    break
+                excess -= segment.size
+                by_size += 1
+        count = max(by_time, by_size)
+        if count:
+            doomed = self._segments[:count]
+            deleted = self._delete(doomed)
+            self._rp = max(self._rp, self.log_start_offset)
+            logger.info(
+                "%s: retention deleted %d segment(s) (%d bytes); the log now starts at %d",
+                self.name,
+                count,
+                deleted,
+                self.log_start_offset,
+            )
+        return count
+
+    def _delete(self, doomed: list[LogSegment]) -> int:
+        """Delete whole segments crash-safely: rename each to ``*.deleted`` (dropping it from
+        the log once its ``.log`` is renamed), fsync the directory, then remove the files. A
+        failure leaves every segment either fully in the log or gone from it."""
+        renamed: list[str] = []
+        deleted = 0
+        try:
+            for segment in doomed:
+                renamed.extend(segment.rename_for_deletion())
+                self._segments.remove(segment)
+                deleted += segment.size
+        finally:
+            self._bases = [s.base_offset for s in self._segments]
+            if renamed:
+                self._files.sync_dir(self.directory)
+                for path in renamed:
+                    self._files.remove(path, missing_ok=True)
+        return deleted
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch holding an offset >= ``offset``. A batch is never split: the log
+        then ends at the base offset of the batch holding ``offset``. Below the log start the
+        log is emptied and restarts at ``offset``. I/O errors take the log offline."""
+        self._check_usable()
+        if offset < 0:
+            raise ValueError(f"cannot truncate to negative offset {offset}")
+        if offset >= self._leo:
+            return
+        if offset <= self.log_start_offset:
+            self.truncate_fully_and_start_at(offset)
+            return
+        try:
+            later = [s for s in self._segments if s.base_offset >= offset]
+            self._delete(list(reversed(later)))
+            segment = self._segments[-1]
+            if not segment.active:
+                segment.make_active(self._clock())
+            removed = segment.truncate_to(offset)
+        except StorageError as exc:
+            self._go_offline(exc)
+            raise
+        self._after_truncation(segment.next_offset)
+        logger.info(
+            "%s: truncated to offset %d (%d segment(s) and %d bytes removed)",
+            self.name,
+            self._leo,
+            len(later),
+            removed,
+        )
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete every segment and start an empty log at ``offset`` (a follower that fell
+        behind its leader's log start)."""
+        self._check_usable()
+        if offset < 0:
+            raise ValueError(f"cannot start a log at negative offset {offset}")
+        try:
+            self._delete(list(reversed(self._segments)))
+            segment = LogSegment.create(
+                self.directory, offset, self._files, self._cache, self._config.index_interval_bytes
+            )
+        except StorageError as exc:
+            self._go_offline(exc)
+            raise
+        self._segments = [segment]
+        self._bases = [offset]
+        self._dir_dirty = True
+        self._after_truncation(offset)
+        self._rp = self._hw = offset
+        logger.info("%s: emptied; the log restarts at offset %d", self.name, offset)
+
+    def _after_truncation(self, leo: int) -> None:
+        self._leo = leo
+        self._hw = min(self._hw, leo)
+        self._rp = min(self._rp, leo)
+        self._generation += 1  # a flush running now must not move the recovery point
+
+    # --- flushing ---------------------------------------------------------------------------
+
+    def begin_flush(self, *, all_indexes: bool = False) -> SyncJob:
+        """Prepare one fsync of everything appended so far (group commit): the log data of
+        every segment above the recovery point, the index files of sealed segments not yet
+        synced, and the directory if segments were created. Cheap; runs on the loop."""
+        self._check_usable()
+        handles: list[Handle] = []
+        versions: list[tuple[object, int]] = []
+        try:
+            for segment in self._segments:
+                needs_data = segment.size > 0 and segment.next_offset > self._rp
+                version = segment.index_version
+                needs_index = (all_indexes or not segment.active) and (
+                    version != segment.index_synced_version
+                )
+                if needs_data or needs_index:
+                    handles.extend(segment.sync_handles(with_indexes=needs_index))
+                if needs_index:
+                    versions.append((segment, version))
+            if self._dir_dirty:
+                handles.append(self._files.open_dir(self.directory))
+        except StorageError:
+            for handle in handles:
+                handle.close_quietly()
+            raise
+        self._dir_dirty = False
+        return SyncJob(self._leo, self._generation, handles, versions, self._rolls)
+
+    def complete_flush(self, job: SyncJob) -> None:
+        """Account for a job that has run: advance the recovery point to its target, or -- if
+        an fsync failed -- take the log offline (after a failed fsync the page cache may have
+        dropped the data: only a reopen, which recovers, can tell what is on disk)."""
+        if job.error is not None:
+            self._go_offline(job.error)
+            raise LogOfflineError(
+                f"flush of {self.name} failed: {job.error.message}"
+            ) from job.error
+        if self._closed:
+            return
+        if job.generation == self._generation:
+            self._rp = max(self._rp, min(job.target_offset, self._leo))
+        for segment, version in job.index_versions:
+            assert isinstance(segment, LogSegment)
+            segment.index_synced_version = max(segment.index_synced_version, version)
+        self._synced_rolls = max(self._synced_rolls, job.rolls)
+        self.last_flush_ms = self._clock()
+
+    @property
+    def needs_background_flush(self) -> bool:
+        """Whether a rolled segment (its data or its indexes) has not been fsynced yet: the
+        background flush that every policy gets, so recovery rarely rescans old segments."""
+        return self._rp < self._segments[-1].base_offset or self._synced_rolls != self._rolls
+
+    def flush(self, *, all_indexes: bool = False) -> None:
+        """fsync everything appended so far, on the calling thread."""
+        job = self.begin_flush(all_indexes=all_indexes)
+        job.run()
+        self.complete_flush(job)
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write the indexes, fsync everything and close the files. Raises
+        :class:`StorageError` if that fails (the shutdown is then not clean)."""
+        if self._closed:
+            return
+        try:
+            if self._offline is None:
+                self._segments[-1].persist_indexes()
+                self.flush(all_indexes=True)
+        except StorageError as exc:
+            self._go_offline(exc)
+            raise
+        finally:
+            self._closed = True
+            for segment in self._segments:
+                with suppress(StorageError):
+                    segment.close()
+
+    def abandon(self) -> None:
+        """Close the files without flushing (the log is about to be deleted)."""
+        self._closed = True
+        for segment in self._segments:
+            with suppress(StorageError):
+                segment.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionLog({self.name!r}, start={self.log_start_offset}, end={self._leo}, "
+            f"segments={len(self._segments)})"
+        )

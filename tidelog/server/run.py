@@ -1,0 +1,76 @@
+"""Running a broker as a process: logging, uvloop, signals. ``tidelog serve`` and
+``python -m tidelog.server`` both end here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+import uvloop
+
+from .broker import Broker
+from .config import SETTINGS_DOC, BrokerConfig, ConfigError
+
+
+def configure_logging(level: str) -> None:
+    """One line per event: time, level, component, message (structured enough to grep)."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(config: BrokerConfig, on_started: Callable[[Broker], None] | None = None) -> int:
+    """Run a broker until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code."""
+    return uvloop.run(_serve(config, on_started))
+
+
+async def _serve(config: BrokerConfig, on_started: Callable[[Broker], None] | None) -> int:
+    broker = Broker(config)
+    await broker.start()
+    loop = asyncio.get_running_loop()
+    stopping: asyncio.Task[None] | None = None
+
+    def request_stop(signame: str) -> None:
+        nonlocal stopping
+        if stopping is None:
+            logging.getLogger("tidelog.server").info("received %s", signame)
+            stopping = asyncio.ensure_future(broker.stop())
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig.name)
+    if on_started is not None:
+        on_started(broker)
+    try:
+        await broker.wait_stopped()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tidelog.server",
+        description="Run a tidelog broker. Every setting can also come from a TIDELOG_<NAME> "
+        "environment variable or a TOML file (--config).",
+    )
+    parser.add_argument("--config", help="TOML file with broker settings")
+    for name, doc in SETTINGS_DOC.items():
+        if name == "topic_defaults":
+            continue
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=doc)
+    args = vars(parser.parse_args(argv))
+    config_file = args.pop("config")
+    try:
+        config = BrokerConfig.load(overrides=args, config_file=config_file)
+    except ConfigError as exc:
+        print(f"tidelog: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    return serve(config, lambda b: print(f"tidelog broker listening on {b.address}", flush=True))
