@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from tidelog.wire.api import DEFAULT_BROKER_PORT
 from tidelog.wire.frame import DEFAULT_MAX_FRAME_SIZE
 
 ENV_PREFIX: Final = "TIDELOG_"
-DEFAULT_PORT: Final = 7070
+DEFAULT_PORT: Final = DEFAULT_BROKER_PORT
 
 
 class ConfigError(ValueError):

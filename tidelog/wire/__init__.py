@@ -7,8 +7,11 @@ both drive this codec. docs/PROTOCOL.md is the byte-level specification.
 from . import errors, messages
 from .api import (
     API_SPECS,
+    DEFAULT_BROKER_PORT,
+    HANDSHAKE_VERSION,
     ApiKey,
     ApiSpec,
+    api_of,
     decode_request,
     decode_response,
     encode_error,
@@ -43,6 +46,8 @@ from .records import (
 
 __all__ = [
     "API_SPECS",
+    "DEFAULT_BROKER_PORT",
+    "HANDSHAKE_VERSION",
     "DEFAULT_MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
     "ApiKey",
@@ -63,6 +68,7 @@ __all__ = [
     "encode_frame",
     "encode_frame_prefix",
     "encode_request",
+    "api_of",
     "encode_response",
     "errors",
     "iter_batches",

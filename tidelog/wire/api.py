@@ -88,6 +88,9 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
     )
 }
 
+DEFAULT_BROKER_PORT: Final = 7070
+"""The port a broker listens on and a client connects to when none is given."""
+
 HANDSHAKE_VERSION: Final = 0
 """The handshake is always sent at API version 0 and frame protocol version 1, whatever else
 changes, so any two peers can at least agree that they cannot talk."""

@@ -125,6 +125,7 @@ def test_failed_index_write_at_roll_leaves_the_log_usable(
     faulty.inject("write", errno.ENOSPC, path_contains=".timeindex")
     with pytest.raises(StorageError, match="disk is full"):
         log.append(make_batch(1, size=900, tag=2))
+    assert len(os.listdir(log_dir)) == 3  # the next segment's files are gone again
     assert log.offline is None
     assert len(log.segments) == 1
     written += append_all(log, [make_batch(1, size=900, tag=3)])

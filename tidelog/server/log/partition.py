@@ -37,7 +37,7 @@ from .config import INT32_MAX, Clock, TopicConfig, system_clock
 from .files import Files, Handle, SyncJob
 from .loader import LoadReport, load_segments
 from .scan import BatchInfo
-from .segment import FileSlice, LogOfflineError, LogSegment
+from .segment import FileSlice, LogOfflineError, LogSegment, delete_segments
 
 logger = logging.getLogger("tidelog.server.log")
 
@@ -314,7 +314,8 @@ class PartitionLog:
         try:
             old.seal()
         except StorageError:
-            new.rename_for_deletion()
+            with suppress(StorageError):  # the first error is the one to report
+                delete_segments([new], self._files, self.directory)
             old.make_writable()
             raise
         self._segments.append(new)

@@ -35,16 +35,11 @@ LOG_SUFFIX: Final = ".log"
 INDEX_SUFFIX: Final = ".index"
 TIME_INDEX_SUFFIX: Final = ".timeindex"
 DELETED_SUFFIX: Final = ".deleted"
-SEGMENT_SUFFIXES: Final = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
 
 _HEADER_SIZE: Final = BATCH_HEADER_SIZE
 _MAX_TS: Final = struct.Struct(">q")
 _MAX_TS_AT: Final = 35
 """Byte position of ``max_timestamp`` in a batch header (see ``layouts.BATCH_HEADER``)."""
-
-
-def segment_file_name(base_offset: int, suffix: str = LOG_SUFFIX) -> str:
-    return f"{base_offset:020d}{suffix}"
 
 
 class LogOfflineError(StorageError):
@@ -54,7 +49,8 @@ class LogOfflineError(StorageError):
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
-    """The outcome of checking one segment: ``truncated_bytes`` were cut at ``position``."""
+    """The outcome of checking one segment: ``truncated_bytes`` were cut after the first
+    ``valid_bytes``; ``reason`` says what was wrong with the first batch cut."""
 
     valid_bytes: int
     truncated_bytes: int
@@ -305,7 +301,7 @@ class LogSegment:
                 handle.truncate(position)
             except StorageError as undo:
                 raise LogOfflineError(
-                    f"{exc}; cutting the partial batch failed too: {undo}"
+                    f"{exc.message}; cutting the partial batch failed too: {undo.message}"
                 ) from exc
             raise
         self._track(info, position)

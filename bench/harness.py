@@ -1,0 +1,106 @@
+"""Shared bench plumbing: a broker subprocess on a temporary data dir, percentiles, tables.
+
+The broker runs in its own process (as in production), on 127.0.0.1 and an ephemeral port,
+and is stopped by PID when the bench ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class BrokerProc:
+    proc: subprocess.Popen[str]
+    address: str
+    data_dir: str
+
+
+@contextlib.contextmanager
+def broker_process(*args: str) -> Iterator[BrokerProc]:
+    """A ``python -m tidelog.server`` process; yields once it listens; SIGTERM at the end."""
+    with tempfile.TemporaryDirectory(prefix="tidelog-bench-") as data_dir:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tidelog.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--data-dir",
+                data_dir,
+                "--log-level",
+                "WARNING",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        found = threading.Event()
+        address: list[str] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if "listening on" in line and not address:
+                    address.append(line.rsplit(" ", 1)[1].strip())
+                    found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            if not found.wait(START_TIMEOUT_S):
+                raise RuntimeError("the broker did not start")
+            yield BrokerProc(proc, address[0], data_dir)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of already sorted values, nearest rank."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[rank]
+
+
+def spread(values: Sequence[float], fmt: str = ",.0f") -> str:
+    """``median (min-max)`` of repeated runs."""
+    return (
+        f"{format(statistics.median(values), fmt)} "
+        f"({format(min(values), fmt)}-{format(max(values), fmt)})"
+    )
+
+
+def machine() -> str:
+    mem = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+        mem = f", {kib / 1024 / 1024:.0f} GiB"
+    return (
+        f"{os.cpu_count()} cores{mem}, python {platform.python_version()}, "
+        f"{platform.machine()}, {time.strftime('%Y-%m-%d')}"
+    )

@@ -1,0 +1,511 @@
+"""The producer's accumulator: records gathered into per-partition batches.
+
+Shape after aiokafka's ``producer/message_accumulator.py``:
+
+* every partition has a deque of :class:`ProducerBatch`; records append to the last batch
+  until it reaches ``batch_size`` bytes, then a new batch opens;
+* a partition is *ready* when its first batch is closed (full), another batch waits behind it,
+  ``linger`` has passed since it opened, or a flush, a close or a blocked ``send()`` asks for
+  everything now; :meth:`Accumulator.drain` takes the ready batches, grouped by leader broker;
+* memory is accounted in :class:`MemoryBudget`: ``send()`` waits there for room, which is how
+  a fast producer is slowed down to the speed of the brokers (back-pressure);
+* a batch that failed with a retriable error goes back to the *front* of its partition's
+  deque (:meth:`Accumulator.reenqueue`), so records keep their order.
+
+Everything here is synchronous. Batches are stamped with the injected ``clock`` (monotonic
+seconds) when they open, and :meth:`Accumulator.drain` and :meth:`Accumulator.expire` take
+``now`` as an argument: tests drive time instead of sleeping.
+
+Records are not futures: :meth:`ProducerBatch.append` returns a :class:`RecordFuture`, three
+slots pointing at the batch's one future, and the record's metadata is computed when asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Container, Generator, Iterable, Mapping
+from typing import Any, Final
+
+from tidelog.wire.compression import Compression
+from tidelog.wire.layouts import BATCH_HEADER_SIZE
+from tidelog.wire.records import HeadersInput, RecordBatchBuilder
+
+from .types import RecordMetadata, TopicPartition
+
+RECORD_OVERHEAD: Final = 16
+"""Bytes a record adds to a batch besides its key, value and headers (timestamp delta, key and
+value lengths), as :class:`~tidelog.wire.records.RecordBatchBuilder` counts them."""
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: HeadersInput | None) -> int:
+    """The bytes a record is accounted for in ``batch_size`` and ``buffer_memory``."""
+    size = RECORD_OVERHEAD
+    if key is not None:
+        size += len(key)
+    if value is not None:
+        size += len(value)
+    if headers:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        size += 6 + sum(6 + len(k) * 3 + (len(v) if v else 0) for k, v in items)
+    return size
+
+
+class ProducerBatch:
+    """One batch on its way to a partition: open while records are added, then closed into
+    bytes (``buffer``) that are sent, and resent as they are after a retriable failure."""
+
+    __slots__ = (
+        "_count",
+        "_future",
+        "acknowledged",
+        "attempts",
+        "base_offset",
+        "buffer",
+        "builder",
+        "closed",
+        "created",
+        "deadline",
+        "error",
+        "in_flight",
+        "last_error",
+        "log_append_time",
+        "reserved",
+        "retry_at",
+        "tp",
+    )
+
+    def __init__(
+        self, tp: TopicPartition, builder: RecordBatchBuilder, now: float, deadline: float
+    ) -> None:
+        self.tp = tp
+        self.builder = builder
+        self.created = now
+        self.deadline = deadline
+        self.closed = False
+        self.in_flight = False
+        self.acknowledged = False
+        self.attempts = 0
+        self.retry_at = 0.0
+        self.reserved = 0
+        self._count = 0
+        self.buffer: bytes | None = None
+        self.base_offset = -1
+        self.log_append_time = -1
+        self.error: BaseException | None = None
+        self.last_error: BaseException | None = None
+        self._future: asyncio.Future[None] | None = None
+
+    def append(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: HeadersInput | None,
+        timestamp: int,
+        size: int,
+    ) -> RecordFuture:
+        index = self.builder.append(value, key, headers, timestamp)
+        self.reserved += size
+        return RecordFuture(self, index, timestamp)
+
+    @property
+    def record_count(self) -> int:
+        return self._count if self.buffer is not None or self._count else len(self.builder)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the batch: built size once closed, uncompressed size while open."""
+        buffer = self.buffer
+        return len(buffer) if buffer is not None else self.builder.size_in_bytes
+
+    def close(self) -> bytes:
+        """Build the batch (once); no record can be added afterwards."""
+        self.closed = True
+        if self.buffer is None:
+            self._count = len(self.builder)
+            self.buffer = self.builder.build()
+        return self.buffer
+
+    @property
+    def future(self) -> asyncio.Future[None]:
+        """Resolves when the batch is acknowledged, fails with its error (created on demand,
+        in the running loop)."""
+        fut = self._future
+        if fut is None:
+            fut = self._future = asyncio.get_running_loop().create_future()
+            if self.error is not None:
+                fut.set_exception(self.error)
+            elif self.acknowledged:
+                fut.set_result(None)
+        return fut
+
+    def succeed(self, base_offset: int, log_append_time: int = -1) -> None:
+        """Acknowledged: its first record has ``base_offset`` (-1 when acks=none)."""
+        self.base_offset = base_offset
+        self.log_append_time = log_append_time
+        self.acknowledged = True
+        self._count = self.record_count
+        self.builder = _EMPTY_BUILDER  # free the records; the built bytes go too
+        self.buffer = None
+        fut = self._future
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._count = self.record_count
+        self.builder = _EMPTY_BUILDER
+        self.buffer = None
+        fut = self._future
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
+            fut.exception()  # the records' futures report it; don't warn if nobody awaits
+
+    def __repr__(self) -> str:
+        return (
+            f"<ProducerBatch {self.tp.topic}[{self.tp.partition}] {self.record_count} records "
+            f"attempts={self.attempts}>"
+        )
+
+
+_EMPTY_BUILDER: Final = RecordBatchBuilder()
+
+
+class RecordFuture:
+    """The future of one sent record: await it for its :class:`RecordMetadata`.
+
+    Shares its batch's future (one per batch, not per record); ``done()``, ``result()``,
+    ``exception()`` and ``add_done_callback()`` behave like :class:`asyncio.Future`'s.
+    """
+
+    __slots__ = ("_batch", "_index", "_timestamp")
+
+    def __init__(self, batch: ProducerBatch, index: int, timestamp: int) -> None:
+        self._batch = batch
+        self._index = index
+        self._timestamp = timestamp
+
+    def done(self) -> bool:
+        b = self._batch
+        return b.error is not None or b.acknowledged
+
+    def result(self) -> RecordMetadata:
+        """The record's metadata; raises its error, or InvalidStateError if not done."""
+        b = self._batch
+        if b.error is not None:
+            raise b.error
+        if not b.acknowledged:
+            raise asyncio.InvalidStateError("the record is not acknowledged yet")
+        tp = b.tp
+        if b.base_offset < 0:
+            return RecordMetadata(tp.topic, tp.partition, -1, self._timestamp)
+        ts = b.log_append_time if b.log_append_time >= 0 else self._timestamp
+        return RecordMetadata(tp.topic, tp.partition, b.base_offset + self._index, ts)
+
+    def exception(self) -> BaseException | None:
+        if not self.done():
+            raise asyncio.InvalidStateError("the record is not acknowledged yet")
+        return self._batch.error
+
+    def add_done_callback(self, fn: Callable[[RecordFuture], object]) -> None:
+        self._batch.future.add_done_callback(lambda _: fn(self))
+
+    def __await__(self) -> Generator[Any, None, RecordMetadata]:
+        b = self._batch
+        if b.error is None and not b.acknowledged:
+            fut = b.future
+            yield from fut.__await__()
+        return self.result()
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done() else ("failed" if self._batch.error else "done")
+        return f"<RecordFuture {self._batch.tp} #{self._index} {state}>"
+
+
+class MemoryBudget:
+    """``buffer_memory`` as a count of bytes: reservations wait, first come first served,
+    until completed batches release enough."""
+
+    __slots__ = ("_waiters", "limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("buffer_memory must be positive")
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @property
+    def waiting(self) -> bool:
+        """Whether someone waits for room (then every batch is sent without lingering)."""
+        return bool(self._waiters)
+
+    def try_reserve(self, size: int) -> bool:
+        if not self._waiters and self.used + size <= self.limit:
+            self.used += size
+            return True
+        return False
+
+    async def reserve(self, size: int) -> None:
+        """Wait until ``size`` bytes fit, behind every earlier waiter."""
+        if size > self.limit:
+            raise ValueError(f"a record of {size} bytes can never fit in {self.limit} bytes")
+        if self.try_reserve(size):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (size, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(size)  # granted, but the waiter gave up
+            elif entry in self._waiters:
+                self._waiters.remove(entry)
+                self._wake()
+            raise
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters and self.used + waiters[0][0] <= self.limit:
+            size, fut = waiters.popleft()
+            if not fut.done():
+                self.used += size
+                fut.set_result(None)
+
+    def fail_waiters(self, exc_factory: Callable[[], BaseException]) -> None:
+        while self._waiters:
+            _, fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(exc_factory())
+
+
+class Accumulator:
+    """Per-partition batches, their readiness, and the memory they hold."""
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 64 * 1024,
+        linger: float = 0.005,
+        compression: Compression = Compression.NONE,
+        buffer_memory: int = 32 * 1024 * 1024,
+        delivery_timeout: float = 120.0,
+        on_ready: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        if linger < 0:
+            raise ValueError("linger cannot be negative")
+        self.batch_size = batch_size
+        self.linger = linger
+        self.compression = Compression(compression)
+        self.delivery_timeout = delivery_timeout
+        self.memory = MemoryBudget(buffer_memory)
+        self.on_ready = on_ready
+        self.clock = clock
+        self.flushing = 0
+        self.closing = False
+        self._queues: dict[TopicPartition, deque[ProducerBatch]] = {}
+        self._open: dict[TopicPartition, ProducerBatch] = {}  # the last batch, if still open
+        self._room = batch_size - BATCH_HEADER_SIZE
+        self._incomplete: set[ProducerBatch] = set()
+        self._drain_start = 0
+
+    # --- adding records ----------------------------------------------------------------------
+
+    def append(
+        self,
+        tp: TopicPartition,
+        value: bytes | None,
+        key: bytes | None,
+        headers: HeadersInput | None,
+        timestamp: int,
+        size: int,
+    ) -> tuple[RecordFuture, bool]:
+        """Add a record whose ``size`` bytes are already reserved in :attr:`memory`. Returns
+        its future and whether this record filled its batch (another record of its size would
+        not fit: the batch is closed and ready)."""
+        batch = self._open.get(tp)
+        if batch is not None:
+            # The hot path. ``reserved`` counts what the builder counts (header aside), so
+            # the size check needs no call into the builder.
+            reserved = batch.reserved + size
+            if reserved <= self._room:
+                index = batch.builder.append(value, key, headers, timestamp)
+                batch.reserved = reserved
+                if reserved + size > self._room:
+                    self._seal(batch)
+                    return RecordFuture(batch, index, timestamp), True
+                return RecordFuture(batch, index, timestamp), False
+            self._seal(batch)
+        now = self.clock()
+        batch = ProducerBatch(
+            tp, RecordBatchBuilder(self.compression), now, now + self.delivery_timeout
+        )
+        dq = self._queues.get(tp)
+        if dq is None:
+            dq = self._queues[tp] = deque()
+        dq.append(batch)
+        self._incomplete.add(batch)
+        future = batch.append(value, key, headers, timestamp, size)
+        if batch.reserved + size > self._room:
+            self._seal(batch)
+            return future, True
+        self._open[tp] = batch
+        self.on_ready()  # a new batch: the sender arms its linger timer
+        return future, False
+
+    def _seal(self, batch: ProducerBatch, *, notify: bool = True) -> None:
+        """No more records for ``batch``: it is ready to be sent."""
+        batch.closed = True
+        if self._open.get(batch.tp) is batch:
+            del self._open[batch.tp]
+        if notify:
+            self.on_ready()
+
+    # --- taking batches out ------------------------------------------------------------------
+
+    def drain(
+        self,
+        now: float,
+        leader_of: Callable[[TopicPartition], int | None],
+        *,
+        muted: Container[TopicPartition] = (),
+        node_ready: Callable[[int], bool] = lambda node: True,
+        max_request_size: int = 1024 * 1024,
+    ) -> tuple[dict[int, list[ProducerBatch]], float | None, bool]:
+        """Take the ready batches of partitions that are not ``muted`` (a request for them is
+        in flight) and whose leader can take a request (``node_ready``).
+
+        Returns the batches per leader (in partition order, each partition's batches in
+        order, at most ``max_request_size`` bytes per leader but at least one batch), the
+        seconds until the next batch may become ready by time alone (``None``: none will), and
+        whether some partition has no known leader (refresh the metadata).
+        """
+        out: dict[int, list[ProducerBatch]] = {}
+        sizes: dict[int, int] = {}
+        wake: float | None = None
+        no_leader = False
+        hurry = bool(self.flushing) or self.closing or self.memory.waiting
+        linger = self.linger
+        queues = [(tp, dq) for tp, dq in self._queues.items() if dq]
+        if not queues:
+            return out, None, False
+        start = self._drain_start % len(queues)
+        self._drain_start = start + 1
+        for tp, dq in queues[start:] + queues[:start]:
+            if tp in muted:
+                continue
+            first = dq[0]
+            if first.retry_at > now:
+                wake = _earlier(wake, first.retry_at - now)
+                continue
+            if not (first.closed or hurry or len(dq) > 1):
+                due = first.created + linger
+                if due > now:
+                    wake = _earlier(wake, due - now)
+                    continue
+            leader = leader_of(tp)
+            if leader is None:
+                no_leader = True
+                continue
+            if not node_ready(leader):
+                continue
+            taken = out.setdefault(leader, [])
+            total = sizes.get(leader, 0)
+            while dq:
+                batch = dq[0]
+                if not (batch.closed or hurry or batch.created + linger <= now):
+                    wake = _earlier(wake, batch.created + linger - now)
+                    break
+                size = batch.size
+                if taken and total + size > max_request_size:
+                    break
+                dq.popleft()
+                if not batch.closed:
+                    self._seal(batch, notify=False)
+                batch.close()
+                batch.in_flight = True
+                batch.attempts += 1
+                taken.append(batch)
+                total += len(batch.buffer or b"")
+            sizes[leader] = total
+            if not taken:
+                del out[leader]
+        return out, wake, no_leader
+
+    def expire(self, now: float) -> list[ProducerBatch]:
+        """Remove and return queued (not in-flight) batches whose delivery deadline passed."""
+        expired: list[ProducerBatch] = []
+        for dq in self._queues.values():
+            while dq and dq[0].deadline <= now:
+                batch = dq.popleft()
+                self._seal(batch, notify=False)
+                expired.append(batch)
+        return expired
+
+    def next_deadline(self) -> float | None:
+        """The earliest delivery deadline of a queued batch."""
+        fronts = [dq[0].deadline for dq in self._queues.values() if dq]
+        return min(fronts) if fronts else None
+
+    def reenqueue(self, batches: Iterable[ProducerBatch], retry_at: float) -> None:
+        """Put one partition's batches, in their order, back at the front of its deque; the
+        first one waits until ``retry_at``."""
+        batches = list(batches)
+        if not batches:
+            return
+        tp = batches[0].tp
+        dq = self._queues.setdefault(tp, deque())
+        for batch in batches:
+            batch.in_flight = False
+        batches[0].retry_at = retry_at
+        dq.extendleft(reversed(batches))
+
+    def complete(self, batch: ProducerBatch) -> None:
+        """The batch is acknowledged or failed for good: give its memory back."""
+        if batch in self._incomplete:
+            self._incomplete.discard(batch)
+            self.memory.release(batch.reserved)
+
+    def abort_queued(self, error_factory: Callable[[], BaseException]) -> list[ProducerBatch]:
+        """Fail every batch that is not in flight (closing without draining)."""
+        failed: list[ProducerBatch] = []
+        for dq in self._queues.values():
+            while dq:
+                batch = dq.popleft()
+                self._seal(batch, notify=False)
+                batch.fail(error_factory())
+                self.complete(batch)
+                failed.append(batch)
+        return failed
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def has_queued(self) -> bool:
+        """Whether some batch waits to be sent."""
+        return any(self._queues.values())
+
+    @property
+    def incomplete(self) -> int:
+        """Batches created and not yet acknowledged or failed."""
+        return len(self._incomplete)
+
+    def incomplete_batches(self) -> list[ProducerBatch]:
+        return list(self._incomplete)
+
+    def queued(self, tp: TopicPartition) -> list[ProducerBatch]:
+        """The batches waiting for ``tp``, front first (tests, introspection)."""
+        return list(self._queues.get(tp, ()))
+
+
+def _earlier(a: float | None, b: float) -> float:
+    return b if a is None or b < a else a

@@ -1,0 +1,263 @@
+"""The admin client: topics, configs, offsets and the cluster, for tools and tests.
+
+::
+
+    async with AdminClient("127.0.0.1:7070") as admin:
+        await admin.create_topic("events", partitions=6, configs={"retention.ms": "86400000"})
+        print(await admin.describe_topics(["events"]))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from tidelog.wire import messages as m
+from tidelog.wire.errors import BrokerError, ErrorCode
+
+from .cluster import Cluster, TopicInfo
+from .connection import Connection
+from .errors import ClientClosedError, broker_error
+from .types import OffsetAndTimestamp, TopicPartition
+
+NewTopic = m.NewTopic
+ConfigEntry = m.ConfigEntry
+BrokerInfo = m.BrokerInfo
+PartitionMetadata = m.PartitionMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    """A topic: its partitions (leader, replicas, in-sync replicas of each)."""
+
+    name: str
+    internal: bool
+    partitions: tuple[PartitionMetadata, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDescription:
+    cluster_id: str
+    controller_id: int
+    brokers: tuple[BrokerInfo, ...] = field(default=())
+
+
+class AdminClient:
+    """Administers a cluster. Use as ``async with AdminClient(...)`` or call :meth:`start`
+    and :meth:`close`. Every method raises the broker's typed error
+    (:mod:`tidelog.wire.errors`) with a message naming the topic concerned."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str] = "127.0.0.1:7070",
+        *,
+        client_id: str = "tidelog-admin",
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        cluster: Cluster | None = None,
+    ) -> None:
+        self.request_timeout = request_timeout
+        self._cluster = cluster or Cluster(
+            bootstrap_servers,
+            client_id=client_id,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            clock=clock,
+        )
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this admin client is closed; create a new one")
+        if not self._started:
+            await self._cluster.start()
+            self._started = True
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._cluster.close()
+
+    async def __aenter__(self) -> AdminClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _controller(self) -> Connection:
+        if not self._started or self._closed:
+            raise ClientClosedError(
+                "the admin client is not running: use 'async with AdminClient(...)' or start()"
+            )
+        controller = self._cluster.metadata.controller_id
+        if controller in self._cluster.metadata.brokers:
+            return await self._cluster.connection(controller)
+        return await self._cluster.any_connection()
+
+    @property
+    def _timeout_ms(self) -> int:
+        return int(self.request_timeout * 1000)
+
+    # --- topics ------------------------------------------------------------------------------
+
+    async def create_topics(
+        self,
+        topics: Iterable[NewTopic],
+        *,
+        validate_only: bool = False,
+        if_not_exists: bool = False,
+    ) -> None:
+        """Create topics (``NewTopic(name, partitions, replication_factor, configs)``; -1
+        means the broker's default). Raises the first topic's error, e.g.
+        ``TopicAlreadyExistsError`` (ignored with ``if_not_exists``)."""
+        request = m.CreateTopicsRequest(
+            tuple(topics), timeout_ms=self._timeout_ms, validate_only=validate_only
+        )
+        conn = await self._controller()
+        response = await conn.call(request, m.CreateTopicsResponse)
+        ignore = {ErrorCode.TOPIC_ALREADY_EXISTS} if if_not_exists else set()
+        _raise_first(response.topics, ignore, "topic")
+        await self._cluster.refresh()
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = -1,
+        replication_factor: int = -1,
+        configs: Mapping[str, str] | None = None,
+        *,
+        if_not_exists: bool = False,
+    ) -> None:
+        """Create one topic; see :meth:`create_topics`."""
+        topic = NewTopic(name, partitions, replication_factor, dict(configs or {}))
+        await self.create_topics([topic], if_not_exists=if_not_exists)
+
+    async def delete_topics(self, names: Iterable[str], *, if_exists: bool = False) -> None:
+        """Delete topics and their data. Raises the first topic's error, e.g.
+        ``UnknownTopicOrPartitionError`` (ignored with ``if_exists``)."""
+        request = m.DeleteTopicsRequest(tuple(names), timeout_ms=self._timeout_ms)
+        conn = await self._controller()
+        response = await conn.call(request, m.DeleteTopicsResponse)
+        ignore = {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION} if if_exists else set()
+        _raise_first(response.topics, ignore, "topic")
+        await self._cluster.refresh()
+
+    async def list_topics(self, *, internal: bool = False) -> list[str]:
+        """Every topic's name, sorted (internal topics only when asked)."""
+        await self._controller()
+        meta = await self._cluster.refresh()
+        return sorted(t.name for t in meta.topics.values() if internal or not t.internal)
+
+    async def describe_topics(self, names: Iterable[str] | None = None) -> list[TopicDescription]:
+        """The named topics (every topic if ``None``). Raises
+        ``UnknownTopicOrPartitionError`` for a name that does not exist."""
+        await self._controller()
+        if names is None:
+            meta = await self._cluster.refresh()
+            infos: list[TopicInfo] = list(meta.topics.values())
+        else:
+            wanted = list(names)
+            meta = await self._cluster.fetch_topics(wanted, allow_auto_create=False)
+            infos = []
+            for name in wanted:
+                info = meta.topics.get(name)
+                if info is None:
+                    raise broker_error(
+                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, where=f"topic {name!r}"
+                    )
+                if info.error_code:
+                    raise broker_error(info.error_code, where=f"topic {name!r}")
+                infos.append(info)
+        return [
+            TopicDescription(i.name, i.internal, tuple(i.details[p] for p in i.partitions))
+            for i in sorted(infos, key=lambda i: i.name)
+        ]
+
+    # --- configs -----------------------------------------------------------------------------
+
+    async def describe_configs(
+        self, topics: Iterable[str], keys: Iterable[str] | None = None
+    ) -> dict[str, dict[str, ConfigEntry]]:
+        """Per topic, its config entries by key (only ``keys`` if given): value, source
+        (default, topic or broker), read-only and sensitive flags."""
+        request = m.DescribeConfigsRequest(
+            tuple(m.ConfigResource(m.ConfigResourceType.TOPIC, t) for t in topics),
+            keys=None if keys is None else tuple(keys),
+        )
+        conn = await self._controller()
+        response = await conn.call(request, m.DescribeConfigsResponse)
+        out: dict[str, dict[str, ConfigEntry]] = {}
+        for result in response.results:
+            if result.error_code:
+                raise broker_error(
+                    result.error_code, result.error_message, where=f"topic {result.name!r}"
+                )
+            out[result.name] = {e.name: e for e in result.entries}
+        return out
+
+    async def alter_configs(
+        self,
+        topic: str,
+        values: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        validate_only: bool = False,
+    ) -> None:
+        """Set config keys of ``topic`` to ``values`` and reset the keys in ``delete`` to
+        their defaults.
+        Raises ``InvalidConfigError`` for an unknown key or a bad value."""
+        request = m.AlterConfigsRequest(
+            (
+                m.AlterConfigsResource(
+                    m.ConfigResourceType.TOPIC, topic, dict(values or {}), tuple(delete)
+                ),
+            ),
+            validate_only=validate_only,
+        )
+        conn = await self._controller()
+        response = await conn.call(request, m.AlterConfigsResponse)
+        for result in response.results:
+            if result.error_code:
+                raise broker_error(
+                    result.error_code, result.error_message, where=f"topic {result.name!r}"
+                )
+
+    # --- offsets and the cluster -------------------------------------------------------------
+
+    async def list_offsets(
+        self, specs: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp]:
+        """For each partition, the offset a spec stands for: ``OffsetSpec.EARLIEST`` (the log
+        start), ``OffsetSpec.LATEST`` (the end: the next offset to be written) or a timestamp
+        in milliseconds (the first record at or after it; offset -1 if none)."""
+        await self._controller()
+        return await self._cluster.list_offsets(specs)
+
+    async def describe_cluster(self) -> ClusterDescription:
+        """The cluster id, the controller and every broker."""
+        await self._controller()
+        meta = await self._cluster.refresh()
+        brokers = tuple(sorted(meta.brokers.values(), key=lambda b: b.node_id))
+        return ClusterDescription(meta.cluster_id, meta.controller_id, brokers)
+
+
+def _raise_first(results: Iterable[m.TopicResult], ignore: set[ErrorCode], what: str) -> None:
+    errors: list[BrokerError] = []
+    for r in results:
+        if r.error_code and r.error_code not in ignore:
+            errors.append(broker_error(r.error_code, r.error_message, where=f"{what} {r.name!r}"))
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            first.add_note(f"{len(errors) - 1} more failed: " + "; ".join(map(str, errors[1:])))
+        raise first

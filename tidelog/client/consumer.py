@@ -1,0 +1,490 @@
+"""The consumer: read records from assigned partitions.
+
+A :class:`Consumer` is a facade over the :class:`~.cluster.Cluster` and a
+:class:`~.fetcher.Fetcher` that prefetches every assigned partition in the background::
+
+    async with Consumer("127.0.0.1:7070", auto_offset_reset="earliest") as consumer:
+        consumer.assign([TopicPartition("events", 0)])
+        async for record in consumer:
+            print(record.offset, record.value)
+
+Consumer groups (``subscribe()``, commits) come with their own issue; positions here are the
+consumer's alone.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from types import TracebackType
+from typing import Final
+
+from tidelog.wire import messages as m
+from tidelog.wire.records import Record, RecordBatch
+
+from .backoff import Backoff
+from .cluster import Cluster
+from .errors import (
+    ClientClosedError,
+    ClientUsageError,
+    NoOffsetForPartitionError,
+    RecordDeserializationError,
+)
+from .fetcher import Fetcher, PartitionState, ResetPolicy
+from .serializers import Deserializer, SerializerName, deserialize_bytes, get_deserializer
+from .types import AnyRecord, ConsumerRecord, TopicPartition
+
+ITERATION_CHUNK: Final = 10_000
+"""Records ``async for`` takes per ``getmany()`` when ``max_poll_records`` is not set."""
+_new = tuple.__new__
+
+
+class Consumer:
+    """Reads records from the partitions given to :meth:`assign`. Use as
+    ``async with Consumer(...)`` or call :meth:`start` and :meth:`close`.
+
+    Sizes are bytes and times seconds:
+
+    * ``auto_offset_reset``: where a partition without a position (newly assigned, or its
+      position fell out of the log) starts: ``"earliest"``, ``"latest"`` or ``"none"`` (then
+      ``getmany()`` raises :class:`NoOffsetForPartitionError` or the broker's
+      ``OffsetOutOfRangeError`` until you ``seek()``).
+    * ``fetch_max_wait``, ``fetch_min_bytes``: a fetch waits on the broker up to
+      ``fetch_max_wait`` for ``fetch_min_bytes`` to arrive.
+    * ``fetch_max_bytes``, ``max_partition_fetch_bytes``: bounds of one fetch response, in
+      all and per partition (at least one whole batch always comes back).
+    * ``prefetch_bytes``: a partition is fetched ahead while less than this many bytes of it
+      wait to be consumed: the consumer's memory bound per partition.
+    * ``max_poll_records``: default bound of one ``getmany()``.
+    * ``key_deserializer``, ``value_deserializer``: a name or a callable (default: bytes).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str] = "127.0.0.1:7070",
+        *,
+        client_id: str = "tidelog-consumer",
+        auto_offset_reset: ResetPolicy = "latest",
+        fetch_max_wait: float = 0.5,
+        fetch_min_bytes: int = 1,
+        fetch_max_bytes: int = 50 * 1024 * 1024,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        prefetch_bytes: int = 4 * 1024 * 1024,
+        max_poll_records: int | None = None,
+        check_crcs: bool = True,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        retry_backoff: float = 0.1,
+        retry_backoff_max: float = 1.0,
+        metadata_max_age: float = 300.0,
+        key_deserializer: SerializerName | Deserializer | None = None,
+        value_deserializer: SerializerName | Deserializer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cluster: Cluster | None = None,
+    ) -> None:
+        if max_poll_records is not None and max_poll_records < 1:
+            raise ClientUsageError("max_poll_records must be at least 1")
+        key_des = get_deserializer(key_deserializer)
+        value_des = get_deserializer(value_deserializer)
+        self._key_deserializer = None if key_des is deserialize_bytes else key_des
+        self._value_deserializer = None if value_des is deserialize_bytes else value_des
+        self.max_poll_records = max_poll_records
+        self._cluster = cluster or Cluster(
+            bootstrap_servers,
+            client_id=client_id,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            metadata_max_age=metadata_max_age,
+            clock=clock,
+        )
+        self._states: dict[TopicPartition, PartitionState] = {}
+        self._fetcher = Fetcher(
+            self._cluster,
+            self._states,
+            auto_offset_reset=auto_offset_reset,
+            max_wait=fetch_max_wait,
+            min_bytes=fetch_min_bytes,
+            max_bytes=fetch_max_bytes,
+            max_partition_bytes=max_partition_fetch_bytes,
+            prefetch_bytes=prefetch_bytes,
+            request_timeout=request_timeout,
+            retry_backoff=Backoff(retry_backoff, max(retry_backoff, retry_backoff_max)),
+            check_crcs=check_crcs,
+            clock=clock,
+        )
+        self._iterated: deque[AnyRecord] = deque()
+        self._rotation = 0
+        self._started = False
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the cluster and start prefetching. Raises
+        :class:`~tidelog.client.errors.BrokerUnavailableError` if no broker answers."""
+        if self._closed:
+            raise ClientClosedError("this consumer is closed; create a new one")
+        if self._started:
+            return
+        await self._cluster.start()
+        self._fetcher.start()
+        self._started = True
+
+    async def close(self) -> None:
+        """Stop fetching and close the connections. Iteration ends; other calls raise
+        :class:`ClientClosedError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._fetcher.data_ready.set()  # wakes a getmany() waiting for records
+        await self._fetcher.close()
+        await self._cluster.close()
+
+    async def __aenter__(self) -> Consumer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if not self._started or self._closed:
+            raise ClientClosedError(
+                "the consumer is not running: use 'async with Consumer(...)' or await start()"
+            )
+
+    # --- assignment and positions ------------------------------------------------------------
+
+    def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
+        """Consume exactly these partitions from now on. Partitions kept from the previous
+        assignment keep their positions; new ones start per ``auto_offset_reset`` unless you
+        :meth:`seek`."""
+        wanted = [TopicPartition(*tp) for tp in partitions]
+        for tp in wanted:
+            if not isinstance(tp.topic, str) or not isinstance(tp.partition, int):
+                raise ClientUsageError(f"not a (topic, partition) pair: {tp!r}")
+        self._unbuffer(self._states)
+        old = self._states.copy()
+        self._states.clear()
+        for tp in wanted:
+            state = old.get(tp)
+            if state is None:
+                state = PartitionState(tp)
+                state.need_reset(self._fetcher.default_reset)
+            self._states[tp] = state
+        self._fetcher.wake()
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(self._states)
+
+    def _state(self, tp: TopicPartition | tuple[str, int]) -> PartitionState:
+        state = self._states.get(TopicPartition(*tp))
+        if state is None:
+            raise ClientUsageError(
+                f"{tp[0]}[{tp[1]}] is not assigned to this consumer: assign() it"
+            )
+        return state
+
+    def _states_for(
+        self, partitions: Sequence[TopicPartition | tuple[str, int]]
+    ) -> list[PartitionState]:
+        if not partitions:
+            return list(self._states.values())
+        return [self._state(tp) for tp in partitions]
+
+    def seek(self, partition: TopicPartition | tuple[str, int], offset: int) -> None:
+        """Make ``offset`` the next record :meth:`getmany` returns for ``partition``. An
+        offset outside the log is handled per ``auto_offset_reset`` at the next fetch."""
+        if offset < 0:
+            raise ClientUsageError("offsets are not negative: use seek_to_beginning/end()")
+        state = self._state(partition)
+        self._unbuffer([state.tp])
+        state.seek(offset)
+        self._fetcher.wake()
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Move to the first offset still in the log (all assigned partitions if none given)."""
+        await self._seek_to(partitions, m.OffsetSpec.EARLIEST)
+
+    async def seek_to_end(self, *partitions: TopicPartition) -> None:
+        """Move to the end of the log: only records produced from now on are returned."""
+        await self._seek_to(partitions, m.OffsetSpec.LATEST)
+
+    async def _seek_to(self, partitions: Sequence[TopicPartition], spec: int) -> None:
+        self._check_open()
+        states = self._states_for(partitions)
+        self._unbuffer(state.tp for state in states)
+        await self._fetcher.reset_now(states, spec)
+
+    async def position(self, partition: TopicPartition | tuple[str, int]) -> int:
+        """The offset of the next record :meth:`getmany` returns for ``partition``, resolving
+        it per ``auto_offset_reset`` if needed (raises :class:`NoOffsetForPartitionError`
+        under ``"none"``)."""
+        self._check_open()
+        state = self._state(partition)
+        if state.position is None:
+            if state.reset_to is None:
+                raise NoOffsetForPartitionError(
+                    f"{state.tp.topic}[{state.tp.partition}] has no position and "
+                    "auto_offset_reset='none': seek() first"
+                )
+            await self._fetcher.reset_now([state], state.reset_to)
+        assert state.position is not None
+        return state.position
+
+    def highwater(self, partition: TopicPartition | tuple[str, int]) -> int | None:
+        """The partition's high watermark as of the last fetch (``None`` before one): its
+        lag is ``highwater - position``."""
+        hw = self._state(partition).high_watermark
+        return hw if hw >= 0 else None
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching and returning records of these partitions (positions are kept)."""
+        states = self._states_for(partitions)
+        self._unbuffer(state.tp for state in states)
+        for state in states:
+            state.paused = True
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        for state in self._states_for(partitions):
+            state.paused = False
+        self._fetcher.wake()
+
+    def paused(self) -> frozenset[TopicPartition]:
+        return frozenset(tp for tp, state in self._states.items() if state.paused)
+
+    async def partitions_for(self, topic: str) -> tuple[int, ...]:
+        """The partition ids of ``topic`` (to build an assignment)."""
+        self._check_open()
+        return await self._cluster.partitions_for(topic)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def getmany(
+        self,
+        *partitions: TopicPartition,
+        timeout: float = 0.0,  # noqa: ASYNC109
+        max_records: int | None = None,
+    ) -> dict[TopicPartition, list[AnyRecord]]:
+        """The records available now from ``partitions`` (all assigned, unpaused ones if none
+        given), waiting up to ``timeout`` seconds for some; ``{}`` if none came. At most
+        ``max_records`` (default ``max_poll_records``, else no limit) in all.
+
+        Raises the error of a partition that has no records to return: the broker's (e.g.
+        ``OffsetOutOfRangeError`` under ``auto_offset_reset="none"``),
+        :class:`NoOffsetForPartitionError`, ``CorruptBatchError`` or
+        :class:`RecordDeserializationError`; it repeats until you ``seek()``.
+        """
+        self._check_open()
+        limit = max_records or self.max_poll_records or 2**62
+        ready = self._fetcher.data_ready
+        deadline: float | None = None
+        while True:
+            ready.clear()
+            states = self._states_for(partitions)
+            for state in states:
+                if state.error is not None and not state.paused and not _has_data(state):
+                    raise state.error
+            out = self._collect(states, limit)
+            if out:
+                self._fetcher.wake()
+                return out
+            loop_now = time.monotonic()
+            if deadline is None:
+                deadline = loop_now + timeout
+            remaining = deadline - loop_now
+            if remaining <= 0:
+                return {}
+            await ready.wait(remaining)
+            self._check_open()
+
+    async def getone(self, *partitions: TopicPartition) -> AnyRecord:
+        """The next record from ``partitions`` (all assigned if none given), waiting for it."""
+        while True:
+            batch = await self.getmany(*partitions, timeout=3600.0, max_records=1)
+            for records in batch.values():
+                return records[0]
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> AnyRecord:
+        while not self._iterated:
+            if self._closed:
+                raise StopAsyncIteration
+            try:
+                batch = await self.getmany(
+                    timeout=3600.0, max_records=self.max_poll_records or ITERATION_CHUNK
+                )
+            except ClientClosedError:
+                raise StopAsyncIteration from None
+            for records in batch.values():
+                self._iterated.extend(records)
+        return self._iterated.popleft()
+
+    def _unbuffer(self, partitions: Iterable[TopicPartition]) -> None:
+        """Give back the records of ``partitions`` that ``async for`` took but has not yielded
+        yet: their positions move back to the first of them."""
+        if not self._iterated:
+            return
+        wanted = set(partitions)
+        first: dict[TopicPartition, int] = {}
+        kept: deque[AnyRecord] = deque()
+        for record in self._iterated:
+            tp = TopicPartition(record.topic, record.partition)
+            if tp in wanted:
+                first.setdefault(tp, record.offset)
+            else:
+                kept.append(record)
+        self._iterated = kept
+        for tp, offset in first.items():
+            state = self._states.get(tp)
+            if state is not None:
+                state.seek(offset)
+
+    def _collect(
+        self, states: list[PartitionState], limit: int
+    ) -> dict[TopicPartition, list[AnyRecord]]:
+        out: dict[TopicPartition, list[AnyRecord]] = {}
+        n = len(states)
+        if not n:
+            return out
+        start = self._rotation % n
+        self._rotation += 1
+        for state in states[start:] + states[:start]:
+            if limit <= 0:
+                break
+            if state.paused or state.position is None or not _has_data(state):
+                continue
+            try:
+                records = self._take(state, limit)
+            except RecordDeserializationError:
+                if out:
+                    return out  # what was taken is handed out; the error comes next call
+                raise
+            if records:
+                out[state.tp] = records
+                limit -= len(records)
+        return out
+
+    def _take(self, state: PartitionState, limit: int) -> list[AnyRecord]:
+        """Up to ``limit`` records of ``state`` from its position on; advances the position."""
+        taken: list[AnyRecord] = []
+        pending = state.pending
+        if pending:
+            if len(pending) <= limit:
+                taken = list(pending)
+                pending.clear()
+            else:
+                popleft = pending.popleft
+                taken = [popleft() for _ in range(limit)]
+        while len(taken) < limit and state.batches:
+            try:
+                records, whole = self._convert(state, state.batches[0])
+            except RecordDeserializationError:
+                if taken:
+                    break
+                raise
+            room = limit - len(taken)
+            if not whole:
+                # A record of this batch cannot be deserialized: hand out the ones before it
+                # and keep the batch; the next call starts at the bad record and raises.
+                taken.extend(records[:room])
+                break
+            state.take_batch()
+            if len(records) > room:
+                state.pending = deque(records[room:])
+                records = records[:room]
+            if taken:
+                taken.extend(records)
+            else:
+                taken = records  # a fresh list: no copy needed
+        if taken:
+            assert state.position is not None
+            state.position = taken[-1].offset + 1
+        return taken
+
+    def _convert(self, state: PartitionState, batch: RecordBatch) -> tuple[list[AnyRecord], bool]:
+        """The batch's records from the position on, as ConsumerRecords, and whether that is
+        all of them (else they stop before a record that cannot be deserialized)."""
+        if not gc.isenabled():
+            return self._convert_records(state, batch)
+        # Records are tuples of ints, bytes and None: they cannot form cycles, and building
+        # thousands of them trips the cyclic GC over and over. Pause it (as wire does).
+        gc.disable()
+        try:
+            return self._convert_records(state, batch)
+        finally:
+            gc.enable()
+
+    def _convert_records(
+        self, state: PartitionState, batch: RecordBatch
+    ) -> tuple[list[AnyRecord], bool]:
+        assert state.position is not None
+        raw: list[Record] = batch.records()
+        skip = state.position - batch.base_offset
+        if skip > 0:
+            raw = raw[skip:]
+        if not raw:
+            return [], True
+        topic, partition = prefix = state.tp
+        if self._key_deserializer is None and self._value_deserializer is None:
+            # All in C: (topic, partition) + record, made a ConsumerRecord without __new__.
+            return list(map(_new, repeat(ConsumerRecord), map(prefix.__add__, raw))), True
+        try:
+            return self._deserialize(topic, partition, raw), True
+        except Exception as exc:
+            bad = self._find_undecodable(raw)
+            if bad > raw[0].offset:
+                return self._deserialize(topic, partition, raw[: bad - raw[0].offset]), False
+            raise RecordDeserializationError(
+                f"cannot deserialize the record at {topic}[{partition}] offset {bad}: {exc} "
+                f"(seek(({topic!r}, {partition}), {bad + 1}) to skip it)",
+                topic=topic,
+                partition=partition,
+                offset=bad,
+            ) from exc
+
+    def _deserialize(self, topic: str, partition: int, raw: list[Record]) -> list[AnyRecord]:
+        kd = self._key_deserializer
+        vd = self._value_deserializer
+        return [
+            _new(
+                ConsumerRecord,
+                (
+                    topic,
+                    partition,
+                    o,
+                    t,
+                    k if kd is None or k is None else kd(k),
+                    v if vd is None or v is None else vd(v),
+                    h,
+                ),
+            )
+            for o, t, k, v, h in raw
+        ]
+
+    def _find_undecodable(self, raw: list[Record]) -> int:
+        kd = self._key_deserializer
+        vd = self._value_deserializer
+        for o, _, k, v, _ in raw:
+            try:
+                if kd is not None and k is not None:
+                    kd(k)
+                if vd is not None and v is not None:
+                    vd(v)
+            except Exception:
+                return o
+        return raw[0].offset if raw else -1
+
+
+def _has_data(state: PartitionState) -> bool:
+    return bool(state.pending or state.batches)

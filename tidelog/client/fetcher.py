@@ -1,0 +1,406 @@
+"""The consumer's fetcher: one background loop that keeps every assigned partition's prefetch
+queue topped up.
+
+Per partition (:class:`PartitionState`) it keeps the user's *position* (the next offset
+``getmany()`` returns), the *fetch offset* (where the next fetch starts; ahead of the position
+by what is prefetched) and a queue of fetched, CRC-checked batches bounded by
+``prefetch_bytes``. Each turn of the loop:
+
+1. resolves partitions without a position through ``auto_offset_reset`` (a ListOffsets
+   request; ``"none"`` leaves an error for ``getmany()`` to raise);
+2. sends one FetchRequest per leader broker (at most one in flight per broker) for the
+   partitions that are not paused, not full and not waiting for a reset;
+3. sleeps until a fetch returns, the user consumes or seeks, or the metadata changes.
+
+A seek bumps the partition's *epoch*: data fetched for an older epoch is dropped on arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Container, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from tidelog.wire import messages as m
+from tidelog.wire.api import split_data
+from tidelog.wire.errors import CorruptBatchError, ErrorCode
+from tidelog.wire.records import RecordBatch, iter_batches
+
+from .backoff import Backoff
+from .cluster import Cluster
+from .errors import NoOffsetForPartitionError, TidelogConnectionError, broker_error, is_retriable
+from .types import TopicPartition
+from .wakeup import Wakeup
+
+ResetPolicy = Literal["earliest", "latest", "none"]
+_RESET_SPECS: Final[dict[str, int]] = {
+    "earliest": m.OffsetSpec.EARLIEST,
+    "latest": m.OffsetSpec.LATEST,
+}
+_METADATA_ERRORS: Final = frozenset(
+    {
+        ErrorCode.NOT_LEADER,
+        ErrorCode.LEADER_NOT_AVAILABLE,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.BROKER_SHUTTING_DOWN,
+    }
+)
+
+
+class PartitionState:
+    """What the consumer knows about one assigned partition."""
+
+    __slots__ = (
+        "batches",
+        "buffered",
+        "epoch",
+        "error",
+        "fetch_offset",
+        "high_watermark",
+        "log_start_offset",
+        "paused",
+        "pending",
+        "position",
+        "reset_to",
+        "retry_at",
+        "tp",
+    )
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.position: int | None = None
+        self.fetch_offset = -1
+        self.reset_to: int | None = None  # a ListOffsets spec to resolve the position with
+        self.paused = False
+        self.batches: deque[RecordBatch] = deque()
+        self.buffered = 0
+        self.pending: deque[Any] = deque()  # records decoded, not yet returned (the consumer's)
+        self.epoch = 0
+        self.error: BaseException | None = None
+        self.high_watermark = -1
+        self.log_start_offset = -1
+        self.retry_at = 0.0
+
+    def seek(self, offset: int) -> None:
+        """Set the position; drop what was prefetched from elsewhere."""
+        self.position = offset
+        self.fetch_offset = offset
+        self.reset_to = None
+        self.error = None
+        self.epoch += 1
+        self.batches.clear()
+        self.buffered = 0
+        self.pending = deque()
+
+    def need_reset(self, spec: int | None) -> None:
+        """Forget the position; the fetcher resolves it with ``spec`` (or fails for none)."""
+        self.seek(-1)
+        self.position = None
+        self.reset_to = spec
+
+    def take_batch(self) -> RecordBatch:
+        batch = self.batches.popleft()
+        self.buffered -= len(batch.buffer)
+        return batch
+
+
+@dataclass(slots=True)
+class FetchPlan:
+    """What one turn of the fetch loop does (see :func:`plan_fetches`)."""
+
+    by_node: dict[int, list[PartitionState]] = field(default_factory=dict)
+    to_reset: list[PartitionState] = field(default_factory=list)
+    no_position: list[PartitionState] = field(default_factory=list)
+    wake: float | None = None
+    no_leader: bool = False
+
+
+def plan_fetches(
+    states: Iterable[PartitionState],
+    now: float,
+    leader_of: Callable[[TopicPartition], int | None],
+    *,
+    busy: Container[int] = (),
+    prefetch_bytes: int,
+) -> FetchPlan:
+    """Which partitions to fetch, per leader, now. A partition is left out while it has an
+    error for the user, is paused, holds ``prefetch_bytes`` or more of unconsumed batches (the
+    prefetch bound), backs off after a failure, or its leader is unknown or ``busy`` (one fetch
+    in flight per broker). Partitions without a position go to ``to_reset`` (or
+    ``no_position`` when no reset policy applies)."""
+    plan = FetchPlan()
+    for st in states:
+        if st.error is not None:
+            continue
+        if st.position is None:
+            (plan.no_position if st.reset_to is None else plan.to_reset).append(st)
+            continue
+        if st.paused or st.buffered >= prefetch_bytes:
+            continue
+        if st.retry_at > now:
+            plan.wake = _earlier(plan.wake, st.retry_at - now)
+            continue
+        leader = leader_of(st.tp)
+        if leader is None:
+            plan.no_leader = True
+        elif leader not in busy:
+            plan.by_node.setdefault(leader, []).append(st)
+    return plan
+
+
+class Fetcher:
+    """Prefetches the partitions in ``states`` (owned by the consumer); see the module doc."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        states: dict[TopicPartition, PartitionState],
+        *,
+        auto_offset_reset: ResetPolicy = "latest",
+        max_wait: float = 0.5,
+        min_bytes: int = 1,
+        max_bytes: int = 50 * 1024 * 1024,
+        max_partition_bytes: int = 1024 * 1024,
+        prefetch_bytes: int = 4 * 1024 * 1024,
+        request_timeout: float = 30.0,
+        retry_backoff: Backoff | None = None,
+        check_crcs: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
+        self.cluster = cluster
+        self.states = states
+        self.auto_offset_reset = auto_offset_reset
+        self.max_wait = max_wait
+        self.min_bytes = min_bytes
+        self.max_bytes = max_bytes
+        self.max_partition_bytes = max_partition_bytes
+        self.prefetch_bytes = prefetch_bytes
+        self.request_timeout = request_timeout
+        self.backoff = retry_backoff or Backoff(0.1, 1.0)
+        self.check_crcs = check_crcs
+        self.clock = clock
+        self.data_ready = Wakeup()
+        """Set whenever records or an error become available to ``getmany()``."""
+        self._wakeup = Wakeup()
+        self._fetching: set[int] = set()  # nodes with a fetch in flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resetting = False
+        self._failures = 0
+        self._last_refresh = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+        cluster.add_update_listener(self.wake)
+
+    @property
+    def default_reset(self) -> int | None:
+        return _RESET_SPECS.get(self.auto_offset_reset)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            now = self.clock()
+            plan = plan_fetches(
+                self.states.values(),
+                now,
+                self.cluster.metadata.leader_for,
+                busy=self._fetching,
+                prefetch_bytes=self.prefetch_bytes,
+            )
+            for st in plan.no_position:
+                self._no_position(st)
+            if plan.to_reset and not self._resetting:
+                self._spawn(self._reset(plan.to_reset))
+            for node, states in plan.by_node.items():
+                self._fetching.add(node)
+                self._spawn(self._fetch(node, [(st, st.epoch, st.fetch_offset) for st in states]))
+            wake = plan.wake
+            if plan.no_leader:
+                wake = _earlier(wake, self._refresh_metadata(now))
+            await self._wakeup.wait(wake)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug in a fetch: report it to getmany() rather than stall silently.
+            exc = task.exception()
+            for st in self.states.values():
+                if st.error is None:
+                    st.error = exc
+            self.data_ready.set()
+        self.wake()
+
+    def _no_position(self, st: PartitionState) -> None:
+        st.error = NoOffsetForPartitionError(
+            f"{st.tp.topic}[{st.tp.partition}] has no position and auto_offset_reset='none': "
+            "call seek(), seek_to_beginning() or seek_to_end() first"
+        )
+        self.data_ready.set()
+
+    def _refresh_metadata(self, now: float) -> float:
+        due = self._last_refresh + self.backoff.initial
+        if now < due:
+            return due - now
+        self._last_refresh = now
+        self.cluster.request_refresh().add_done_callback(lambda _: self.wake())
+        return self.backoff.initial
+
+    # --- resets ------------------------------------------------------------------------------
+
+    async def _reset(self, states: list[PartitionState]) -> None:
+        self._resetting = True
+        try:
+            specs: dict[TopicPartition, int] = {}
+            for st in states:
+                if st.reset_to is not None:
+                    specs[st.tp] = st.reset_to
+            epochs = {st.tp: st.epoch for st in states}
+            try:
+                offsets = await self.cluster.list_offsets(specs)
+            except Exception as exc:
+                if is_retriable(exc):
+                    return  # the next turn tries again (list_offsets already backed off)
+                for st in states:
+                    if self.states.get(st.tp) is st and st.epoch == epochs[st.tp]:
+                        st.error = exc
+                self.data_ready.set()
+                return
+            for tp, found in offsets.items():
+                state = self.states.get(tp)
+                if state is None or state.epoch != epochs[tp] or state.position is not None:
+                    continue  # unassigned or sought meanwhile
+                state.seek(found.offset)
+        finally:
+            self._resetting = False
+
+    async def reset_now(self, states: Iterable[PartitionState], spec: int) -> None:
+        """Resolve the positions of ``states`` with ``spec`` now (seek_to_beginning/end)."""
+        states = list(states)
+        offsets = await self.cluster.list_offsets({st.tp: spec for st in states})
+        for st in states:
+            st.seek(offsets[st.tp].offset)
+        self.wake()
+
+    # --- fetches -----------------------------------------------------------------------------
+
+    async def _fetch(self, node: int, wanted: list[tuple[PartitionState, int, int]]) -> None:
+        try:
+            request = m.FetchRequest(
+                partitions=tuple(
+                    m.FetchPartition(st.tp.topic, st.tp.partition, offset, self.max_partition_bytes)
+                    for st, _, offset in wanted
+                ),
+                max_wait_ms=int(self.max_wait * 1000),
+                min_bytes=self.min_bytes,
+                max_bytes=self.max_bytes,
+            )
+            try:
+                conn = self.cluster.ready_connection(node) or await self.cluster.connection(node)
+                response, data = await conn.request(
+                    request, timeout=self.request_timeout + self.max_wait
+                )
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                self._back_off([st for st, _, _ in wanted], exc)
+                return
+            if not isinstance(response, m.FetchResponse):
+                raise TypeError(f"expected a FetchResponse, got {type(response).__name__}")
+            self._failures = 0
+            if response.throttle_ms > 0:  # the broker asks us to wait before fetching again
+                until = self.clock() + response.throttle_ms / 1000
+                for st, _, _ in wanted:
+                    st.retry_at = max(st.retry_at, until)
+            pieces = split_data([p.size for p in response.partitions], data)
+            expected = {st.tp: (st, epoch, offset) for st, epoch, offset in wanted}
+            for result, piece in zip(response.partitions, pieces, strict=True):
+                self._handle(result, piece, expected)
+        finally:
+            self._fetching.discard(node)
+
+    def _handle(
+        self,
+        result: m.FetchPartitionResult,
+        piece: memoryview,
+        expected: dict[TopicPartition, tuple[PartitionState, int, int]],
+    ) -> None:
+        tp = TopicPartition(result.topic, result.partition)
+        st = self.states.get(tp)
+        sent = expected.get(tp)
+        if st is None or sent is None or sent != (st, st.epoch, st.fetch_offset):
+            return  # unassigned or sought while the fetch was in flight
+        if result.error_code:
+            self._partition_error(st, result)
+            return
+        st.high_watermark = result.high_watermark
+        st.log_start_offset = result.log_start_offset
+        if not piece:
+            return
+        fetch_offset = st.fetch_offset
+        added = False
+        try:
+            for batch in iter_batches(piece, verify_crc=self.check_crcs):
+                if batch.next_offset <= fetch_offset:
+                    continue  # wholly before the requested offset
+                st.batches.append(batch)
+                st.buffered += len(batch.buffer)
+                st.fetch_offset = batch.next_offset
+                added = True
+        except CorruptBatchError as exc:
+            # Hand over the good batches before it; then the error, until the user seeks.
+            st.error = CorruptBatchError(
+                f"{st.tp.topic}[{st.tp.partition}] after offset {st.fetch_offset}: {exc} "
+                "(seek() past it to skip the damaged data)"
+            )
+            added = True
+        if added:
+            self.data_ready.set()
+
+    def _partition_error(self, st: PartitionState, result: m.FetchPartitionResult) -> None:
+        code = result.error_code
+        where = f"{st.tp.topic}[{st.tp.partition}] at offset {st.fetch_offset}"
+        error = broker_error(code, result.error_message, where=where)
+        if code == ErrorCode.OFFSET_OUT_OF_RANGE and self.default_reset is not None:
+            st.need_reset(self.default_reset)
+        elif code in _METADATA_ERRORS or error.retriable:
+            self._back_off([st], error)
+        else:
+            st.error = error
+            self.data_ready.set()
+
+    def _back_off(self, states: list[PartitionState], error: BaseException) -> None:
+        now = self.clock()
+        delay = self.backoff.delay(self._failures)
+        self._failures += 1
+        for st in states:
+            st.retry_at = now + delay
+        if isinstance(error, TidelogConnectionError) or getattr(error, "code", None) in (
+            _METADATA_ERRORS
+        ):
+            self._refresh_metadata(now)
+
+
+def _earlier(a: float | None, b: float) -> float:
+    return b if a is None or b < a else a

@@ -1,0 +1,340 @@
+"""The producer: ``send()`` records, get their offsets back.
+
+A :class:`Producer` is a thin facade over three parts: the :class:`~.cluster.Cluster`
+(metadata and connections), the :class:`~.accumulator.Accumulator` (records batched per
+partition; its wait for memory is the back-pressure) and the :class:`~.sender.Sender` (one
+loop that ships ready batches and retries the retriable failures)::
+
+    async with Producer("127.0.0.1:7070", value_serializer="json") as producer:
+        future = await producer.send("events", {"id": 1}, key=b"user-1")
+        metadata = await future          # RecordMetadata(topic, partition, offset, timestamp)
+        await producer.send_and_wait("events", {"id": 2})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Final, Literal, TypeAlias
+
+from tidelog.wire import messages as m
+from tidelog.wire.compression import Compression
+from tidelog.wire.errors import BrokerError, ErrorCode, MessageTooLargeError
+from tidelog.wire.records import HeadersInput
+
+from .accumulator import RECORD_OVERHEAD, Accumulator, RecordFuture, record_size
+from .backoff import Backoff
+from .cluster import Cluster, TopicInfo
+from .errors import ClientClosedError, ClientUsageError, ProducerBufferFullError
+from .partitioner import Partitioner, StickyPartitioner, choose_partition
+from .sender import Sender
+from .serializers import Serializer, SerializerName, get_serializer, serialize_bytes
+from .types import RecordMetadata, TopicPartition
+
+AcksSpec: TypeAlias = Literal["none", "leader", "all", 0, 1, -1] | m.Acks
+CompressionSpec: TypeAlias = Literal["none", "lz4", "zstd"] | Compression | None
+
+_ACKS: Final[dict[object, m.Acks]] = {
+    "none": m.Acks.NONE,
+    "leader": m.Acks.LEADER,
+    "all": m.Acks.ALL,
+    0: m.Acks.NONE,
+    1: m.Acks.LEADER,
+    -1: m.Acks.ALL,
+}
+
+
+def parse_acks(acks: AcksSpec) -> m.Acks:
+    try:
+        return _ACKS[acks if isinstance(acks, str) else int(acks)]
+    except (KeyError, TypeError, ValueError):
+        raise ClientUsageError(f"acks must be 'none', 'leader' or 'all', not {acks!r}") from None
+
+
+class Producer:
+    """Sends records to tidelog topics. Use as ``async with Producer(...)`` or call
+    :meth:`start` and :meth:`close`.
+
+    Sizes are bytes and times seconds:
+
+    * ``batch_size``: a partition's batch is sent when it reaches this size (uncompressed),
+      or ``linger`` seconds after its first record, whichever comes first.
+    * ``compression``: ``"none"``, ``"lz4"`` or ``"zstd"``, applied per batch.
+    * ``acks``: ``"none"`` (no answer; offsets are -1), ``"leader"`` or ``"all"``.
+    * ``max_in_flight``: requests outstanding per broker connection. A partition has at most
+      one request in flight, so retries never reorder its records.
+    * ``buffer_memory``: bytes of records waiting or in flight; ``send()`` waits for room
+      (back-pressure), at most ``max_block`` seconds, then raises
+      :class:`ProducerBufferFullError`.
+    * ``retries``, ``retry_backoff``, ``retry_backoff_max``: retriable failures are retried
+      with exponential backoff and jitter while ``delivery_timeout`` (counted from the batch's
+      first record) allows; then the record's future fails with
+      :class:`~tidelog.client.errors.DeliveryTimeoutError`.
+    * ``partitioner``: ``None`` for the default (key hash for keyed records, sticky round
+      robin for keyless ones; see :mod:`tidelog.client.partitioner`) or a callable.
+    * ``clock``: monotonic seconds, for linger, backoff and deadlines (tests inject one).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str] = "127.0.0.1:7070",
+        *,
+        client_id: str = "tidelog-producer",
+        acks: AcksSpec = "leader",
+        compression: CompressionSpec = None,
+        batch_size: int = 64 * 1024,
+        linger: float = 0.005,
+        max_in_flight: int = 5,
+        buffer_memory: int = 32 * 1024 * 1024,
+        max_request_size: int = 1024 * 1024,
+        max_block: float = 60.0,
+        retries: int = 2**31 - 1,
+        retry_backoff: float = 0.1,
+        retry_backoff_max: float = 1.0,
+        delivery_timeout: float = 120.0,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        metadata_max_age: float = 300.0,
+        allow_auto_create_topics: bool = False,
+        key_serializer: SerializerName | Serializer | None = None,
+        value_serializer: SerializerName | Serializer | None = None,
+        partitioner: Partitioner | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cluster: Cluster | None = None,
+    ) -> None:
+        if max_request_size < batch_size:
+            raise ClientUsageError("max_request_size must be at least batch_size")
+        if buffer_memory < max_request_size:
+            raise ClientUsageError("buffer_memory must be at least max_request_size")
+        self.acks = parse_acks(acks)
+        self.max_request_size = max_request_size
+        self.max_block = max_block
+        self._key_serializer = get_serializer(key_serializer)
+        self._value_serializer = get_serializer(value_serializer)
+        self._raw_keys = self._key_serializer is serialize_bytes
+        self._raw_values = self._value_serializer is serialize_bytes
+        self._partitioner = partitioner
+        self._sticky = StickyPartitioner()
+        self._clock = clock
+        self._cluster = cluster or Cluster(
+            bootstrap_servers,
+            client_id=client_id,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            metadata_max_age=metadata_max_age,
+            allow_auto_create=allow_auto_create_topics,
+            clock=clock,
+        )
+        self._accumulator = Accumulator(
+            batch_size=batch_size,
+            linger=linger,
+            compression=Compression.parse(compression),
+            buffer_memory=buffer_memory,
+            delivery_timeout=delivery_timeout,
+            clock=clock,
+        )
+        self._sender = Sender(
+            self._accumulator,
+            self._cluster,
+            acks=self.acks,
+            max_in_flight=max_in_flight,
+            request_timeout=request_timeout,
+            retries=retries,
+            retry_backoff=Backoff(retry_backoff, max(retry_backoff, retry_backoff_max)),
+            max_request_size=max_request_size,
+            clock=clock,
+        )
+        self._cluster.add_update_listener(self._metadata_changed)
+        self._tps: dict[str, list[TopicPartition]] = {}
+        self._started = False
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the cluster and start the sender. Raises
+        :class:`~tidelog.client.errors.BrokerUnavailableError` if no broker answers."""
+        if self._closed:
+            raise ClientClosedError("this producer is closed; create a new one")
+        if self._started:
+            return
+        await self._cluster.start()
+        self._sender.start()
+        self._started = True
+
+    async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Send what is queued, wait for its acknowledgements (at most ``timeout`` seconds,
+        then fail the rest with :class:`ClientClosedError`), and close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._accumulator.memory.fail_waiters(
+            lambda: ClientClosedError("the producer closed while send() waited for memory")
+        )
+        try:
+            await self._sender.stop(timeout)
+        finally:
+            await self._cluster.close()
+
+    async def __aenter__(self) -> Producer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        *,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: HeadersInput | None = None,
+    ) -> RecordFuture:
+        """Queue a record; the returned future resolves to its :class:`RecordMetadata`.
+
+        Waits only when ``buffer_memory`` is full (back-pressure) or the topic's metadata is
+        not known yet. ``timestamp`` is milliseconds since the epoch (default: now).
+        Raises :class:`ClientClosedError` after :meth:`close`, the broker's
+        ``UnknownTopicOrPartitionError`` for a topic that does not exist,
+        :class:`MessageTooLargeError` for a record above ``max_request_size``,
+        :class:`ProducerBufferFullError` after ``max_block`` seconds without room, and
+        ``ValueError`` for a partition the topic does not have.
+        """
+        if not self._started or self._closed:
+            raise ClientClosedError(
+                "the producer is not running: use 'async with Producer(...)' or await start()"
+            )
+        # bytes pass through the default serializer untouched: skip the call.
+        if key is None or (type(key) is bytes and self._raw_keys):
+            key_bytes = key
+        else:
+            key_bytes = self._key_serializer(key)
+        if value is None or (type(value) is bytes and self._raw_values):
+            value_bytes = value
+        else:
+            value_bytes = self._value_serializer(value)
+        info = self._cluster.metadata.topics.get(topic)
+        if info is None or not info.partitions:
+            info = await self._topic(topic)
+        parts = info.partitions
+        if key_bytes is None and partition is None and self._partitioner is None:
+            p, sticky = self._sticky.partition(topic, parts, info.available), True
+        else:
+            p, sticky = choose_partition(
+                topic, key_bytes, partition, parts, info.available, self._partitioner, self._sticky
+            )
+        if headers:
+            size = record_size(key_bytes, value_bytes, headers)
+        else:
+            size = RECORD_OVERHEAD
+            if key_bytes is not None:
+                size += len(key_bytes)
+            if value_bytes is not None:
+                size += len(value_bytes)
+        if size > self.max_request_size:
+            raise MessageTooLargeError(
+                f"a record of {size} bytes is larger than max_request_size "
+                f"({self.max_request_size}): send smaller records or raise max_request_size"
+            )
+        acc = self._accumulator
+        if not acc.memory.try_reserve(size):
+            await self._wait_for_room(size)
+        tps = self._tps.get(topic)
+        if tps is None or len(tps) != len(parts):
+            tps = self._tps[topic] = [TopicPartition(topic, i) for i in range(len(parts))]
+        if timestamp is None:
+            timestamp = time.time_ns() // 1_000_000
+        future, full = acc.append(tps[p], value_bytes, key_bytes, headers, timestamp, size)
+        if full and sticky:
+            self._sticky.next(topic, parts, info.available)
+        return future
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        *,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: HeadersInput | None = None,
+    ) -> RecordMetadata:
+        """:meth:`send` a record and wait for its acknowledgement."""
+        future = await self.send(
+            topic, value, key, partition=partition, timestamp=timestamp, headers=headers
+        )
+        return await future
+
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Send every queued record now and wait until each is acknowledged or failed (their
+        futures carry the errors). Raises ``TimeoutError`` after ``timeout`` seconds."""
+        acc = self._accumulator
+        acc.flushing += 1
+        self._sender.wake()
+        try:
+            futures = [b.future for b in acc.incomplete_batches()]
+            if futures:
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            acc.flushing -= 1
+
+    async def partitions_for(self, topic: str) -> tuple[int, ...]:
+        """The partition ids of ``topic``."""
+        return (await self._topic(topic)).partitions
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _topic(self, topic: str) -> TopicInfo:
+        """The topic's metadata, fetched if needed. A topic that exists but has no leader yet
+        (just created, or failing over) is waited for, at most ``max_block`` seconds; an
+        unknown topic raises at once unless the broker may create it."""
+        cluster = self._cluster
+        attempt = 0
+        deadline = self._clock() + self.max_block
+        while True:
+            try:
+                await cluster.partitions_for(topic)
+            except BrokerError as exc:
+                unknown = exc.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                if not exc.retriable or (unknown and not cluster.allow_auto_create):
+                    raise
+                if self._clock() >= deadline:
+                    raise
+                await asyncio.sleep(self._sender.backoff.delay(attempt))
+                attempt += 1
+                continue
+            return cluster.metadata.topics[topic]  # partitions_for() returned: it is there
+
+    async def _wait_for_room(self, size: int) -> None:
+        self._sender.wake()  # the accumulator sends without lingering while someone waits
+        try:
+            async with asyncio.timeout(self.max_block):
+                await self._accumulator.memory.reserve(size)
+        except TimeoutError:
+            raise ProducerBufferFullError(
+                f"send() waited {self.max_block:g}s for {size} bytes of buffer_memory "
+                f"({self._accumulator.memory.limit} bytes, all in use): the brokers accept "
+                "records slower than they are produced; slow down, or raise buffer_memory or "
+                "max_block"
+            ) from None
+        except ValueError as exc:
+            raise ClientUsageError(f"{exc}: raise buffer_memory") from None
+        if self._closed:
+            self._accumulator.memory.release(size)
+            raise ClientClosedError("the producer closed while send() waited for memory")
+
+    def _metadata_changed(self) -> None:
+        self._sticky.forget()

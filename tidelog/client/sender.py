@@ -1,0 +1,312 @@
+"""The producer's sender: one background loop that moves ready batches to brokers.
+
+Shape after aiokafka's ``producer/sender.py``. Each turn of the loop:
+
+1. fails queued batches whose ``delivery_timeout`` has passed;
+2. drains the accumulator's ready batches, grouped by leader, skipping partitions that have a
+   request in flight (so a retried batch can never be overtaken: order holds) and brokers
+   with ``max_in_flight`` requests outstanding;
+3. sends one ProduceRequest per broker (a task each), whose outcome completes the batches,
+   or puts them back at the front of their partition's queue after a retriable error, with
+   exponential backoff and jitter, until ``retries`` or ``delivery_timeout`` run out;
+4. sleeps until woken (a batch filled, a request finished, the metadata changed) or until the
+   next linger, backoff or deadline expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from typing import Final
+
+from tidelog.wire import messages as m
+from tidelog.wire.errors import ErrorCode
+
+from .accumulator import Accumulator, ProducerBatch
+from .backoff import Backoff
+from .cluster import Cluster
+from .errors import (
+    ClientClosedError,
+    DeliveryTimeoutError,
+    TidelogConnectionError,
+    broker_error,
+    is_retriable,
+)
+from .types import TopicPartition
+from .wakeup import Wakeup
+
+_METADATA_ERRORS: Final = frozenset(
+    {
+        ErrorCode.NOT_LEADER,
+        ErrorCode.LEADER_NOT_AVAILABLE,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.BROKER_SHUTTING_DOWN,
+    }
+)
+METADATA_REFRESH_BACKOFF: Final = 0.1
+"""Seconds between metadata refreshes asked for by partitions without a leader."""
+
+
+class Sender:
+    """Drains ``accumulator`` to the brokers of ``cluster``; see the module documentation."""
+
+    def __init__(
+        self,
+        accumulator: Accumulator,
+        cluster: Cluster,
+        *,
+        acks: int = m.Acks.LEADER,
+        max_in_flight: int = 5,
+        request_timeout: float = 30.0,
+        retries: int = 2**31 - 1,
+        retry_backoff: Backoff | None = None,
+        max_request_size: int = 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.accumulator = accumulator
+        self.cluster = cluster
+        self.acks = int(acks)
+        self.max_in_flight = max_in_flight
+        self.request_timeout = request_timeout
+        self.retries = retries
+        self.backoff = retry_backoff or Backoff(0.1, 1.0)
+        self.max_request_size = max_request_size
+        self.clock = clock
+        self.rand = rand
+        self._in_flight: dict[int, int] = {}
+        self._requests: set[asyncio.Task[None]] = set()
+        self._muted: set[TopicPartition] = set()
+        self._wakeup = Wakeup()
+        self._last_refresh = float("-inf")
+        self._aborting = False
+        self._task: asyncio.Task[None] | None = None
+        accumulator.on_ready = self.wake
+        cluster.add_update_listener(self.wake)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def wake(self) -> None:
+        """Make the loop take another turn now."""
+        self._wakeup.set()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._in_flight.values())
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        acc = self.accumulator
+        try:
+            while True:
+                self._wakeup.clear()
+                now = self.clock()
+                for batch in acc.expire(now):
+                    self._finish(batch, self._timeout_error(batch))
+                if acc.closing and not acc.has_queued and not self._requests:
+                    return
+                by_node, wake, no_leader = acc.drain(
+                    now,
+                    self.cluster.metadata.leader_for,
+                    muted=self._muted,
+                    node_ready=self._node_ready,
+                    max_request_size=self.max_request_size,
+                )
+                if no_leader or self.cluster.metadata_stale:
+                    wake = _earlier(wake, self._refresh_metadata(now))
+                for node, batches in by_node.items():
+                    self._dispatch(node, batches)
+                deadline = acc.next_deadline()
+                if deadline is not None:
+                    wake = _earlier(wake, max(deadline - now, 0.0))
+                await self._wakeup.wait(wake)
+        except Exception as exc:
+            # A bug in this loop must not leave send() futures hanging for ever.
+            for batch in acc.incomplete_batches():
+                self._finish(batch, exc)
+            raise
+
+    def _node_ready(self, node: int) -> bool:
+        return self._in_flight.get(node, 0) < self.max_in_flight
+
+    def _refresh_metadata(self, now: float) -> float:
+        """Ask for fresh metadata unless it was asked for very recently; return the seconds
+        until the loop should look again."""
+        due = self._last_refresh + METADATA_REFRESH_BACKOFF
+        if self._aborting:
+            return METADATA_REFRESH_BACKOFF
+        if now < due:
+            return due - now
+        self._last_refresh = now
+        self.cluster.request_refresh().add_done_callback(lambda _: self.wake())
+        return METADATA_REFRESH_BACKOFF
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def _dispatch(self, node: int, batches: list[ProducerBatch]) -> None:
+        self._in_flight[node] = self._in_flight.get(node, 0) + 1
+        for batch in batches:
+            self._muted.add(batch.tp)
+        task = asyncio.get_running_loop().create_task(self._send(node, batches))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _send(self, node: int, batches: list[ProducerBatch]) -> None:
+        groups = _group(batches)
+        try:
+            conn = self.cluster.ready_connection(node) or await self.cluster.connection(node)
+            request = m.ProduceRequest(
+                partitions=tuple(
+                    m.ProducePartition(tp.topic, tp.partition, sum(len(b.buffer or b"") for b in g))
+                    for tp, g in groups.items()
+                ),
+                acks=self.acks,
+                timeout_ms=int(self.request_timeout * 1000),
+            )
+            data = [b.buffer or b"" for g in groups.values() for b in g]
+            if self.acks == m.Acks.NONE:
+                await conn.send_no_response(request, data=data)
+                for group in groups.values():
+                    for batch in group:
+                        batch.succeed(-1)
+                        self._finish(batch, None)
+            else:
+                response, _ = await conn.request(request, data=data, timeout=self.request_timeout)
+                if not isinstance(response, m.ProduceResponse):
+                    raise TypeError(f"expected a ProduceResponse, got {type(response).__name__}")
+                self._handle_response(groups, response)
+        except asyncio.CancelledError:
+            error = ClientClosedError("the producer closed before this batch was acknowledged")
+            for group in groups.values():
+                for batch in group:
+                    self._finish(batch, error)
+            raise
+        except Exception as exc:
+            if isinstance(exc, TidelogConnectionError) or getattr(exc, "code", None) in (
+                _METADATA_ERRORS
+            ):
+                self._refresh_metadata(self.clock())
+            for group in groups.values():
+                self._retry_or_fail(group, exc)
+        finally:
+            self._in_flight[node] -= 1
+            for batch in batches:
+                self._muted.discard(batch.tp)
+            # Leave the set now, not in a done callback that runs after the loop's next turn.
+            current = asyncio.current_task()
+            if current is not None:
+                self._requests.discard(current)
+            self.wake()
+
+    def _handle_response(
+        self, groups: dict[TopicPartition, list[ProducerBatch]], response: m.ProduceResponse
+    ) -> None:
+        results = {(r.topic, r.partition): r for r in response.partitions}
+        refresh = False
+        for tp, group in groups.items():
+            result = results.get(tp)
+            if result is None:
+                error = broker_error(
+                    ErrorCode.UNKNOWN_SERVER_ERROR,
+                    "the broker's response left this partition out",
+                    where=f"{tp.topic}[{tp.partition}]",
+                )
+                self._retry_or_fail(group, error)
+                continue
+            if result.error_code:
+                refresh |= result.error_code in _METADATA_ERRORS
+                where = f"{tp.topic}[{tp.partition}]"
+                self._retry_or_fail(
+                    group, broker_error(result.error_code, result.error_message, where=where)
+                )
+                continue
+            offset = result.base_offset
+            for batch in group:
+                batch.succeed(offset, result.log_append_time)
+                offset += batch.record_count
+                self._finish(batch, None)
+        if refresh:
+            self._refresh_metadata(self.clock())
+
+    def _retry_or_fail(self, group: list[ProducerBatch], error: BaseException) -> None:
+        """Back to the front of the partition's queue, or failed for good."""
+        now = self.clock()
+        first = group[0]
+        retriable = is_retriable(error) and not self._aborting
+        if retriable and first.attempts <= self.retries and now < first.deadline:
+            for batch in group:
+                batch.last_error = error
+            delay = self.backoff.delay(first.attempts - 1, self.rand)
+            self.accumulator.reenqueue(group, now + delay)
+            return
+        for batch in group:
+            if retriable and now >= batch.deadline:
+                batch.last_error = error
+                self._finish(batch, self._timeout_error(batch))
+            else:
+                self._finish(batch, error)
+
+    def _finish(self, batch: ProducerBatch, error: BaseException | None) -> None:
+        if error is not None:
+            batch.fail(error)
+        self.accumulator.complete(batch)
+
+    def _timeout_error(self, batch: ProducerBatch) -> DeliveryTimeoutError:
+        tp = batch.tp
+        last = batch.last_error
+        why = f"; last error: {last}" if last is not None else ""
+        exc = DeliveryTimeoutError(
+            f"{batch.record_count} records for {tp.topic}[{tp.partition}] were not acknowledged "
+            f"within delivery_timeout ({self.accumulator.delivery_timeout:g}s, "
+            f"{batch.attempts} attempts){why}"
+        )
+        exc.__cause__ = last
+        return exc
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Send everything queued and wait for the answers, for at most ``timeout`` seconds;
+        then fail what is left with :class:`ClientClosedError`."""
+        task = self._task
+        self.accumulator.closing = True
+        self.wake()
+        if task is None:
+            self.abort()
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            pass
+        finally:
+            self.abort()
+            task.cancel()
+            requests = [*self._requests]
+            for r in requests:
+                r.cancel()
+            await asyncio.gather(task, *requests, return_exceptions=True)
+
+    def abort(self) -> None:
+        """Fail every queued batch now and stop retrying (closing without draining)."""
+        self._aborting = True
+        self.accumulator.abort_queued(
+            lambda: ClientClosedError("the producer closed before this batch was sent")
+        )
+
+
+def _group(batches: list[ProducerBatch]) -> dict[TopicPartition, list[ProducerBatch]]:
+    groups: dict[TopicPartition, list[ProducerBatch]] = {}
+    for batch in batches:
+        groups.setdefault(batch.tp, []).append(batch)
+    return groups
+
+
+def _earlier(a: float | None, b: float) -> float:
+    return b if a is None or b < a else a
