@@ -18,7 +18,6 @@ import gc
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from itertools import repeat
 from types import TracebackType
 from typing import Final
 
@@ -429,16 +428,17 @@ class Consumer:
         self, state: PartitionState, batch: RecordBatch
     ) -> tuple[list[AnyRecord], bool]:
         assert state.position is not None
+        topic, partition = prefix = state.tp
+        if self._key_deserializer is None and self._value_deserializer is None:
+            # Decoded straight into ConsumerRecords, in C, from the position on.
+            rows: list[AnyRecord] = batch.records_as(ConsumerRecord, prefix, state.position)
+            return rows, True
         raw: list[Record] = batch.records()
         skip = state.position - batch.base_offset
         if skip > 0:
             raw = raw[skip:]
         if not raw:
             return [], True
-        topic, partition = prefix = state.tp
-        if self._key_deserializer is None and self._value_deserializer is None:
-            # All in C: (topic, partition) + record, made a ConsumerRecord without __new__.
-            return list(map(_new, repeat(ConsumerRecord), map(prefix.__add__, raw))), True
         try:
             return self._deserialize(topic, partition, raw), True
         except Exception as exc:

@@ -47,6 +47,7 @@ class BrokerConfig:
     max_fetch_wait_ms: int = 60_000
     max_fetch_bytes: int = 32 * 1024 * 1024
     topic_defaults: dict[str, str] = field(default_factory=dict)
+    retention_check_interval_ms: int = 5 * 60 * 1000
     log_level: str = "INFO"
 
     @property
@@ -95,6 +96,7 @@ class BrokerConfig:
             (self.default_partitions >= 1, "default_partitions must be >= 1"),
             (self.max_fetch_wait_ms >= 0, "max_fetch_wait_ms must be >= 0"),
             (self.max_fetch_bytes >= 1024, "max_fetch_bytes must be >= 1024"),
+            (self.retention_check_interval_ms >= 1, "retention_check_interval_ms must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -119,6 +121,7 @@ SETTINGS_DOC: Final[dict[str, str]] = {
     "max_fetch_wait_ms": "upper bound on a fetch's long-poll wait",
     "max_fetch_bytes": "upper bound on the data bytes of one fetch response",
     "topic_defaults": "default topic configs (TOML table), e.g. retention_ms",
+    "retention_check_interval_ms": "how often retention deletes expired segments",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 

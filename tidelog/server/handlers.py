@@ -68,7 +68,11 @@ class BrokerCore:
 
     async def open(self) -> None:
         defaults = TopicConfig().with_overrides(parse_topic_configs(self.config.topic_defaults))
-        manager = LogManager(self.config.data_dir, defaults=defaults)
+        manager = LogManager(
+            self.config.data_dir,
+            defaults=defaults,
+            retention_check_interval_ms=self.config.retention_check_interval_ms,
+        )
         manager.open()
         self.logs = manager
         await manager.start()

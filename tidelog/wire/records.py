@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntFlag
-from itertools import accumulate, pairwise, repeat
-from typing import Final, NamedTuple, TypeAlias
+from itertools import accumulate, islice, pairwise, repeat
+from typing import Final, NamedTuple, TypeAlias, TypeVar
 
 from crc32c import crc32c
 
@@ -40,6 +40,7 @@ from .layouts import (
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 Headers: TypeAlias = tuple[tuple[str, bytes | None], ...]
+_Row = TypeVar("_Row", bound=tuple[object, ...])
 HeadersInput: TypeAlias = Mapping[str, bytes | None] | Sequence[tuple[str, bytes | None]]
 
 MAX_RECORDS_SIZE: Final = 64 * 1024 * 1024
@@ -157,21 +158,21 @@ class RecordBatchBuilder:
         timestamp: int | None = None,
     ) -> int:
         """Add a record; returns its offset delta within the batch."""
-        if not (value is None or type(value) is bytes or isinstance(value, _BYTES_LIKE)):
-            raise TypeError(f"record values are bytes, not {type(value).__name__}")
-        if not (key is None or type(key) is bytes or isinstance(key, _BYTES_LIKE)):
-            raise TypeError(f"record keys are bytes, not {type(key).__name__}")
-        index = len(self._values)
-        if index >= _INT32_MAX:
-            raise ValueError("a batch holds at most 2**31 - 1 records")
-        self._timestamps.append(self._clock() if timestamp is None else timestamp)
-        self._keys.append(key)
-        self._values.append(value)
+        # The producer's hot path: one branch per field for the common bytes-or-None case.
         size = 16
-        if key is not None:
-            size += len(key)
         if value is not None:
+            if type(value) is not bytes and not isinstance(value, _BYTES_LIKE):
+                raise TypeError(f"record values are bytes, not {type(value).__name__}")
             size += len(value)
+        if key is not None:
+            if type(key) is not bytes and not isinstance(key, _BYTES_LIKE):
+                raise TypeError(f"record keys are bytes, not {type(key).__name__}")
+            size += len(key)
+        values = self._values
+        index = len(values)
+        values.append(value)
+        self._keys.append(key)
+        self._timestamps.append(self._clock() if timestamp is None else timestamp)
         if headers:
             block = _encode_headers(headers)
             if self._header_blocks is None:
@@ -198,6 +199,8 @@ class RecordBatchBuilder:
         n = len(self._values)
         if n == 0:
             raise ValueError("cannot build an empty batch")
+        if n > _INT32_MAX:
+            raise ValueError("a batch holds at most 2**31 - 1 records")
         timestamps = self._timestamps
         base_ts = min(timestamps)
         max_ts = max(timestamps)
@@ -388,14 +391,24 @@ class RecordBatch:
 
     def records(self) -> list[Record]:
         """Decode every record. Raises :class:`CorruptBatchError` if the section is damaged."""
+        return self.records_as(Record)
+
+    def records_as(
+        self, into: type[_Row], prefix: tuple[object, ...] = (), since: int | None = None
+    ) -> list[_Row]:
+        """Decode records straight into ``into``, a tuple type (a NamedTuple) whose fields are
+        ``prefix`` followed by offset, timestamp, key, value, headers: a consumer builds its
+        own record type in one pass, e.g. ``records_as(ConsumerRecord, (topic, partition))``.
+        Records below offset ``since`` are left out.
+        """
         columns = _Columns.parse(self)
         if not gc.isenabled():
-            return columns.records(self)
+            return columns.rows(self, into, prefix, since)
         # A batch's records trip the cyclic GC once per ~700 tuples, and they cannot form
         # cycles (ints, bytes, None): pausing it while they are built saves a third of a read.
         gc.disable()
         try:
-            return columns.records(self)
+            return columns.rows(self, into, prefix, since)
         finally:
             gc.enable()
 
@@ -472,7 +485,13 @@ class _Columns:
                 _decode_header_blocks(section, base + size - sum(header_lengths), header_lengths)
         return cls(section, deltas, key_lengths, value_lengths, header_lengths, base + arrays)
 
-    def records(self, batch: RecordBatch) -> list[Record]:
+    def rows(
+        self,
+        batch: RecordBatch,
+        into: type[_Row],
+        prefix: tuple[object, ...],
+        since: int | None,
+    ) -> list[_Row]:
         section = self.section
         n = batch.record_count
         keys, pos = _slices(section, self.start, self.key_lengths)
@@ -487,8 +506,15 @@ class _Columns:
         else:
             headers = _decode_header_blocks(section, pos, self.header_lengths)
         # tuple.__new__ straight from C: a NamedTuple's own __new__ is Python and costs 3x.
-        rows = zip(offsets, timestamps, keys, values, headers, strict=False)
-        return list(map(tuple.__new__, repeat(Record), rows))
+        rows: Iterator[tuple[object, ...]] = zip(
+            offsets, timestamps, keys, values, headers, strict=False
+        )
+        if prefix:
+            rows = map(prefix.__add__, rows)
+        skip = 0 if since is None else since - batch.base_offset
+        if skip > 0:
+            rows = islice(rows, skip, None)
+        return list(map(tuple.__new__, repeat(into), rows))
 
 
 def _slices(section: bytes, pos: int, lengths: tuple[int, ...]) -> tuple[list[bytes | None], int]:

@@ -426,3 +426,17 @@ def test_open_ignores_and_cleans_stray_files(log_dir: str, clock: FakeClock) -> 
     ]
     assert again.log_end_offset == 1
     again.close()
+
+
+def test_flush_moves_the_recovery_point_and_covers_rolled_segments(log: PartitionLog) -> None:
+    assert not log.needs_background_flush
+    append_all(log, [make_batch(1, size=700, tag=i) for i in range(4)])
+    assert len(log.segments) == 2
+    assert log.needs_background_flush  # a rolled segment is not on disk yet
+    assert log.recovery_point == 0
+    log.flush()
+    assert log.recovery_point == log.log_end_offset == 4
+    assert not log.needs_background_flush
+    log.append(make_batch())
+    assert not log.needs_background_flush  # only the active segment has unflushed data
+    assert log.recovery_point == 4

@@ -346,7 +346,7 @@ class SyncJob:
     job was prepared: once it has run, every offset below it is durable.
     """
 
-    __slots__ = ("_handles", "error", "generation", "index_versions", "rolls", "target_offset")
+    __slots__ = ("_handles", "error", "generation", "index_versions", "target_offset")
 
     def __init__(
         self,
@@ -354,11 +354,9 @@ class SyncJob:
         generation: int,
         handles: list[Handle],
         index_versions: list[tuple[object, int]],
-        rolls: int = 0,
     ) -> None:
         self.target_offset = target_offset
         self.generation = generation
-        self.rolls = rolls
         self._handles = handles
         self.index_versions = index_versions
         self.error: StorageError | None = None

@@ -121,8 +121,8 @@ class PartitionLog:
         self._hw = self._leo
         self._rp = self._leo
         self._generation = 0
-        self._rolls = 0
-        self._synced_rolls = 0
+        self._sealed: list[LogSegment] = []
+        """Segments rolled since their index files were last fsynced."""
         self._dir_dirty = True  # the first flush also makes the segment files' names durable
         self._offline: StorageError | None = None
         self._closed = False
@@ -321,7 +321,7 @@ class PartitionLog:
         self._segments.append(new)
         self._bases.append(new.base_offset)
         self._dir_dirty = True
-        self._rolls += 1
+        self._sealed.append(old)
         logger.debug("%s: rolled a new segment at offset %d", self.name, new.base_offset)
         return new
 
@@ -497,13 +497,23 @@ class PartitionLog:
 
     def begin_flush(self, *, all_indexes: bool = False) -> SyncJob:
         """Prepare one fsync of everything appended so far (group commit): the log data of
-        every segment above the recovery point, the index files of sealed segments not yet
-        synced, and the directory if segments were created. Cheap; runs on the loop."""
+        every segment above the recovery point, the index files of rolled segments not yet
+        synced (of every segment with ``all_indexes``), and the directory if segments were
+        created. Cheap -- it looks only at the newest segments -- and runs on the loop."""
         self._check_usable()
+        if all_indexes:
+            candidates = list(self._segments)
+        else:
+            candidates = []
+            for segment in reversed(self._segments):
+                if segment.size and segment.next_offset <= self._rp:
+                    break  # this one and every older one are durable
+                candidates.append(segment)
+            candidates.extend(s for s in self._sealed if s not in candidates and not s.deleted)
         handles: list[Handle] = []
         versions: list[tuple[object, int]] = []
         try:
-            for segment in self._segments:
+            for segment in candidates:
                 needs_data = segment.size > 0 and segment.next_offset > self._rp
                 version = segment.index_version
                 needs_index = (all_indexes or not segment.active) and (
@@ -520,7 +530,7 @@ class PartitionLog:
                 handle.close_quietly()
             raise
         self._dir_dirty = False
-        return SyncJob(self._leo, self._generation, handles, versions, self._rolls)
+        return SyncJob(self._leo, self._generation, handles, versions)
 
     def complete_flush(self, job: SyncJob) -> None:
         """Account for a job that has run: advance the recovery point to its target, or -- if
@@ -538,14 +548,18 @@ class PartitionLog:
         for segment, version in job.index_versions:
             assert isinstance(segment, LogSegment)
             segment.index_synced_version = max(segment.index_synced_version, version)
-        self._synced_rolls = max(self._synced_rolls, job.rolls)
+        self._sealed = [
+            s
+            for s in self._sealed
+            if not (s.deleted or s.active) and s.index_version != s.index_synced_version
+        ]
         self.last_flush_ms = self._clock()
 
     @property
     def needs_background_flush(self) -> bool:
         """Whether a rolled segment (its data or its indexes) has not been fsynced yet: the
         background flush that every policy gets, so recovery rarely rescans old segments."""
-        return self._rp < self._segments[-1].base_offset or self._synced_rolls != self._rolls
+        return self._rp < self._segments[-1].base_offset or bool(self._sealed)
 
     def flush(self, *, all_indexes: bool = False) -> None:
         """fsync everything appended so far, on the calling thread."""
