@@ -125,6 +125,8 @@ class BrokerCore:
                 return self.describe_configs(request), ()
             case m.AlterConfigsRequest():
                 return self.alter_configs(request), ()
+            case m.DescribeLogDirsRequest():
+                return self.describe_log_dirs(request), ()
             case _:
                 raise UnknownApiError(f"{type(request).__name__} is not served by this broker yet")
 
@@ -262,6 +264,30 @@ class BrokerCore:
             else:
                 results.append(m.ConfigResult(resource.type, resource.name))
         return m.AlterConfigsResponse(tuple(results))
+
+    def describe_log_dirs(self, request: m.DescribeLogDirsRequest) -> m.DescribeLogDirsResponse:
+        manager = self.manager
+        names = sorted(manager.topics()) if request.topics is None else request.topics
+        out = []
+        for name in names:
+            count = manager.partition_count(name)
+            if count is None:
+                code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                out.append(m.LogDirPartition(name, -1, error_code=code))
+                continue
+            for p in range(count):
+                plog = manager.get_log(TopicPartition(name, p))
+                out.append(
+                    m.LogDirPartition(
+                        name,
+                        p,
+                        size_bytes=plog.size_in_bytes,
+                        segments=len(plog.segments),
+                        log_start_offset=plog.log_start_offset,
+                        log_end_offset=plog.log_end_offset,
+                    )
+                )
+        return m.DescribeLogDirsResponse(str(self.config.data_dir), tuple(out))
 
     # --- produce, fetch, offsets ------------------------------------------------------------
 

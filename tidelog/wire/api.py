@@ -49,6 +49,7 @@ class ApiKey(IntEnum):
     LIST_GROUPS = 14
     DESCRIBE_GROUPS = 15
     DELETE_GROUPS = 16
+    DESCRIBE_LOG_DIRS = 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
         ApiSpec(ApiKey.LIST_GROUPS, m.ListGroupsRequest, m.ListGroupsResponse),
         ApiSpec(ApiKey.DESCRIBE_GROUPS, m.DescribeGroupsRequest, m.DescribeGroupsResponse),
         ApiSpec(ApiKey.DELETE_GROUPS, m.DeleteGroupsRequest, m.DeleteGroupsResponse),
+        ApiSpec(ApiKey.DESCRIBE_LOG_DIRS, m.DescribeLogDirsRequest, m.DescribeLogDirsResponse),
     )
 }
 

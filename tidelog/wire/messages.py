@@ -540,6 +540,30 @@ class DeleteGroupsResponse:
     results: tuple[GroupResult, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DescribeLogDirsRequest:
+    """What each partition holds on the broker's disk (``tidelog topic describe``)."""
+
+    topics: tuple[str, ...] | None = None  # None: every topic
+
+
+@dataclass(frozen=True, slots=True)
+class LogDirPartition:
+    topic: str
+    partition: int
+    error_code: int = 0
+    size_bytes: int = 0
+    segments: int = 0
+    log_start_offset: int = NO_OFFSET
+    log_end_offset: int = NO_OFFSET
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeLogDirsResponse:
+    log_dir: str = ""
+    partitions: tuple[LogDirPartition, ...] = ()
+
+
 Request: TypeAlias = (
     HandshakeRequest
     | MetadataRequest
@@ -558,6 +582,7 @@ Request: TypeAlias = (
     | ListGroupsRequest
     | DescribeGroupsRequest
     | DeleteGroupsRequest
+    | DescribeLogDirsRequest
 )
 
 Response: TypeAlias = (
@@ -578,4 +603,5 @@ Response: TypeAlias = (
     | ListGroupsResponse
     | DescribeGroupsResponse
     | DeleteGroupsResponse
+    | DescribeLogDirsResponse
 )

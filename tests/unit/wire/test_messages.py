@@ -259,7 +259,7 @@ def test_request_body_checks_apply_in_the_documented_order() -> None:
 # --- refusals ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("api_key", [17, 99, 0xFFFF])
+@pytest.mark.parametrize("api_key", [max(ApiKey) + 1, 99, 0xFFFF])
 def test_unknown_api_key_raises_unknown_api(api_key: int) -> None:
     frame = raw_frame(api_key, b"\x80")
 
@@ -408,6 +408,7 @@ def _minimal_request(key: ApiKey) -> m.Request:
         ApiKey.OFFSET_FETCH: m.OffsetFetchRequest("g"),
         ApiKey.DESCRIBE_GROUPS: m.DescribeGroupsRequest(()),
         ApiKey.DELETE_GROUPS: m.DeleteGroupsRequest(()),
+        ApiKey.DESCRIBE_LOG_DIRS: m.DescribeLogDirsRequest(),
     }
     return minimal[key]
 
