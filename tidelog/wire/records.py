@@ -226,6 +226,11 @@ class RecordBatchBuilder:
             parts.append(b"".join(blocks))
         section = b"".join(parts)
         body = compress(self.compression, section)
+        if len(body) >= len(section) and self.compression is not Compression.NONE:
+            # Incompressible records: store them raw rather than let the batch grow past
+            # the size the producer budgeted for (the codec is chosen per batch).
+            body = section
+            attributes &= ~_CODEC_MASK
         header = _pack_header(
             base_offset,
             BATCH_HEADER_SIZE - BATCH_LOG_OVERHEAD + len(body),

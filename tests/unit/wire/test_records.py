@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 from typing import Any
 
@@ -107,7 +108,8 @@ def test_builder_and_reader_round_trip(
         for i, r in enumerate(records)
     ]
     assert list(batch) == batch.records()
-    assert batch.compression is compression
+    # A codec that does not shrink the records is dropped for that batch (stored raw).
+    assert batch.compression in (compression, Compression.NONE)
     assert batch.record_count == len(records)
     assert batch.base_offset == base
     assert batch.last_offset == base + len(records) - 1
@@ -642,3 +644,19 @@ def test_builder_misuse_raises_value_or_type_error(
 
     with pytest.raises(error):
         attempt()
+
+
+@pytest.mark.parametrize("codec", [Compression.LZ4, Compression.ZSTD])
+def test_a_batch_is_never_bigger_than_its_uncompressed_size(codec: Compression) -> None:
+    random_bytes = RecordBatchBuilder(codec)
+    random_bytes.append(os.urandom(20_000))  # grows under any codec
+    data = random_bytes.build()
+    assert len(data) == random_bytes.size_in_bytes
+    assert RecordBatch.parse(data).compression is Compression.NONE
+    assert RecordBatch.parse(data).records()[0].value == random_bytes.build()[-20_000:]
+    zeros = RecordBatchBuilder(codec)
+    for _ in range(50):
+        zeros.append(bytes(1000))
+    data = zeros.build()
+    assert len(data) < zeros.size_in_bytes
+    assert RecordBatch.parse(data).compression is codec

@@ -53,7 +53,7 @@ class GroupCommitter:
             return
         if offset > log.log_end_offset:
             raise _truncated(log, offset)
-        await self._wait(offset)
+        await self._enqueue(offset)
 
     async def flush(self) -> None:
         """Flush everything appended so far."""
@@ -63,15 +63,16 @@ class GroupCommitter:
         """Run a flush that starts after this call, even if the recovery point is already at
         the log end: the background flush uses it to cover the index files of rolled
         segments too."""
-        await self._wait(_ANY_JOB)
+        await self._enqueue(_ANY_JOB)
 
-    async def _wait(self, offset: int) -> None:
+    def _enqueue(self, offset: int) -> asyncio.Future[None]:
+        """A future of the caller's own, resolved by the first fsync that starts after now."""
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((offset, future))
         if self._task is None:
             # Started on the next loop iteration: callers that append in this one join it.
             self._task = asyncio.create_task(self._run(), name=f"group-commit {self._log.name}")
-        await future
+        return future
 
     async def _run(self) -> None:
         log = self._log

@@ -333,10 +333,12 @@ class LogManager:
         self._files.rename(topic_file, topic_file[: -len(".json")] + TOMBSTONE_SUFFIX)
         self._files.sync_dir(os.path.join(self.data_dir, TOPICS_DIR))
         del self._topics[name]
-        self._finish_delete(name, info.partitions)
+        self._finish_delete(name)
         logger.info("deleted topic %s", name)
 
-    def _finish_delete(self, name: str, partitions: int | None = None) -> None:
+    def _finish_delete(self, name: str) -> None:
+        """Remove every partition directory of a topic whose tombstone exists, then the
+        tombstone (also what opening the data directory does for a delete a crash cut)."""
         files = self._files
         doomed = []
         for entry in files.listdir(self.data_dir):
