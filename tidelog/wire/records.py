@@ -18,7 +18,6 @@ import gc
 import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from enum import IntFlag
 from itertools import accumulate, islice, pairwise, repeat
 from typing import Final, NamedTuple, TypeAlias, TypeVar
@@ -284,23 +283,70 @@ def build_batch(
     return builder.build()
 
 
-@dataclass(frozen=True, slots=True)
-class RecordBatch:
-    """One batch, its header decoded and its CRC checked; records are decoded on demand."""
+_FIELDS: Final = (
+    "base_offset",
+    "leader_epoch",
+    "attributes",
+    "last_offset_delta",
+    "base_timestamp",
+    "max_timestamp",
+    "producer_id",
+    "producer_epoch",
+    "base_sequence",
+    "record_count",
+    "records_size",
+    "buffer",
+)
 
-    base_offset: int
-    leader_epoch: int
-    attributes: int
-    last_offset_delta: int
-    base_timestamp: int
-    max_timestamp: int
-    producer_id: int
-    producer_epoch: int
-    base_sequence: int
-    record_count: int
-    records_size: int
-    buffer: Buffer
-    """The whole batch, header included, exactly as it travels and is stored."""
+
+class RecordBatch:
+    """One batch, its header decoded and its CRC checked; records are decoded on demand.
+
+    Read-only by convention. A plain slotted class, not a frozen dataclass: the broker builds
+    one per appended batch, and a frozen dataclass's ``__init__`` costs three times as much.
+    ``buffer`` is the whole batch, header included, exactly as it travels and is stored.
+    """
+
+    __slots__ = _FIELDS
+
+    def __init__(
+        self,
+        base_offset: int,
+        leader_epoch: int,
+        attributes: int,
+        last_offset_delta: int,
+        base_timestamp: int,
+        max_timestamp: int,
+        producer_id: int,
+        producer_epoch: int,
+        base_sequence: int,
+        record_count: int,
+        records_size: int,
+        buffer: Buffer,
+    ) -> None:
+        self.base_offset = base_offset
+        self.leader_epoch = leader_epoch
+        self.attributes = attributes
+        self.last_offset_delta = last_offset_delta
+        self.base_timestamp = base_timestamp
+        self.max_timestamp = max_timestamp
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.base_sequence = base_sequence
+        self.record_count = record_count
+        self.records_size = records_size
+        self.buffer = buffer
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS[:-1])
+        return f"RecordBatch({fields}, size={len(self.buffer)})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordBatch):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
 
     @classmethod
     def parse(
