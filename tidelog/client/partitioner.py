@@ -31,7 +31,7 @@ serialized key (or ``None``), ``all_partitions`` every partition id of the topic
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 from crc32c import crc32c
@@ -69,6 +69,11 @@ class StickyPartitioner:
     def __init__(self, rand: Callable[[int], int] | None = None) -> None:
         self._current: dict[str, int] = {}
         self._rand = rand or random.randrange
+
+    @property
+    def current(self) -> Mapping[str, int]:
+        """Each topic's sticky partition (read-only view; the producer's hot path reads it)."""
+        return self._current
 
     def partition(self, topic: str, all_partitions: Sequence[int], available: Sequence[int]) -> int:
         """The sticky partition of ``topic`` (chosen now if it has none). Cheap: a dict

@@ -147,9 +147,13 @@ class Producer:
             clock=clock,
         )
         self._cluster.add_update_listener(self._metadata_changed)
-        self._tps: dict[str, list[TopicPartition]] = {}
+        self._memory = self._accumulator.memory
+        self._sticky_current = self._sticky.current
+        # Per topic: its metadata and TopicPartition objects, until the metadata changes.
+        self._hot: dict[str, tuple[TopicInfo, list[TopicPartition]]] = {}
         self._started = False
         self._closed = False
+        self._running = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -163,6 +167,7 @@ class Producer:
         await self._cluster.start()
         self._sender.start()
         self._started = True
+        self._running = True
 
     async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Send what is queued, wait for its acknowledgements (at most ``timeout`` seconds,
@@ -170,6 +175,7 @@ class Producer:
         if self._closed:
             return
         self._closed = True
+        self._running = False
         self._accumulator.memory.fail_waiters(
             lambda: ClientClosedError("the producer closed while send() waited for memory")
         )
@@ -212,7 +218,7 @@ class Producer:
         :class:`ProducerBufferFullError` after ``max_block`` seconds without room, and
         ``ValueError`` for a partition the topic does not have.
         """
-        if not self._started or self._closed:
+        if not self._running:
             raise ClientClosedError(
                 "the producer is not running: use 'async with Producer(...)' or await start()"
             )
@@ -225,12 +231,17 @@ class Producer:
             value_bytes = value
         else:
             value_bytes = self._value_serializer(value)
-        info = self._cluster.metadata.topics.get(topic)
-        if info is None or not info.partitions:
-            info = await self._topic(topic)
+        hot = self._hot.get(topic)
+        if hot is None:
+            hot = await self._prepare(topic)
+        info, tps = hot
         parts = info.partitions
+        sticky = False
         if key_bytes is None and partition is None and self._partitioner is None:
-            p, sticky = self._sticky.partition(topic, parts, info.available), True
+            # The common keyless case: the topic's sticky partition, one dict lookup.
+            current = self._sticky_current.get(topic)
+            p = self._sticky.partition(topic, parts, info.available) if current is None else current
+            sticky = True
         else:
             p, sticky = choose_partition(
                 topic, key_bytes, partition, parts, info.available, self._partitioner, self._sticky
@@ -248,15 +259,14 @@ class Producer:
                 f"a record of {size} bytes is larger than max_request_size "
                 f"({self.max_request_size}): send smaller records or raise max_request_size"
             )
-        acc = self._accumulator
-        if not acc.memory.try_reserve(size):
+        memory = self._memory
+        if not memory.try_reserve(size):
             await self._wait_for_room(size)
-        tps = self._tps.get(topic)
-        if tps is None or len(tps) != len(parts):
-            tps = self._tps[topic] = [TopicPartition(topic, i) for i in range(len(parts))]
         if timestamp is None:
             timestamp = time.time_ns() // 1_000_000
-        future, full = acc.append(tps[p], value_bytes, key_bytes, headers, timestamp, size)
+        future, full = self._accumulator.append(
+            tps[p], value_bytes, key_bytes, headers, timestamp, size
+        )
         if full and sticky:
             self._sticky.next(topic, parts, info.available)
         return future
@@ -318,6 +328,14 @@ class Producer:
                 continue
             return cluster.metadata.topics[topic]  # partitions_for() returned: it is there
 
+    async def _prepare(self, topic: str) -> tuple[TopicInfo, list[TopicPartition]]:
+        info = self._cluster.metadata.topics.get(topic)
+        if info is None or not info.partitions:
+            info = await self._topic(topic)
+        hot = (info, [TopicPartition(topic, i) for i in range(len(info.partitions))])
+        self._hot[topic] = hot
+        return hot
+
     async def _wait_for_room(self, size: int) -> None:
         self._sender.wake()  # the accumulator sends without lingering while someone waits
         try:
@@ -338,3 +356,4 @@ class Producer:
 
     def _metadata_changed(self) -> None:
         self._sticky.forget()
+        self._hot.clear()
