@@ -4,7 +4,7 @@ broker keeps serving other clients, and nothing invalid is written."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -215,3 +215,13 @@ def test_bad_topic_config_is_refused(client: RawClient) -> None:
     ]
     metadata = client.call(m.MetadataRequest())
     assert isinstance(metadata, m.MetadataResponse) and metadata.topics == ()
+
+
+def test_idle_connections_are_closed(tidelog_broker_factory: Callable[..., BrokerThread]) -> None:
+    broker = tidelog_broker_factory(idle_timeout_s=0.2, handshake_timeout_s=0.2)
+    with RawClient(broker.address) as silent:  # never handshakes
+        assert silent.is_closed_by_peer()
+    with RawClient(broker.address) as idle:
+        idle.handshake()
+        assert idle.is_closed_by_peer()
+    assert_still_serving(broker)
