@@ -1,22 +1,40 @@
-"""The ``tidelog`` command: a thin typer + rich layer over the client and server libraries."""
+"""The ``tidelog`` command: a thin typer + rich layer over the client and server libraries.
+
+Each command lives in its own module (``serve``, ``topics``, ``produce``, ``consume``,
+``tail``); this one holds the app and the global options.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from tidelog import __version__
 
+from . import consume, context, produce, serve, tail, topics
+
 app = typer.Typer(
     name="tidelog",
-    help="tidelog: a Kafka-class event streaming broker and its tools.",
+    help="tidelog: a Kafka-class event streaming broker and its tools.\n\n"
+    "Start a broker with `tidelog serve`, then create topics, produce, consume and tail them "
+    "from another terminal.\n\n"
+    "Examples:\n\n"
+    "* `tidelog serve --data-dir ./data`\n"
+    "* `tidelog topic create events --partitions 3`\n"
+    "* `tidelog produce events hello world`\n"
+    "* `tidelog consume events --from-beginning`\n"
+    "* `tidelog --broker 10.0.0.5:7070 tail events`",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console(stderr=True)
+app.add_typer(topics.app, name="topic")
+app.command("serve")(serve.serve)
+app.command("produce")(produce.produce)
+app.command("consume")(consume.consume)
+app.command("tail")(tail.tail)
 
 
 def _version(value: bool) -> None:
@@ -27,56 +45,47 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
+    broker: Annotated[
+        str,
+        typer.Option(
+            "--broker",
+            envvar=context.BROKER_ENV,
+            help="The broker to talk to, as host:port. Example: --broker 10.0.0.5:7070",
+        ),
+    ] = context.DEFAULT_BROKER,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            help="Seconds to wait for the broker to connect and to answer each request. "
+            "Example: --timeout 30",
+        ),
+    ] = context.DEFAULT_TIMEOUT,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Machine-readable output: JSON on standard output for every command that "
+            "prints data. Example: tidelog --json topic describe events",
+        ),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show tracebacks of errors. Example: tidelog --debug topic list"
+        ),
+    ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit. Example: tidelog --version",
+        ),
     ] = False,
 ) -> None:
     """tidelog: a Kafka-class event streaming broker and its tools."""
-
-
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port (0 picks a free one).")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Directory for the topic logs.")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file with broker settings.")
-    ] = None,
-    log_level: Annotated[
-        str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
-    ] = None,
-) -> None:
-    """Start a broker; Ctrl-C or SIGTERM shuts it down gracefully.
-
-    Every setting can also come from a TIDELOG_<NAME> environment variable or the TOML file.
-
-    Example: [bold]tidelog serve --port 7070 --data-dir ./data[/bold]
-    """
-    from tidelog.server.config import BrokerConfig, ConfigError
-    from tidelog.server.run import configure_logging
-    from tidelog.server.run import serve as run_broker
-
-    overrides = {"host": host, "port": port, "data_dir": data_dir, "log_level": log_level}
-    try:
-        settings = BrokerConfig.load(overrides=overrides, config_file=config)
-    except ConfigError as exc:
-        console.print(f"[red]tidelog: {exc}[/red]")
-        raise typer.Exit(2) from None
-    configure_logging(settings.log_level)
-
-    def banner(broker: object) -> None:
-        address = getattr(broker, "address", "?")
-        console.print(
-            f"[bold green]tidelog {__version__}[/bold green] listening on [bold]{address}[/bold]"
-            f", data in {settings.data_dir.resolve()}"
-        )
-
-    try:
-        code = run_broker(settings, banner)
-    except OSError as exc:
-        console.print(f"[red]tidelog: cannot start the broker: {exc}[/red]")
-        raise typer.Exit(1) from None
-    raise typer.Exit(code)
+    ctx.obj = context.Settings(broker=broker, timeout=timeout, json=json_output, debug=debug)

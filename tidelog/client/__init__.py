@@ -13,6 +13,8 @@ from .admin import (
     AdminClient,
     ClusterDescription,
     ConfigEntry,
+    LogDirDescription,
+    LogDirPartition,
     NewTopic,
     TopicDescription,
 )
@@ -58,6 +60,8 @@ __all__ = [
     "Consumer",
     "ConsumerRecord",
     "DeliveryTimeoutError",
+    "LogDirDescription",
+    "LogDirPartition",
     "NewTopic",
     "NoOffsetForPartitionError",
     "OffsetAndTimestamp",

@@ -26,6 +26,7 @@ NewTopic = m.NewTopic
 ConfigEntry = m.ConfigEntry
 BrokerInfo = m.BrokerInfo
 PartitionMetadata = m.PartitionMetadata
+LogDirPartition = m.LogDirPartition
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,16 @@ class ClusterDescription:
     cluster_id: str
     controller_id: int
     brokers: tuple[BrokerInfo, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class LogDirDescription:
+    """What one broker holds on its disk: its data directory and, per partition, the bytes,
+    segments and offsets of the log (``LogDirPartition``)."""
+
+    broker_id: int
+    log_dir: str
+    partitions: tuple[LogDirPartition, ...]
 
 
 class AdminClient:
@@ -242,6 +253,26 @@ class AdminClient:
         in milliseconds (the first record at or after it; offset -1 if none)."""
         await self._controller()
         return await self._cluster.list_offsets(specs)
+
+    async def describe_log_dirs(
+        self, topics: Iterable[str] | None = None
+    ) -> list[LogDirDescription]:
+        """Per broker (sorted by id), what the named topics (every topic if ``None``) hold on
+        its disk: per partition ``size_bytes``, ``segments``, ``log_start_offset`` and
+        ``log_end_offset``. Raises ``UnknownTopicOrPartitionError`` for a name that does not
+        exist."""
+        request = m.DescribeLogDirsRequest(None if topics is None else tuple(topics))
+        await self._controller()
+        meta = self._cluster.metadata
+        out: list[LogDirDescription] = []
+        for node_id in sorted(meta.brokers):
+            conn = await self._cluster.connection(node_id)
+            response = await conn.call(request, m.DescribeLogDirsResponse)
+            for p in response.partitions:
+                if p.error_code:
+                    raise broker_error(p.error_code, where=f"topic {p.topic!r}")
+            out.append(LogDirDescription(node_id, response.log_dir, response.partitions))
+        return out
 
     async def describe_cluster(self) -> ClusterDescription:
         """The cluster id, the controller and every broker."""

@@ -107,3 +107,29 @@ def test_describe_cluster(tmp_path: Path) -> None:
             assert cluster.cluster_id
 
     run(main())
+
+
+def test_describe_log_dirs(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b, AdminClient(b.address) as admin:
+            await admin.create_topics([NewTopic("a", 2), NewTopic("b", 1)])
+            async with Producer(b.address) as producer:
+                for _ in range(3):
+                    await producer.send_and_wait("a", b"x" * 100, partition=1)
+            (disk,) = await admin.describe_log_dirs(["a"])
+            assert disk.broker_id == 0
+            assert disk.log_dir == str(tmp_path)
+            by_partition = {(p.topic, p.partition): p for p in disk.partitions}
+            assert set(by_partition) == {("a", 0), ("a", 1)}
+            empty, full = by_partition["a", 0], by_partition["a", 1]
+            assert (empty.log_start_offset, empty.log_end_offset, empty.size_bytes) == (0, 0, 0)
+            assert (full.log_start_offset, full.log_end_offset) == (0, 3)
+            assert full.size_bytes > 300
+            assert full.segments == 1
+
+            (everything,) = await admin.describe_log_dirs()
+            assert sorted({p.topic for p in everything.partitions}) == ["a", "b"]
+            with pytest.raises(UnknownTopicOrPartitionError, match="'nope'"):
+                await admin.describe_log_dirs(["nope"])
+
+    run(main())
