@@ -225,3 +225,32 @@ def test_idle_connections_are_closed(tidelog_broker_factory: Callable[..., Broke
         idle.handshake()
         assert idle.is_closed_by_peer()
     assert_still_serving(broker)
+
+
+def test_pre_handshake_junk_from_a_client_that_never_reads_is_bounded(
+    tidelog_broker_factory: Callable[..., BrokerThread],
+) -> None:
+    broker = tidelog_broker_factory(max_connection_buffer=64 * 1024)
+    request = encode_frame(
+        api_key=ApiKey.METADATA, api_version=0, flags=0, correlation_id=1, meta=b"\x80"
+    )
+    with RawClient(broker.address, rcvbuf=16 * 1024) as c:
+        c.sock.settimeout(1.0)
+        sent = 0
+        try:
+            for _ in range(200_000):  # ~6 MB of requests, each answered with an error
+                c.sock.sendall(request)
+                sent += 1
+        except TimeoutError:
+            pass  # the broker stopped reading: the point of the test
+        held = broker.call(
+            lambda b: [
+                (c.stats.peak_buffered, c._writer.transport.get_write_buffer_size())
+                for c in b.connections
+            ]
+        )
+        assert held, "the connection should still be open"
+        for peak, write_buffer in held:
+            assert peak <= 64 * 1024 + 1024
+            assert write_buffer <= 64 * 1024 + 1024 + 65536  # + the transport's high-water mark
+    assert_still_serving(broker)

@@ -234,6 +234,8 @@ class Producer:
         hot = self._hot.get(topic)
         if hot is None:
             hot = await self._prepare(topic)
+            if not self._running:
+                raise ClientClosedError("the producer closed while send() waited for metadata")
         info, tps = hot
         parts = info.partitions
         sticky = False

@@ -91,9 +91,11 @@ class Broker:
                     conn.abort()
             if pending:
                 await asyncio.wait(pending)
-        await server.wait_closed()
-        await self.core.shutdown()
-        self._stopped.set()
+        try:
+            await server.wait_closed()
+            await self.core.shutdown()
+        finally:
+            self._stopped.set()  # even a failed shutdown ends the process's wait
         log.info("broker stopped cleanly")
 
     async def wait_stopped(self) -> None:

@@ -19,7 +19,7 @@ import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 from tidelog import __version__
 from tidelog.wire import messages as m
@@ -106,6 +106,7 @@ class Connection:
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
+        self._stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -130,10 +131,12 @@ class Connection:
                     else self._config.handshake_timeout_s
                 )
                 try:
-                    async with asyncio.timeout(timeout):
-                        chunk = await self._reader.read(READ_CHUNK)
+                    chunk = await self._read(timeout)
                 except TimeoutError:
                     reason = f"idle for {timeout:g}s"
+                    break
+                if chunk is None:
+                    reason = "broker shutting down"
                     break
                 if not chunk:
                     if not self._closing:
@@ -149,11 +152,33 @@ class Connection:
             await self._finish()
             log.info("client %s disconnected (%s)", self.session.peer, reason)
 
+    async def _read(self, timeout: float) -> bytes | None:  # noqa: ASYNC109
+        """The next chunk from the client (``b""`` at its EOF), or ``None`` once the broker
+        stops reading. Raises ``TimeoutError`` after ``timeout`` seconds of silence."""
+        read = asyncio.ensure_future(self._reader.read(READ_CHUNK))
+        try:
+            done, _ = await asyncio.wait(
+                (read, self._stop), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not read.done():
+                read.cancel()  # unread bytes stay in the StreamReader
+        if read in done:
+            return read.result()
+        if self._stop.done():
+            return None
+        raise TimeoutError
+
     def stop_reading(self) -> None:
-        """Graceful shutdown: take no new requests; in-flight ones are answered."""
+        """Graceful shutdown: take no new requests; in-flight ones are answered and the
+        socket stays open until they are written."""
         self._closing = True
         self._room.set()
-        self._reader.feed_eof()
+        transport = cast(asyncio.Transport, self._writer.transport)
+        if not transport.is_closing():
+            transport.pause_reading()
+        if not self._stop.done():
+            self._stop.set_result(None)
 
     async def wait_idle(self) -> None:
         """Wait until every in-flight request of this connection has been answered."""
@@ -201,12 +226,10 @@ class Connection:
             self._reply_error(header, ErrorCode.INVALID_REQUEST, str(exc))
             return
         if isinstance(request, m.HandshakeRequest):
-            self._send(encode_response(self._handshake(request), header))
+            self._reply(encode_response(self._handshake(request), header))
             return
         if not self._handshaken:
-            self._send(
-                encode_error(header, ErrorCode.HANDSHAKE_REQUIRED, "send a HandshakeRequest first")
-            )
+            self._reply_error(header, ErrorCode.HANDSHAKE_REQUIRED, "send a HandshakeRequest first")
             return
         size = header.meta_length + header.data_length
         if isinstance(request, m.FetchRequest):
@@ -273,7 +296,25 @@ class Connection:
     def _reply_error(self, header: FrameHeader, code: ErrorCode, message: str) -> None:
         """Answer a request that failed whole; requests flagged NO_RESPONSE get nothing."""
         if not header.flags & FrameFlags.NO_RESPONSE:
-            self._send(encode_error(header, code, message))
+            self._reply(encode_error(header, code, message))
+
+    def _reply(self, buffers: Sequence[Buffer]) -> None:
+        """Write a reply made without a handler, counted in the connection's buffered bytes
+        until it drains: a client that sends junk and never reads is bounded too."""
+        size = sum(len(b) for b in buffers)
+        self._account(size, +1)
+        self._send(buffers)
+        task = asyncio.create_task(self._drain_then_release(size))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain_then_release(self, size: int) -> None:
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError):
+            pass  # the read loop notices and closes
+        finally:
+            self._account(-size, -1)
 
     def _send(self, buffers: Sequence[Buffer]) -> None:
         if not self._writer.is_closing():

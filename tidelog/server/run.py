@@ -51,6 +51,12 @@ async def _serve(config: BrokerConfig, on_started: Callable[[Broker], None] | No
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+    if stopping is not None:
+        try:
+            await stopping
+        except Exception:
+            logging.getLogger("tidelog.server").exception("the broker did not stop cleanly")
+            return 1
     return 0
 
 
