@@ -51,7 +51,9 @@ def test_stop_answers_in_flight_requests_and_ignores_late_ones(
         fetch = m.FetchRequest((m.FetchPartition("t", 0, 1),), max_wait_ms=60_000)
         writer.writelines(encode_request(fetch, 3))
         await writer.drain()
-        while broker.core.notifier.waiting == 0:  # the fetch is parked on the broker
+        deadline = asyncio.get_running_loop().time() + DEADLINE_S
+        while broker.core.notifier.waiting == 0:  # noqa: ASYNC110 - polling with a deadline
+            assert asyncio.get_running_loop().time() < deadline, "the fetch never parked"
             await asyncio.sleep(0.001)
         stopping = asyncio.ensure_future(broker.stop())
         await asyncio.sleep(0)  # stop() has begun: the broker no longer reads

@@ -111,6 +111,11 @@ class Connection:
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes written to the transport but not yet sent to the client."""
+        return self._writer.transport.get_write_buffer_size()
+
     async def run(self) -> None:
         log.info("client connected from %s", self.session.peer)
         decoder = FrameDecoder(self._config.max_frame_size, SUPPORTED_PROTOCOL_VERSIONS)
