@@ -52,7 +52,7 @@ def test_stop_answers_in_flight_requests_and_ignores_late_ones(
         writer.writelines(encode_request(fetch, 3))
         await writer.drain()
         deadline = asyncio.get_running_loop().time() + DEADLINE_S
-        while broker.core.notifier.waiting == 0:  # noqa: ASYNC110 - polling with a deadline
+        while broker.core.notifier.waiting == 0:
             assert asyncio.get_running_loop().time() < deadline, "the fetch never parked"
             await asyncio.sleep(0.001)
         stopping = asyncio.ensure_future(broker.stop())
