@@ -136,7 +136,12 @@ def plan_fetches(
         if st.error is not None:
             continue
         if st.position is None:
-            (plan.no_position if st.reset_to is None else plan.to_reset).append(st)
+            if st.reset_to is None:
+                plan.no_position.append(st)
+            elif st.retry_at > now:
+                plan.wake = _earlier(plan.wake, st.retry_at - now)
+            else:
+                plan.to_reset.append(st)
             continue
         if st.paused or st.buffered >= prefetch_bytes:
             continue
@@ -190,6 +195,7 @@ class Fetcher:
         self._fetching: set[int] = set()  # nodes with a fetch in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._resetting = False
+        self._rotation = 0
         self._failures = 0
         self._last_refresh = float("-inf")
         self._task: asyncio.Task[None] | None = None
@@ -230,6 +236,11 @@ class Fetcher:
                 self._spawn(self._reset(plan.to_reset))
             for node, states in plan.by_node.items():
                 self._fetching.add(node)
+                # Rotate the order: the broker fills max_bytes front to back, and a partition
+                # always listed last could starve behind busier ones.
+                self._rotation += 1
+                k = self._rotation % len(states)
+                states = states[k:] + states[:k]
                 self._spawn(self._fetch(node, [(st, st.epoch, st.fetch_offset) for st in states]))
             wake = plan.wake
             if plan.no_leader:
@@ -281,7 +292,12 @@ class Fetcher:
                 offsets = await self.cluster.list_offsets(specs)
             except Exception as exc:
                 if is_retriable(exc):
-                    return  # the next turn tries again (list_offsets already backed off)
+                    # Try again after a backoff, not on the loop's next turn.
+                    self._failures += 1
+                    retry_at = self.clock() + self.backoff.delay(self._failures)
+                    for st in states:
+                        st.retry_at = retry_at
+                    return
                 for st in states:
                     if self.states.get(st.tp) is st and st.epoch == epochs[st.tp]:
                         st.error = exc

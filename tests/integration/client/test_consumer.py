@@ -292,3 +292,35 @@ def test_records_buffered_for_iteration_are_not_lost_on_pause_or_reassign(
                 assert [(await anext(iterator)).offset for _ in range(8)] == list(range(2, 10))
 
     run(main())
+
+
+def test_a_big_batch_is_not_starved_by_a_busy_partition(tmp_path: Path) -> None:
+    """fetch_max_bytes shared by two partitions: one always has small batches, the other one
+    batch bigger than what is left after them. The consumer must get to it before the busy
+    partition runs dry (the broker fills the budget front to back; the client rotates)."""
+
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, "t", 2)
+            async with Producer(b.address, batch_size=1, linger=0) as producer:
+                for i in range(60):
+                    await producer.send_and_wait("t", b"s" * 1500, partition=0)
+                await producer.send_and_wait("t", b"B" * 1900, partition=1)
+            async with Consumer(
+                b.address,
+                auto_offset_reset="earliest",
+                fetch_max_bytes=2000,
+                max_partition_fetch_bytes=2000,
+                prefetch_bytes=1,
+            ) as consumer:
+                consumer.assign([TopicPartition("t", 0), TopicPartition("t", 1)])
+                small_before_big = 0
+                while True:
+                    got = await consumer.getmany(timeout=10.0)
+                    assert got, "the consumer stalled"
+                    if got.get(TopicPartition("t", 1)):
+                        break
+                    small_before_big += len(got.get(TopicPartition("t", 0), []))
+                assert small_before_big < 60
+
+    run(main())

@@ -88,3 +88,13 @@ def test_seek_drops_prefetched_data_and_bumps_the_epoch() -> None:
     assert not st.batches
     assert not st.pending
     assert st.error is None
+
+
+def test_a_failed_reset_waits_for_its_backoff() -> None:
+    waiting = state(TPS[0], position=None)
+    waiting.retry_at = 5.0
+    plan = plan_fetches([waiting], 1.0, LEADERS.get, prefetch_bytes=100)
+    assert plan.to_reset == []
+    assert plan.wake == pytest.approx(4.0)
+    later = plan_fetches([waiting], 5.0, LEADERS.get, prefetch_bytes=100)
+    assert later.to_reset == [waiting]
