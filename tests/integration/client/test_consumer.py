@@ -303,7 +303,7 @@ def test_a_big_batch_is_not_starved_by_a_busy_partition(tmp_path: Path) -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t", 2)
             async with Producer(b.address, batch_size=1, linger=0) as producer:
-                for i in range(60):
+                for _ in range(60):
                     await producer.send_and_wait("t", b"s" * 1500, partition=0)
                 await producer.send_and_wait("t", b"B" * 1900, partition=1)
             async with Consumer(
