@@ -178,6 +178,14 @@ class Connection:
         )
         try:
             await conn._handshake(connect_timeout)
+        except (ConnectionClosedError, RequestTimeoutError) as exc:
+            # Accepted the connection but never answered the handshake: as unreachable as a
+            # refused connection, so the cluster backs off and tries its other brokers.
+            await conn.close()
+            raise BrokerUnavailableError(
+                f"broker {host}:{port} accepted the connection but did not complete the "
+                f"handshake: {exc}"
+            ) from exc
         except BaseException:
             await conn.close()
             raise

@@ -282,3 +282,18 @@ def test_a_response_nobody_asked_for_closes_the_connection() -> None:
                 conn.send(m.MetadataRequest())
 
     run(main())
+
+
+def test_a_peer_that_accepts_but_never_handshakes_is_unavailable() -> None:
+    async def main() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # accepts, reads, never answers
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            with pytest.raises(BrokerUnavailableError, match="did not complete the handshake"):
+                await Connection.open("127.0.0.1", port, connect_timeout=0.2)
+
+    asyncio.run(main())
