@@ -465,6 +465,10 @@ class LogManager:
                 await self.run_housekeeping()
             except StorageError as exc:
                 logger.error("log housekeeping failed: %s", exc)
+            except Exception:
+                # A bug, not a disk error: say so loudly, and keep retention and checkpoints
+                # running rather than let them stop silently while the broker serves on.
+                logger.exception("log housekeeping failed unexpectedly")
 
     async def stop(self) -> None:
         """Stop housekeeping, let running fsyncs end, then :meth:`close` off the loop."""
