@@ -178,6 +178,54 @@ def serve(
             rich_help_panel="Limits and timeouts",
         ),
     ] = None,
+    group_heartbeat_interval_ms: Annotated[
+        int | None,
+        typer.Option(
+            help=_doc("group_heartbeat_interval_ms", "--group-heartbeat-interval-ms 3000"),
+            show_default=False,
+            rich_help_panel="Consumer groups",
+        ),
+    ] = None,
+    group_min_session_timeout_ms: Annotated[
+        int | None,
+        typer.Option(
+            help=_doc("group_min_session_timeout_ms", "--group-min-session-timeout-ms 1000"),
+            show_default=False,
+            rich_help_panel="Consumer groups",
+        ),
+    ] = None,
+    group_max_session_timeout_ms: Annotated[
+        int | None,
+        typer.Option(
+            help=_doc("group_max_session_timeout_ms", "--group-max-session-timeout-ms 300000"),
+            show_default=False,
+            rich_help_panel="Consumer groups",
+        ),
+    ] = None,
+    group_max_size: Annotated[
+        int | None,
+        typer.Option(
+            help=_doc("group_max_size", "--group-max-size 1000"),
+            show_default=False,
+            rich_help_panel="Consumer groups",
+        ),
+    ] = None,
+    offset_metadata_max_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help=_doc("offset_metadata_max_bytes", "--offset-metadata-max-bytes 4096"),
+            show_default=False,
+            rich_help_panel="Consumer groups",
+        ),
+    ] = None,
+    offsets_snapshot_records: Annotated[
+        int | None,
+        typer.Option(
+            help=_doc("offsets_snapshot_records", "--offsets-snapshot-records 10000"),
+            show_default=False,
+            rich_help_panel="Consumer groups",
+        ),
+    ] = None,
 ) -> None:
     """Start a broker in the foreground; Ctrl-C or SIGTERM shuts it down gracefully.
 

@@ -1,4 +1,5 @@
-"""The async tidelog client: :class:`Producer`, :class:`Consumer` and :class:`AdminClient`.
+"""The async tidelog client: :class:`Producer`, :class:`Consumer` (alone or in a consumer
+group) and :class:`AdminClient`.
 
 Loop-agnostic asyncio (uvloop is welcome but not required). Errors are typed:
 :mod:`tidelog.client.errors` re-exports the broker's error classes (each with ``retriable``)
@@ -13,6 +14,10 @@ from .admin import (
     AdminClient,
     ClusterDescription,
     ConfigEntry,
+    GroupDescription,
+    GroupListing,
+    GroupMemberDescription,
+    GroupPartitionOffsets,
     LogDirDescription,
     LogDirPartition,
     NewTopic,
@@ -37,6 +42,8 @@ from .errors import (
     TidelogConnectionError,
     TidelogError,
 )
+from .group import CommitFailedError, RebalanceCallback
+from .offsets import OffsetAndMetadata
 from .partitioner import Partitioner, key_hash, partition_for_key
 from .producer import Producer
 from .types import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
@@ -53,6 +60,7 @@ __all__ = [
     "Cluster",
     "ClusterDescription",
     "ClusterMetadata",
+    "CommitFailedError",
     "Compression",
     "ConfigEntry",
     "Connection",
@@ -60,15 +68,21 @@ __all__ = [
     "Consumer",
     "ConsumerRecord",
     "DeliveryTimeoutError",
+    "GroupDescription",
+    "GroupListing",
+    "GroupMemberDescription",
+    "GroupPartitionOffsets",
     "LogDirDescription",
     "LogDirPartition",
     "NewTopic",
     "NoOffsetForPartitionError",
+    "OffsetAndMetadata",
     "OffsetAndTimestamp",
     "OffsetSpec",
     "Partitioner",
     "Producer",
     "ProducerBufferFullError",
+    "RebalanceCallback",
     "RecordDeserializationError",
     "RecordFuture",
     "RecordMetadata",

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Literal
 
 from tidelog.wire import messages as m
 from tidelog.wire.errors import BrokerError, ErrorCode
 
 from .cluster import Cluster, TopicInfo
 from .connection import Connection
-from .errors import ClientClosedError, broker_error
+from .errors import ClientClosedError, ClientUsageError, broker_error
+from .membership import from_wire
+from .offsets import OffsetAndMetadata, commit_offsets, fetch_offsets
 from .types import OffsetAndTimestamp, TopicPartition
 
 NewTopic = m.NewTopic
@@ -53,6 +56,65 @@ class LogDirDescription:
     broker_id: int
     log_dir: str
     partitions: tuple[LogDirPartition, ...]
+
+
+GroupListing = m.GroupListing
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberDescription:
+    """A member of a consumer group as the broker sees it."""
+
+    member_id: str
+    member_epoch: int
+    instance_id: str | None
+    client_id: str
+    client_host: str
+    subscribed_topics: tuple[str, ...]
+    subscribed_pattern: str | None
+    assignment: frozenset[TopicPartition]
+    """What it holds now (including partitions it was asked to give up and has not yet)."""
+    target_assignment: frozenset[TopicPartition]
+    """What it will hold once the group is reconciled."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPartitionOffsets:
+    """A partition of a group: its committed offset, the partition's end, the lag between."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    """The next offset the group will consume (``None``: nothing committed)."""
+    end_offset: int | None
+    """The high watermark (``None`` if the partition no longer exists)."""
+    lag: int | None
+    """``end_offset - committed`` (``None`` when either is unknown)."""
+    metadata: str = ""
+    member_id: str | None = None
+    """The member holding the partition now, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """A consumer group: its state, members, and offsets per partition."""
+
+    group_id: str
+    state: str
+    """``"empty"``, ``"reconciling"`` or ``"stable"``."""
+    group_epoch: int
+    assignor: str
+    members: tuple[GroupMemberDescription, ...]
+    offsets: tuple[GroupPartitionOffsets, ...]
+    """Every partition with a committed offset or an owner, sorted."""
+
+    @property
+    def lag(self) -> int:
+        """The total lag of the partitions with a committed offset."""
+        return sum(p.lag for p in self.offsets if p.lag is not None)
+
+
+ResetTarget = Literal["earliest", "latest"] | int
 
 
 class AdminClient:
@@ -273,6 +335,148 @@ class AdminClient:
                     raise broker_error(p.error_code, where=f"topic {p.topic!r}")
             out.append(LogDirDescription(node_id, response.log_dir, response.partitions))
         return out
+
+    # --- consumer groups ---------------------------------------------------------------------
+
+    async def list_groups(self, states: Iterable[str] = ()) -> list[GroupListing]:
+        """Every consumer group (with members or committed offsets), sorted by id; only those
+        in ``states`` (``"empty"``, ``"reconciling"``, ``"stable"``) if given."""
+        conn = await self._controller()
+        response = await conn.call(m.ListGroupsRequest(tuple(states)), m.ListGroupsResponse)
+        if response.error_code:
+            raise broker_error(response.error_code, where="list groups")
+        return list(response.groups)
+
+    async def describe_groups(self, group_ids: Iterable[str]) -> list[GroupDescription]:
+        """The named groups: state, members and their assignments, and per partition the
+        committed offset, the end offset and the lag. Raises ``GroupIdNotFoundError`` for a
+        group that does not exist."""
+        ids = list(group_ids)
+        conn = await self._controller()
+        response = await conn.call(m.DescribeGroupsRequest(tuple(ids)), m.DescribeGroupsResponse)
+        out = []
+        for d in response.groups:
+            if d.error_code:
+                raise broker_error(d.error_code, d.error_message, where=f"group {d.group_id!r}")
+            committed = await fetch_offsets(conn, d.group_id, timeout=self.request_timeout)
+            members = tuple(
+                GroupMemberDescription(
+                    mb.member_id,
+                    mb.member_epoch,
+                    mb.instance_id,
+                    mb.client_id,
+                    mb.client_host,
+                    mb.subscribed_topics,
+                    mb.subscribed_pattern,
+                    from_wire(mb.assignment),
+                    from_wire(mb.target_assignment),
+                )
+                for mb in d.members
+            )
+            out.append(
+                GroupDescription(
+                    d.group_id,
+                    d.state,
+                    d.group_epoch,
+                    d.assignor,
+                    members,
+                    await self._group_offsets(committed, members),
+                )
+            )
+        return out
+
+    async def _group_offsets(
+        self,
+        committed: Mapping[TopicPartition, OffsetAndMetadata],
+        members: Sequence[GroupMemberDescription],
+    ) -> tuple[GroupPartitionOffsets, ...]:
+        owners = {tp: mb.member_id for mb in members for tp in mb.assignment}
+        partitions = sorted(set(committed) | set(owners))
+        meta = await self._cluster.refresh()
+        live = [tp for tp in partitions if tp.partition in (meta.partitions_for(tp.topic) or ())]
+        ends = await self._cluster.list_offsets({tp: m.OffsetSpec.LATEST for tp in live})
+        out = []
+        for tp in partitions:
+            c = committed.get(tp)
+            end = ends[tp].offset if tp in ends else None
+            lag = None if c is None or end is None else max(0, end - c.offset)
+            out.append(
+                GroupPartitionOffsets(
+                    tp.topic,
+                    tp.partition,
+                    None if c is None else c.offset,
+                    end,
+                    lag,
+                    "" if c is None else c.metadata,
+                    owners.get(tp),
+                )
+            )
+        return tuple(out)
+
+    async def delete_groups(self, group_ids: Iterable[str]) -> None:
+        """Delete empty groups and their committed offsets. Raises the first group's error:
+        ``NonEmptyGroupError`` (it has members) or ``GroupIdNotFoundError``."""
+        conn = await self._controller()
+        response = await conn.call(m.DeleteGroupsRequest(tuple(group_ids)), m.DeleteGroupsResponse)
+        _raise_first(
+            (m.TopicResult(r.group_id, r.error_code, r.error_message) for r in response.results),
+            set(),
+            "group",
+        )
+
+    async def list_committed(self, group_id: str) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Every offset ``group_id`` has committed (offset and metadata per partition)."""
+        conn = await self._controller()
+        return await fetch_offsets(conn, group_id, timeout=self.request_timeout)
+
+    async def reset_offsets(
+        self,
+        group_id: str,
+        topic: str,
+        to: ResetTarget | None = None,
+        *,
+        timestamp: int | None = None,
+        partitions: Iterable[int] | None = None,
+        dry_run: bool = False,
+    ) -> dict[TopicPartition, int]:
+        """Set the committed offsets of an **empty** group for ``topic`` (every partition, or
+        ``partitions``): ``to="earliest"`` (the log start), ``"latest"`` (the end), an offset
+        (clamped into the log), or the first record at or after ``timestamp`` (ms since the
+        epoch; the end if there is none). Returns the new offsets; with ``dry_run`` nothing is
+        committed. Raises ``NonEmptyGroupError`` while the group has members."""
+        if (to is None) == (timestamp is None):
+            raise ClientUsageError("give exactly one of to= and timestamp=")
+        if isinstance(to, str) and to not in ("earliest", "latest"):
+            raise ClientUsageError(f"to= is 'earliest', 'latest' or an offset, not {to!r}")
+        conn = await self._controller()
+        all_parts = await self._cluster.partitions_for(topic)
+        wanted = all_parts if partitions is None else tuple(partitions)
+        for p in wanted:
+            if p not in all_parts:
+                raise broker_error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, where=f"{topic}[{p}]")
+        tps = [TopicPartition(topic, p) for p in wanted]
+        earliest = await self._cluster.list_offsets({tp: m.OffsetSpec.EARLIEST for tp in tps})
+        latest = await self._cluster.list_offsets({tp: m.OffsetSpec.LATEST for tp in tps})
+        if timestamp is not None:
+            found = await self._cluster.list_offsets({tp: timestamp for tp in tps})
+            chosen = {
+                tp: found[tp].offset if found[tp].offset >= 0 else latest[tp].offset for tp in tps
+            }
+        elif to == "earliest":
+            chosen = {tp: earliest[tp].offset for tp in tps}
+        elif to == "latest":
+            chosen = {tp: latest[tp].offset for tp in tps}
+        else:
+            assert isinstance(to, int)
+            chosen = {tp: min(max(to, earliest[tp].offset), latest[tp].offset) for tp in tps}
+        if not dry_run:
+            await commit_offsets(
+                conn,
+                group_id,
+                {tp: OffsetAndMetadata(o) for tp, o in chosen.items()},
+                timeout=self.request_timeout,
+            )
+        return chosen
 
     async def describe_cluster(self) -> ClusterDescription:
         """The cluster id, the controller and every broker."""

@@ -1,23 +1,29 @@
-"""The consumer: read records from assigned partitions.
+"""The consumer: read records from assigned partitions, or as a member of a group.
 
-A :class:`Consumer` is a facade over the :class:`~.cluster.Cluster` and a
-:class:`~.fetcher.Fetcher` that prefetches every assigned partition in the background::
+A :class:`Consumer` is a facade over the :class:`~.cluster.Cluster`, a
+:class:`~.fetcher.Fetcher` that prefetches every assigned partition in the background and,
+with a ``group_id``, a :class:`~.group.GroupSubscription` (membership, rebalances, commits)::
 
     async with Consumer("127.0.0.1:7070", auto_offset_reset="earliest") as consumer:
         consumer.assign([TopicPartition("events", 0)])
         async for record in consumer:
             print(record.offset, record.value)
 
-Consumer groups (``subscribe()``, commits) come with their own issue; positions here are the
-consumer's alone.
+    async with Consumer("127.0.0.1:7070", group_id="billing") as consumer:
+        consumer.subscribe(["events"])
+        async for record in consumer:   # committed every auto_commit_interval seconds
+            handle(record)
+
+docs/GROUPS.md shows the at-most-once and at-least-once patterns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Final
 
@@ -33,6 +39,8 @@ from .errors import (
     RecordDeserializationError,
 )
 from .fetcher import Fetcher, PartitionState, ResetPolicy
+from .group import GroupSubscription, RebalanceCallback
+from .offsets import OffsetAndMetadata
 from .serializers import Deserializer, SerializerName, deserialize_bytes, get_deserializer
 from .types import AnyRecord, ConsumerRecord, TopicPartition
 
@@ -59,6 +67,19 @@ class Consumer:
       wait to be consumed: the consumer's memory bound per partition.
     * ``max_poll_records``: default bound of one ``getmany()``.
     * ``key_deserializer``, ``value_deserializer``: a name or a callable (default: bytes).
+
+    With a ``group_id``, :meth:`subscribe` makes the consumer a member of that group (the
+    broker assigns the partitions; see :meth:`subscribe`):
+
+    * ``group_instance_id``: static membership -- a consumer restarting with the same id
+      within ``session_timeout`` gets its partitions back without a rebalance.
+    * ``session_timeout``: the broker removes a member it has not heard from for this long.
+    * ``rebalance_timeout``: how long the member may take to give up revoked partitions.
+    * ``assignor``: ``"sticky"`` (default), ``"range"`` or ``"round-robin"``.
+    * ``auto_commit``, ``auto_commit_interval``: commit the consumed positions every interval
+      (from ``getmany()``/``async for``, so only what the application has been handed), on a
+      revocation and on close. Without it, call :meth:`commit`.
+    * ``auto_offset_reset`` applies to partitions the group has no committed offset for.
     """
 
     def __init__(
@@ -81,6 +102,13 @@ class Consumer:
         metadata_max_age: float = 300.0,
         key_deserializer: SerializerName | Deserializer | None = None,
         value_deserializer: SerializerName | Deserializer | None = None,
+        group_id: str | None = None,
+        group_instance_id: str | None = None,
+        session_timeout: float = 45.0,
+        rebalance_timeout: float = 300.0,
+        assignor: str = "sticky",
+        auto_commit: bool = True,
+        auto_commit_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         cluster: Cluster | None = None,
     ) -> None:
@@ -114,6 +142,26 @@ class Consumer:
             check_crcs=check_crcs,
             clock=clock,
         )
+        self._group: GroupSubscription | None = None
+        if group_id is not None:
+            self._group = GroupSubscription(
+                self._cluster,
+                self._states,
+                self._fetcher,
+                group_id=group_id,
+                unbuffer=self._unbuffer,
+                consumed=self._consumed,
+                client_id=client_id,
+                instance_id=group_instance_id,
+                assignor=assignor,
+                session_timeout=session_timeout,
+                rebalance_timeout=rebalance_timeout,
+                auto_commit=auto_commit,
+                auto_commit_interval=auto_commit_interval,
+                request_timeout=request_timeout,
+                retry_backoff=Backoff(retry_backoff, max(retry_backoff, retry_backoff_max)),
+                clock=clock,
+            )
         self._iterated: deque[AnyRecord] = deque()
         self._rotation = 0
         self._started = False
@@ -131,16 +179,24 @@ class Consumer:
         await self._cluster.start()
         self._fetcher.start()
         self._started = True
+        if self._group is not None:
+            self._group.start()
 
     async def close(self) -> None:
         """Stop fetching and close the connections. Iteration ends; other calls raise
-        :class:`ClientClosedError`."""
+        :class:`ClientClosedError`. A group member first gives up its partitions
+        (``on_revoked``, auto-commit) and leaves the group (a static member only for a
+        session timeout: see :meth:`unsubscribe`)."""
         if self._closed:
             return
-        self._closed = True
-        self._fetcher.data_ready.set()  # wakes a getmany() waiting for records
-        await self._fetcher.close()
-        await self._cluster.close()
+        try:
+            if self._group is not None and self._started:
+                await self._group.close()  # an on_revoked error is raised after the rest
+        finally:
+            self._closed = True
+            self._fetcher.data_ready.set()  # wakes a getmany() waiting for records
+            await self._fetcher.close()
+            await self._cluster.close()
 
     async def __aenter__(self) -> Consumer:
         await self.start()
@@ -166,6 +222,8 @@ class Consumer:
         """Consume exactly these partitions from now on. Partitions kept from the previous
         assignment keep their positions; new ones start per ``auto_offset_reset`` unless you
         :meth:`seek`."""
+        if self._group is not None and self._group.subscribed:
+            raise ClientUsageError("this consumer is subscribed to a group: unsubscribe() first")
         wanted = [TopicPartition(*tp) for tp in partitions]
         for tp in wanted:
             if not isinstance(tp.topic, str) or not isinstance(tp.partition, int):
@@ -265,6 +323,116 @@ class Consumer:
         self._check_open()
         return await self._cluster.partitions_for(topic)
 
+    # --- groups ------------------------------------------------------------------------------
+
+    def _require_group(self) -> GroupSubscription:
+        if self._group is None:
+            raise ClientUsageError("this needs a consumer group: create the Consumer with group_id")
+        return self._group
+
+    def subscribe(
+        self,
+        topics: Iterable[str] = (),
+        *,
+        pattern: str | None = None,
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+    ) -> None:
+        """Consume ``topics`` (and every topic whose whole name matches the regular expression
+        ``pattern``) as a member of the consumer's group. The broker assigns the partitions;
+        ``on_assigned(partitions)`` and ``on_revoked(partitions)`` (plain or async functions)
+        are called from ``getmany()`` / ``async for`` when they change: in ``on_revoked``,
+        commit what you processed if you commit by hand. Calling it again changes the
+        subscription (a new pattern rejoins the group)."""
+        group = self._require_group()
+        if isinstance(topics, str):
+            topics = [topics]
+        names = tuple(dict.fromkeys(topics))
+        if not names and not pattern:
+            raise ClientUsageError("subscribe to at least one topic or a pattern")
+        if any(not isinstance(t, str) or not t for t in names):
+            raise ClientUsageError(f"topic names are non-empty strings, not {names!r}")
+        if not group.subscribed and self._states:
+            raise ClientUsageError("partitions are assign()ed by hand: assign([]) first")
+        group.subscribe(names, pattern, on_assigned, on_revoked)
+        if self._started and not self._closed:
+            group.start()
+
+    async def unsubscribe(self) -> None:
+        """Give up every partition (``on_revoked``, auto-commit) and leave the group for good
+        (a static member too)."""
+        group = self._require_group()
+        self._check_open()
+        await group.close(permanent=True)
+
+    @property
+    def member_id(self) -> str:
+        """This consumer's member id in its group ("" while it is not a member)."""
+        return self._require_group().membership.member_id
+
+    def _consumed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The next offset to hand out, per partition with a position: what to commit."""
+        out: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            state = self._states.get(tp)
+            if state is not None and state.position is not None:
+                out[tp] = state.position
+        if self._iterated:
+            for record in reversed(self._iterated):  # taken by async for, not yet yielded
+                tp = TopicPartition(record.topic, record.partition)
+                if tp in out:
+                    out[tp] = record.offset
+        return out
+
+    async def commit(
+        self,
+        offsets: Mapping[TopicPartition, int] | None = None,
+        *,
+        metadata: str = "",
+    ) -> None:
+        """Commit, for the group, the positions of every owned partition (the next record
+        each would return: everything handed out so far counts as processed), or the given
+        ``offsets`` (the next offset to consume, per partition). Raises
+        :class:`CommitFailedError` if this consumer no longer owns them."""
+        self._check_open()
+        await self._require_group().commit(offsets, metadata)
+
+    def commit_async(
+        self,
+        offsets: Mapping[TopicPartition, int] | None = None,
+        *,
+        metadata: str = "",
+    ) -> asyncio.Task[None]:
+        """Like :meth:`commit` without waiting: the positions are taken now. Await the task
+        to see the outcome; a failure nobody awaits is logged."""
+        self._check_open()
+        return self._require_group().commit_async(offsets, metadata)
+
+    async def committed(self, partition: TopicPartition | tuple[str, int]) -> int | None:
+        """The group's committed offset of ``partition`` (``None`` if nothing is)."""
+        self._check_open()
+        tp = TopicPartition(*partition)
+        found = await self._require_group().committed([tp])
+        value: OffsetAndMetadata | None = found.get(tp)
+        return None if value is None else value.offset
+
+    def lag(self, partition: TopicPartition | tuple[str, int]) -> int | None:
+        """How many records of ``partition`` are behind this consumer's position: the high
+        watermark of the last fetch minus the position (``None`` before both are known)."""
+        state = self._state(partition)
+        if state.position is None or state.high_watermark < 0:
+            return None
+        return max(0, state.high_watermark - self._consumed([state.tp])[state.tp])
+
+    async def _group_turn(self) -> None:
+        group = self._group
+        if group is None:
+            return
+        group.check()
+        if group.pending:
+            await group.reconcile()
+        group.maybe_auto_commit()
+
     # --- reading -----------------------------------------------------------------------------
 
     async def getmany(
@@ -288,6 +456,7 @@ class Consumer:
         deadline: float | None = None
         while True:
             ready.clear()
+            await self._group_turn()
             states = self._states_for(partitions)
             for state in states:
                 if state.error is not None and not state.paused and not _has_data(state):
@@ -302,7 +471,8 @@ class Consumer:
             remaining = deadline - loop_now
             if remaining <= 0:
                 return {}
-            await ready.wait(remaining)
+            due = self._group.auto_commit_due_in() if self._group is not None else None
+            await ready.wait(remaining if due is None else min(remaining, max(due, 0.001)))
             self._check_open()
 
     async def getone(self, *partitions: TopicPartition) -> AnyRecord:
@@ -316,6 +486,9 @@ class Consumer:
         return self
 
     async def __anext__(self) -> AnyRecord:
+        group = self._group
+        if group is not None and group.pending and not self._closed:
+            await self._group_turn()  # between two records the application finished with
         while not self._iterated:
             if self._closed:
                 raise StopAsyncIteration

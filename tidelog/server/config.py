@@ -48,6 +48,12 @@ class BrokerConfig:
     max_fetch_bytes: int = 32 * 1024 * 1024
     topic_defaults: dict[str, str] = field(default_factory=dict)
     retention_check_interval_ms: int = 5 * 60 * 1000
+    group_heartbeat_interval_ms: int = 3_000
+    group_min_session_timeout_ms: int = 1_000
+    group_max_session_timeout_ms: int = 300_000
+    group_max_size: int = 1_000
+    offset_metadata_max_bytes: int = 4_096
+    offsets_snapshot_records: int = 10_000
     log_level: str = "INFO"
 
     @property
@@ -97,6 +103,14 @@ class BrokerConfig:
             (self.max_fetch_wait_ms >= 0, "max_fetch_wait_ms must be >= 0"),
             (self.max_fetch_bytes >= 1024, "max_fetch_bytes must be >= 1024"),
             (self.retention_check_interval_ms >= 1, "retention_check_interval_ms must be >= 1"),
+            (self.group_heartbeat_interval_ms >= 1, "group_heartbeat_interval_ms must be >= 1"),
+            (
+                1 <= self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms,
+                "group_min_session_timeout_ms must be >= 1 and <= group_max_session_timeout_ms",
+            ),
+            (self.group_max_size >= 1, "group_max_size must be >= 1"),
+            (self.offset_metadata_max_bytes >= 0, "offset_metadata_max_bytes must be >= 0"),
+            (self.offsets_snapshot_records >= 1, "offsets_snapshot_records must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -122,6 +136,14 @@ SETTINGS_DOC: Final[dict[str, str]] = {
     "max_fetch_bytes": "upper bound on the data bytes of one fetch response",
     "topic_defaults": "default topic configs (TOML table), e.g. retention_ms",
     "retention_check_interval_ms": "how often retention deletes expired segments",
+    "group_heartbeat_interval_ms": "heartbeat interval given to group members (at most a third "
+    "of their session timeout)",
+    "group_min_session_timeout_ms": "smallest session timeout a group member may ask for",
+    "group_max_session_timeout_ms": "largest session timeout a group member may ask for",
+    "group_max_size": "most members a consumer group may have",
+    "offset_metadata_max_bytes": "largest metadata string of a committed offset",
+    "offsets_snapshot_records": "committed-offset records between two snapshots of the offsets "
+    "log (start-up replays at most this many)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 

@@ -28,12 +28,15 @@ from tidelog.wire.errors import (
     MessageTooLargeError,
     UnknownApiError,
     UnknownTopicOrPartitionError,
+    UnsupportedCompressionCodeError,
+    UnsupportedCompressionError,
 )
 from tidelog.wire.records import Buffer, RecordBatch, batch_size_at
 
 from .config import BrokerConfig
 from .connection import Reply, Session
 from .fetch import AppendNotifier
+from .groups import GroupCoordinator
 from .log import (
     FlushPolicy,
     GroupCommitter,
@@ -61,6 +64,7 @@ class BrokerCore:
         self.config = config
         self.notifier = AppendNotifier()
         self.logs: LogManager | None = None
+        self.groups: GroupCoordinator | None = None
         self._port = config.port
         self._shutting_down = False
 
@@ -76,6 +80,14 @@ class BrokerCore:
         manager.open()
         self.logs = manager
         await manager.start()
+        groups = GroupCoordinator.from_config(self.config, manager)
+        try:
+            await groups.start()
+        except BaseException:
+            self.logs = None
+            await manager.stop()
+            raise
+        self.groups = groups
 
     def set_advertised_port(self, port: int) -> None:
         self._port = port
@@ -83,9 +95,14 @@ class BrokerCore:
     def begin_shutdown(self) -> None:
         self._shutting_down = True
         self.notifier.notify_all()
+        if self.groups is not None:
+            self.groups.begin_shutdown()
 
     async def shutdown(self) -> None:
         """Stop housekeeping, let fsyncs finish, close every log cleanly."""
+        groups, self.groups = self.groups, None
+        if groups is not None:
+            await groups.stop()
         manager, self.logs = self.logs, None
         if manager is not None:
             await manager.stop()
@@ -127,6 +144,20 @@ class BrokerCore:
                 return self.alter_configs(request), ()
             case m.DescribeLogDirsRequest():
                 return self.describe_log_dirs(request), ()
+            case (
+                m.JoinGroupRequest()
+                | m.HeartbeatRequest()
+                | m.LeaveGroupRequest()
+                | m.OffsetCommitRequest()
+                | m.OffsetFetchRequest()
+                | m.ListGroupsRequest()
+                | m.DescribeGroupsRequest()
+                | m.DeleteGroupsRequest()
+            ):
+                if self.groups is None:
+                    raise BrokerShuttingDownError("the broker is not running")
+                host = session.peer.rpartition(":")[0]
+                return await self.groups.handle(request, host), ()
             case _:
                 raise UnknownApiError(f"{type(request).__name__} is not served by this broker yet")
 
@@ -307,8 +338,13 @@ class BrokerCore:
                 if len(batches) > 1:
                     _check_all(batches, plog.config.max_message_bytes)
                 base = plog.log_end_offset
-                for batch in batches:
-                    plog.append(batch)
+                try:
+                    for batch in batches:
+                        plog.append(batch)
+                except BrokerError:
+                    if plog.log_end_offset > base and plog.offline is None:
+                        plog.truncate_to(base)  # all of a partition's batches, or none
+                    raise
                 end = plog.log_end_offset
                 if request.acks == m.Acks.ALL or plog.config.flush_policy is FlushPolicy.ACK:
                     # Durable first, visible after: consumers never see what a crash could take.
@@ -437,12 +473,15 @@ class BrokerCore:
 
 
 def _check_all(batches: list[memoryview], max_bytes: int) -> None:
-    """Validate every batch before appending any: a partition's batches land together."""
+    """Validate every batch before appending any: a partition's batches land together. The
+    errors are the ones ``PartitionLog.append`` gives a single batch."""
     for batch in batches:
         if len(batch) > max_bytes:
             raise MessageTooLargeError(f"batch of {len(batch)} bytes is above {max_bytes}")
         try:
             RecordBatch.parse(batch, verify_records=True)
+        except UnsupportedCompressionError as exc:
+            raise UnsupportedCompressionCodeError(str(exc)) from None
         except CorruptBatchError as exc:
             raise CorruptMessageError(str(exc)) from None
 

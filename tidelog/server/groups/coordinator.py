@@ -1,0 +1,448 @@
+"""The group coordinator: the asyncio edge around the pure :class:`ConsumerGroup` state
+machines and the :class:`OffsetStore`.
+
+It serves the group APIs and runs one background loop (session and rebalance timeouts, topic
+changes, offset snapshots, every ``tick_ms``).
+
+**Held heartbeats.** A heartbeat whose answer would not change the member's assignment is
+held until it would (another member joined, left, died or released a partition), or until one
+heartbeat interval has passed; the member sends its next heartbeat as soon as it has the
+answer. So an assignment change reaches every member one round trip after the broker makes
+it, not at each member's next heartbeat. A member with partitions to give up is answered at
+once: it is about to heartbeat again to release them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from tidelog.server.config import BrokerConfig
+from tidelog.server.log import LogManager, TopicPartition
+from tidelog.wire import messages as m
+from tidelog.wire.errors import (
+    BrokerError,
+    BrokerShuttingDownError,
+    FencedMemberEpochError,
+    GroupIdNotFoundError,
+    InvalidCommitOffsetError,
+    InvalidGroupIdError,
+    NonEmptyGroupError,
+    OffsetMetadataTooLargeError,
+    StorageError,
+    UnknownMemberIdError,
+    UnknownTopicOrPartitionError,
+)
+
+from .group import ConsumerGroup, GroupSettings, GroupState, Removal
+from .offsets import OffsetStore, OffsetValue
+
+logger = logging.getLogger("tidelog.server.groups")
+
+MAX_GROUP_ID_LENGTH: Final = 255
+TICK_MS: Final = 50
+"""How often the background loop checks timeouts and topics."""
+
+GroupRequest = (
+    m.JoinGroupRequest
+    | m.HeartbeatRequest
+    | m.LeaveGroupRequest
+    | m.OffsetCommitRequest
+    | m.OffsetFetchRequest
+    | m.ListGroupsRequest
+    | m.DescribeGroupsRequest
+    | m.DeleteGroupsRequest
+)
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def validate_group_id(group_id: str) -> str:
+    if not group_id or len(group_id) > MAX_GROUP_ID_LENGTH or not group_id.isprintable():
+        raise InvalidGroupIdError(
+            f"a group id is 1 to {MAX_GROUP_ID_LENGTH} printable characters, not {group_id!r}"
+        )
+    return group_id
+
+
+class GroupCoordinator:
+    """Every consumer group of one broker, and their committed offsets."""
+
+    def __init__(
+        self,
+        logs: LogManager,
+        data_dir: str,
+        *,
+        settings: GroupSettings | None = None,
+        snapshot_records: int = 10_000,
+        metadata_max_bytes: int = 4096,
+        clock: Callable[[], int] = monotonic_ms,
+        tick_ms: int = TICK_MS,
+    ) -> None:
+        self._logs = logs
+        self.settings = settings or GroupSettings()
+        self.offsets = OffsetStore(data_dir, snapshot_records=snapshot_records)
+        self.metadata_max_bytes = metadata_max_bytes
+        self._clock = clock
+        self._tick_ms = tick_ms
+        self._groups: dict[str, ConsumerGroup] = {}
+        self._events: dict[str, asyncio.Event] = {}
+        self._topics: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @classmethod
+    def from_config(cls, config: BrokerConfig, logs: LogManager) -> GroupCoordinator:
+        """The coordinator a broker with ``config`` runs, its offsets in the data dir."""
+        settings = GroupSettings(
+            heartbeat_interval_ms=config.group_heartbeat_interval_ms,
+            min_session_timeout_ms=config.group_min_session_timeout_ms,
+            max_session_timeout_ms=config.group_max_session_timeout_ms,
+            max_size=config.group_max_size,
+        )
+        return cls(
+            logs,
+            str(config.data_dir),
+            settings=settings,
+            snapshot_records=config.offsets_snapshot_records,
+            metadata_max_bytes=config.offset_metadata_max_bytes,
+        )
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Load the committed offsets (no background loop: :meth:`start` adds it)."""
+        await asyncio.to_thread(self.offsets.open)
+        self._topics = self._read_topics()
+
+    async def start(self) -> None:
+        await self.open()
+        self._task = asyncio.create_task(self._run(), name="group-coordinator")
+
+    def begin_shutdown(self) -> None:
+        """Answer held heartbeats now."""
+        self._closing = True
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+
+    async def stop(self) -> None:
+        """Stop the loop; snapshot and close the offsets."""
+        self.begin_shutdown()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.offsets.close()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_ms / 1000)
+            try:
+                self.tick()
+                if self.offsets.snapshot_due():
+                    await self.offsets.snapshot()
+            except StorageError as exc:
+                logger.error("group coordinator housekeeping failed: %s", exc)
+            except Exception:
+                # A bug, not a disk error: say so loudly, and keep session timeouts enforced
+                # rather than let them stop silently while the broker serves on.
+                logger.exception("group coordinator housekeeping failed unexpectedly")
+
+    def tick(self) -> list[tuple[str, Removal]]:
+        """One round of housekeeping: remove timed-out members, follow topic changes."""
+        now = self._clock()
+        topics = self._read_topics()
+        topics_changed = topics != self._topics
+        self._topics = topics
+        removed: list[tuple[str, Removal]] = []
+        for group_id, group in list(self._groups.items()):
+            changed = topics_changed and group.update_topics(topics)
+            for removal in group.expire(now):
+                logger.info(
+                    "group %s: removed member %s after its %s",
+                    group_id,
+                    removal.member_id,
+                    removal.reason,
+                )
+                removed.append((group_id, removal))
+                changed = True
+            if changed:
+                self._notify(group_id)
+            if not group.members:
+                del self._groups[group_id]
+        return removed
+
+    def _read_topics(self) -> dict[str, int]:
+        return {name: info.partitions for name, info in self._logs.topics().items()}
+
+    def group(self, group_id: str) -> ConsumerGroup | None:
+        """The live state of a group with members (tests, tools)."""
+        return self._groups.get(group_id)
+
+    def _notify(self, group_id: str) -> None:
+        event = self._events.pop(group_id, None)
+        if event is not None:
+            event.set()
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    async def handle(self, request: GroupRequest, client_host: str = "") -> m.Response:
+        """Serve one group request; errors come back in the response's error codes."""
+        if self._closing:
+            raise BrokerShuttingDownError()
+        match request:
+            case m.HeartbeatRequest():
+                try:
+                    return await self.heartbeat(request)
+                except BrokerError as exc:
+                    return m.HeartbeatResponse(int(exc.code), exc.message)
+            case m.OffsetCommitRequest():
+                try:
+                    return await self.offset_commit(request)
+                except BrokerError as exc:
+                    return m.OffsetCommitResponse(int(exc.code), exc.message)
+            case m.JoinGroupRequest():
+                try:
+                    return self.join(request, client_host)
+                except BrokerError as exc:
+                    return m.JoinGroupResponse(int(exc.code), exc.message)
+            case m.LeaveGroupRequest():
+                try:
+                    self.leave(request)
+                except BrokerError as exc:
+                    return m.LeaveGroupResponse(int(exc.code), exc.message)
+                return m.LeaveGroupResponse()
+            case m.OffsetFetchRequest():
+                try:
+                    return self.offset_fetch(request)
+                except BrokerError as exc:
+                    return m.OffsetFetchResponse(int(exc.code), exc.message)
+            case m.ListGroupsRequest():
+                return self.list_groups(request)
+            case m.DescribeGroupsRequest():
+                return self.describe_groups(request)
+            case m.DeleteGroupsRequest():
+                return await self.delete_groups(request)
+            case _:
+                raise TypeError(f"{type(request).__name__} is not a group request")
+
+    # --- membership -------------------------------------------------------------------------
+
+    def join(self, request: m.JoinGroupRequest, client_host: str = "") -> m.JoinGroupResponse:
+        group_id = validate_group_id(request.group_id)
+        group = self._groups.get(group_id) or ConsumerGroup(group_id, self.settings)
+        topics = self._read_topics()  # a pattern may match a topic created just now
+        response = group.join(request, now=self._clock(), topics=topics, client_host=client_host)
+        self._groups[group_id] = group
+        self._notify(group_id)
+        logger.info(
+            "group %s: member %s joined (group epoch %d, %d member(s))",
+            group_id,
+            response.member_id,
+            group.group_epoch,
+            len(group.members),
+        )
+        return response
+
+    async def heartbeat(self, request: m.HeartbeatRequest) -> m.HeartbeatResponse:
+        group = self._live_group(request.group_id)
+        version = group.version
+        response = group.heartbeat(request, now=self._clock())
+        if group.version != version:
+            self._notify(group.group_id)
+        if response.assignment is None and group.may_hold(request.member_id):
+            return await self._hold(group, request.member_id, response)
+        return response
+
+    async def _hold(
+        self, group: ConsumerGroup, member_id: str, response: m.HeartbeatResponse
+    ) -> m.HeartbeatResponse:
+        """Answer once the member's assignment changes, or after one heartbeat interval."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + response.heartbeat_interval_ms / 1000
+        while not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            event = self._events.setdefault(group.group_id, asyncio.Event())
+            try:
+                async with asyncio.timeout(remaining):
+                    await event.wait()
+            except TimeoutError:
+                break
+            if self._groups.get(group.group_id) is not group:
+                raise UnknownMemberIdError(f"group {group.group_id!r} has no member {member_id!r}")
+            polled = group.poll(member_id, self._clock())
+            if polled.assignment is not None or not group.may_hold(member_id):
+                return polled
+        return response
+
+    def leave(self, request: m.LeaveGroupRequest) -> None:
+        group = self._live_group(request.group_id)
+        group.leave(request, now=self._clock())
+        logger.info("group %s: member %s left", group.group_id, request.member_id)
+        self._notify(group.group_id)
+        if not group.members:
+            del self._groups[group.group_id]
+
+    def _live_group(self, group_id: str) -> ConsumerGroup:
+        validate_group_id(group_id)
+        group = self._groups.get(group_id)
+        if group is None:
+            raise GroupIdNotFoundError(f"group {group_id!r} has no members; join it first")
+        return group
+
+    # --- offsets ----------------------------------------------------------------------------
+
+    async def offset_commit(self, request: m.OffsetCommitRequest) -> m.OffsetCommitResponse:
+        group_id = validate_group_id(request.group_id)
+        group = self._groups.get(group_id)
+        tps = [TopicPartition(p.topic, p.partition) for p in request.offsets]
+        not_held: Mapping[TopicPartition, str] = {}
+        if request.member_id:
+            if group is None:
+                raise UnknownMemberIdError(
+                    f"group {group_id!r} has no member {request.member_id!r}; rejoin the group"
+                )
+            not_held = group.check_commit(request.member_id, request.member_epoch, tps)
+        elif group is not None and group.members:
+            raise NonEmptyGroupError(
+                f"group {group_id!r} has {len(group.members)} member(s): only a member may "
+                "commit; reset offsets once the group is empty"
+            )
+        results: list[m.OffsetCommitPartitionResult | None] = []
+        accepted: dict[TopicPartition, OffsetValue] = {}
+        for p, tp in zip(request.offsets, tps, strict=True):
+            try:
+                self._check_partition(tp)
+                if tp in not_held:
+                    raise _not_held(not_held[tp])
+                if p.offset < 0:
+                    raise InvalidCommitOffsetError(f"cannot commit offset {p.offset} for {tp}")
+                size = len(p.metadata.encode())
+                if size > self.metadata_max_bytes:
+                    raise OffsetMetadataTooLargeError(
+                        f"metadata of {size} bytes is above the limit of {self.metadata_max_bytes}"
+                    )
+            except BrokerError as exc:
+                results.append(
+                    m.OffsetCommitPartitionResult(p.topic, p.partition, int(exc.code), exc.message)
+                )
+                continue
+            accepted[tp] = OffsetValue(p.offset, p.metadata, p.leader_epoch)
+            results.append(None)
+        failure: BrokerError | None = None
+        try:
+            await self.offsets.commit(group_id, accepted)
+        except StorageError as exc:
+            failure = exc
+        return m.OffsetCommitResponse(
+            partitions=tuple(
+                r
+                if r is not None
+                else m.OffsetCommitPartitionResult(
+                    p.topic,
+                    p.partition,
+                    *((int(failure.code), failure.message) if failure else (0, None)),
+                )
+                for r, p in zip(results, request.offsets, strict=True)
+            )
+        )
+
+    def _check_partition(self, tp: TopicPartition) -> None:
+        count = self._logs.partition_count(tp.topic)
+        if count is None or not 0 <= tp.partition < count:
+            raise UnknownTopicOrPartitionError(f"{tp.topic}[{tp.partition}] does not exist")
+
+    def offset_fetch(self, request: m.OffsetFetchRequest) -> m.OffsetFetchResponse:
+        group_id = validate_group_id(request.group_id)
+        committed = self.offsets.committed(group_id)
+        if request.partitions is None:
+            wanted = sorted(committed)
+        else:
+            wanted = [TopicPartition(g.topic, p) for g in request.partitions for p in g.partitions]
+        out = []
+        for tp in wanted:
+            value = committed.get(tp)
+            if value is not None:
+                out.append(
+                    m.OffsetFetchPartitionResult(
+                        tp.topic, tp.partition, value.offset, value.metadata, value.leader_epoch
+                    )
+                )
+                continue
+            try:
+                self._check_partition(tp)
+            except BrokerError as exc:
+                out.append(
+                    m.OffsetFetchPartitionResult(tp.topic, tp.partition, error_code=exc.code)
+                )
+            else:
+                out.append(m.OffsetFetchPartitionResult(tp.topic, tp.partition))
+        return m.OffsetFetchResponse(partitions=tuple(out))
+
+    # --- administration ---------------------------------------------------------------------
+
+    def _state(self, group_id: str) -> GroupState | None:
+        group = self._groups.get(group_id)
+        if group is not None:
+            return group.state
+        if self.offsets.committed(group_id):
+            return GroupState.EMPTY
+        return None
+
+    def list_groups(self, request: m.ListGroupsRequest) -> m.ListGroupsResponse:
+        ids = sorted(set(self._groups) | set(self.offsets.groups()))
+        out = []
+        for group_id in ids:
+            state = self._state(group_id)
+            if state is None or (request.states and state.value not in request.states):
+                continue
+            group = self._groups.get(group_id)
+            out.append(m.GroupListing(group_id, state.value, len(group.members) if group else 0))
+        return m.ListGroupsResponse(groups=tuple(out))
+
+    def describe_groups(self, request: m.DescribeGroupsRequest) -> m.DescribeGroupsResponse:
+        out = []
+        for group_id in request.group_ids:
+            try:
+                validate_group_id(group_id)
+                group = self._groups.get(group_id)
+                if group is not None:
+                    out.append(group.describe())
+                elif self._state(group_id) is not None:
+                    out.append(m.GroupDescription(group_id, state=GroupState.EMPTY.value))
+                else:
+                    raise GroupIdNotFoundError(f"no group {group_id!r}")
+            except BrokerError as exc:
+                dead = GroupState.DEAD.value
+                out.append(m.GroupDescription(group_id, int(exc.code), exc.message, state=dead))
+        return m.DescribeGroupsResponse(tuple(out))
+
+    async def delete_groups(self, request: m.DeleteGroupsRequest) -> m.DeleteGroupsResponse:
+        out = []
+        for group_id in request.group_ids:
+            try:
+                validate_group_id(group_id)
+                state = self._state(group_id)
+                if state is None:
+                    raise GroupIdNotFoundError(f"no group {group_id!r}")
+                if state is not GroupState.EMPTY:
+                    raise NonEmptyGroupError(f"group {group_id!r} still has members")
+                await self.offsets.delete(group_id)
+            except BrokerError as exc:
+                out.append(m.GroupResult(group_id, int(exc.code), exc.message))
+            else:
+                logger.info("deleted group %s", group_id)
+                out.append(m.GroupResult(group_id))
+        return m.DeleteGroupsResponse(tuple(out))
+
+
+def _not_held(reason: str) -> BrokerError:
+    return FencedMemberEpochError(f"{reason}: its assignment changed; rejoin or wait for it")
