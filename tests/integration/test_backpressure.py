@@ -104,3 +104,32 @@ def test_a_flooding_producer_is_bounded_and_loses_nothing(
         )
         assert isinstance(offsets, m.ListOffsetsResponse)
         assert offsets.partitions[0].offset == count * 16
+
+
+def test_a_long_polling_fetch_does_not_block_the_requests_behind_it(
+    tidelog_broker: BrokerThread,
+) -> None:
+    with RawClient(tidelog_broker.address) as client:
+        client.handshake()
+        batch = batch_of(1024)
+        client.call(m.ProduceRequest((m.ProducePartition("t", 0, len(batch)),)), [batch])
+        # A fetch at the log end, asking for far more than the connection may buffer, parks.
+        fetch = m.FetchRequest(
+            (m.FetchPartition("t", 0, 16, 64 << 20),), max_wait_ms=30_000, max_bytes=64 << 20
+        )
+        fetch_id = client.send(fetch)
+        metadata_id = client.send(m.MetadataRequest())
+        first = client.read_frame()
+        assert first is not None
+        assert first.header.correlation_id == metadata_id  # answered while the fetch waits
+        assert isinstance(decode_response(first), m.MetadataResponse)
+        produce_id = client.send(
+            m.ProduceRequest((m.ProducePartition("t", 0, len(batch)),)), [batch]
+        )
+        # The append wakes the fetch: both answers come, in either order.
+        answered = set()
+        for _ in range(2):
+            frame = client.read_frame()
+            assert frame is not None
+            answered.add(frame.header.correlation_id)
+        assert answered == {produce_id, fetch_id}

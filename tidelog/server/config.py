@@ -60,6 +60,12 @@ class BrokerConfig:
     def advertised(self) -> str:
         return self.advertised_host or self.host
 
+    def fetch_budget(self, requested: int) -> int:
+        """The data bytes one fetch may return: what it asks, capped by ``max_fetch_bytes``
+        and by half the connection buffer, so a fetch parked on a long poll (which reserves
+        its budget) never stops the broker from reading that connection's next request."""
+        return min(max(requested, 0), self.max_fetch_bytes, self.max_connection_buffer // 2)
+
     @classmethod
     def load(
         cls,

@@ -239,7 +239,7 @@ class Connection:
         size = header.meta_length + header.data_length
         if isinstance(request, m.FetchRequest):
             # Reserve the response's worth up front: a fetch's answer is far bigger than it.
-            size += min(max(request.max_bytes, 0), self._config.max_fetch_bytes)
+            size += self._config.fetch_budget(request.max_bytes)
         self._account(size, +1)
         task = asyncio.create_task(self._serve(header, request, frame.data, size))
         self._tasks.add(task)

@@ -404,7 +404,7 @@ class BrokerCore:
         max_wait = min(max(request.max_wait_ms, 0), self.config.max_fetch_wait_ms) / 1000
         deadline = time.monotonic() + max_wait
         min_bytes = max(request.min_bytes, 0)
-        max_bytes = min(max(request.max_bytes, 0), self.config.max_fetch_bytes)
+        max_bytes = self.config.fetch_budget(request.max_bytes)
         tps = [(p.topic, p.partition) for p in request.partitions]
         while True:
             results, chunks, total = self._read(request.partitions, max_bytes)
