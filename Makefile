@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format fuzz soak run bench-codec bench-storage clean
+.PHONY: install test lint format fuzz soak run bench-codec bench-storage bench-groups clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-codec: $(STAMP)
 
 bench-storage: $(STAMP)
 	$(BIN)/python bench/storage.py
+
+bench-groups: $(STAMP)
+	$(BIN)/python bench/groups.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
