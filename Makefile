@@ -5,7 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format fuzz soak run bench-codec bench-storage bench-groups clean
+.PHONY: install test lint format fuzz soak run bench-codec bench-storage bench-groups bench \
+	bench-full bench-install bench-peers clean
 
 install: $(STAMP)
 
@@ -47,6 +48,34 @@ bench-storage: $(STAMP)
 
 bench-groups: $(STAMP)
 	$(BIN)/python bench/groups.py
+
+# Side by side with Redis Streams and NATS JetStream (issue 7). Installs the bench extra and,
+# where apt works, redis-server and nats-server; a peer that cannot be installed is skipped
+# with a note. Writes the section "Side by side ..." of docs/BENCHMARKS.md and two PNG charts.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+bench-install: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-peers:
+	@for bin in redis-server nats-server; do \
+	  command -v $$bin >/dev/null 2>&1 && continue; \
+	  echo "installing $$bin"; \
+	  { apt-get install -y -qq $$bin >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$bin >/dev/null 2>&1; }; } \
+	    || echo "note: could not install $$bin; the bench will skip it"; \
+	done
+
+bench: bench-install bench-peers
+	$(BIN)/python bench/sidebyside.py --plan quick --write docs/BENCHMARKS.md --charts docs \
+	  --command "make bench   # python bench/sidebyside.py --plan quick --write docs/BENCHMARKS.md --charts docs"
+
+bench-full: bench-install bench-peers
+	$(BIN)/python bench/sidebyside.py --plan full --write docs/BENCHMARKS.md --charts docs \
+	  --command "make bench-full   # python bench/sidebyside.py --plan full --write docs/BENCHMARKS.md --charts docs"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ import contextlib
 import os
 import platform
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 START_TIMEOUT_S = 60.0
 
@@ -104,3 +106,34 @@ def machine() -> str:
         f"{os.cpu_count()} cores{mem}, python {platform.python_version()}, "
         f"{platform.machine()}, {time.strftime('%Y-%m-%d')}"
     )
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (for servers that cannot take port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM by PID, then SIGKILL after ``grace`` seconds; always reaps."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def process_usage(pid: int) -> tuple[float, int]:
+    """(RSS in MiB, open file descriptors) of a process, from /proc."""
+    rss = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
