@@ -150,7 +150,7 @@ class Bench:
     # -- peers -------------------------------------------------------------------------------
 
     async def redis(self) -> None:
-        if "redis" in self.skip:
+        if "redis" not in self.plan.peers or "redis" in self.skip:
             return
         import drive_redis as R
 
@@ -185,7 +185,7 @@ class Bench:
                     )  # fmt: skip
 
     async def nats(self) -> None:
-        if "nats" in self.skip:
+        if "nats" not in self.plan.peers or "nats" in self.skip:
             return
         import drive_nats as N
 
