@@ -134,13 +134,6 @@ def test_missing_topic_and_partition(tidelog_broker: BrokerThread) -> None:
         assert "no partition 5" in result.output
 
 
-def test_groups_are_not_there_yet(tidelog_broker: BrokerThread) -> None:
-    create(tidelog_broker.address, "t")
-    result = cli(tidelog_broker.address, "consume", "t", "--group", "g")
-    assert result.exit_code == 1
-    assert "issue #6" in result.output
-
-
 def test_bytes_that_are_not_utf8_are_base64_in_json(tidelog_broker: BrokerThread) -> None:
     address = tidelog_broker.address
     create(address, "t")

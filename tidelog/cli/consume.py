@@ -126,6 +126,68 @@ async def _consume(
     return seen
 
 
+async def _caught_up(consumer: Consumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether the group has assigned this consumer partitions, all read up to ``ends``."""
+    owned = consumer.assignment()
+    if not owned:
+        return False
+    for tp in owned:
+        if await consumer.position(tp) < ends.get(tp, 0):
+            return False
+    return True
+
+
+async def _consume_group(
+    settings: context.Settings,
+    topic: str,
+    group: str,
+    from_beginning: bool,
+    count: int | None,
+    follow: bool,
+    writer: RecordWriter,
+) -> int:
+    """Read ``topic`` as a member of ``group``: from its committed offsets (where it has none,
+    the beginning or the end per ``from_beginning``). Every record handed out is printed, so
+    the positions auto-committed (and committed on close, also after Ctrl-C) are exactly
+    what was shown. Without ``follow`` it stops once every assigned partition has reached
+    the end of the log as it was when it started."""
+    options = settings.client_options()
+    seen = 0
+    async with (
+        AdminClient(settings.broker, client_id="tidelog-cli", **options) as admin,
+        Consumer(
+            settings.broker,
+            client_id="tidelog-cli",
+            group_id=group,
+            auto_commit=True,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            fetch_max_wait=0.5,
+            **options,
+        ) as consumer,
+    ):
+        tps = await select_partitions(consumer, topic, None)
+        ends = {
+            tp: o.offset
+            for tp, o in (await admin.list_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))).items()
+        }
+        consumer.subscribe([topic])
+        if follow and context.stderr.is_terminal:
+            context.stderr.print(
+                f"waiting for records on {topic} as group {group} (Ctrl-C stops)",
+                style="dim",
+                soft_wrap=True,
+            )
+        while count is None or seen < count:
+            if not follow and await _caught_up(consumer, ends):
+                break
+            limit = POLL_RECORDS if count is None else min(POLL_RECORDS, count - seen)
+            batch = await consumer.getmany(timeout=POLL_WAIT_S, max_records=limit)
+            for records in batch.values():
+                writer.write(records)
+                seen += len(records)
+    return seen
+
+
 @command
 def consume(
     ctx: typer.Context,
@@ -181,8 +243,8 @@ def consume(
         typer.Option(
             "--group",
             "-g",
-            help="Consume as a member of this consumer group (not available yet: groups "
-            "arrive with issue #6). Example: --group billing",
+            help="Read as a member of this consumer group: from its committed offsets, "
+            "committing what was printed as it goes and on exit. Example: --group billing",
             show_default=False,
         ),
     ] = None,
@@ -212,17 +274,24 @@ def consume(
     when it started, and exits (add --follow to keep waiting). With none of them it starts at
     the end and waits for new records, until Ctrl-C or --count.
 
+    With --group it reads the partitions the group assigns it, from the group's committed
+    offsets (partitions with none start at the end, or the beginning with --from-beginning),
+    and commits what it printed (every few seconds and on exit, Ctrl-C included). With
+    --from-beginning it exits once it has caught up (add --follow to keep waiting).
+
     Examples:
 
     * `tidelog consume events --from-beginning`
     * `tidelog consume events --from-time -15m --format json`
     * `tidelog consume events -p 0 --offset 100 --count 10`
+    * `tidelog consume events --group billing --from-beginning`
     """
     settings = context.settings(ctx)
-    if group is not None:
-        raise CliError(
-            "consumer groups arrive with issue #6: for now choose what to read with "
-            "--partition and --from-beginning, --offset or --from-time"
+    if group is not None and (partition or offset is not None or from_time is not None):
+        raise CliUsageError(
+            "--group reads the partitions the group assigns from its committed offsets: "
+            "it does not combine with --partition, --offset or --from-time (move the group "
+            f"with `tidelog group reset-offsets {group} --topic {topic} ...`)"
         )
     if sum((from_beginning, offset is not None, from_time is not None)) > 1:
         raise CliUsageError("use only one of --from-beginning, --offset and --from-time")
@@ -236,6 +305,12 @@ def consume(
     chosen = fmt.value if fmt is not None else ("json" if settings.json else "pretty")
     writer = RecordWriter(cast(OutputFormat, chosen))
     try:
+        if group is not None:
+            follow = follow or not from_beginning
+            context.run(
+                _consume_group(settings, topic, group, from_beginning, count, follow, writer)
+            )
+            return
         context.run(_consume(settings, topic, partition, start, count, follow or start.end, writer))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

@@ -1,7 +1,7 @@
 """The ``tidelog`` command: a thin typer + rich layer over the client and server libraries.
 
-Each command lives in its own module (``serve``, ``topics``, ``produce``, ``consume``,
-``tail``); this one holds the app and the global options.
+Each command lives in its own module (``serve``, ``topics``, ``groups``, ``produce``,
+``consume``, ``tail``); this one holds the app and the global options.
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ import typer
 
 from tidelog import __version__
 
-from . import consume, context, produce, serve, tail, topics
+from . import consume, context, groups, produce, serve, tail, topics
 
 app = typer.Typer(
     name="tidelog",
     help="tidelog: a Kafka-class event streaming broker and its tools.\n\n"
     "Start a broker with `tidelog serve`, then create topics, produce, consume and tail them "
-    "from another terminal.\n\n"
+    "from another terminal; `tidelog group` manages consumer groups.\n\n"
     "Examples:\n\n"
     "* `tidelog serve --data-dir ./data`\n"
     "* `tidelog topic create events --partitions 3`\n"
     "* `tidelog produce events hello world`\n"
     "* `tidelog consume events --from-beginning`\n"
+    "* `tidelog consume events --group billing`\n"
     "* `tidelog --broker 10.0.0.5:7070 tail events`",
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -31,6 +32,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(topics.app, name="topic")
+app.add_typer(groups.app, name="group")
 app.command("serve")(serve.serve)
 app.command("produce")(produce.produce)
 app.command("consume")(consume.consume)
