@@ -79,6 +79,8 @@ class BrokerThread:
         if loop is not None and stop is not None and self._thread is not None:
             loop.call_soon_threadsafe(stop.set)
             self._thread.join(START_TIMEOUT_S + self.config.shutdown_timeout_s)
+            if self._thread.is_alive():
+                raise TimeoutError("the broker thread did not stop in time")
         self._thread = None
 
     def _run(self) -> None:
@@ -123,7 +125,9 @@ def tidelog_broker_factory(tmp_path: Path) -> Iterator[Callable[..., BrokerThrea
         settings.setdefault("host", "127.0.0.1")
         settings.setdefault("port", 0)
         settings.setdefault("data_dir", tmp_path / f"broker-{len(started)}")
-        thread = BrokerThread(BrokerConfig(**settings)).start()
+        config = BrokerConfig(**settings)
+        config.validate()
+        thread = BrokerThread(config).start()
         started.append(thread)
         return thread
 

@@ -56,7 +56,8 @@ class RawClient:
     def call(self, message: m.Request, data: Sequence[Buffer] = ()) -> m.Response:
         cid = self.send(message, data)
         frame = self.read_frame()
-        assert frame is not None, "the broker closed the connection"
+        if frame is None:
+            raise ConnectionError("the broker closed the connection")
         assert frame.header.correlation_id == cid
         return decode_response(frame)
 

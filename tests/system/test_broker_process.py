@@ -16,8 +16,11 @@ from .procs import BrokerProcess
 DEADLINE_S = 60.0
 
 
-def produce_until_stopped(address: str, acked: list[int], stop: threading.Event) -> None:
-    """acks=leader produce in a loop; records each acknowledged base offset."""
+def produce_until_stopped(
+    address: str, acked: list[int], stop: threading.Event, errors: list[BaseException]
+) -> None:
+    """acks=leader produce in a loop; records each acknowledged base offset. The broker going
+    away ends it; anything else is recorded for the test to fail on."""
     batch = build_batch([(b"k", b"v" * 100)] * 10)
     request = m.ProduceRequest((m.ProducePartition("events", 0, len(batch)),), acks=1)
     try:
@@ -25,13 +28,16 @@ def produce_until_stopped(address: str, acked: list[int], stop: threading.Event)
             client.handshake()
             while not stop.is_set():
                 response = client.call(request, [batch])
-                assert isinstance(response, m.ProduceResponse)
+                if not isinstance(response, m.ProduceResponse):
+                    raise AssertionError(f"unexpected response {response!r}")
                 result = response.partitions[0]
                 if result.error_code:
-                    return
+                    return  # e.g. BROKER_SHUTTING_DOWN
                 acked.append(result.base_offset)
-    except (OSError, AssertionError, TidelogError):
+    except (OSError, TidelogError):
         return  # the broker went away: expected at shutdown
+    except BaseException as exc:
+        errors.append(exc)
 
 
 def fetch_everything(address: str) -> int:
@@ -52,10 +58,11 @@ def fetch_everything(address: str) -> int:
 def test_sigterm_during_traffic_shuts_down_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     acked: list[int] = []
+    errors: list[BaseException] = []
     stop = threading.Event()
     with BrokerProcess(data_dir) as broker:
         producer = threading.Thread(
-            target=produce_until_stopped, args=(broker.address, acked, stop)
+            target=produce_until_stopped, args=(broker.address, acked, stop, errors)
         )
         producer.start()
         deadline = time.monotonic() + DEADLINE_S
@@ -66,6 +73,7 @@ def test_sigterm_during_traffic_shuts_down_cleanly(tmp_path: Path) -> None:
         stop.set()
         producer.join(DEADLINE_S)
         assert not producer.is_alive()
+        assert not errors, errors
         assert (data_dir / ".tidelog_clean_shutdown").exists()
         assert "stopped cleanly" in "".join(broker.stderr_lines)
 
