@@ -248,3 +248,17 @@ def test_acks_none_sends_without_offsets(tidelog_broker: BrokerThread) -> None:
     assert sent.exit_code == 0, sent.output
     summary = json.loads(sent.stdout)
     assert summary["records"] == 2 and summary["partitions"] == {}
+
+
+def test_an_endless_line_is_refused_without_holding_it_all(
+    tidelog_broker: BrokerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tidelog.cli.produce as produce_module
+
+    monkeypatch.setattr(produce_module, "MAX_LINE", 1_000_000)  # a smaller bound, same code
+    path = tmp_path / "one-line"
+    path.write_bytes(b"x" * 3_000_000)  # no newline at all
+    create(tidelog_broker.address, "t")
+    result = cli(tidelog_broker.address, "produce", "t", "--file", str(path))
+    assert result.exit_code == 1
+    assert "longer than 1000000 bytes" in result.output

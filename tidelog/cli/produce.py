@@ -32,6 +32,8 @@ from .errors import CliError, CliUsageError, command, print_error
 from .render import human_bytes, markup, print_json
 
 READ_CHUNK: Final = 256 * 1024
+MAX_LINE: Final = 64 * 1024 * 1024
+"""Longest input line held while waiting for its newline (far above any record size)."""
 """Bytes the reader thread takes from the input at a time."""
 READ_AHEAD_CHUNKS: Final = 8
 """Chunks read but not yet sent: the input's memory bound."""
@@ -150,17 +152,29 @@ async def _read_lines(stream: IO[bytes]) -> AsyncGenerator[tuple[list[bytes], in
         return True
 
     def reader() -> None:
-        tail = b""
+        partial: list[bytes] = []  # pieces of a line still waiting for its newline
+        held = 0
+        unreported = 0  # bytes read but not yet counted in the progress
         try:
             while not stop.is_set():
                 chunk = read(READ_CHUNK)
                 if not chunk:
                     break
-                lines = (tail + chunk).split(b"\n")
-                tail = lines.pop()
-                if not put(([_strip_cr(line) for line in lines], len(chunk))):
+                unreported += len(chunk)
+                if b"\n" not in chunk:
+                    partial.append(chunk)
+                    held += len(chunk)
+                    if held > MAX_LINE:
+                        raise BadLine(f"an input line is longer than {MAX_LINE} bytes")
+                    continue
+                lines = b"".join([*partial, chunk]).split(b"\n")
+                partial = [lines.pop()]
+                held = len(partial[0])
+                if not put(([_strip_cr(line) for line in lines], unreported)):
                     return
-            if tail and not put(([_strip_cr(tail)], 0)):
+                unreported = 0
+            tail = b"".join(partial)
+            if tail and not put(([_strip_cr(tail)], unreported)):
                 return
             put(None)
         except BaseException as exc:
