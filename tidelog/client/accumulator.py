@@ -32,6 +32,7 @@ from tidelog.wire.compression import Compression
 from tidelog.wire.layouts import BATCH_HEADER_SIZE
 from tidelog.wire.records import HeadersInput, RecordBatchBuilder
 
+from .backoff import earlier
 from .types import RecordMetadata, TopicPartition
 
 RECORD_OVERHEAD: Final = 16
@@ -405,12 +406,12 @@ class Accumulator:
                 continue
             first = dq[0]
             if first.retry_at > now:
-                wake = _earlier(wake, first.retry_at - now)
+                wake = earlier(wake, first.retry_at - now)
                 continue
             if not (first.closed or hurry or len(dq) > 1):
                 due = first.created + linger
                 if due > now:
-                    wake = _earlier(wake, due - now)
+                    wake = earlier(wake, due - now)
                     continue
             leader = leader_of(tp)
             if leader is None:
@@ -423,7 +424,7 @@ class Accumulator:
             while dq:
                 batch = dq[0]
                 if not (batch.closed or hurry or batch.created + linger <= now):
-                    wake = _earlier(wake, batch.created + linger - now)
+                    wake = earlier(wake, batch.created + linger - now)
                     break
                 size = batch.size
                 if taken and total + size > max_request_size:
@@ -505,7 +506,3 @@ class Accumulator:
     def queued(self, tp: TopicPartition) -> list[ProducerBatch]:
         """The batches waiting for ``tp``, front first (tests, introspection)."""
         return list(self._queues.get(tp, ()))
-
-
-def _earlier(a: float | None, b: float) -> float:
-    return b if a is None or b < a else a

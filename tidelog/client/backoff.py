@@ -38,3 +38,8 @@ class Backoff:
             raw = self.maximum
         factor = 1 - self.jitter + 2 * self.jitter * rand()
         return min(self.maximum, raw * factor)
+
+
+def earlier(a: float | None, b: float) -> float:
+    """The sooner of two delays, ``None`` standing for "no deadline yet"."""
+    return b if a is None or b < a else a

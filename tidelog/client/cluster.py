@@ -135,6 +135,17 @@ class ClusterMetadata:
         return info.partitions
 
 
+METADATA_ERRORS: Final = frozenset(
+    {
+        ErrorCode.NOT_LEADER,
+        ErrorCode.LEADER_NOT_AVAILABLE,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.BROKER_SHUTTING_DOWN,
+    }
+)
+"""Per-partition errors that mean the cached metadata is stale: refresh before retrying."""
+
+
 class Cluster:
     """The metadata cache and the connection pool of one client.
 

@@ -29,8 +29,8 @@ from tidelog.wire.api import split_data
 from tidelog.wire.errors import CorruptBatchError, ErrorCode
 from tidelog.wire.records import RecordBatch, iter_batches
 
-from .backoff import Backoff
-from .cluster import Cluster
+from .backoff import Backoff, earlier
+from .cluster import METADATA_ERRORS, Cluster
 from .errors import NoOffsetForPartitionError, TidelogConnectionError, broker_error, is_retriable
 from .types import TopicPartition
 from .wakeup import Wakeup
@@ -40,14 +40,6 @@ _RESET_SPECS: Final[dict[str, int]] = {
     "earliest": m.OffsetSpec.EARLIEST,
     "latest": m.OffsetSpec.LATEST,
 }
-_METADATA_ERRORS: Final = frozenset(
-    {
-        ErrorCode.NOT_LEADER,
-        ErrorCode.LEADER_NOT_AVAILABLE,
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.BROKER_SHUTTING_DOWN,
-    }
-)
 
 
 class PartitionState:
@@ -139,14 +131,14 @@ def plan_fetches(
             if st.reset_to is None:
                 plan.no_position.append(st)
             elif st.retry_at > now:
-                plan.wake = _earlier(plan.wake, st.retry_at - now)
+                plan.wake = earlier(plan.wake, st.retry_at - now)
             else:
                 plan.to_reset.append(st)
             continue
         if st.paused or st.buffered >= prefetch_bytes:
             continue
         if st.retry_at > now:
-            plan.wake = _earlier(plan.wake, st.retry_at - now)
+            plan.wake = earlier(plan.wake, st.retry_at - now)
             continue
         leader = leader_of(st.tp)
         if leader is None:
@@ -244,7 +236,7 @@ class Fetcher:
                 self._spawn(self._fetch(node, [(st, st.epoch, st.fetch_offset) for st in states]))
             wake = plan.wake
             if plan.no_leader:
-                wake = _earlier(wake, self._refresh_metadata(now))
+                wake = earlier(wake, self._refresh_metadata(now))
             await self._wakeup.wait(wake)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -400,7 +392,7 @@ class Fetcher:
         error = broker_error(code, result.error_message, where=where)
         if code == ErrorCode.OFFSET_OUT_OF_RANGE and self.default_reset is not None:
             st.need_reset(self.default_reset)
-        elif code in _METADATA_ERRORS or error.retriable:
+        elif code in METADATA_ERRORS or error.retriable:
             self._back_off([st], error)
         else:
             st.error = error
@@ -413,10 +405,6 @@ class Fetcher:
         for st in states:
             st.retry_at = now + delay
         if isinstance(error, TidelogConnectionError) or getattr(error, "code", None) in (
-            _METADATA_ERRORS
+            METADATA_ERRORS
         ):
             self._refresh_metadata(now)
-
-
-def _earlier(a: float | None, b: float) -> float:
-    return b if a is None or b < a else a

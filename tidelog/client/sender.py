@@ -25,8 +25,8 @@ from tidelog.wire import messages as m
 from tidelog.wire.errors import ErrorCode
 
 from .accumulator import Accumulator, ProducerBatch
-from .backoff import Backoff
-from .cluster import Cluster
+from .backoff import Backoff, earlier
+from .cluster import METADATA_ERRORS, Cluster
 from .errors import (
     ClientClosedError,
     DeliveryTimeoutError,
@@ -37,14 +37,6 @@ from .errors import (
 from .types import TopicPartition
 from .wakeup import Wakeup
 
-_METADATA_ERRORS: Final = frozenset(
-    {
-        ErrorCode.NOT_LEADER,
-        ErrorCode.LEADER_NOT_AVAILABLE,
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.BROKER_SHUTTING_DOWN,
-    }
-)
 METADATA_REFRESH_BACKOFF: Final = 0.1
 """Seconds between metadata refreshes asked for by partitions without a leader."""
 
@@ -119,12 +111,12 @@ class Sender:
                     max_request_size=self.max_request_size,
                 )
                 if no_leader or self.cluster.metadata_stale:
-                    wake = _earlier(wake, self._refresh_metadata(now))
+                    wake = earlier(wake, self._refresh_metadata(now))
                 for node, batches in by_node.items():
                     self._dispatch(node, batches)
                 deadline = acc.next_deadline()
                 if deadline is not None:
-                    wake = _earlier(wake, max(deadline - now, 0.0))
+                    wake = earlier(wake, max(deadline - now, 0.0))
                 await self._wakeup.wait(wake)
         except Exception as exc:
             # A bug in this loop must not leave send() futures hanging for ever.
@@ -189,7 +181,7 @@ class Sender:
             raise
         except Exception as exc:
             if isinstance(exc, TidelogConnectionError) or getattr(exc, "code", None) in (
-                _METADATA_ERRORS
+                METADATA_ERRORS
             ):
                 self._refresh_metadata(self.clock())
             for group in groups.values():
@@ -220,7 +212,7 @@ class Sender:
                 self._retry_or_fail(group, error)
                 continue
             if result.error_code:
-                refresh |= result.error_code in _METADATA_ERRORS
+                refresh |= result.error_code in METADATA_ERRORS
                 where = f"{tp.topic}[{tp.partition}]"
                 self._retry_or_fail(
                     group, broker_error(result.error_code, result.error_message, where=where)
@@ -306,7 +298,3 @@ def _group(batches: list[ProducerBatch]) -> dict[TopicPartition, list[ProducerBa
     for batch in batches:
         groups.setdefault(batch.tp, []).append(batch)
     return groups
-
-
-def _earlier(a: float | None, b: float) -> float:
-    return b if a is None or b < a else a
