@@ -251,3 +251,15 @@ def test_pre_handshake_junk_from_a_client_that_never_reads_is_bounded(
             assert peak <= 64 * 1024 + 1024
             assert write_buffer <= 64 * 1024 + 1024 + 65536  # + the transport's high-water mark
     assert_still_serving(broker)
+
+
+def test_a_partitions_batches_are_appended_all_or_none(client: RawClient) -> None:
+    good = build_batch([(None, b"good")])
+    assert produce(client, "events", good).partitions[0].error_code == 0
+    bad = bytearray(build_batch([(None, b"evil")]))
+    bad[-1] ^= 0x01
+    section = build_batch([(None, b"first")]) + bytes(bad)  # a valid batch, then a corrupt one
+    result = produce(client, "events", section).partitions[0]
+    assert result.error_code == ErrorCode.CORRUPT_MESSAGE
+    assert fetch_all(client, "events") == [b"good"]
+    assert produce(client, "events", good).partitions[0].base_offset == 1

@@ -25,13 +25,10 @@ from tidelog.wire.errors import (
     InvalidPartitionsError,
     InvalidReplicationFactorError,
     InvalidRequestError,
-    MessageTooLargeError,
     UnknownApiError,
     UnknownTopicOrPartitionError,
-    UnsupportedCompressionCodeError,
-    UnsupportedCompressionError,
 )
-from tidelog.wire.records import Buffer, RecordBatch, batch_size_at
+from tidelog.wire.records import Buffer, batch_size_at
 
 from .config import BrokerConfig
 from .connection import Reply, Session
@@ -335,8 +332,6 @@ class BrokerCore:
                 tp = TopicPartition(target.topic, target.partition)
                 plog = self._log_for_produce(tp)
                 batches = _split_batches(section)
-                if len(batches) > 1:
-                    _check_all(batches, plog.config.max_message_bytes)
                 base = plog.log_end_offset
                 try:
                     for batch in batches:
@@ -470,20 +465,6 @@ class BrokerCore:
                     m.ListOffsetsPartitionResult(p.topic, p.partition, offset=offset, timestamp=ts)
                 )
         return m.ListOffsetsResponse(tuple(results))
-
-
-def _check_all(batches: list[memoryview], max_bytes: int) -> None:
-    """Validate every batch before appending any: a partition's batches land together. The
-    errors are the ones ``PartitionLog.append`` gives a single batch."""
-    for batch in batches:
-        if len(batch) > max_bytes:
-            raise MessageTooLargeError(f"batch of {len(batch)} bytes is above {max_bytes}")
-        try:
-            RecordBatch.parse(batch, verify_records=True)
-        except UnsupportedCompressionError as exc:
-            raise UnsupportedCompressionCodeError(str(exc)) from None
-        except CorruptBatchError as exc:
-            raise CorruptMessageError(str(exc)) from None
 
 
 def _split_batches(section: memoryview) -> list[memoryview]:
