@@ -269,8 +269,13 @@ class Producer:
         future, full = self._accumulator.append(
             tps[p], value_bytes, key_bytes, headers, timestamp, size
         )
-        if full and sticky:
-            self._sticky.next(topic, parts, info.available)
+        if full:
+            if sticky:
+                self._sticky.next(topic, parts, info.available)
+            # A batch is ready: let the sender ship it before we build the next one, so a
+            # loop that never awaits anything else keeps the broker busy in parallel instead
+            # of filling buffer_memory first (one yield per batch, not per record).
+            await asyncio.sleep(0)
         return future
 
     async def send_and_wait(

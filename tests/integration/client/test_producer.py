@@ -170,6 +170,24 @@ def test_a_small_buffer_applies_back_pressure_without_losing_records(tmp_path: P
     run(main())
 
 
+def test_a_loop_that_only_sends_still_ships_full_batches_while_it_runs(tmp_path: Path) -> None:
+    # send() never has to wait here (the buffer holds everything), so only the yield after a
+    # full batch lets the sender run: without it nothing would leave before the loop ends.
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, "t")
+            async with Producer(b.address, batch_size=1024, linger=60) as producer:
+                await producer.send("t", b"warm")
+                await producer.flush()  # metadata and connection ready
+                futures = [await producer.send("t", b"x" * 100) for _ in range(2000)]
+                assert futures[0].done(), "the first full batch was not sent during the loop"
+                await producer.flush()
+                metas = [f.result() for f in futures]
+            assert [m.offset for m in metas] == list(range(1, 2001))
+
+    run(main())
+
+
 def test_unknown_topic_is_an_error_when_auto_create_is_off(tmp_path: Path) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b, Producer(b.address) as producer:
