@@ -16,7 +16,6 @@ Each throughput figure is the median of ``--runs`` runs with the min-max range.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 
 import uvloop
 from harness import broker_process, machine, percentile, spread
+from openloop import pace
 from rich.console import Console
 from rich.table import Table
 
@@ -62,17 +62,18 @@ async def open_loop(address: str, topic: str, rate: int, seconds: float) -> list
     latencies: list[float] = []
     clock = time.perf_counter
     value = os.urandom(100)
-    total = int(rate * seconds)
     async with Producer(address, acks="leader", linger=0) as producer:
         await producer.send_and_wait(topic, value)
-        start = clock() + 0.01
-        for i in range(total):
-            due = start + i / rate
-            delay = due - clock()
-            if delay > 0.0005:
-                await asyncio.sleep(delay)  # pacing the open loop, not synchronisation
-            future = await producer.send(topic, value)
-            future.add_done_callback(lambda _, due=due: latencies.append((clock() - due) * 1000))
+
+        def acked(due: float) -> Callable[[Any], None]:
+            return lambda _: latencies.append((clock() - due) * 1000)
+
+        async def send_due(due_times: list[float]) -> None:
+            for due in due_times:
+                future = await producer.send(topic, value)
+                future.add_done_callback(acked(due))
+
+        await pace(rate, seconds, send_due)
         await producer.flush()
     return latencies
 

@@ -63,17 +63,26 @@ _U32: Final = 0xFFFFFFFF
 class _Flusher:
     """The connection's single writer: queued buffers go out together, then it drains."""
 
-    __slots__ = ("_buffers", "_task", "_waiters", "_wakeup", "_writer")
+    __slots__ = ("_buffers", "_busy", "_task", "_transport", "_waiters", "_wakeup", "_writer")
 
     def __init__(self, writer: asyncio.StreamWriter, on_error: Callable[[BaseException], None]):
         self._writer = writer
+        self._transport = writer.transport
         self._buffers: list[Buffer] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
+        self._busy = False  # the task holds buffers or waits for the socket to drain
         self._task = asyncio.get_running_loop().create_task(self._run(on_error))
 
     def write(self, buffers: Sequence[Buffer], waiter: asyncio.Future[None] | None = None) -> None:
         """Queue ``buffers``; ``waiter`` resolves once they are handed to a drained socket."""
+        if waiter is None and not self._busy and not self._transport.get_write_buffer_size():
+            # Nothing queued and the socket keeps up: write now rather than a loop turn later
+            # (the request's latency). A socket that falls behind leaves bytes in the
+            # transport, and the next write goes through the task, which drains.
+            self._writer.writelines(buffers)
+            return
+        self._busy = True
         self._buffers.extend(buffers)
         if waiter is not None:
             self._waiters.append(waiter)
@@ -92,6 +101,7 @@ class _Flusher:
                 for w in waiters:
                     if not w.done():
                         w.set_result(None)
+                self._busy = bool(self._buffers)
         except Exception as exc:
             on_error(exc)
 

@@ -97,6 +97,7 @@ HANDSHAKE_VERSION: Final = 0
 """The handshake is always sent at API version 0 and frame protocol version 1, whatever else
 changes, so any two peers can at least agree that they cannot talk."""
 
+_SPEC_OF_KEY: Final[dict[int, ApiSpec]] = {int(k): s for k, s in API_SPECS.items()}
 _API_OF_REQUEST: Final = {s.request: s for s in API_SPECS.values()}
 _API_OF_RESPONSE: Final = {s.response: s for s in API_SPECS.values()}
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -252,10 +253,9 @@ def decode_response(frame: Frame) -> m.Response:
 
 
 def _spec(header: FrameHeader) -> ApiSpec:
-    try:
-        spec = API_SPECS[ApiKey(header.api_key)]
-    except ValueError:
-        raise UnknownApiError(f"unknown API key {header.api_key}") from None
+    spec = _SPEC_OF_KEY.get(header.api_key)  # by int: an ApiKey(...) call is enum machinery
+    if spec is None:
+        raise UnknownApiError(f"unknown API key {header.api_key}")
     if not spec.min_version <= header.api_version <= spec.max_version:
         raise UnsupportedVersionError(
             f"{spec.key.name} version {header.api_version} is not supported "

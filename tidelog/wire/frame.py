@@ -19,9 +19,7 @@ decoder is then dead, because a stream that lied once cannot be resynchronised.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from enum import IntFlag
-from typing import Final
+from typing import Final, NamedTuple
 
 from crc32c import crc32c
 
@@ -51,21 +49,22 @@ _U16: Final = 0xFFFF
 _U32: Final = 0xFFFFFFFF
 
 
-class FrameFlags(IntFlag):
-    """Bits of the header's ``flags`` field."""
+class FrameFlags:
+    """Bits of the header's ``flags`` field: plain ints, because every frame tests them and
+    ``int & IntFlag`` runs Python-level enum code (microseconds per test)."""
 
-    NONE = 0
-    RESPONSE = 0x01  # set on every response; clear on requests
-    NO_RESPONSE = 0x02  # request: the sender expects no response (produce with acks=none)
-    ERROR = 0x04  # response: the body is an ErrorResponse, not the API's response
+    NONE: Final = 0
+    RESPONSE: Final = 0x01  # set on every response; clear on requests
+    NO_RESPONSE: Final = 0x02  # request: the sender expects no response (produce with acks=none)
+    ERROR: Final = 0x04  # response: the body is an ErrorResponse, not the API's response
 
 
 _HANDOVER_SIZE: Final = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class FrameHeader:
-    """The decoded fixed header of a frame."""
+class FrameHeader(NamedTuple):
+    """The decoded fixed header of a frame (a tuple: built for every frame, and a frozen
+    dataclass's ``__init__`` costs several times as much)."""
 
     version: int
     api_key: int
@@ -85,8 +84,7 @@ class FrameHeader:
         return self.meta_length + self.data_length
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """One whole, verified frame. ``data`` is writable so a broker can stamp batches in place."""
 
     header: FrameHeader
