@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
+from crc32c import crc32c
 
 from tidelog.server.log import PartitionLog, TopicConfig
 from tidelog.wire.errors import (
@@ -14,6 +16,7 @@ from tidelog.wire.errors import (
     OffsetOutOfRangeError,
     StorageError,
 )
+from tidelog.wire.layouts import BATCH_CRC_OFFSET, BATCH_CRC_START, BATCH_HEADER_SIZE
 from tidelog.wire.records import RecordBatch, build_batch, iter_batches
 
 from .helpers import DAY, FakeClock, append_all, disk_batches, make_batch, read_all, snapshot
@@ -48,6 +51,36 @@ def test_corrupt_batch_is_refused_and_nothing_written(log: PartitionLog) -> None
         log.append(bytes(bad))
     with pytest.raises(CorruptMessageError):
         log.append(b"\x00" * 10)
+    assert log.log_end_offset == 1
+    assert log.active_segment.size == len(make_batch())
+
+
+def _with_arrays(batch: bytes, arrays: tuple[int, ...]) -> bytearray:
+    """A two-record batch with its records arrays (2 timestamp deltas, 2 key lengths, 2 value
+    lengths) replaced and its CRC recomputed: only the records checks can catch it."""
+    out = bytearray(batch)
+    struct.pack_into(">2q2i2i", out, BATCH_HEADER_SIZE, *arrays)
+    out[BATCH_CRC_OFFSET:BATCH_CRC_START] = crc32c(bytes(out[BATCH_CRC_START:])).to_bytes(4, "big")
+    return out
+
+
+@pytest.mark.parametrize("as_view", [False, True], ids=["bytes", "memoryview"])
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [  # make_batch(2) has (0, 0, 1, 1, 10, 10), and a timestamp span of 0
+        ((0, 0, -2, 1, 13, 10), "negative key or value length"),  # the same sum as before
+        ((0, 0, 1, 1, 10, 11), "add up"),
+        ((0, 1, 1, 1, 10, 10), "outside"),
+        ((-1, 0, 1, 1, 10, 10), "outside"),
+    ],
+)
+def test_a_batch_with_damaged_records_arrays_and_a_valid_crc_is_refused(
+    log: PartitionLog, arrays: tuple[int, ...], match: str, as_view: bool
+) -> None:
+    log.append(make_batch())
+    damaged = _with_arrays(make_batch(2), arrays)
+    with pytest.raises(CorruptMessageError, match=match):
+        log.append(memoryview(damaged) if as_view else bytes(damaged))
     assert log.log_end_offset == 1
     assert log.active_segment.size == len(make_batch())
 

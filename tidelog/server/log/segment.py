@@ -40,6 +40,8 @@ _HEADER_SIZE: Final = BATCH_HEADER_SIZE
 _MAX_TS: Final = struct.Struct(">q")
 _MAX_TS_AT: Final = 35
 """Byte position of ``max_timestamp`` in a batch header (see ``layouts.BATCH_HEADER``)."""
+# ``LogSegment._track`` takes a BatchInfo's fields, in this order, as plain arguments.
+assert BatchInfo._fields == ("position", "size", "base_offset", "next_offset", "max_timestamp")
 
 
 class LogOfflineError(StorageError):
@@ -287,15 +289,24 @@ class LogSegment:
 
     # --- appends ------------------------------------------------------------------------
 
-    def append(self, data: list[Buffer], info: BatchInfo, now: int) -> None:
-        """Write one stamped batch at the end. On failure the file is cut back to its old
-        size; if even that fails, :class:`LogOfflineError` (the batch is never counted)."""
+    def append(
+        self,
+        data: list[Buffer],
+        size: int,
+        base_offset: int,
+        next_offset: int,
+        max_timestamp: int,
+        now: int,
+    ) -> None:
+        """Write one stamped batch of ``size`` bytes at the end. On failure the file is cut
+        back to its old size; if even that fails, :class:`LogOfflineError` (the batch is never
+        counted)."""
         handle = self._handle
         assert handle is not None, "append to a closed segment"
         assert self._writable, "append to an inactive segment"
         position = self.size
         try:
-            handle.write_at(data, position, info.size)
+            handle.write_at(data, position, size)
         except StorageError as exc:
             try:
                 handle.truncate(position)
@@ -304,23 +315,28 @@ class LogSegment:
                     f"{exc.message}; cutting the partial batch failed too: {undo.message}"
                 ) from exc
             raise
-        self._track(info, position)
+        self._track(position, size, base_offset, next_offset, max_timestamp)
         if self.rolling_base_ms is None:
             self.rolling_base_ms = now
 
-    def _track(self, info: BatchInfo, position: int) -> None:
-        """Index bookkeeping for a batch at ``position``, shared by append and rebuilds so a
-        rebuilt index is identical to the one appends produced."""
-        if self._max_ts is None or info.max_timestamp > self._max_ts:
-            self._max_ts = info.max_timestamp
-            self._max_ts_offset = info.base_offset
+    def _track(
+        self, position: int, size: int, base_offset: int, next_offset: int, max_timestamp: int
+    ) -> None:
+        """Index bookkeeping for a batch at ``position`` (the fields of a :class:`BatchInfo`,
+        in its order), shared by append and rebuilds so a rebuilt index is identical to the
+        one appends produced."""
+        max_ts = self._max_ts
+        if max_ts is None or max_timestamp > max_ts:
+            self._max_ts = max_ts = max_timestamp
+            self._max_ts_offset = base_offset
         if self._bytes_since_entry > self.index_interval_bytes:
-            self.offset_index.append(info.base_offset, position)
-            self.time_index.maybe_append(self._max_ts, self._max_ts_offset)
-            self._bytes_since_entry = 0
-        self._bytes_since_entry += info.size
-        self.size = position + info.size
-        self.next_offset = info.next_offset
+            self.offset_index.append(base_offset, position)
+            self.time_index.maybe_append(max_ts, self._max_ts_offset)
+            self._bytes_since_entry = size
+        else:
+            self._bytes_since_entry += size
+        self.size = position + size
+        self.next_offset = next_offset
 
     # --- reads --------------------------------------------------------------------------
 
@@ -486,7 +502,7 @@ class LogSegment:
         self.next_offset = self.base_offset
         self.size = 0
         for info in infos:
-            self._track(info, info.position)
+            self._track(*info)
         if not self.active:
             self._append_max_timestamp()
         self.offset_index.rewrite(self._files)
