@@ -188,3 +188,64 @@ def test_fault_rules_skip_and_count(faulty: FaultyFileSystem, tmp_path: object) 
     assert fault.hits == 2
     with pytest.raises(ValueError, match="unknown operation"):
         faulty.inject("explode")
+
+
+class RecordingFileSystem(FaultyFileSystem):
+    """Records every writeback request as (path, offset, length)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writebacks: list[tuple[str, int, int]] = []
+
+    def start_writeback(self, fd: int, offset: int, length: int) -> None:
+        self.writebacks.append((self._path(fd), offset, length))
+        super().start_writeback(fd, offset, length)
+
+
+@pytest.mark.parametrize("writeback_bytes", [1000, 2500])
+def test_writeback_starts_every_writeback_bytes_over_contiguous_ranges(
+    log_dir: str, writeback_bytes: int
+) -> None:
+    fs = RecordingFileSystem()
+    config = TopicConfig(segment_bytes=8000, writeback_bytes=writeback_bytes, retention_ms=-1)
+    log = PartitionLog.open(log_dir, config, clock=FakeClock(), files=Files(fs))
+    append_all(log, [make_batch(2, size=100, tag=i) for i in range(60)])
+    assert fs.writebacks, "no writeback was started"
+    by_file: dict[str, list[tuple[int, int]]] = {}
+    for path, offset, length in fs.writebacks:
+        assert path.endswith(".log")
+        by_file.setdefault(path, []).append((offset, length))
+    for path, ranges in by_file.items():
+        position = 0
+        for offset, length in ranges:
+            assert offset == position, f"{path}: a gap or overlap before {offset}"
+            assert length >= writeback_bytes
+            position += length
+        assert position <= os.path.getsize(path)
+    log.close()
+
+
+def test_writeback_zero_leaves_it_to_the_kernel(log_dir: str) -> None:
+    fs = RecordingFileSystem()
+    config = TopicConfig(writeback_bytes=0)
+    log = PartitionLog.open(log_dir, config, clock=FakeClock(), files=Files(fs))
+    append_all(log, [make_batch(2, size=1000, tag=i) for i in range(20)])
+    assert fs.writebacks == []
+    log.close()
+
+
+def test_a_failed_writeback_loses_nothing_and_is_reported_in_the_log(
+    log_dir: str, faulty: FaultyFileSystem, faulty_files: Files, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = TopicConfig(writeback_bytes=500, retention_ms=-1)
+    log = PartitionLog.open(log_dir, config, clock=FakeClock(), files=faulty_files)
+    faulty.inject("writeback", errno.EIO, path_contains=".log", times=None)
+    with caplog.at_level("WARNING", logger="tidelog.server.log"):
+        written = append_all(log, [make_batch(2, size=200, tag=i) for i in range(10)])
+    assert "cannot start writeback of" in caplog.text
+    assert log.offline is None
+    assert read_all(log) == b"".join(w.data for w in written)
+    log.close()
+    again = PartitionLog.open(log_dir, config, clock=FakeClock())
+    assert again.log_end_offset == 20
+    again.close()

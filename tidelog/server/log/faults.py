@@ -23,6 +23,7 @@ OPERATIONS = frozenset(
         "pread",
         "write",
         "fsync",
+        "writeback",
         "truncate",
         "stat",
         "rename",
@@ -142,6 +143,10 @@ class FaultyFileSystem(OsFileSystem):
     def fsync(self, fd: int) -> None:
         self._check("fsync", self._path(fd))
         super().fsync(fd)
+
+    def start_writeback(self, fd: int, offset: int, length: int) -> None:
+        self._check("writeback", self._path(fd))
+        super().start_writeback(fd, offset, length)
 
     def ftruncate(self, fd: int, size: int) -> None:
         self._check("truncate", self._path(fd))

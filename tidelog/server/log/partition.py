@@ -306,6 +306,14 @@ class PartitionLog:
             self._go_offline(exc)
             raise
         self._leo = base + count
+        writeback = config.writeback_bytes
+        if writeback and segment.unwritten_back >= writeback:
+            try:
+                segment.start_writeback()
+            except StorageError as exc:
+                # The batch is written and counted; a failing disk also fails the next
+                # fsync, which is what reports it to whoever asked for durability.
+                logger.warning("%s: %s", self.name, exc.message)
         return _new_tuple(
             AppendInfo,
             (base, base + count - 1, count, max_timestamp, size, self._segments[0].base_offset),

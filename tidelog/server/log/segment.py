@@ -89,6 +89,7 @@ class LogSegment:
         "_max_ts",
         "_max_ts_offset",
         "_writable",
+        "_writeback_from",
         "active",
         "base_offset",
         "deleted",
@@ -125,6 +126,7 @@ class LogSegment:
         self._max_ts: int | None = None
         self._max_ts_offset = base_offset
         self._bytes_since_entry = 0
+        self._writeback_from = 0
         self.rolling_base_ms: int | None = None
         self.active = False
         self.deleted = False
@@ -337,6 +339,20 @@ class LogSegment:
             self._bytes_since_entry += size
         self.size = position + size
         self.next_offset = next_offset
+
+    @property
+    def unwritten_back(self) -> int:
+        """Bytes appended since the last :meth:`start_writeback` (negative after a cut)."""
+        return self.size - self._writeback_from
+
+    def start_writeback(self) -> None:
+        """Have the kernel start writing the bytes appended since the last call to disk,
+        without waiting (see ``TopicConfig.writeback_bytes``)."""
+        handle = self._handle
+        assert handle is not None, "writeback of a closed segment"
+        start = min(self._writeback_from, self.size)
+        self._writeback_from = self.size  # first: a failing call is not retried every append
+        handle.start_writeback(start, self.size - start)
 
     # --- reads --------------------------------------------------------------------------
 
