@@ -339,7 +339,10 @@ class Accumulator:
             # the size check needs no call into the builder.
             reserved = batch.reserved + size
             if reserved <= self._room:
-                index = batch.builder.append(value, key, headers, timestamp)
+                if headers:
+                    index = batch.builder.append(value, key, headers, timestamp)
+                else:  # the producer checked the types and counted the size
+                    index = batch.builder.append_sized(value, key, timestamp, size)
                 batch.reserved = reserved
                 if reserved + size > self._room:
                     self._seal(batch)

@@ -226,11 +226,11 @@ class Producer:
         if key is None or (type(key) is bytes and self._raw_keys):
             key_bytes = key
         else:
-            key_bytes = self._key_serializer(key)
+            key_bytes = _serialized(self._key_serializer(key), "key")
         if value is None or (type(value) is bytes and self._raw_values):
             value_bytes = value
         else:
-            value_bytes = self._value_serializer(value)
+            value_bytes = _serialized(self._value_serializer(value), "value")
         hot = self._hot.get(topic)
         if hot is None:
             hot = await self._prepare(topic)
@@ -364,3 +364,13 @@ class Producer:
     def _metadata_changed(self) -> None:
         self._sticky.forget()
         self._hot.clear()
+
+
+def _serialized(data: object, what: str) -> bytes | None:
+    """A serializer's output, checked once here: the batch builder trusts what send() hands
+    it."""
+    if data is None or isinstance(data, (bytes, bytearray, memoryview)):
+        return data  # type: ignore[return-value]  # bytes-like: joined as bytes by build()
+    raise TypeError(
+        f"the {what} serializer returned {type(data).__name__}: serializers return bytes or None"
+    )

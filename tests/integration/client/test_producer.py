@@ -156,6 +156,23 @@ def test_serializers_on_both_ends(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_serializer_that_returns_no_bytes_is_refused_at_send(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, "t")
+            async with Producer(b.address, value_serializer=str) as producer:
+                with pytest.raises(TypeError, match="value serializer returned str"):
+                    await producer.send("t", 42)
+                # Nothing half-added: the producer goes on with good records.
+                async with Producer(b.address, key_serializer=lambda k: k) as keyed:
+                    with pytest.raises(TypeError, match="key serializer returned int"):
+                        await keyed.send("t", b"v", key=7)
+                    meta = await keyed.send_and_wait("t", b"v", key=b"k")
+            assert meta.offset == 0
+
+    run(main())
+
+
 def test_a_small_buffer_applies_back_pressure_without_losing_records(tmp_path: Path) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
