@@ -175,7 +175,8 @@ class Connection:
                 return await self._reader.read(READ_CHUNK)
         except asyncio.CancelledError:
             task = self._task
-            if self._read_interrupted and task is not None and task.cancelling():
+            # Ours alone (cancelling() == 1): swallow it. Anyone else's cancel goes on up.
+            if self._read_interrupted and task is not None and task.cancelling() == 1:
                 task.uncancel()
                 return None
             raise
