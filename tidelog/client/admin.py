@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 
 from tidelog.wire import messages as m
@@ -21,6 +20,7 @@ from tidelog.wire.errors import BrokerError, ErrorCode
 from .cluster import Cluster, TopicInfo
 from .connection import Connection
 from .errors import ClientClosedError, ClientUsageError, broker_error
+from .lifecycle import AsyncClient
 from .membership import from_wire
 from .offsets import OffsetAndMetadata, commit_offsets, fetch_offsets
 from .types import OffsetAndTimestamp, TopicPartition
@@ -117,7 +117,7 @@ class GroupDescription:
 ResetTarget = Literal["earliest", "latest"] | int
 
 
-class AdminClient:
+class AdminClient(AsyncClient):
     """Administers a cluster. Use as ``async with AdminClient(...)`` or call :meth:`start`
     and :meth:`close`. Every method raises the broker's typed error
     (:mod:`tidelog.wire.errors`) with a message naming the topic concerned."""
@@ -154,18 +154,6 @@ class AdminClient:
         if not self._closed:
             self._closed = True
             await self._cluster.close()
-
-    async def __aenter__(self) -> AdminClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _controller(self) -> Connection:
         if not self._started or self._closed:

@@ -24,7 +24,6 @@ import gc
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Final
 
 from tidelog.wire import messages as m
@@ -40,6 +39,7 @@ from .errors import (
 )
 from .fetcher import Fetcher, PartitionState, ResetPolicy
 from .group import GroupSubscription, RebalanceCallback
+from .lifecycle import AsyncClient
 from .offsets import OffsetAndMetadata
 from .serializers import Deserializer, SerializerName, deserialize_bytes, get_deserializer
 from .types import AnyRecord, ConsumerRecord, TopicPartition
@@ -49,7 +49,7 @@ ITERATION_CHUNK: Final = 10_000
 _new = tuple.__new__
 
 
-class Consumer:
+class Consumer(AsyncClient):
     """Reads records from the partitions given to :meth:`assign`. Use as
     ``async with Consumer(...)`` or call :meth:`start` and :meth:`close`.
 
@@ -197,18 +197,6 @@ class Consumer:
             self._fetcher.data_ready.set()  # wakes a getmany() waiting for records
             await self._fetcher.close()
             await self._cluster.close()
-
-    async def __aenter__(self) -> Consumer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _check_open(self) -> None:
         if not self._started or self._closed:

@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias
 
 from tidelog.wire import messages as m
 from tidelog.wire.compression import Compression
 from tidelog.wire.errors import BrokerError, ErrorCode, MessageTooLargeError
-from tidelog.wire.records import HeadersInput
+from tidelog.wire.records import BYTES_LIKE, HeadersInput
 
 from .accumulator import RECORD_OVERHEAD, Accumulator, RecordFuture, record_size
 from .backoff import Backoff
 from .cluster import Cluster, TopicInfo
 from .errors import ClientClosedError, ClientUsageError, ProducerBufferFullError
+from .lifecycle import AsyncClient
 from .partitioner import Partitioner, StickyPartitioner, choose_partition
 from .sender import Sender
 from .serializers import Serializer, SerializerName, get_serializer, serialize_bytes
@@ -53,7 +53,7 @@ def parse_acks(acks: AcksSpec) -> m.Acks:
         raise ClientUsageError(f"acks must be 'none', 'leader' or 'all', not {acks!r}") from None
 
 
-class Producer:
+class Producer(AsyncClient):
     """Sends records to tidelog topics. Use as ``async with Producer(...)`` or call
     :meth:`start` and :meth:`close`.
 
@@ -183,18 +183,6 @@ class Producer:
             await self._sender.stop(timeout)
         finally:
             await self._cluster.close()
-
-    async def __aenter__(self) -> Producer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -369,7 +357,7 @@ class Producer:
 def _serialized(data: object, what: str) -> bytes | None:
     """A serializer's output, checked once here: the batch builder trusts what send() hands
     it."""
-    if data is None or isinstance(data, (bytes, bytearray, memoryview)):
+    if data is None or isinstance(data, BYTES_LIKE):
         return data  # type: ignore[return-value]  # bytes-like: joined as bytes by build()
     raise TypeError(
         f"the {what} serializer returned {type(data).__name__}: serializers return bytes or None"

@@ -47,7 +47,8 @@ MAX_RECORDS_SIZE: Final = 64 * 1024 * 1024
 """Largest uncompressed records section a reader accepts (bounds decompression memory)."""
 MAX_HEADER_KEY_SIZE: Final = 0xFFFF
 MAX_HEADERS: Final = 0xFFFF
-_BYTES_LIKE: Final = (bytes, bytearray, memoryview)
+BYTES_LIKE: Final = (bytes, bytearray, memoryview)
+"""What a record key or value may be (anything else is refused before it enters a batch)."""
 NO_PRODUCER_ID: Final = -1
 NO_SEQUENCE: Final = -1
 _INT32_MAX: Final = 2**31 - 1
@@ -161,11 +162,11 @@ class RecordBatchBuilder:
         # The producer's hot path: one branch per field for the common bytes-or-None case.
         size = 16
         if value is not None:
-            if type(value) is not bytes and not isinstance(value, _BYTES_LIKE):
+            if type(value) is not bytes and not isinstance(value, BYTES_LIKE):
                 raise TypeError(f"record values are bytes, not {type(value).__name__}")
             size += len(value)
         if key is not None:
-            if type(key) is not bytes and not isinstance(key, _BYTES_LIKE):
+            if type(key) is not bytes and not isinstance(key, BYTES_LIKE):
                 raise TypeError(f"record keys are bytes, not {type(key).__name__}")
             size += len(key)
         values = self._values

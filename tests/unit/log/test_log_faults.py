@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 import pytest
 
@@ -13,6 +14,7 @@ from tidelog.server.log import (
     FaultyFileSystem,
     Files,
     LogOfflineError,
+    OsFileSystem,
     PartitionLog,
     TopicConfig,
     storage_error,
@@ -249,3 +251,13 @@ def test_a_failed_writeback_loses_nothing_and_is_reported_in_the_log(
     again = PartitionLog.open(log_dir, config, clock=FakeClock())
     assert again.log_end_offset == 20
     again.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_the_real_writeback_request_reports_its_errno() -> None:
+    with pytest.raises(OSError, match="Bad file descriptor") as raised:
+        OsFileSystem().start_writeback(-1, 0, 4096)
+    assert raised.value.errno == errno.EBADF
+    error = storage_error(raised.value, "start writeback of", "/d/x.log")
+    assert "cannot start writeback of /d/x.log" in str(error)
+    assert "[EBADF]" in str(error)
