@@ -13,7 +13,9 @@ import itertools
 import sys
 from typing import Any
 
+from tidelog.server.core import WritePath
 from tidelog.server.log import LogManager, TopicPartition
+from tidelog.wire.messages import Acks
 from tidelog.wire.records import RecordBatch, RecordBatchBuilder
 
 TOPIC = "crash"
@@ -54,11 +56,12 @@ async def main(data_dir: str, writers: int) -> None:
     print(f"ready {log.log_end_offset} {next_seq}", flush=True)
     await manager.start()
     sequence = itertools.count(next_seq)
+    writes = WritePath(manager, lambda tp: None)
 
     async def writer() -> None:
         while True:
             seq = next(sequence)
-            info = await manager.append(TP, batch_for(seq))
+            info = await writes.append_durably(TP, [batch_for(seq)], Acks.LEADER)
             sys.stdout.write(f"ack {seq} {info.base_offset} {info.next_offset}\n")
             sys.stdout.flush()
 

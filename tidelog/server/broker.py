@@ -16,7 +16,7 @@ from typing import Self
 
 from .config import BrokerConfig
 from .connection import Connection
-from .handlers import BrokerCore
+from .core import BrokerCore
 
 log = logging.getLogger("tidelog.server")
 

@@ -18,18 +18,16 @@ import contextlib
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Final, Protocol, cast
+from dataclasses import dataclass
+from typing import Final, cast
 
 from tidelog import __version__
 from tidelog.wire import messages as m
 from tidelog.wire.api import (
-    ApiKey,
     decode_request,
     encode_error,
     encode_response,
     negotiate_protocol,
-    negotiate_versions,
     supported_versions,
 )
 from tidelog.wire.errors import (
@@ -48,30 +46,11 @@ from tidelog.wire.frame import (
 from tidelog.wire.records import Buffer
 
 from .config import BrokerConfig
+from .core import RequestCore, Session
 
 log = logging.getLogger("tidelog.server.connection")
 
 READ_CHUNK: Final = 256 * 1024
-
-Reply = tuple[m.Response, Sequence[Buffer]] | None
-"""What a core returns: a response and its data section, or ``None`` for no response."""
-
-
-@dataclass(slots=True)
-class Session:
-    """What the core may know about the client behind a request."""
-
-    peer: str
-    client_id: str = ""
-    api_versions: dict[ApiKey, int] = field(default_factory=dict)
-
-
-class RequestCore(Protocol):
-    """The broker's request handling, free of transport concerns."""
-
-    async def handle(self, request: m.Request, data: bytearray, session: Session) -> Reply: ...
-
-    def handshake(self, request: m.HandshakeRequest, session: Session) -> m.HandshakeResponse: ...
 
 
 @dataclass(slots=True)
@@ -99,7 +78,7 @@ class Connection:
         self._core = core
         self._config = config
         peer = writer.get_extra_info("peername")
-        self.session = Session(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        self.session = Session(peer[0], peer[1]) if peer else Session("?")
         self.stats = ConnectionStats()
         self._handshaken = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -247,10 +226,7 @@ class Connection:
         if not self._handshaken:
             self._reply_error(header, ErrorCode.HANDSHAKE_REQUIRED, "send a HandshakeRequest first")
             return
-        size = header.meta_length + header.data_length
-        if isinstance(request, m.FetchRequest):
-            # Reserve the response's worth up front: a fetch's answer is far bigger than it.
-            size += self._config.fetch_budget(request.max_bytes)
+        size = header.meta_length + header.data_length + self._core.reserve(request)
         self._account(size, +1)
         task = asyncio.create_task(self._serve(header, request, frame.data, size))
         self._tasks.add(task)
@@ -267,10 +243,16 @@ class Connection:
                 api_versions=supported_versions(),
                 server_version=__version__,
             )
-        self.session.api_versions = negotiate_versions(request.api_versions)
         self._handshaken = True
         log.debug("handshake from %s (%s)", self.session.peer, request.client_id or "no id")
-        return self._core.handshake(request, self.session)
+        config = self._config
+        return m.HandshakeResponse(
+            api_versions=supported_versions(),
+            broker_id=config.broker_id,
+            cluster_id=config.cluster_id,
+            server_version=__version__,
+            max_frame_size=config.max_frame_size,
+        )
 
     async def _serve(
         self, header: FrameHeader, request: m.Request, data: bytearray, size: int

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tidelog.server.core import Appended, WritePath
 from tidelog.server.log import (
     FlushPolicy,
     LogManager,
@@ -29,6 +30,7 @@ from tidelog.wire.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from tidelog.wire.messages import Acks
 
 from .helpers import DAY, FakeClock, async_test, make_batch, read_all
 
@@ -37,6 +39,11 @@ T0 = TopicPartition("events", 0)
 
 def manager(data: Path, clock: FakeClock, **kwargs: object) -> LogManager:
     return LogManager(data, clock=clock, **kwargs).open()  # type: ignore[arg-type]
+
+
+async def append(logs: LogManager, tp: TopicPartition, batch: bytes) -> Appended:
+    """Append as the broker does (acks=leader): through its one durability path."""
+    return await WritePath(logs, lambda tp: None).append_durably(tp, [batch], Acks.LEADER)
 
 
 # --- names and configs ------------------------------------------------------------------------
@@ -285,13 +292,13 @@ async def test_ack_policy_append_returns_after_the_fsync(tmp_path: Path, clock: 
     logs = manager(tmp_path, clock)
     logs.create_topic("events", 1, {"flush_policy": "ack"})
     logs.create_topic("lazy", 1)
-    infos = await asyncio.gather(*(logs.append(T0, make_batch(1, tag=i)) for i in range(20)))
+    infos = await asyncio.gather(*(append(logs, T0, make_batch(1, tag=i)) for i in range(20)))
     log = logs.get_log(T0)
     assert log.recovery_point == log.log_end_offset == 20
     assert log.high_watermark == 20
     assert sorted(i.base_offset for i in infos) == list(range(20))
     lazy = TopicPartition("lazy", 0)
-    await logs.append(lazy, make_batch())
+    await append(logs, lazy, make_batch())
     assert logs.get_log(lazy).recovery_point == 0
     assert logs.get_log(lazy).high_watermark == 1
     await logs.flush(lazy)
@@ -308,8 +315,8 @@ async def test_housekeeping_runs_retention_and_flushes_by_the_clock(
     logs.create_topic("interval", 1, {"flush_policy": "interval", "flush_ms": 5000})
     timed, interval = TopicPartition("timed", 0), TopicPartition("interval", 0)
     for i in range(6):
-        await logs.append(timed, make_batch(1, size=900, tag=i, timestamp=clock.now))
-    await logs.append(interval, make_batch())
+        await append(logs, timed, make_batch(1, size=900, tag=i, timestamp=clock.now))
+    await append(logs, interval, make_batch())
     clock.advance(1000)
     await logs.run_housekeeping()
     # Rolled segments are fsynced in the background whatever the policy...
@@ -332,7 +339,7 @@ async def test_background_loop_runs_until_stopped(tmp_path: Path, clock: FakeClo
     logs = manager(tmp_path, clock, housekeeping_interval_ms=5)
     logs.create_topic("interval", 1, {"flush_policy": "interval", "flush_ms": 1})
     tp = TopicPartition("interval", 0)
-    await logs.append(tp, make_batch())
+    await append(logs, tp, make_batch())
     clock.advance(10)
     await logs.start()
     deadline = time.monotonic() + 10

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tidelog.server.config import BrokerConfig, ConfigError
-from tidelog.server.handlers import parse_topic_configs
+from tidelog.server.core import parse_topic_configs
 from tidelog.wire.errors import InvalidConfigError
 
 

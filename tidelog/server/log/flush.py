@@ -48,12 +48,21 @@ class GroupCommitter:
         """Return once every offset below ``offset`` is on disk (``recovery_point >=
         offset``). Raises :class:`StorageError` if the fsync fails (the log goes offline) or
         if the log was truncated below ``offset`` before it was flushed."""
+        durable = self.until(offset)
+        if durable is not None:
+            await durable
+
+    def until(self, offset: int) -> asyncio.Future[None] | None:
+        """A future resolved once every offset below ``offset`` is on disk, or ``None`` if
+        that is already so. Unlike :meth:`flush_until` it can outlive its caller's wait: a
+        request that times out leaves the fsync, and what follows it, running. Raises
+        :class:`StorageError` at once if the log was truncated below ``offset``."""
         log = self._log
         if log.recovery_point >= offset:
-            return
+            return None
         if offset > log.log_end_offset:
             raise _truncated(log, offset)
-        await self._enqueue(offset)
+        return self._enqueue(offset)
 
     async def flush(self) -> None:
         """Flush everything appended so far."""

@@ -35,7 +35,6 @@ from tidelog.wire.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from tidelog.wire.records import Buffer
 
 from .cache import HandleCache
 from .checkpoint import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, read_offsets, write_offsets
@@ -49,7 +48,7 @@ from .config import (
 )
 from .files import Files, FileSystem, storage_error
 from .flush import GroupCommitter
-from .partition import AppendInfo, PartitionLog
+from .partition import PartitionLog
 
 logger = logging.getLogger("tidelog.server.log")
 
@@ -382,18 +381,6 @@ class LogManager:
 
     def logs(self) -> dict[TopicPartition, PartitionLog]:
         return dict(self._logs)
-
-    async def append(
-        self, tp: TopicPartition, batch: Buffer, *, leader_epoch: int = -1
-    ) -> AppendInfo:
-        """Append as a single broker does: under the ``ack`` flush policy, return only once
-        the batch is fsynced (group commit); then advance the high watermark past it."""
-        log = self.get_log(tp)
-        info = log.append(batch, leader_epoch=leader_epoch)
-        if log.config.flush_policy is FlushPolicy.ACK:
-            await self._committers[tp].flush_until(info.next_offset)
-        log.update_high_watermark(max(log.high_watermark, info.next_offset))
-        return info
 
     async def flush(self, tp: TopicPartition) -> None:
         """fsync everything appended to a partition so far."""

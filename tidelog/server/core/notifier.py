@@ -1,22 +1,23 @@
 """Long-poll support: fetches wait on appends, without polling.
 
 A fetch that finds less than ``min_bytes`` registers one future on every partition it asked
-for; an append to any of them resolves the futures of that partition, and the fetch reads
-again. Waiting fetches hold no data, only a future per partition, so their memory is bounded
-by the number of connections times ``max_inflight_requests``.
+for; a high-watermark advance on any of them resolves the futures of that partition, and the
+fetch reads again. Waiting fetches hold no data, only a future per partition, so their memory
+is bounded by the number of connections times ``max_inflight_requests``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 TopicPartition = tuple[str, int]
 
 
 class AppendNotifier:
-    """Wakes fetches waiting on a partition when data is appended to it."""
+    """Wakes fetches waiting on a partition when data becomes visible in it."""
 
     def __init__(self) -> None:
         self._waiters: defaultdict[TopicPartition, set[asyncio.Future[None]]] = defaultdict(set)
@@ -33,21 +34,16 @@ class AppendNotifier:
         for tp in list(self._waiters):
             self.notify(tp)
 
-    async def wait(self, partitions: Iterable[TopicPartition], max_wait_s: float) -> bool:
-        """Wait until one of ``partitions`` gets an append or ``max_wait_s`` seconds pass.
-
-        Returns whether an append happened.
-        """
+    @contextmanager
+    def watch(self, partitions: Iterable[TopicPartition]) -> Iterator[asyncio.Future[None]]:
+        """A future resolved by the next notify of any of ``partitions``; the registration is
+        dropped on exit, however the caller's wait ended."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         tps = list(partitions)
         for tp in tps:
             self._waiters[tp].add(future)
         try:
-            async with asyncio.timeout(max_wait_s):
-                await future
-            return True
-        except TimeoutError:
-            return False
+            yield future
         finally:
             for tp in tps:
                 waiters = self._waiters.get(tp)

@@ -1,0 +1,180 @@
+"""Metadata, topic and config APIs: everything a request core answers without the data path."""
+
+from __future__ import annotations
+
+from tidelog.wire import messages as m
+from tidelog.wire.errors import (
+    BrokerError,
+    ErrorCode,
+    InvalidConfigError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    InvalidRequestError,
+)
+
+from ..log import TopicPartition, validate_topic_name
+from ..log.manager import MAX_PARTITIONS
+from .configs import BROKER_KEYS, TOPIC_KEYS, config_text, normalise_key, parse_topic_configs
+from .state import CoreState
+
+
+class AdminApis:
+    """Serves Metadata, CreateTopics, DeleteTopics, Describe/AlterConfigs, DescribeLogDirs."""
+
+    def __init__(self, state: CoreState) -> None:
+        self._state = state
+
+    def metadata(self, request: m.MetadataRequest) -> m.MetadataResponse:
+        state = self._state
+        config = state.config
+        names = sorted(state.manager.topics()) if request.topics is None else request.topics
+        topics = []
+        for name in names:
+            try:
+                count = state.partition_count(name, create=request.allow_auto_create)
+            except BrokerError as exc:
+                topics.append(m.TopicMetadata(name, error_code=exc.code))
+                continue
+            if count is None:
+                topics.append(
+                    m.TopicMetadata(name, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                )
+                continue
+            broker = config.broker_id
+            partitions = tuple(
+                m.PartitionMetadata(p, leader=broker, replicas=(broker,), isr=(broker,))
+                for p in range(count)
+            )
+            topics.append(m.TopicMetadata(name, partitions=partitions))
+        return m.MetadataResponse(
+            brokers=(m.BrokerInfo(config.broker_id, config.advertised, state.port),),
+            controller_id=config.broker_id,
+            cluster_id=config.cluster_id,
+            topics=tuple(topics),
+        )
+
+    def create_topics(self, request: m.CreateTopicsRequest) -> m.CreateTopicsResponse:
+        manager = self._state.manager
+        results = []
+        for topic in request.topics:
+            try:
+                partitions = (
+                    self._state.config.default_partitions
+                    if topic.partitions == -1
+                    else topic.partitions
+                )
+                if not 1 <= partitions <= MAX_PARTITIONS:
+                    raise InvalidPartitionsError(
+                        f"partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
+                    )
+                if topic.replication_factor not in (-1, 1):
+                    raise InvalidReplicationFactorError(
+                        f"replication factor {topic.replication_factor} needs more brokers; "
+                        "a single broker supports 1"
+                    )
+                overrides = parse_topic_configs(topic.configs)
+                if request.validate_only:
+                    validate_topic_name(topic.name)
+                    manager.default_config.with_overrides(overrides)
+                    if manager.partition_count(topic.name) is not None:
+                        manager.create_topic(topic.name, partitions, overrides)  # raises
+                else:
+                    manager.create_topic(topic.name, partitions, overrides)
+            except BrokerError as exc:
+                results.append(m.TopicResult(topic.name, exc.code, exc.message))
+            else:
+                results.append(m.TopicResult(topic.name))
+        return m.CreateTopicsResponse(tuple(results))
+
+    def delete_topics(self, request: m.DeleteTopicsRequest) -> m.DeleteTopicsResponse:
+        manager = self._state.manager
+        results = []
+        for name in request.names:
+            try:
+                count = manager.partition_count(name)
+                manager.delete_topic(name)
+                for p in range(count or 0):
+                    self._state.notifier.notify((name, p))
+            except BrokerError as exc:
+                results.append(m.TopicResult(name, exc.code, exc.message))
+            else:
+                results.append(m.TopicResult(name))
+        return m.DeleteTopicsResponse(tuple(results))
+
+    def describe_configs(self, request: m.DescribeConfigsRequest) -> m.DescribeConfigsResponse:
+        results = []
+        for resource in request.resources:
+            try:
+                entries = self._config_entries(resource)
+                if request.keys is not None:
+                    entries = [e for e in entries if e.name in request.keys]
+            except BrokerError as exc:
+                results.append(m.ConfigResult(resource.type, resource.name, exc.code, exc.message))
+            else:
+                results.append(m.ConfigResult(resource.type, resource.name, entries=tuple(entries)))
+        return m.DescribeConfigsResponse(tuple(results))
+
+    def _config_entries(self, resource: m.ConfigResource) -> list[m.ConfigEntry]:
+        if resource.type == m.ConfigResourceType.BROKER:
+            config = self._state.config
+            return [
+                m.ConfigEntry(name, config_text(getattr(config, name)), m.ConfigSource.BROKER, True)
+                for name in BROKER_KEYS
+            ]
+        if resource.type != m.ConfigResourceType.TOPIC:
+            raise InvalidRequestError(f"unknown config resource type {resource.type}")
+        manager = self._state.manager
+        topic_config = manager.topic_config(resource.name)
+        overrides = topic_config.overrides_from(manager.default_config)
+        return [
+            m.ConfigEntry(
+                key,
+                config_text(value),
+                m.ConfigSource.TOPIC if key in overrides else m.ConfigSource.DEFAULT,
+            )
+            for key, value in topic_config.to_dict().items()
+        ]
+
+    def alter_configs(self, request: m.AlterConfigsRequest) -> m.AlterConfigsResponse:
+        results = []
+        for resource in request.resources:
+            try:
+                if resource.type != m.ConfigResourceType.TOPIC:
+                    raise InvalidRequestError("only topic configs can be altered at run time")
+                updates = parse_topic_configs(resource.set)
+                unknown = [k for k in resource.delete if normalise_key(k) not in TOPIC_KEYS]
+                if unknown:
+                    raise InvalidConfigError(f"unknown topic config {unknown[0]!r}")
+                deletes = [normalise_key(k) for k in resource.delete]
+                self._state.manager.alter_topic_config(
+                    resource.name, updates, deletes, validate_only=request.validate_only
+                )
+            except BrokerError as exc:
+                results.append(m.ConfigResult(resource.type, resource.name, exc.code, exc.message))
+            else:
+                results.append(m.ConfigResult(resource.type, resource.name))
+        return m.AlterConfigsResponse(tuple(results))
+
+    def describe_log_dirs(self, request: m.DescribeLogDirsRequest) -> m.DescribeLogDirsResponse:
+        manager = self._state.manager
+        names = sorted(manager.topics()) if request.topics is None else request.topics
+        out = []
+        for name in names:
+            count = manager.partition_count(name)
+            if count is None:
+                code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                out.append(m.LogDirPartition(name, -1, error_code=code))
+                continue
+            for p in range(count):
+                plog = manager.get_log(TopicPartition(name, p))
+                out.append(
+                    m.LogDirPartition(
+                        name,
+                        p,
+                        size_bytes=plog.size_in_bytes,
+                        segments=len(plog.segments),
+                        log_start_offset=plog.log_start_offset,
+                        log_end_offset=plog.log_end_offset,
+                    )
+                )
+        return m.DescribeLogDirsResponse(str(self._state.config.data_dir), tuple(out))

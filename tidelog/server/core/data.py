@@ -1,0 +1,221 @@
+"""The data path of the request core: Produce, Fetch and ListOffsets.
+
+Produce appends synchronously, before the handler's first ``await``: requests are started in
+arrival order, so pipelined produces to one partition land in order. Its wait for durability is
+bounded by the request's ``timeout_ms``; fetch's long poll by ``max_wait_ms``. Both deadlines
+run on the injected :class:`~tidelog.server.core.types.DeadlineClock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from tidelog.wire import messages as m
+from tidelog.wire.api import split_data
+from tidelog.wire.errors import (
+    BrokerError,
+    BrokerShuttingDownError,
+    CorruptBatchError,
+    CorruptMessageError,
+    InvalidRequestError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+)
+from tidelog.wire.records import Buffer, batch_size_at
+
+from ..config import BrokerConfig
+from ..log import TopicPartition
+from .state import CoreState
+from .types import Reply
+
+log = logging.getLogger("tidelog.server.core")
+
+
+def fetch_reservation(request: m.FetchRequest, config: BrokerConfig) -> int:
+    """The data bytes a fetch may return, which the connection holds for it up front: a
+    fetch's answer is far bigger than the request."""
+    return config.fetch_budget(request.max_bytes)
+
+
+class DataApis:
+    """Serves Produce, Fetch and ListOffsets from the partition logs."""
+
+    def __init__(self, state: CoreState) -> None:
+        self._state = state
+
+    # --- produce ------------------------------------------------------------------------
+
+    async def produce(self, request: m.ProduceRequest, data: bytearray) -> Reply:
+        state = self._state
+        if state.shutting_down:
+            raise BrokerShuttingDownError()
+        acks = request.acks
+        if acks not in (m.Acks.NONE, m.Acks.LEADER, m.Acks.ALL):
+            raise InvalidRequestError(f"acks must be 0, 1 or -1, not {acks}")
+        writes = state.write_path
+        sections = split_data([p.size for p in request.partitions], data)
+        results: list[m.ProducePartitionResult] = []
+        waits: list[tuple[int, asyncio.Future[None]]] = []
+        for index, (target, section) in enumerate(zip(request.partitions, sections, strict=True)):
+            topic, partition = target.topic, target.partition
+            try:
+                count = state.partition_count(topic, create=True)
+                if count is None or not 0 <= partition < count:
+                    raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
+                appended = writes.append(
+                    TopicPartition(topic, partition), _split_batches(section), acks
+                )
+            except BrokerError as exc:
+                log.debug("produce to %s-%d failed: %s", topic, partition, exc)
+                results.append(m.ProducePartitionResult(topic, partition, exc.code, exc.message))
+                continue
+            results.append(
+                m.ProducePartitionResult(
+                    topic,
+                    partition,
+                    base_offset=appended.base_offset,
+                    log_start_offset=appended.log_start_offset,
+                )
+            )
+            if appended.durable is not None:
+                waits.append((index, appended.durable))
+        if waits:
+            await self._await_durable(request, results, waits)
+        if acks == m.Acks.NONE:
+            return None
+        return m.ProduceResponse(tuple(results)), ()
+
+    async def _await_durable(
+        self,
+        request: m.ProduceRequest,
+        results: list[m.ProducePartitionResult],
+        waits: list[tuple[int, asyncio.Future[None]]],
+    ) -> None:
+        """Wait, within the request's ``timeout_ms``, until each partition's batches are as
+        durable as the acks promise; a partition that fails or runs out of time gets its
+        error in place of its offsets (its batches stay in the log, as in Kafka)."""
+        clock = self._state.clock
+        timeout_ms = max(request.timeout_ms, 0)
+        deadline = clock.monotonic() + timeout_ms / 1000
+        for index, durable in waits:
+            error: BrokerError
+            if not await clock.wait(durable, deadline - clock.monotonic()):
+                error = RequestTimedOutError(f"not flushed within the request's {timeout_ms} ms")
+            elif durable.cancelled():
+                error = BrokerShuttingDownError("the flush was cancelled by the broker stopping")
+            else:
+                exc = durable.exception()
+                if exc is None:
+                    continue
+                if not isinstance(exc, BrokerError):
+                    raise exc
+                error = exc
+            r = results[index]
+            results[index] = m.ProducePartitionResult(
+                r.topic, r.partition, error.code, error.message
+            )
+
+    # --- fetch --------------------------------------------------------------------------
+
+    async def fetch(self, request: m.FetchRequest) -> Reply:
+        state = self._state
+        clock = state.clock
+        max_wait = min(max(request.max_wait_ms, 0), state.config.max_fetch_wait_ms) / 1000
+        deadline = clock.monotonic() + max_wait
+        min_bytes = max(request.min_bytes, 0)
+        max_bytes = fetch_reservation(request, state.config)
+        while True:
+            results, chunks, total = self._read(request.partitions, max_bytes)
+            remaining = deadline - clock.monotonic()
+            if (
+                total >= min_bytes
+                or remaining <= 0
+                or state.shutting_down
+                or any(r.error_code for r in results)
+            ):
+                return m.FetchResponse(tuple(results)), chunks
+            # No await since the read: no append can have slipped in between.
+            with state.notifier.watch((p.topic, p.partition) for p in request.partitions) as woken:
+                await clock.wait(woken, remaining)
+
+    def _read(
+        self, partitions: Sequence[m.FetchPartition], max_bytes: int
+    ) -> tuple[list[m.FetchPartitionResult], list[Buffer], int]:
+        state = self._state
+        results: list[m.FetchPartitionResult] = []
+        chunks: list[Buffer] = []
+        total = 0
+        for p in partitions:
+            try:
+                plog = state.log(p.topic, p.partition)
+                # The first partition with data always gets at least one whole batch (so a
+                # consumer never stalls on a large batch); the rest share what is left.
+                budget = min(max(p.max_bytes, 0), max_bytes - total)
+                payload = b""
+                if total == 0 or budget > 0:
+                    read = plog.read(p.offset, budget, max_offset=plog.high_watermark)
+                    if total == 0 or read.size <= budget:
+                        payload = read.read_bytes()
+            except BrokerError as exc:
+                results.append(m.FetchPartitionResult(p.topic, p.partition, exc.code, exc.message))
+                continue
+            chunks.append(payload)
+            total += len(payload)
+            results.append(
+                m.FetchPartitionResult(
+                    p.topic,
+                    p.partition,
+                    high_watermark=plog.high_watermark,
+                    last_stable_offset=plog.high_watermark,
+                    log_start_offset=plog.log_start_offset,
+                    size=len(payload),
+                )
+            )
+        return results, chunks, total
+
+    # --- offsets ------------------------------------------------------------------------
+
+    def list_offsets(self, request: m.ListOffsetsRequest) -> m.ListOffsetsResponse:
+        results = []
+        for p in request.partitions:
+            try:
+                plog = self._state.log(p.topic, p.partition)
+                if p.timestamp == m.OffsetSpec.LATEST:
+                    offset, ts = plog.high_watermark, -1
+                elif p.timestamp == m.OffsetSpec.EARLIEST:
+                    offset, ts = plog.log_start_offset, -1
+                elif p.timestamp < 0:
+                    raise InvalidRequestError(f"bad ListOffsets timestamp {p.timestamp}")
+                else:
+                    found = plog.offset_for_timestamp(p.timestamp)
+                    offset, ts = (-1, -1) if found is None else (found.offset, found.timestamp)
+            except BrokerError as exc:
+                results.append(
+                    m.ListOffsetsPartitionResult(p.topic, p.partition, exc.code, exc.message)
+                )
+            else:
+                results.append(
+                    m.ListOffsetsPartitionResult(p.topic, p.partition, offset=offset, timestamp=ts)
+                )
+        return m.ListOffsetsResponse(tuple(results))
+
+
+def _split_batches(section: memoryview) -> list[memoryview]:
+    """The batches of one partition's section; the log validates each one fully."""
+    out = []
+    pos = 0
+    end = len(section)
+    if end == 0:
+        raise InvalidRequestError("no record batch for this partition")
+    try:
+        while pos < end:
+            size = batch_size_at(section, pos)
+            if size is None or pos + size > end:
+                raise CorruptBatchError(f"data ends inside a batch at byte {pos}")
+            out.append(section[pos : pos + size])
+            pos += size
+    except CorruptBatchError as exc:
+        raise CorruptMessageError(str(exc)) from None
+    return out

@@ -1,0 +1,127 @@
+"""The broker's request core: a decoded request (and its data section) in, a response (and its
+data section) out. No sockets, no streams: the transport in ``server/connection.py`` drives it,
+and the unit tier drives it directly with a fake clock.
+"""
+
+from __future__ import annotations
+
+from tidelog.wire import messages as m
+from tidelog.wire.errors import BrokerShuttingDownError, UnknownApiError
+
+from ..config import BrokerConfig
+from ..groups import GroupCoordinator
+from ..log import LogManager, TopicConfig
+from .admin import AdminApis
+from .configs import parse_topic_configs
+from .data import DataApis, fetch_reservation
+from .notifier import AppendNotifier
+from .state import CoreState
+from .types import DeadlineClock, LoopClock, Reply, Session
+
+
+class BrokerCore:
+    """Serves every API of a single broker from its :class:`LogManager`."""
+
+    def __init__(self, config: BrokerConfig, clock: DeadlineClock | None = None) -> None:
+        self.config = config
+        self.state = CoreState(config, LoopClock() if clock is None else clock)
+        self.groups: GroupCoordinator | None = None
+        self._admin = AdminApis(self.state)
+        self._data = DataApis(self.state)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        defaults = TopicConfig().with_overrides(parse_topic_configs(self.config.topic_defaults))
+        manager = LogManager(
+            self.config.data_dir,
+            defaults=defaults,
+            retention_check_interval_ms=self.config.retention_check_interval_ms,
+        )
+        manager.open()
+        self.state.attach(manager)
+        await manager.start()
+        groups = GroupCoordinator.from_config(self.config, manager)
+        try:
+            await groups.start()
+        except BaseException:
+            self.state.attach(None)
+            await manager.stop()
+            raise
+        self.groups = groups
+
+    def set_advertised_port(self, port: int) -> None:
+        self.state.port = port
+
+    def begin_shutdown(self) -> None:
+        self.state.shutting_down = True
+        self.state.notifier.notify_all()
+        if self.groups is not None:
+            self.groups.begin_shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop housekeeping, let fsyncs finish, close every log cleanly."""
+        groups, self.groups = self.groups, None
+        if groups is not None:
+            await groups.stop()
+        manager = self.state.logs
+        self.state.attach(None)
+        if manager is not None:
+            await manager.stop()
+
+    @property
+    def logs(self) -> LogManager | None:
+        return self.state.logs
+
+    @property
+    def manager(self) -> LogManager:
+        return self.state.manager
+
+    @property
+    def notifier(self) -> AppendNotifier:
+        return self.state.notifier
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def reserve(self, request: m.Request) -> int:
+        """Bytes of the connection's budget a request holds for its response, beyond its own
+        size, from the moment it is admitted: each kind declares its own here."""
+        if isinstance(request, m.FetchRequest):
+            return fetch_reservation(request, self.config)
+        return 0
+
+    async def handle(self, request: m.Request, data: bytearray, session: Session) -> Reply:
+        match request:
+            case m.ProduceRequest():
+                return await self._data.produce(request, data)
+            case m.FetchRequest():
+                return await self._data.fetch(request)
+            case m.MetadataRequest():
+                return self._admin.metadata(request), ()
+            case m.ListOffsetsRequest():
+                return self._data.list_offsets(request), ()
+            case m.CreateTopicsRequest():
+                return self._admin.create_topics(request), ()
+            case m.DeleteTopicsRequest():
+                return self._admin.delete_topics(request), ()
+            case m.DescribeConfigsRequest():
+                return self._admin.describe_configs(request), ()
+            case m.AlterConfigsRequest():
+                return self._admin.alter_configs(request), ()
+            case m.DescribeLogDirsRequest():
+                return self._admin.describe_log_dirs(request), ()
+            case (
+                m.JoinGroupRequest()
+                | m.HeartbeatRequest()
+                | m.LeaveGroupRequest()
+                | m.OffsetCommitRequest()
+                | m.OffsetFetchRequest()
+                | m.ListGroupsRequest()
+                | m.DescribeGroupsRequest()
+                | m.DeleteGroupsRequest()
+            ):
+                if self.groups is None:
+                    raise BrokerShuttingDownError("the broker is not running")
+                return await self.groups.handle(request, session.peer_host), ()
+            case _:
+                raise UnknownApiError(f"{type(request).__name__} is not served by this broker yet")

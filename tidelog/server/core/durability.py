@@ -1,0 +1,88 @@
+"""The broker's one durability path: append, flush if the policy says so, advance the high
+watermark, wake the fetchers.
+
+Produce requests and the storage tests both go through :class:`WritePath`, so the policy under
+test is the one in production. The append half is synchronous (requests are started in arrival
+order, so pipelined produces to one partition land in order); the flush half is a future that a
+request may stop waiting for (its timeout) without stopping the flush or the high-watermark
+advance that follows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from tidelog.wire.errors import BrokerError
+from tidelog.wire.messages import Acks
+from tidelog.wire.records import Buffer
+
+from ..log import FlushPolicy, LogManager, PartitionLog, TopicPartition
+
+
+@dataclass(slots=True)
+class Appended:
+    """Where a produce's batches landed in one partition, and when they become durable."""
+
+    base_offset: int
+    next_offset: int
+    log_start_offset: int
+    durable: asyncio.Future[None] | None
+    """Resolved once the batches are fsynced (then visible); ``None`` when the ack does not
+    wait for an fsync (they are visible already)."""
+
+
+class WritePath:
+    """Appends batches to partition logs under the topic's flush policy and the request's ack
+    level, and makes them visible to fetches only once they are as durable as promised."""
+
+    def __init__(self, logs: LogManager, on_visible: Callable[[TopicPartition], None]) -> None:
+        self._logs = logs
+        self._on_visible = on_visible
+
+    def append(self, tp: TopicPartition, batches: Sequence[Buffer], acks: int) -> Appended:
+        """Append all of ``batches`` to ``tp`` or none of them. Raises the log's
+        :class:`BrokerError` (nothing appended) or :class:`StorageError`."""
+        plog = self._logs.get_log(tp)
+        base = plog.log_end_offset
+        try:
+            for batch in batches:
+                plog.append(batch)
+        except BrokerError:
+            if plog.log_end_offset > base and plog.offline is None:
+                plog.truncate_to(base)  # all of a partition's batches, or none
+            raise
+        end = plog.log_end_offset
+        durable = None
+        if acks == Acks.ALL or plog.config.flush_policy is FlushPolicy.ACK:
+            # Durable first, visible after: consumers never see what a crash could take.
+            durable = self._logs.committer(tp).until(end)
+        if durable is None:
+            self._advance(tp, plog, end)
+        else:
+            durable.add_done_callback(partial(self._flushed, tp, plog, end))
+        return Appended(base, end, plog.log_start_offset, durable)
+
+    async def append_durably(
+        self, tp: TopicPartition, batches: Sequence[Buffer], acks: int = Acks.ALL
+    ) -> Appended:
+        """:meth:`append` and wait for the flush it needs (tools and tests)."""
+        appended = self.append(tp, batches, acks)
+        if appended.durable is not None:
+            await asyncio.shield(appended.durable)
+        return appended
+
+    def _flushed(
+        self, tp: TopicPartition, plog: PartitionLog, offset: int, done: asyncio.Future[None]
+    ) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._advance(tp, plog, offset)
+
+    def _advance(self, tp: TopicPartition, plog: PartitionLog, offset: int) -> None:
+        """Move the high watermark (single broker: up to what is as durable as its acks
+        promised) and wake the fetches waiting on the partition."""
+        if offset > plog.high_watermark:
+            plog.update_high_watermark(offset)
+            self._on_visible(tp)

@@ -1,0 +1,70 @@
+"""What the request core and its transport share: the session, the reply and the clock.
+
+The transport (``server/connection.py``) imports these; nothing here knows about sockets or
+streams, so the core runs the same under a socket, an in-memory test or a future gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tidelog.wire import messages as m
+from tidelog.wire.records import Buffer
+
+Reply = tuple[m.Response, Sequence[Buffer]] | None
+"""What the core returns: a response and its data section, or ``None`` for no response."""
+
+
+@dataclass(slots=True)
+class Session:
+    """What the core may know about the client behind a request."""
+
+    peer_host: str
+    peer_port: int = 0
+    client_id: str = ""
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` for log lines."""
+        return f"{self.peer_host}:{self.peer_port}"
+
+
+class RequestCore(Protocol):
+    """The broker's request handling, free of transport concerns."""
+
+    def reserve(self, request: m.Request) -> int:
+        """Bytes of connection budget to hold for the response beyond the request itself."""
+        ...
+
+    async def handle(self, request: m.Request, data: bytearray, session: Session) -> Reply: ...
+
+
+class DeadlineClock(Protocol):
+    """The time source of every request deadline (fetch long-poll, produce timeout).
+
+    Injected so tests drive deadlines by hand instead of waiting in real time."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards."""
+        ...
+
+    async def wait(self, future: asyncio.Future[None], timeout_s: float) -> bool:
+        """Wait until ``future`` is done or ``timeout_s`` passes; whether it is done. Never
+        cancels ``future``: others may be waiting on it."""
+        ...
+
+
+class LoopClock:
+    """The real clock: ``time.monotonic`` and the event loop's timers."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def wait(self, future: asyncio.Future[None], timeout_s: float) -> bool:
+        if not future.done() and timeout_s > 0:
+            await asyncio.wait((future,), timeout=timeout_s)
+        return future.done()
