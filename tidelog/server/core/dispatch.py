@@ -5,12 +5,14 @@ and the unit tier drives it directly with a fake clock.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 from tidelog.wire import messages as m
 from tidelog.wire.errors import BrokerShuttingDownError, UnknownApiError
 
 from ..config import BrokerConfig
 from ..groups import GroupCoordinator
-from ..log import LogManager, TopicConfig
+from ..log import FileSystem, LogManager, TopicConfig
 from .admin import AdminApis
 from .configs import parse_topic_configs
 from .data import DataApis, fetch_reservation
@@ -22,8 +24,19 @@ from .types import DeadlineClock, LoopClock, Reply, Session
 class BrokerCore:
     """Serves every API of a single broker from its :class:`LogManager`."""
 
-    def __init__(self, config: BrokerConfig, clock: DeadlineClock | None = None) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        clock: DeadlineClock | None = None,
+        *,
+        fs: FileSystem | None = None,
+        flush_executor: Executor | None = None,
+    ) -> None:
+        """``clock`` times request deadlines; ``fs`` and ``flush_executor`` go to the
+        :class:`LogManager` (tests inject faults and hold fsyncs with them)."""
         self.config = config
+        self._fs = fs
+        self._flush_executor = flush_executor
         self.state = CoreState(config, LoopClock() if clock is None else clock)
         self.groups: GroupCoordinator | None = None
         self._admin = AdminApis(self.state)
@@ -37,6 +50,8 @@ class BrokerCore:
             self.config.data_dir,
             defaults=defaults,
             retention_check_interval_ms=self.config.retention_check_interval_ms,
+            fs=self._fs,
+            flush_executor=self._flush_executor,
         )
         manager.open()
         self.state.attach(manager)

@@ -25,6 +25,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -86,6 +87,7 @@ class LogManager:
         retention_check_interval_ms: int = 5 * 60 * 1000,
         checkpoint_interval_ms: int = 60 * 1000,
         housekeeping_interval_ms: int = 100,
+        flush_executor: Executor | None = None,
     ) -> None:
         """Configure; nothing touches the disk until :meth:`open`.
 
@@ -93,6 +95,7 @@ class LogManager:
         ``max_open_segments`` bounds the descriptors of inactive segments across all logs.
         ``housekeeping_interval_ms`` is how often the loop started by :meth:`start` wakes;
         retention and checkpoints run at their own intervals, by the injected ``clock``.
+        ``flush_executor`` runs the fsyncs (default: the event loop's thread pool).
         """
         self.data_dir = os.fspath(data_dir)
         self.default_config = TopicConfig() if defaults is None else defaults
@@ -102,6 +105,7 @@ class LogManager:
         self._topics: dict[str, TopicInfo] = {}
         self._logs: dict[TopicPartition, PartitionLog] = {}
         self._committers: dict[TopicPartition, GroupCommitter] = {}
+        self._flush_executor = flush_executor
         self._retention_interval = retention_check_interval_ms
         self._checkpoint_interval = checkpoint_interval_ms
         self._housekeeping_interval = housekeeping_interval_ms
@@ -215,7 +219,7 @@ class LogManager:
             name=str(tp),
         )
         self._logs[tp] = log
-        self._committers[tp] = GroupCommitter(log)
+        self._committers[tp] = GroupCommitter(log, self._flush_executor)
         return log
 
     def _read_topic(self, path: str) -> TopicInfo:

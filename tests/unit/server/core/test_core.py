@@ -1,0 +1,273 @@
+"""The request core without sockets: produce at each ack level, the long poll on a clock moved
+by hand, produce deadlines, and the mapping of failures to error codes."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidelog.server.config import BrokerConfig
+from tidelog.server.core import BrokerCore, Session
+from tidelog.server.log import FaultyFileSystem, PartitionLog, TopicPartition
+from tidelog.wire import messages as m
+from tidelog.wire.errors import (
+    BrokerShuttingDownError,
+    ErrorCode,
+    InvalidRequestError,
+    UnknownApiError,
+)
+
+from .helpers import HeldExecutor, ManualClock, batch, fetch, produce, settle
+
+SESSION = Session("127.0.0.1", 40000)
+TP = TopicPartition("events", 0)
+
+
+class Rig:
+    """A core on a temp dir with a manual clock, fsyncs held until released."""
+
+    def __init__(self, tmp: Path, **config: Any) -> None:
+        self.clock = ManualClock()
+        self.fsyncs = HeldExecutor()
+        self.fs = FaultyFileSystem()
+        self.core = BrokerCore(
+            BrokerConfig(data_dir=tmp, **config),
+            self.clock,
+            fs=self.fs,
+            flush_executor=self.fsyncs,
+        )
+
+    def log(self, tp: TopicPartition = TP) -> PartitionLog:
+        return self.core.manager.get_log(tp)
+
+    async def produce(self, *values: bytes, **kwargs: Any) -> m.ProduceResponse | None:
+        request, data = produce(TP.topic, batch(*values), **kwargs)
+        reply = await self.core.handle(request, data, SESSION)
+        if reply is None:
+            return None
+        response = reply[0]
+        assert isinstance(response, m.ProduceResponse)
+        return response
+
+    async def fetch(self, request: m.FetchRequest) -> tuple[m.FetchResponse, bytes]:
+        reply = await self.core.handle(request, bytearray(), SESSION)
+        assert reply is not None
+        response, chunks = reply
+        assert isinstance(response, m.FetchResponse)
+        return response, b"".join(chunks)
+
+
+def with_rig(
+    **config: Any,
+) -> Callable[[Callable[[Rig], Coroutine[Any, Any, None]]], Callable[[Path], None]]:
+    """Run an ``async def test(rig)`` against an opened core, closed afterwards."""
+
+    def wrap(fn: Callable[[Rig], Coroutine[Any, Any, None]]) -> Callable[[Path], None]:
+        def run(tmp_path: Path) -> None:
+            async def main() -> None:
+                rig = Rig(tmp_path, **config)
+                await rig.core.open()
+                rig.core.manager.create_topic(TP.topic, 1)
+                try:
+                    await fn(rig)
+                finally:
+                    rig.fsyncs.release()
+                    rig.core.begin_shutdown()
+                    stopping = asyncio.ensure_future(rig.core.shutdown())
+                    while not stopping.done():  # the shutdown's own fsyncs are held too
+                        rig.fsyncs.release()
+                        await asyncio.sleep(0)
+                    await stopping
+
+            asyncio.run(main())
+
+        run.__name__ = fn.__name__
+        return run
+
+    return wrap
+
+
+async def started(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run ``coro`` as a task until it blocks."""
+    task = asyncio.ensure_future(coro)
+    await asyncio.sleep(0)
+    return task
+
+
+# --- produce at each ack level ----------------------------------------------------------------
+
+
+@with_rig()
+async def test_acks_none_appends_and_answers_nothing(rig: Rig) -> None:
+    assert await rig.produce(b"a", b"b", acks=m.Acks.NONE) is None
+    assert rig.log().log_end_offset == rig.log().high_watermark == 2
+
+
+@with_rig()
+async def test_acks_leader_is_visible_at_once_without_an_fsync(rig: Rig) -> None:
+    response = await rig.produce(b"a", acks=m.Acks.LEADER)
+    assert response is not None
+    assert response.partitions[0].base_offset == 0
+    assert rig.log().high_watermark == 1
+    assert rig.log().recovery_point == 0
+    assert rig.fsyncs.jobs == []
+
+
+@with_rig()
+async def test_acks_all_answers_only_after_the_fsync_and_is_invisible_before(rig: Rig) -> None:
+    task = await started(rig.produce(b"a", b"b", acks=m.Acks.ALL))
+    await settle(lambda: bool(rig.fsyncs.jobs))
+    assert not task.done()
+    assert rig.log().high_watermark == 0  # durable first, visible after
+    _, data = await rig.fetch(fetch(TP.topic))
+    assert data == b""
+    assert rig.fsyncs.release() == 1
+    response_all = await task
+    assert response_all.partitions[0].error_code == 0
+    assert response_all.partitions[0].base_offset == 0
+    assert rig.log().recovery_point == rig.log().high_watermark == 2
+
+
+@with_rig()
+async def test_ack_flush_policy_makes_acks_leader_wait_for_the_fsync(rig: Rig) -> None:
+    rig.core.manager.create_topic("synced", 1, {"flush_policy": "ack"})
+    request, data = produce("synced", batch(b"a"), acks=m.Acks.LEADER)
+    task = await started(rig.core.handle(request, data, SESSION))
+    await settle(lambda: bool(rig.fsyncs.jobs))
+    assert not task.done()
+    rig.fsyncs.release()
+    await task
+    assert rig.log(TopicPartition("synced", 0)).high_watermark == 1
+
+
+@with_rig()
+async def test_a_produce_whose_fsync_misses_its_timeout_gets_request_timed_out(rig: Rig) -> None:
+    task = await started(rig.produce(b"a", acks=m.Acks.ALL, timeout_ms=2000))
+    await settle(lambda: bool(rig.fsyncs.jobs) and rig.clock.waiting == 1)
+    rig.clock.advance(1.999)
+    await asyncio.sleep(0)
+    assert not task.done()
+    rig.clock.advance(0.001)
+    response = await task
+    assert response is not None
+    assert response.partitions[0].error_code == ErrorCode.REQUEST_TIMED_OUT
+    assert rig.log().high_watermark == 0
+    # The fsync goes on without the request, and the batch becomes visible when it ends.
+    rig.fsyncs.release()
+    await settle(lambda: rig.log().high_watermark == 1)
+
+
+@with_rig()
+async def test_a_failed_fsync_is_the_partitions_error(rig: Rig) -> None:
+    rig.fs.inject("fsync", errno.EIO, path_contains="events-0", times=None)
+    task = await started(rig.produce(b"a", acks=m.Acks.ALL))
+    await settle(lambda: bool(rig.fsyncs.jobs))
+    rig.fsyncs.release()
+    response = await task
+    assert response is not None
+    assert response.partitions[0].error_code == ErrorCode.STORAGE_ERROR
+    assert rig.log().high_watermark == 0
+
+
+@with_rig()
+async def test_a_partial_produce_is_all_or_none(rig: Rig) -> None:
+    request, data = produce(TP.topic, batch(b"a"), batch(b"b")[:-1] + b"!")
+    reply = await rig.core.handle(request, data, SESSION)
+    assert reply is not None
+    response = reply[0]
+    assert isinstance(response, m.ProduceResponse)
+    assert response.partitions[0].error_code == ErrorCode.CORRUPT_MESSAGE
+    assert rig.log().log_end_offset == 0
+
+
+# --- fetch long poll on the manual clock ------------------------------------------------------
+
+
+@with_rig()
+async def test_long_poll_returns_when_data_arrives(rig: Rig) -> None:
+    task = await started(rig.fetch(fetch(TP.topic, max_wait_ms=5000)))
+    await settle(lambda: rig.clock.waiting == 1)
+    rig.clock.advance(4.9)
+    await asyncio.sleep(0)
+    assert not task.done()
+    await rig.produce(b"hello")
+    response, data = await task
+    assert response.partitions[0].high_watermark == 1
+    assert b"hello" in data
+
+
+@with_rig()
+async def test_long_poll_returns_empty_at_its_deadline(rig: Rig) -> None:
+    task = await started(rig.fetch(fetch(TP.topic, max_wait_ms=5000)))
+    await settle(lambda: rig.clock.waiting == 1)
+    rig.clock.advance(5)
+    response, data = await task
+    assert data == b""
+    assert response.partitions[0].error_code == 0
+    assert rig.core.notifier.waiting == 0
+
+
+@with_rig(max_fetch_wait_ms=1000)
+async def test_long_poll_is_capped_by_the_broker(rig: Rig) -> None:
+    task = await started(rig.fetch(fetch(TP.topic, max_wait_ms=60_000)))
+    await settle(lambda: rig.clock.waiting == 1)
+    rig.clock.advance(1)
+    _, data = await task
+    assert data == b""
+
+
+@with_rig()
+async def test_long_poll_ends_at_shutdown(rig: Rig) -> None:
+    task = await started(rig.fetch(fetch(TP.topic, max_wait_ms=5000)))
+    await settle(lambda: rig.clock.waiting == 1)
+    rig.core.begin_shutdown()
+    _, data = await task
+    assert data == b""
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+@with_rig()
+async def test_partition_errors_come_back_in_the_response(rig: Rig) -> None:
+    response, _ = await rig.fetch(fetch("nope"))
+    assert response.partitions[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    request, data = produce("bad name!", batch(b"a"))
+    reply = await rig.core.handle(request, data, SESSION)
+    assert reply is not None
+    produced = reply[0]
+    assert isinstance(produced, m.ProduceResponse)
+    assert produced.partitions[0].error_code == ErrorCode.INVALID_TOPIC_NAME
+
+
+@with_rig()
+async def test_request_errors_are_raised_for_the_transport(rig: Rig) -> None:
+    request, data = produce(TP.topic, batch(b"a"), acks=2)
+    with pytest.raises(InvalidRequestError, match="acks"):
+        await rig.core.handle(request, data, SESSION)
+    with pytest.raises(UnknownApiError):
+        await rig.core.handle(m.HandshakeRequest(), bytearray(), SESSION)
+    rig.core.begin_shutdown()
+    with pytest.raises(BrokerShuttingDownError):
+        await rig.produce(b"a")
+
+
+@with_rig(max_fetch_bytes=1000)
+async def test_a_fetch_reserves_its_budget_and_nothing_else_does(rig: Rig) -> None:
+    assert rig.core.reserve(fetch(TP.topic)) == 1000
+    assert rig.core.reserve(m.MetadataRequest()) == 0
+
+
+@with_rig()
+async def test_group_requests_see_the_peer_host(rig: Rig) -> None:
+    join = m.JoinGroupRequest("g", subscribed_topics=(TP.topic,))
+    reply = await rig.core.handle(join, bytearray(), SESSION)
+    assert reply is not None
+    described = await rig.core.handle(m.DescribeGroupsRequest(("g",)), bytearray(), SESSION)
+    assert described is not None
+    assert SESSION.peer_host in repr(described[0])
