@@ -113,7 +113,7 @@ def read_all(directory: str) -> float:
     start = time.perf_counter()
     while offset < log.log_end_offset:
         result = log.read(offset, MiB)
-        total += len(result.read_bytes())
+        total += len(result.records)
         offset = result.next_offset
     elapsed = time.perf_counter() - start
     log.close()

@@ -51,7 +51,7 @@ async def main(data_dir: str, writers: int) -> None:
     log = manager.get_log(TP)
     next_seq = 0
     if log.log_end_offset > 0:
-        last = log.read(log.log_end_offset - 1, 0).read_bytes()
+        last = log.read(log.log_end_offset - 1, 0).records
         next_seq = seq_of(RecordBatch.parse(last)) + 1
     print(f"ready {log.log_end_offset} {next_seq}", flush=True)
     await manager.start()

@@ -93,7 +93,7 @@ def verify(data_dir: Path, acked: dict[int, tuple[int, int]], context: str) -> i
         log = manager.get_log(TP)
         offset, seq = 0, 0
         while offset < log.log_end_offset:
-            data = log.read(offset, 1 << 20).read_bytes()
+            data = log.read(offset, 1 << 20).records
             for batch in iter_batches(data):  # checks each CRC
                 assert batch.base_offset == offset, context
                 assert seq_of(batch) == seq, context

@@ -60,13 +60,40 @@ BATCH_HEADER = cs.Struct(
 )
 BATCH_HEADER_STRUCT: Final = struct.Struct(">qiibIHiqqqhiii")
 BATCH_HEADER_SIZE: Final[int] = BATCH_HEADER.sizeof()
-BATCH_LOG_OVERHEAD: Final = 12
-"""Bytes before the ``length`` field's coverage starts (base_offset + length)."""
-BATCH_LEADER_EPOCH_OFFSET: Final = 12
-BATCH_CRC_OFFSET: Final = 17
-BATCH_CRC_START: Final = 21
+
+
+def _field_at(layout: cs.Struct, name: str) -> tuple[int, int]:
+    """(byte offset, size) of field ``name`` in a fixed-size ``layout``."""
+    offset = 0
+    for field in layout.subcons:
+        if field.name == name:
+            return offset, field.sizeof()
+        offset += field.sizeof()
+    raise KeyError(name)
+
+
+# Byte offsets into a batch, derived from BATCH_HEADER (Kafka's names, with a BATCH_ prefix).
+BATCH_BASE_OFFSET_OFFSET: Final = _field_at(BATCH_HEADER, "base_offset")[0]
+BATCH_LENGTH_OFFSET: Final = _field_at(BATCH_HEADER, "length")[0]
+BATCH_LOG_OVERHEAD: Final = sum(_field_at(BATCH_HEADER, "length"))
+"""Bytes before the ``length`` field's coverage starts (base_offset + length): a batch's size
+is its length field plus this."""
+BATCH_LEADER_EPOCH_OFFSET: Final = _field_at(BATCH_HEADER, "leader_epoch")[0]
+BATCH_STAMPED_SIZE: Final = sum(_field_at(BATCH_HEADER, "leader_epoch"))
+"""The prefix the broker stamps on append (base offset, length, leader epoch)."""
+BATCH_MAGIC_OFFSET: Final = _field_at(BATCH_HEADER, "magic")[0]
+BATCH_CRC_OFFSET: Final = _field_at(BATCH_HEADER, "crc")[0]
+BATCH_CRC_START: Final = _field_at(BATCH_HEADER, "attributes")[0]
 """The CRC covers [BATCH_CRC_START, end): base offset and leader epoch are outside it, so the
 broker stamps them in place without recomputing a checksum."""
+BATCH_MAX_TIMESTAMP_OFFSET: Final = _field_at(BATCH_HEADER, "max_timestamp")[0]
+
+BATCH_STAMP_STRUCT: Final = struct.Struct(">qii")
+"""Twin of the stamped prefix: base_offset, length, leader_epoch."""
+BATCH_LENGTH_STRUCT: Final = struct.Struct(">i")
+"""Twin of the ``length`` field."""
+BATCH_MAX_TIMESTAMP_STRUCT: Final = struct.Struct(">q")
+"""Twin of the ``max_timestamp`` field."""
 
 # Per-record arrays of the (uncompressed) records section; see docs/PROTOCOL.md.
 TIMESTAMP_DELTA_SIZE: Final = 8  # int64 per record
@@ -81,3 +108,6 @@ HEADER_VALUE_LEN_STRUCT: Final = struct.Struct(">i")
 assert FRAME_HEADER_STRUCT.size == FRAME_HEADER_SIZE == 24
 assert FRAME_PREFIX_STRUCT.size == FRAME_CRC_OFFSET
 assert BATCH_HEADER_STRUCT.size == BATCH_HEADER_SIZE == 65
+assert BATCH_STAMP_STRUCT.size == BATCH_STAMPED_SIZE <= BATCH_CRC_START
+assert BATCH_LENGTH_STRUCT.size == BATCH_LOG_OVERHEAD - BATCH_LENGTH_OFFSET
+assert BATCH_MAX_TIMESTAMP_STRUCT.size == _field_at(BATCH_HEADER, "max_timestamp")[1]

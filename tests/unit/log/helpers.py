@@ -90,7 +90,7 @@ def read_all(log: PartitionLog, max_bytes: int = 1 << 20) -> bytes:
     offset = log.log_start_offset
     while offset < log.log_end_offset:
         result = log.read(offset, max_bytes)
-        chunks.append(result.read_bytes())
+        chunks.append(result.records)
         assert result.next_offset > offset
         offset = result.next_offset
     return b"".join(chunks)

@@ -371,7 +371,7 @@ def test_open_segments_are_bounded(tmp_path: Path, clock: FakeClock) -> None:
         for i in range(20):
             log.append(make_batch(1, size=900, tag=i))
         for offset in range(20):
-            assert log.read(offset, 10).read_bytes()
+            assert log.read(offset, 10).records
         fds = os.listdir("/proc/self/fd")
         paths = [os.path.realpath(f"/proc/self/fd/{fd}") for fd in fds]
         # Only this test's files: other tests' brokers may run in this process.

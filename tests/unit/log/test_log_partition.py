@@ -36,7 +36,7 @@ def test_append_stamps_base_offset_and_epoch_in_place_keeping_the_crc(log: Parti
     raw = make_batch(2)
     log.append(make_batch(3))
     log.append(raw, leader_epoch=7)
-    stored = log.read(3, 1 << 20).read_bytes()
+    stored = log.read(3, 1 << 20).records
     batch = RecordBatch.parse(stored, verify_records=True)
     assert (batch.base_offset, batch.leader_epoch) == (3, 7)
     assert stored[16:] == raw[16:]  # everything after the stamped fields is byte-identical
@@ -100,7 +100,7 @@ def test_follower_append_keeps_offsets_and_must_follow_on(log: PartitionLog) -> 
     leader[12:16] = (5).to_bytes(4, "big")
     info = log.append(bytes(leader), assign_offsets=False)
     assert (info.base_offset, info.next_offset) == (0, 2)
-    assert RecordBatch.parse(log.read(0, 100).read_bytes()).leader_epoch == 5
+    assert RecordBatch.parse(log.read(0, 100).records).leader_epoch == 5
     with pytest.raises(InvalidRecordError, match="starts at offset 0"):
         log.append(bytes(leader), assign_offsets=False)
 
@@ -159,25 +159,23 @@ def test_read_returns_whole_batches_within_max_bytes(log: PartitionLog) -> None:
     written = append_all(log, [make_batch(2, size=40, tag=i) for i in range(4)])
     size = len(written[0].data)
     result = log.read(0, 2 * size + size // 2)
-    assert result.read_bytes() == written[0].data + written[1].data
+    assert result.records == written[0].data + written[1].data
     assert (result.first_offset, result.next_offset) == (0, 4)
-    assert result.records is not None
-    assert result.records.position == 0
-    assert result.records.length == 2 * size
+    assert result.size == 2 * size
 
 
 def test_read_inside_a_batch_starts_at_that_batch(log: PartitionLog) -> None:
     written = append_all(log, [make_batch(3, tag=i) for i in range(3)])
     result = log.read(4, 10_000)
     assert result.first_offset == 3
-    assert next(iter(iter_batches(result.read_bytes()))).base_offset == 3
-    assert result.read_bytes() == written[1].data + written[2].data
+    assert next(iter(iter_batches(result.records))).base_offset == 3
+    assert result.records == written[1].data + written[2].data
 
 
 def test_read_returns_at_least_one_batch(log: PartitionLog) -> None:
     written = append_all(log, [make_batch(1, size=500), make_batch(1)])
-    assert log.read(0, 1).read_bytes() == written[0].data
-    assert log.read(0, 0).read_bytes() == written[0].data
+    assert log.read(0, 1).records == written[0].data
+    assert log.read(0, 0).records == written[0].data
 
 
 def test_read_stays_within_one_segment(log: PartitionLog) -> None:
@@ -191,8 +189,7 @@ def test_read_stays_within_one_segment(log: PartitionLog) -> None:
 def test_read_at_log_end_is_empty_and_beyond_is_out_of_range(log: PartitionLog) -> None:
     log.append(make_batch(2))
     empty = log.read(2, 100)
-    assert empty.records is None
-    assert empty.read_bytes() == b""
+    assert empty.records == b""
     assert empty.size == 0
     assert (empty.first_offset, empty.next_offset, empty.log_end_offset) == (2, 2, 2)
     with pytest.raises(OffsetOutOfRangeError, match="outside the log"):
@@ -209,28 +206,29 @@ def test_read_below_log_start_is_out_of_range(log: PartitionLog) -> None:
     log.truncate_fully_and_start_at(100)
     with pytest.raises(OffsetOutOfRangeError, match=r"\[100, 100\)"):
         log.read(99, 100)
-    assert log.read(100, 100).records is None
+    assert log.read(100, 100).records == b""
 
 
 def test_read_up_to_max_offset(log: PartitionLog) -> None:
     written = append_all(log, [make_batch(2, tag=i) for i in range(3)])
     log.update_high_watermark(4)
     result = log.read(0, 1 << 20, max_offset=log.high_watermark)
-    assert result.read_bytes() == written[0].data + written[1].data
+    assert result.records == written[0].data + written[1].data
     assert result.high_watermark == 4
     assert result.log_end_offset == 6
-    assert log.read(4, 100, max_offset=4).records is None
-    assert log.read(2, 100, max_offset=3).records is None  # that batch ends past 3
+    assert log.read(4, 100, max_offset=4).records == b""
+    assert log.read(2, 100, max_offset=3).records == b""  # that batch ends past 3
 
 
-def test_slice_of_a_deleted_segment_raises_out_of_range(log: PartitionLog) -> None:
-    append_all(log, [make_batch(1, size=700, tag=i) for i in range(6)])
+def test_a_read_outlives_the_retention_of_its_segment(log: PartitionLog) -> None:
+    written = append_all(log, [make_batch(1, size=700, tag=i) for i in range(6)])
     result = log.read(0, 100)
     log.update_high_watermark(log.log_end_offset)
     log.update_config(TopicConfig(retention_bytes=0, retention_ms=-1))
     assert log.delete_old_segments() > 0
+    assert result.records == written[0].data
     with pytest.raises(OffsetOutOfRangeError):
-        result.read_bytes()
+        log.read(0, 100)
 
 
 def test_high_watermark_is_clamped(log: PartitionLog) -> None:

@@ -85,10 +85,10 @@ def check_log(log: PartitionLog, read_sizes: list[int], probes: list[int]) -> No
     for offset in range(log.log_end_offset):
         for max_bytes in read_sizes:
             result = log.read(offset, max_bytes)
-            assert result.read_bytes() == expected_read(segments, offset, max_bytes)
-    assert log.read(log.log_end_offset, 100).records is None
-    # Index lookups: every index entry points at a batch that starts there, and locate()
-    # agrees with a scan for every offset.
+            assert result.records == expected_read(segments, offset, max_bytes)
+    assert log.read(log.log_end_offset, 100).records == b""
+    # Index lookups: every index entry points at a batch that starts there, and
+    # translate_offset() agrees with a scan for every offset.
     for segment, batches in zip(log.segments, segments, strict=True):
         positions = {}
         position = 0
@@ -99,7 +99,7 @@ def check_log(log: PartitionLog, read_sizes: list[int], probes: list[int]) -> No
             assert positions[segment.base_offset + offset] == pos
         for batch in batches:
             for offset in range(batch.base_offset, batch.next_offset):
-                info = segment.locate(offset)
+                info = segment.translate_offset(offset)
                 assert (info.base_offset, info.position) == (
                     batch.base_offset,
                     positions[batch.base_offset],

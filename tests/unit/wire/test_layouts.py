@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import construct as cs
@@ -102,3 +103,78 @@ def test_batch_sizes_and_offsets_derive_from_the_declaration() -> None:
 )
 def test_record_header_structs_are_big_endian(twin: struct.Struct, fmt: str) -> None:
     assert twin.format == fmt
+
+
+# Every byte offset into a batch that layouts.py derives: the field it starts (or ends) at and
+# its value. The declaration decides the values, the on-disk format pins them.
+BATCH_FIELD_EDGES = [
+    pytest.param("BATCH_BASE_OFFSET_OFFSET", "base_offset", "start", 0, id="base-offset"),
+    pytest.param("BATCH_LENGTH_OFFSET", "length", "start", 8, id="length"),
+    pytest.param("BATCH_LOG_OVERHEAD", "length", "end", 12, id="log-overhead"),
+    pytest.param("BATCH_LEADER_EPOCH_OFFSET", "leader_epoch", "start", 12, id="leader-epoch"),
+    pytest.param("BATCH_STAMPED_SIZE", "leader_epoch", "end", 16, id="stamped-size"),
+    pytest.param("BATCH_MAGIC_OFFSET", "magic", "start", 16, id="magic"),
+    pytest.param("BATCH_CRC_OFFSET", "crc", "start", 17, id="crc"),
+    pytest.param("BATCH_CRC_START", "attributes", "start", 21, id="crc-start"),
+    pytest.param("BATCH_MAX_TIMESTAMP_OFFSET", "max_timestamp", "start", 35, id="max-timestamp"),
+]
+BATCH_FIELD_TWINS = [
+    pytest.param(L.BATCH_STAMP_STRUCT, 0, ("base_offset", "length", "leader_epoch"), id="stamp"),
+    pytest.param(L.BATCH_LENGTH_STRUCT, L.BATCH_LENGTH_OFFSET, ("length",), id="length"),
+    pytest.param(
+        L.BATCH_MAX_TIMESTAMP_STRUCT, L.BATCH_MAX_TIMESTAMP_OFFSET, ("max_timestamp",), id="max-ts"
+    ),
+]
+
+
+def marked_batch_header() -> tuple[dict[str, int], bytes]:
+    """A header built from the declaration in which no two bytes are equal (byte k of field i
+    is ``8 * i + k + 1``), so a field's bytes are found only where it is, in its order."""
+    values = {}
+    for i, field in enumerate(L.BATCH_HEADER.subcons):
+        marks = bytes(8 * i + k + 1 for k in range(field.sizeof()))
+        values[field.name] = int.from_bytes(marks, "big")
+    return values, L.BATCH_HEADER.build(values)
+
+
+def extreme_batch_header() -> tuple[dict[str, int], bytes]:
+    """A header whose signed fields hold their smallest value and unsigned ones their largest:
+    a twin with the wrong signedness reads them differently."""
+    values = {}
+    for field in L.BATCH_HEADER.subcons:
+        fmt = field.subcon.fmtstr
+        bits = 8 * struct.calcsize(fmt)
+        values[field.name] = -(2 ** (bits - 1)) if fmt[-1].islower() else 2**bits - 1
+    return values, L.BATCH_HEADER.build(values)
+
+
+def field_bytes(name: str, value: int) -> bytes:
+    (field,) = [f for f in L.BATCH_HEADER.subcons if f.name == name]
+    return bytes(field.build(value))
+
+
+@pytest.mark.parametrize(("constant", "name", "edge", "pinned"), BATCH_FIELD_EDGES)
+def test_batch_offsets_sit_at_their_field_in_the_declaration(
+    constant: str, name: str, edge: str, pinned: int
+) -> None:
+    values, header = marked_batch_header()
+    at = getattr(L, constant)
+    expected = field_bytes(name, values[name])
+    start = at if edge == "start" else at - len(expected)
+
+    assert header[start : start + len(expected)] == expected
+    assert at == pinned
+
+
+@pytest.mark.parametrize("header", [marked_batch_header, extreme_batch_header])
+@pytest.mark.parametrize(("twin", "at", "names"), BATCH_FIELD_TWINS)
+def test_batch_field_twins_read_their_fields(
+    twin: struct.Struct,
+    at: int,
+    names: tuple[str, ...],
+    header: Callable[[], tuple[dict[str, int], bytes]],
+) -> None:
+    values, built = header()
+
+    assert twin.unpack_from(built, at) == tuple(values[n] for n in names)
+    assert twin.pack(*(values[n] for n in names)) == built[at : at + twin.size]

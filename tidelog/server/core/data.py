@@ -155,9 +155,10 @@ class DataApis:
                 budget = min(max(p.max_bytes, 0), max_bytes - total)
                 payload = b""
                 if total == 0 or budget > 0:
-                    read = plog.read(p.offset, budget, max_offset=plog.high_watermark)
-                    if total == 0 or read.size <= budget:
-                        payload = read.read_bytes()
+                    read = plog.read(
+                        p.offset, budget, max_offset=plog.high_watermark, min_one_batch=total == 0
+                    )
+                    payload = read.records
             except BrokerError as exc:
                 results.append(m.FetchPartitionResult(p.topic, p.partition, exc.code, exc.message))
                 continue

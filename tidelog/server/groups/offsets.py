@@ -165,7 +165,7 @@ class OffsetStore:
             read = log.read(offset, READ_CHUNK)
             if read.size == 0:
                 break
-            for batch in iter_batches(read.read_bytes()):
+            for batch in iter_batches(read.records):
                 for record in batch.records():
                     if record.offset < offset or record.key is None:
                         continue

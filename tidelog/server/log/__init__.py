@@ -19,16 +19,18 @@ from .files import Files, FileSystem, OsFileSystem, SyncJob, storage_error
 from .flush import GroupCommitter
 from .index import OffsetIndex, TimeIndex
 from .loader import LoadReport
+from .logfile import LogOfflineError
 from .manager import LogManager, TopicInfo
-from .partition import AppendInfo, LogReadResult, PartitionLog, TimestampOffset
-from .segment import FileSlice, LogOfflineError, LogSegment, RecoveryReport
+from .partition import PartitionLog
+from .results import AppendInfo, FetchData, LogReadResult, RecoveryReport, TimestampOffset
+from .segment import LogSegment
 
 __all__ = [
     "AppendInfo",
     "Clock",
     "Fault",
     "FaultyFileSystem",
-    "FileSlice",
+    "FetchData",
     "FileSystem",
     "Files",
     "FlushPolicy",

@@ -9,7 +9,8 @@
 An entry is added every ``index_interval_bytes`` of batches, so both are small enough to hold
 in memory (``array``, 8 or 12 bytes an entry) and binary-search with ``bisect``. They are
 written to disk lazily -- when the segment rolls and when the log closes -- because recovery
-rebuilds the indexes of every segment it scans anyway. No asyncio here.
+rebuilds the indexes of every segment it scans anyway. :class:`SegmentIndexes` is the pair of a
+segment, with the bookkeeping that adds their entries as batches are appended. No asyncio here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import ClassVar, Final
 
 from .files import CREATE, Files
 
+INDEX_SUFFIX: Final = ".index"
+TIME_INDEX_SUFFIX: Final = ".timeindex"
 OFFSET_ENTRY: Final = struct.Struct(">iI")
 TIME_ENTRY: Final = struct.Struct(">qi")
 
@@ -218,3 +221,115 @@ class TimeIndex(_SparseIndex):
                 return False
             previous_key, previous_value = key, value
         return previous_value <= max_rel
+
+
+class SegmentIndexes:
+    """A segment's two indexes, kept in step with its log: an entry in each every ``interval``
+    bytes of batches, and the largest timestamp so far, which a sealed segment's time index
+    ends with (retention reads it there).
+
+    Appends and rebuilds both go through :meth:`track`, so a rebuilt index is identical to the
+    one appends produced.
+    """
+
+    __slots__ = (
+        "_base_offset",
+        "_bytes_since_entry",
+        "interval",
+        "max_timestamp",
+        "max_timestamp_offset",
+        "offset_index",
+        "time_index",
+    )
+
+    def __init__(self, stem: str, base_offset: int, interval: int) -> None:
+        self.offset_index = OffsetIndex(stem + INDEX_SUFFIX, base_offset)
+        self.time_index = TimeIndex(stem + TIME_INDEX_SUFFIX, base_offset)
+        self.interval = interval
+        self._base_offset = base_offset
+        self.max_timestamp: int | None = None
+        """The largest batch timestamp tracked (``None``: none yet, or not established)."""
+        self.max_timestamp_offset = base_offset
+        self._bytes_since_entry = 0
+
+    @property
+    def paths(self) -> tuple[str, str]:
+        return self.offset_index.path, self.time_index.path
+
+    @property
+    def loaded(self) -> bool:
+        return self.offset_index.loaded and self.time_index.loaded
+
+    @property
+    def version(self) -> int:
+        """Changes whenever either file is written: whether they need an fsync."""
+        return self.offset_index.version + self.time_index.version
+
+    def track(self, position: int, size: int, base_offset: int, max_timestamp: int) -> None:
+        """Account for the batch of ``size`` bytes at ``position`` (per append: keep it cheap)."""
+        max_ts = self.max_timestamp
+        if max_ts is None or max_timestamp > max_ts:
+            self.max_timestamp = max_ts = max_timestamp
+            self.max_timestamp_offset = base_offset
+        if self._bytes_since_entry > self.interval:
+            self.offset_index.append(base_offset, position)
+            self.time_index.maybe_append(max_ts, self.max_timestamp_offset)
+            self._bytes_since_entry = size
+        else:
+            self._bytes_since_entry += size
+
+    def load(self, files: Files, log_size: int, max_relative_offset: int, sealed: bool) -> bool:
+        """Read both files; ``False`` if either is missing or fails a sanity check."""
+        ok = self.offset_index.load(files, log_size, max_relative_offset)
+        ok = self.time_index.load(files, log_size, max_relative_offset) and ok
+        # A sealed segment with data always has its max timestamp entry.
+        return ok and not (sealed and log_size > 0 and not len(self.time_index))
+
+    def unload(self) -> None:
+        self.offset_index.unload()
+        self.time_index.unload()
+
+    def resume(self, log_size: int) -> None:
+        """Continue appending after a load or a truncation: count the bytes since the last
+        offset index entry again."""
+        _, last_position = self.offset_index.last()
+        self._bytes_since_entry = log_size - last_position
+
+    def reset(self) -> None:
+        """Forget every entry and the max timestamp: a rebuild follows."""
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.set_max_timestamp(None)
+        self._bytes_since_entry = 0
+
+    def set_max_timestamp(self, entry: tuple[int, int] | None) -> None:
+        """(timestamp, base offset of its batch), as found in the files; ``None``: unknown."""
+        if entry is None:
+            self.max_timestamp, self.max_timestamp_offset = None, self._base_offset
+        else:
+            self.max_timestamp, self.max_timestamp_offset = entry
+
+    def append_max_timestamp(self) -> None:
+        """End the time index with the max timestamp (a segment being sealed)."""
+        if self.max_timestamp is not None:
+            self.time_index.maybe_append(self.max_timestamp, self.max_timestamp_offset)
+
+    def persist(self, files: Files) -> None:
+        """Write the entries the files lack, ending with the max timestamp entry."""
+        self.append_max_timestamp()
+        self.offset_index.persist(files)
+        self.time_index.persist(files)
+
+    def rewrite(self, files: Files, *, sealed: bool) -> None:
+        """Replace both files with the entries in memory (after a rebuild)."""
+        if sealed:
+            self.append_max_timestamp()
+        self.offset_index.rewrite(files)
+        self.time_index.rewrite(files)
+
+    def truncate_to(self, offset: int, files: Files) -> None:
+        """Drop the entries of offsets >= ``offset``; the max timestamp is unknown until the
+        caller establishes it again."""
+        self.offset_index.truncate_to(offset, files)
+        self.time_index.truncate_to(offset, files)
+        self.set_max_timestamp(None)

@@ -21,14 +21,9 @@ from tidelog.wire.errors import StorageError
 
 from .cache import HandleCache
 from .files import Files, Handle
-from .segment import (
-    DELETED_SUFFIX,
-    INDEX_SUFFIX,
-    LOG_SUFFIX,
-    TIME_INDEX_SUFFIX,
-    LogSegment,
-    delete_segments,
-)
+from .index import INDEX_SUFFIX, TIME_INDEX_SUFFIX
+from .segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
+from .segments import delete_segments
 
 logger = logging.getLogger("tidelog.server.log")
 

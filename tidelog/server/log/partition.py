@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-from bisect import bisect_right
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import NamedTuple
 
 from tidelog.wire.errors import (
     CorruptBatchError,
@@ -29,69 +25,24 @@ from tidelog.wire.errors import (
     UnsupportedCompressionCodeError,
     UnsupportedCompressionError,
 )
-from tidelog.wire.layouts import BATCH_LEADER_EPOCH_OFFSET
+from tidelog.wire.layouts import BATCH_LOG_OVERHEAD, BATCH_STAMP_STRUCT, BATCH_STAMPED_SIZE
 from tidelog.wire.records import Buffer, RecordBatch
 
 from .cache import HandleCache
 from .config import INT32_MAX, Clock, TopicConfig, system_clock
-from .files import Files, Handle, SyncJob
+from .files import Files, SyncJob
 from .loader import LoadReport, load_segments
-from .segment import FileSlice, LogOfflineError, LogSegment, delete_segments
+from .logfile import LogOfflineError
+from .results import AppendInfo as AppendInfo
+from .results import LogReadResult as LogReadResult
+from .results import TimestampOffset as TimestampOffset
+from .segment import LogSegment
+from .segments import LogSegments
 
 logger = logging.getLogger("tidelog.server.log")
 
-_STAMPED = BATCH_LEADER_EPOCH_OFFSET + 4
-"""The batch prefix the broker stamps (base offset, length, leader epoch): outside the CRC."""
-_STAMP = struct.Struct(">qii")
-assert _STAMP.size == _STAMPED
 _new_tuple = tuple.__new__
 """Builds an :class:`AppendInfo` straight from C: its generated ``__new__`` costs 2x."""
-
-
-class AppendInfo(NamedTuple):
-    """Where an appended batch landed. (A named tuple: it is built on every append, and a
-    frozen dataclass costs four times as much to create.)"""
-
-    base_offset: int
-    last_offset: int
-    record_count: int
-    max_timestamp: int
-    size: int
-    log_start_offset: int
-
-    @property
-    def next_offset(self) -> int:
-        return self.last_offset + 1
-
-
-@dataclass(frozen=True, slots=True)
-class LogReadResult:
-    """Whole batches from one segment (``records`` is ``None`` when there is nothing to read
-    yet), and the partition's offsets at the time of the read."""
-
-    records: FileSlice | None
-    first_offset: int
-    """Base offset of the first batch returned (at or before the offset asked for)."""
-    next_offset: int
-    """The offset to fetch next: just after the last batch returned."""
-    log_start_offset: int
-    high_watermark: int
-    log_end_offset: int
-
-    @property
-    def size(self) -> int:
-        return 0 if self.records is None else self.records.length
-
-    def read_bytes(self) -> bytes:
-        return b"" if self.records is None else self.records.read_bytes()
-
-
-@dataclass(frozen=True, slots=True)
-class TimestampOffset:
-    """The first record at or after a timestamp."""
-
-    offset: int
-    timestamp: int
 
 
 class PartitionLog:
@@ -116,8 +67,7 @@ class PartitionLog:
         self._clock = clock
         self._files = files
         self._cache = cache
-        self._segments = segments
-        self._bases = [s.base_offset for s in segments]
+        self._segments = LogSegments(directory, segments, files, cache)
         self._leo = segments[-1].next_offset
         self._hw = self._leo
         self._rp = self._leo
@@ -184,7 +134,7 @@ class PartitionLog:
 
     @property
     def log_start_offset(self) -> int:
-        return self._segments[0].base_offset
+        return self._segments.first.base_offset
 
     @property
     def log_end_offset(self) -> int:
@@ -212,11 +162,11 @@ class PartitionLog:
 
     @property
     def active_segment(self) -> LogSegment:
-        return self._segments[-1]
+        return self._segments.active
 
     @property
     def size_in_bytes(self) -> int:
-        return sum(s.size for s in self._segments)
+        return self._segments.size_in_bytes
 
     @property
     def offline(self) -> StorageError | None:
@@ -277,8 +227,8 @@ class PartitionLog:
             # into a copy of the 16-byte prefix: the batch itself is written as it came.
             base = leo
             data: list[Buffer] = [
-                _STAMP.pack(base, size - 12, leader_epoch),
-                memoryview(batch)[_STAMPED:],
+                BATCH_STAMP_STRUCT.pack(base, size - BATCH_LOG_OVERHEAD, leader_epoch),
+                memoryview(batch)[BATCH_STAMPED_SIZE:],
             ]
         else:
             base = parsed.base_offset
@@ -290,7 +240,7 @@ class PartitionLog:
         count = parsed.record_count
         max_timestamp = parsed.max_timestamp
         now = self._clock()
-        segment = self._segments[-1]
+        segment = self._segments.active
         if segment.size and (
             segment.size + size > config.segment_bytes
             or (
@@ -316,28 +266,17 @@ class PartitionLog:
                 logger.warning("%s: %s", self.name, exc.message)
         return _new_tuple(
             AppendInfo,
-            (base, base + count - 1, count, max_timestamp, size, self._segments[0].base_offset),
+            (base, base + count - 1, count, max_timestamp, size, self._segments.first.base_offset),
         )
 
     def roll(self) -> LogSegment:
         """Start a new active segment at the log end offset (no-op if the active segment is
         empty). The old one's indexes are written; a background flush fsyncs it."""
         self._check_usable()
-        old = self._segments[-1]
+        old = self._segments.active
         if old.size == 0:
             return old
-        new = LogSegment.create(
-            self.directory, self._leo, self._files, self._cache, self._config.index_interval_bytes
-        )
-        try:
-            old.seal()
-        except StorageError:
-            with suppress(StorageError):  # the first error is the one to report
-                delete_segments([new], self._files, self.directory)
-            old.make_writable()
-            raise
-        self._segments.append(new)
-        self._bases.append(new.base_offset)
+        new = self._segments.roll(self._leo, self._config.index_interval_bytes)
         self._dir_dirty = True
         self._sealed.append(old)
         logger.debug("%s: rolled a new segment at offset %d", self.name, new.base_offset)
@@ -345,11 +284,19 @@ class PartitionLog:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> LogReadResult:
-        """Whole batches from the one holding ``offset``: at most ``max_bytes`` but always at
-        least one batch, from a single segment, and only batches that end at or before
-        ``max_offset`` (a consumer passes the high watermark). Costs an index lookup and a
-        few header reads, never a parse.
+    def read(
+        self,
+        offset: int,
+        max_bytes: int,
+        *,
+        max_offset: int | None = None,
+        min_one_batch: bool = True,
+    ) -> LogReadResult:
+        """Whole batches from the one holding ``offset``, from a single segment: at most
+        ``max_bytes`` -- but with ``min_one_batch`` always at least one batch -- and only
+        batches that end at or before ``max_offset`` (a consumer passes the high watermark).
+        Costs an index lookup, a few header reads and one copy, never a parse
+        (:meth:`LogSegment.read`).
 
         At the log end offset (or ``max_offset``) the result is empty: a consumer waiting for
         data. Below the log start or past the end: :class:`OffsetOutOfRangeError`.
@@ -365,21 +312,19 @@ class PartitionLog:
             )
         upper = leo if max_offset is None else min(max_offset, leo)
         if offset >= upper:
-            return self._result(None, offset, offset)
-        segment = self._segments[bisect_right(self._bases, offset) - 1]
-        first = segment.locate(offset)
-        if first.next_offset > upper:
-            return self._result(None, offset, offset)
-        if upper >= segment.next_offset:
-            end, end_offset = segment.size, segment.next_offset
-        else:
-            bound = segment.locate(upper)
-            end, end_offset = bound.position, bound.base_offset
-        stop, next_offset = segment.fit(first, first.position + max_bytes, end, end_offset)
-        records = FileSlice(segment.log_path, first.position, stop - first.position, segment)
-        return self._result(records, first.base_offset, next_offset)
+            return self._result(b"", offset, offset)
+        segment = self._segments.floor(offset)
+        # Like Kafka's high watermark metadata: the position where the batch holding
+        # ``upper`` starts, looked up only when ``upper`` is inside this segment.
+        max_position = None
+        if upper < segment.next_offset:
+            max_position = segment.translate_offset(upper).position
+        fetched = segment.read(offset, max_bytes, max_position, min_one_batch)
+        if fetched is None:
+            raise OffsetOutOfRangeError(f"offset {offset} is not in {segment.log_path}")
+        return self._result(fetched.records, fetched.first_offset, fetched.next_offset)
 
-    def _result(self, records: FileSlice | None, first: int, next_offset: int) -> LogReadResult:
+    def _result(self, records: bytes, first: int, next_offset: int) -> LogReadResult:
         return LogReadResult(
             records, first, next_offset, self.log_start_offset, self._hw, self._leo
         )
@@ -403,27 +348,10 @@ class PartitionLog:
         that break either, never the active one nor data at or above the high watermark.
         Advances the log start offset; returns how many segments were deleted."""
         self._check_usable()
-        config = self._config
-        now = self._clock()
-        candidates = [s for s in self._segments[:-1] if s.next_offset <= self._hw]
-        by_time = by_size = 0
-        if config.retention_ms >= 0:
-            for segment in candidates:
-                largest = segment.max_timestamp
-                if largest is not None and now - largest <= config.retention_ms:
-                    break
-                by_time += 1
-        if config.retention_bytes >= 0:
-            excess = self.size_in_bytes - config.retention_bytes
-            for segment in candidates:
-                if excess - segment.size < 0:
-                    break
-                excess -= segment.size
-                by_size += 1
-        count = max(by_time, by_size)
+        doomed = self._segments.expired(self._config, self._clock(), self._hw)
+        count = len(doomed)
         if count:
-            doomed = self._segments[:count]
-            deleted = self._delete(doomed)
+            deleted = self._segments.delete(doomed)
             self._rp = max(self._rp, self.log_start_offset)
             logger.info(
                 "%s: retention deleted %d segment(s) (%d bytes); the log now starts at %d",
@@ -433,25 +361,6 @@ class PartitionLog:
                 self.log_start_offset,
             )
         return count
-
-    def _delete(self, doomed: list[LogSegment]) -> int:
-        """Delete whole segments crash-safely: rename each to ``*.deleted`` (dropping it from
-        the log once its ``.log`` is renamed), fsync the directory, then remove the files. A
-        failure leaves every segment either fully in the log or gone from it."""
-        renamed: list[str] = []
-        deleted = 0
-        try:
-            for segment in doomed:
-                renamed.extend(segment.rename_for_deletion())
-                self._segments.remove(segment)
-                deleted += segment.size
-        finally:
-            self._bases = [s.base_offset for s in self._segments]
-            if renamed:
-                self._files.sync_dir(self.directory)
-                for path in renamed:
-                    self._files.remove(path, missing_ok=True)
-        return deleted
 
     def truncate_to(self, offset: int) -> None:
         """Remove every batch holding an offset >= ``offset``. A batch is never split: the log
@@ -466,21 +375,16 @@ class PartitionLog:
             self.truncate_fully_and_start_at(offset)
             return
         try:
-            later = [s for s in self._segments if s.base_offset >= offset]
-            self._delete(list(reversed(later)))
-            segment = self._segments[-1]
-            if not segment.active:
-                segment.make_active(self._clock())
-            removed = segment.truncate_to(offset)
+            deleted, removed = self._segments.truncate_to(offset, self._clock())
         except StorageError as exc:
             self._go_offline(exc)
             raise
-        self._after_truncation(segment.next_offset)
+        self._after_truncation(self._segments.active.next_offset)
         logger.info(
             "%s: truncated to offset %d (%d segment(s) and %d bytes removed)",
             self.name,
             self._leo,
-            len(later),
+            deleted,
             removed,
         )
 
@@ -491,15 +395,10 @@ class PartitionLog:
         if offset < 0:
             raise ValueError(f"cannot start a log at negative offset {offset}")
         try:
-            self._delete(list(reversed(self._segments)))
-            segment = LogSegment.create(
-                self.directory, offset, self._files, self._cache, self._config.index_interval_bytes
-            )
+            self._segments.restart_at(offset, self._config.index_interval_bytes)
         except StorageError as exc:
             self._go_offline(exc)
             raise
-        self._segments = [segment]
-        self._bases = [offset]
         self._dir_dirty = True
         self._after_truncation(offset)
         self._rp = self._hw = offset
@@ -519,34 +418,9 @@ class PartitionLog:
         synced (of every segment with ``all_indexes``), and the directory if segments were
         created. Cheap -- it looks only at the newest segments -- and runs on the loop."""
         self._check_usable()
-        if all_indexes:
-            candidates = list(self._segments)
-        else:
-            candidates = []
-            for segment in reversed(self._segments):
-                if segment.size and segment.next_offset <= self._rp:
-                    break  # this one and every older one are durable
-                candidates.append(segment)
-            candidates.extend(s for s in self._sealed if s not in candidates and not s.deleted)
-        handles: list[Handle] = []
-        versions: list[tuple[object, int]] = []
-        try:
-            for segment in candidates:
-                needs_data = segment.size > 0 and segment.next_offset > self._rp
-                version = segment.index_version
-                needs_index = (all_indexes or not segment.active) and (
-                    version != segment.index_synced_version
-                )
-                if needs_data or needs_index:
-                    handles.extend(segment.sync_handles(with_indexes=needs_index))
-                if needs_index:
-                    versions.append((segment, version))
-            if self._dir_dirty:
-                handles.append(self._files.open_dir(self.directory))
-        except StorageError:
-            for handle in handles:
-                handle.close_quietly()
-            raise
+        handles, versions = self._segments.sync_handles(
+            self._rp, self._sealed, all_indexes=all_indexes, directory=self._dir_dirty
+        )
         self._dir_dirty = False
         return SyncJob(self._leo, self._generation, handles, versions)
 
@@ -577,7 +451,7 @@ class PartitionLog:
     def needs_background_flush(self) -> bool:
         """Whether a rolled segment (its data or its indexes) has not been fsynced yet: the
         background flush that every policy gets, so recovery rarely rescans old segments."""
-        return self._rp < self._segments[-1].base_offset or bool(self._sealed)
+        return self._rp < self._segments.active.base_offset or bool(self._sealed)
 
     def flush(self, *, all_indexes: bool = False) -> None:
         """fsync everything appended so far, on the calling thread."""
@@ -594,7 +468,7 @@ class PartitionLog:
             return
         try:
             if self._offline is None:
-                self._segments[-1].persist_indexes()
+                self._segments.active.persist_indexes()
                 self.flush(all_indexes=True)
         except StorageError as exc:
             self._go_offline(exc)

@@ -2,17 +2,25 @@
 
 Both read in chunks and never parse records. ``scan_headers`` trusts the CRC to have been
 checked before (at append or by recovery) and checks that each header is plausible and that
-offsets follow on; ``check_batches`` verifies every batch's CRC, sizes and counts.
+offsets follow on; ``check_batches`` verifies every batch's CRC, sizes and counts. The
+timestamp helpers at the end consume a header walk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from tidelog.wire.errors import CorruptBatchError
-from tidelog.wire.layouts import BATCH_HEADER_SIZE, BATCH_HEADER_STRUCT, BATCH_MAGIC
+from tidelog.wire.errors import CorruptBatchError, StorageError
+from tidelog.wire.layouts import (
+    BATCH_HEADER_SIZE,
+    BATCH_HEADER_STRUCT,
+    BATCH_LENGTH_OFFSET,
+    BATCH_LENGTH_STRUCT,
+    BATCH_LOG_OVERHEAD,
+    BATCH_MAGIC,
+)
 from tidelog.wire.records import RecordBatch
 
 from .files import Handle
@@ -47,6 +55,10 @@ class SegmentDamage(Exception):
         self.at_start = at_start
 
 
+class StaleIndexError(Exception):
+    """An index entry does not match the log (rebuilding the indexes from the log fixes it)."""
+
+
 def scan_headers(handle: Handle, start: int, end: int, expected: int | None) -> Iterator[BatchInfo]:
     """Walk batch headers from ``start`` (a batch boundary) up to ``end``, checking that each
     is plausible and that offsets follow on from ``expected``; raise :class:`SegmentDamage`
@@ -65,7 +77,7 @@ def scan_headers(handle: Handle, start: int, end: int, expected: int | None) -> 
             if len(buf) < _HEADER_SIZE:
                 raise SegmentDamage(pos, "the file is shorter than expected", pos == start)
         base, length, _epoch, magic, _crc, _attrs, delta, _ts, max_ts, *_ = unpack(buf, rel)
-        size = length + 12
+        size = length + BATCH_LOG_OVERHEAD
         if size < _HEADER_SIZE or magic != BATCH_MAGIC or delta < 0:
             raise SegmentDamage(pos, "no valid batch header", pos == start)
         if pos + size > end:
@@ -100,12 +112,13 @@ def check_batches(handle: Handle, base_offset: int) -> CheckedPrefix:
     reason = ""
     while pos < file_size:
         rel = pos - buf_start
-        if len(buf) - rel < 12:
+        if len(buf) - rel < BATCH_LOG_OVERHEAD:
             buf, buf_start, rel = handle.pread(RECOVERY_CHUNK, pos), pos, 0
-        if len(buf) - rel < 12:
+        if len(buf) - rel < BATCH_LOG_OVERHEAD:
             reason = "the file ends inside a batch header"
             break
-        size = int.from_bytes(buf[rel + 8 : rel + 12], "big", signed=True) + 12
+        (length,) = BATCH_LENGTH_STRUCT.unpack_from(buf, rel + BATCH_LENGTH_OFFSET)
+        size = length + BATCH_LOG_OVERHEAD
         if size < _HEADER_SIZE:
             reason = f"impossible batch length {size}"
             break
@@ -133,3 +146,34 @@ def check_batches(handle: Handle, base_offset: int) -> CheckedPrefix:
         batches.append(BatchInfo(pos, size, batch.base_offset, expected, batch.max_timestamp))
         pos += size
     return CheckedPrefix(batches, pos, file_size, reason)
+
+
+def largest_timestamp(
+    infos: Iterable[BatchInfo], start: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """(max timestamp, base offset of its batch) over ``start`` and the walked batches; the
+    first batch to reach a timestamp wins a tie."""
+    best = start
+    for info in infos:
+        if best is None or info.max_timestamp > best[0]:
+            best = (info.max_timestamp, info.base_offset)
+    return best
+
+
+def find_timestamp(
+    infos: Iterable[BatchInfo], read: Callable[[int, int], bytes], timestamp: int, path: str
+) -> tuple[int, int] | None:
+    """(offset, timestamp) of the first record at or after ``timestamp``: the walk stops at
+    the first batch whose max timestamp reaches it, and ``read`` fetches that batch alone to
+    decode its records. ``None`` if no walked batch reaches it."""
+    for info in infos:
+        if info.max_timestamp >= timestamp:
+            data = read(info.position, info.size)
+            try:
+                records = RecordBatch.parse(data).records()
+            except CorruptBatchError as exc:
+                raise StorageError(f"corrupt batch in {path} at {info.position}: {exc}") from exc
+            for record in records:
+                if record.timestamp >= timestamp:
+                    return record.offset, record.timestamp
+    return None
