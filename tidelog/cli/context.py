@@ -10,7 +10,7 @@ from typing import Any, Final, TypeVar
 import typer
 from rich.console import Console
 
-from tidelog.wire.api import DEFAULT_BROKER_PORT
+from tidelog.client import DEFAULT_BROKER_PORT
 
 T = TypeVar("T")
 

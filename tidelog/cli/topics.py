@@ -8,9 +8,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tidelog.client import AdminClient, OffsetSpec, TopicPartition
-from tidelog.wire.errors import TopicAlreadyExistsError
-from tidelog.wire.messages import ConfigSource
+from tidelog.client import (
+    AdminClient,
+    ConfigSource,
+    OffsetSpec,
+    TopicAlreadyExistsError,
+    TopicPartition,
+)
 
 from . import context, parsing
 from .errors import CliError, CliUsageError, command

@@ -3,11 +3,20 @@ group) and :class:`AdminClient`.
 
 Loop-agnostic asyncio (uvloop is welcome but not required). Errors are typed:
 :mod:`tidelog.client.errors` re-exports the broker's error classes (each with ``retriable``)
-and adds the client's own.
+and adds the client's own. The wire names a user of the client needs (the default port, enums
+of its arguments and answers, the broker errors worth catching) are re-exported here, so
+programs built on the client (the CLI among them) never import :mod:`tidelog.wire`.
 """
 
+from tidelog.wire.api import DEFAULT_BROKER_PORT
 from tidelog.wire.compression import Compression
-from tidelog.wire.messages import Acks, OffsetSpec
+from tidelog.wire.errors import (
+    InvalidConfigError,
+    MessageTooLargeError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+from tidelog.wire.messages import Acks, ConfigSource, OffsetSpec
 
 from .accumulator import RecordFuture
 from .admin import (
@@ -36,6 +45,7 @@ from .errors import (
     ConnectionClosedError,
     DeliveryTimeoutError,
     NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
     ProducerBufferFullError,
     RecordDeserializationError,
     RequestTimeoutError,
@@ -49,6 +59,7 @@ from .producer import Producer
 from .types import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
 
 __all__ = [
+    "DEFAULT_BROKER_PORT",
     "Acks",
     "AdminClient",
     "Backoff",
@@ -63,6 +74,7 @@ __all__ = [
     "CommitFailedError",
     "Compression",
     "ConfigEntry",
+    "ConfigSource",
     "Connection",
     "ConnectionClosedError",
     "Consumer",
@@ -72,12 +84,15 @@ __all__ = [
     "GroupListing",
     "GroupMemberDescription",
     "GroupPartitionOffsets",
+    "InvalidConfigError",
     "LogDirDescription",
     "LogDirPartition",
+    "MessageTooLargeError",
     "NewTopic",
     "NoOffsetForPartitionError",
     "OffsetAndMetadata",
     "OffsetAndTimestamp",
+    "OffsetOutOfRangeError",
     "OffsetSpec",
     "Partitioner",
     "Producer",
@@ -89,8 +104,10 @@ __all__ = [
     "RequestTimeoutError",
     "TidelogConnectionError",
     "TidelogError",
+    "TopicAlreadyExistsError",
     "TopicDescription",
     "TopicPartition",
+    "UnknownTopicOrPartitionError",
     "key_hash",
     "partition_for_key",
 ]

@@ -1,8 +1,10 @@
 """Broker configuration: defaults, overridden by a TOML file, then ``TIDELOG_*`` environment
 variables, then explicit arguments (command-line options).
 
-Every setting is a field of :class:`BrokerConfig` with its default and a one-line doc in
-``SETTINGS_DOC``; ``tidelog serve --help`` and docs/OPERATIONS.md are generated from them.
+Every setting is declared once, as a field of :class:`BrokerConfig` with its default, a doc
+line, an example and its allowed range; :data:`SETTINGS` reads them back, and
+``tidelog serve``'s options, ``python -m tidelog.server`` and :meth:`BrokerConfig.validate` are
+built from it (docs/OPERATIONS.md lists the same settings; a test keeps it complete).
 """
 
 from __future__ import annotations
@@ -13,48 +15,158 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from types import UnionType
+from typing import Any, Final, TypeVar, get_args, get_origin, get_type_hints
 
 from tidelog.wire.api import DEFAULT_BROKER_PORT
 from tidelog.wire.frame import DEFAULT_MAX_FRAME_SIZE
 
 ENV_PREFIX: Final = "TIDELOG_"
 DEFAULT_PORT: Final = DEFAULT_BROKER_PORT
+DEFAULT_DATA_DIR: Final = Path("./tidelog-data")
+LIMITS: Final = "Limits and timeouts"
+GROUPS: Final = "Consumer groups"
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A setting has a bad name or value; the message names the setting and the source."""
 
 
+def _setting(
+    default: T,
+    doc: str,
+    example: str,
+    *,
+    group: str = "",
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> T:
+    """A field of :class:`BrokerConfig`; the keywords after ``default`` become a
+    :class:`Setting` (see there)."""
+    meta = {"doc": doc, "example": example, "group": group, "low": low, "high": high}
+    return field(default=default, metadata=meta | {"low_open": low_open})
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     """Everything a broker process needs to know. Frozen: change it by building a new one."""
 
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    data_dir: Path = Path("./tidelog-data")
-    broker_id: int = 0
-    cluster_id: str = "tidelog"
-    advertised_host: str | None = None
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    max_inflight_requests: int = 128
-    max_connection_buffer: int = 32 * 1024 * 1024
-    idle_timeout_s: float = 600.0
-    handshake_timeout_s: float = 30.0
-    shutdown_timeout_s: float = 10.0
-    auto_create_topics: bool = True
-    default_partitions: int = 1
-    max_fetch_wait_ms: int = 60_000
-    max_fetch_bytes: int = 32 * 1024 * 1024
-    topic_defaults: dict[str, str] = field(default_factory=dict)
-    retention_check_interval_ms: int = 5 * 60 * 1000
-    group_heartbeat_interval_ms: int = 3_000
-    group_min_session_timeout_ms: int = 1_000
-    group_max_session_timeout_ms: int = 300_000
-    group_max_size: int = 1_000
-    offset_metadata_max_bytes: int = 4_096
-    offsets_snapshot_records: int = 10_000
-    log_level: str = "INFO"
+    host: str = _setting("127.0.0.1", "interface to listen on", "0.0.0.0")
+    port: int = _setting(
+        DEFAULT_PORT, "TCP port to listen on (0 picks a free one)", "7070", low=0, high=65535
+    )
+    data_dir: Path = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        DEFAULT_DATA_DIR, "directory holding the topic logs", "./data"
+    )
+    broker_id: int = _setting(0, "this broker's id in a cluster", "1", low=0)
+    cluster_id: str = _setting("tidelog", "name of the cluster, reported to clients", "prod")
+    advertised_host: str | None = _setting(
+        None, "host name clients should connect to (default: host)", "broker1.internal"
+    )
+    max_frame_size: int = _setting(
+        DEFAULT_MAX_FRAME_SIZE,
+        "largest frame (metadata + data bytes) accepted from a client",
+        "16777216",
+        group=LIMITS,
+        low=1024,
+    )
+    max_inflight_requests: int = _setting(
+        128,
+        "requests per connection processed at once; reading pauses above",
+        "512",
+        group=LIMITS,
+        low=1,
+    )
+    max_connection_buffer: int = _setting(
+        32 * 1024 * 1024,
+        "request + response bytes held per connection; reading pauses above",
+        "67108864",
+        group=LIMITS,
+        low=1024,
+    )
+    idle_timeout_s: float = _setting(
+        600.0,
+        "close connections that send nothing for this long",
+        "3600",
+        group=LIMITS,
+        low=0,
+        low_open=True,
+    )
+    handshake_timeout_s: float = _setting(
+        30.0, "close connections that do not complete a handshake in time", "5", group=LIMITS
+    )
+    shutdown_timeout_s: float = _setting(
+        10.0, "how long a graceful shutdown waits for in-flight requests", "30", group=LIMITS
+    )
+    auto_create_topics: bool = _setting(
+        True, "create unknown topics on produce and metadata requests", "false"
+    )
+    default_partitions: int = _setting(
+        1, "partitions of auto-created topics and of CreateTopics with -1", "3", low=1
+    )
+    max_fetch_wait_ms: int = _setting(
+        60_000, "upper bound on a fetch's long-poll wait", "30000", group=LIMITS, low=0
+    )
+    max_fetch_bytes: int = _setting(
+        32 * 1024 * 1024,
+        "upper bound on the data bytes of one fetch response",
+        "8388608",
+        group=LIMITS,
+        low=1024,
+    )
+    topic_defaults: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "doc": "default topic configs (TOML table), e.g. retention_ms",
+            "example": "retention_ms=86400000",
+        },
+    )
+    retention_check_interval_ms: int = _setting(
+        5 * 60 * 1000,
+        "how often retention deletes expired segments",
+        "60000",
+        group=LIMITS,
+        low=1,
+    )
+    group_heartbeat_interval_ms: int = _setting(
+        3_000,
+        "heartbeat interval given to group members (at most a third of their session timeout)",
+        "1000",
+        group=GROUPS,
+        low=1,
+    )
+    group_min_session_timeout_ms: int = _setting(
+        1_000,
+        "smallest session timeout a group member may ask for",
+        "6000",
+        group=GROUPS,
+        low=1,
+    )
+    group_max_session_timeout_ms: int = _setting(
+        300_000,
+        "largest session timeout a group member may ask for",
+        "600000",
+        group=GROUPS,
+        low=1,
+    )
+    group_max_size: int = _setting(
+        1_000, "most members a consumer group may have", "100", group=GROUPS, low=1
+    )
+    offset_metadata_max_bytes: int = _setting(
+        4_096, "largest metadata string of a committed offset", "1024", group=GROUPS, low=0
+    )
+    offsets_snapshot_records: int = _setting(
+        10_000,
+        "committed-offset records between two snapshots of the offsets log (start-up replays "
+        "at most this many)",
+        "1000",
+        group=GROUPS,
+        low=1,
+    )
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR", "DEBUG")
 
     @property
     def advertised(self) -> str:
@@ -83,14 +195,14 @@ class BrokerConfig:
         path = config_file or env.get(ENV_PREFIX + "CONFIG")
         if path:
             values.update(_from_toml(Path(path)))
-        for name in _FIELDS:
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and name != "topic_defaults":
-                values[name] = _coerce(name, raw, f"${ENV_PREFIX}{name.upper()}")
+        for setting in SETTINGS.values():
+            raw = env.get(setting.env)
+            if raw is not None and setting.kind is not dict:
+                values[setting.name] = _coerce(setting.name, raw, f"${setting.env}")
         for name, value in (overrides or {}).items():
             if value is None:
                 continue
-            if name not in _FIELDS:
+            if name not in SETTINGS:
                 raise ConfigError(f"unknown setting {name!r}")
             values[name] = _coerce(name, value, f"option {name}")
         config = cls(**values)
@@ -98,73 +210,73 @@ class BrokerConfig:
         return config
 
     def validate(self) -> None:
-        checks = [
-            (0 <= self.port <= 65535, "port must be 0..65535"),
-            (self.broker_id >= 0, "broker_id must be >= 0"),
-            (self.max_frame_size >= 1024, "max_frame_size must be at least 1024 bytes"),
-            (self.max_inflight_requests >= 1, "max_inflight_requests must be >= 1"),
-            (self.max_connection_buffer >= 1024, "max_connection_buffer must be >= 1024"),
-            (self.idle_timeout_s > 0, "idle_timeout_s must be > 0"),
-            (self.default_partitions >= 1, "default_partitions must be >= 1"),
-            (self.max_fetch_wait_ms >= 0, "max_fetch_wait_ms must be >= 0"),
-            (self.max_fetch_bytes >= 1024, "max_fetch_bytes must be >= 1024"),
-            (self.retention_check_interval_ms >= 1, "retention_check_interval_ms must be >= 1"),
-            (self.group_heartbeat_interval_ms >= 1, "group_heartbeat_interval_ms must be >= 1"),
-            (
-                1 <= self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms,
-                "group_min_session_timeout_ms must be >= 1 and <= group_max_session_timeout_ms",
-            ),
-            (self.group_max_size >= 1, "group_max_size must be >= 1"),
-            (self.offset_metadata_max_bytes >= 0, "offset_metadata_max_bytes must be >= 0"),
-            (self.offsets_snapshot_records >= 1, "offsets_snapshot_records must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        """Raise :class:`ConfigError` naming the first setting outside its range."""
+        for setting in SETTINGS.values():
+            if not setting.allows(getattr(self, setting.name)):
+                raise ConfigError(f"{setting.name} must be {setting.range}")
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
+            raise ConfigError(
+                "group_min_session_timeout_ms must be <= group_max_session_timeout_ms"
+            )
 
 
-SETTINGS_DOC: Final[dict[str, str]] = {
-    "host": "interface to listen on",
-    "port": "TCP port to listen on (0 picks a free one)",
-    "data_dir": "directory holding the topic logs",
-    "broker_id": "this broker's id in a cluster",
-    "cluster_id": "name of the cluster, reported to clients",
-    "advertised_host": "host name clients should connect to (default: host)",
-    "max_frame_size": "largest frame (metadata + data bytes) accepted from a client",
-    "max_inflight_requests": "requests per connection processed at once; reading pauses above",
-    "max_connection_buffer": "request + response bytes held per connection; reading pauses above",
-    "idle_timeout_s": "close connections that send nothing for this long",
-    "handshake_timeout_s": "close connections that do not complete a handshake in time",
-    "shutdown_timeout_s": "how long a graceful shutdown waits for in-flight requests",
-    "auto_create_topics": "create unknown topics on produce and metadata requests",
-    "default_partitions": "partitions of auto-created topics and of CreateTopics with -1",
-    "max_fetch_wait_ms": "upper bound on a fetch's long-poll wait",
-    "max_fetch_bytes": "upper bound on the data bytes of one fetch response",
-    "topic_defaults": "default topic configs (TOML table), e.g. retention_ms",
-    "retention_check_interval_ms": "how often retention deletes expired segments",
-    "group_heartbeat_interval_ms": "heartbeat interval given to group members (at most a third "
-    "of their session timeout)",
-    "group_min_session_timeout_ms": "smallest session timeout a group member may ask for",
-    "group_max_session_timeout_ms": "largest session timeout a group member may ask for",
-    "group_max_size": "most members a consumer group may have",
-    "offset_metadata_max_bytes": "largest metadata string of a committed offset",
-    "offsets_snapshot_records": "committed-offset records between two snapshots of the offsets "
-    "log (start-up replays at most this many)",
-    "log_level": "DEBUG, INFO, WARNING or ERROR",
-}
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting of :class:`BrokerConfig` as users see it, read back from the field."""
 
-_FIELDS: Final = {f.name: f for f in dataclasses.fields(BrokerConfig)}
-assert set(SETTINGS_DOC) == set(_FIELDS), "every setting needs a doc line"
+    name: str
+    kind: type[Any]  # int, float, str, bool, Path or dict (a TOML table)
+    default: Any
+    doc: str  # one line, lower case, no full stop: "interface to listen on"
+    example: str  # a value as a user would type it: "0.0.0.0"
+    group: str = ""  # a heading for settings few people change (LIMITS, GROUPS)
+    low: float | None = None  # the allowed range, when there is one
+    high: float | None = None
+    low_open: bool = False  # ``low`` itself is refused
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it: ``TIDELOG_PORT``."""
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def range(self) -> str:
+        """The allowed values as text (``0..65535``, ``>= 1``, ``> 0``); empty: anything."""
+        if self.low is None:
+            return "" if self.high is None else f"<= {self.high}"
+        if self.high is not None:
+            return f"{self.low}..{self.high}"
+        return f"{'>' if self.low_open else '>='} {self.low}"
+
+    def allows(self, value: Any) -> bool:
+        """Whether ``value`` is within :attr:`range`."""
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+
+def _settings() -> dict[str, Setting]:
+    hints = get_type_hints(BrokerConfig)
+    out: dict[str, Setting] = {}
+    for f in dataclasses.fields(BrokerConfig):
+        hint = hints[f.name]
+        if isinstance(hint, UnionType):  # str | None -> str
+            (hint,) = (k for k in get_args(hint) if k is not type(None))
+        kind = get_origin(hint) or hint  # dict[str, str] -> dict
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        out[f.name] = Setting(f.name, kind, default, **f.metadata)
+    return out
+
+
+SETTINGS: Final[Mapping[str, Setting]] = _settings()
+SETTINGS_DOC: Final[Mapping[str, str]] = {name: s.doc for name, s in SETTINGS.items()}
 
 _TRUE: Final = {"1", "true", "yes", "on"}
 _FALSE: Final = {"0", "false", "no", "off"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
-    default = _FIELDS[name].default
-    kind: type[Any] = type(default) if default is not dataclasses.MISSING else dict
-    if name == "advertised_host":
-        kind = str
+    kind = SETTINGS[name].kind
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -177,8 +289,6 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if not isinstance(value, Mapping):
                 raise ValueError("expected a table of key = value")
             return {str(k): str(v) for k, v in value.items()}
-        if isinstance(default, Path):
-            return Path(value)
         if kind is int and isinstance(value, float):
             raise ValueError(f"expected an integer, got {value!r}")
         return kind(value)
@@ -197,7 +307,7 @@ def _from_toml(path: Path) -> dict[str, Any]:
     section = data.get("broker", data)
     values: dict[str, Any] = {}
     for name, value in section.items():
-        if name not in _FIELDS:
+        if name not in SETTINGS:
             raise ConfigError(f"{path}: unknown setting {name!r}")
         values[name] = _coerce(name, value, str(path))
     return values

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tidelog.server.config import BrokerConfig, ConfigError
+from tidelog.server.config import SETTINGS, BrokerConfig, ConfigError, Setting
 from tidelog.server.core import parse_topic_configs
 from tidelog.wire.errors import InvalidConfigError
 
@@ -61,6 +63,30 @@ def test_unknown_settings_are_refused(tmp_path: Path) -> None:
         BrokerConfig.load(config_file=tmp_path / "missing.toml", environ={})
 
 
+@pytest.mark.parametrize("setting", [s for s in SETTINGS.values() if s.range], ids=lambda s: s.name)
+def test_each_declared_range_is_enforced_at_its_bounds(setting: Setting) -> None:
+    base = BrokerConfig(group_min_session_timeout_ms=1)  # any max session timeout is >= it
+    cases: list[tuple[Any, bool]] = []
+    if setting.low is not None:
+        step = 1 if setting.low_open else 0
+        cases += [(setting.low - 1 + step, False), (setting.low + step, True)]
+    if setting.high is not None:
+        cases += [(setting.high, True), (setting.high + 1, False)]
+    for value, ok in cases:
+        config = dataclasses.replace(base, **{setting.name: value})
+        if ok:
+            config.validate()
+        else:
+            with pytest.raises(ConfigError, match=f"^{setting.name} must be {setting.range}$"):
+                config.validate()
+
+
+def test_the_session_timeout_bounds_are_in_order() -> None:
+    config = BrokerConfig(group_min_session_timeout_ms=5_000, group_max_session_timeout_ms=4_000)
+    with pytest.raises(ConfigError, match="group_min_session_timeout_ms must be <="):
+        config.validate()
+
+
 def test_topic_configs_accept_kafka_style_keys() -> None:
     assert parse_topic_configs({"retention.ms": "1_000", "flush_policy": "ack"}) == {
         "retention_ms": 1000,
@@ -73,8 +99,6 @@ def test_topic_configs_accept_kafka_style_keys() -> None:
 
 
 def test_operations_doc_lists_every_setting() -> None:
-    import dataclasses
-
     doc = (Path(__file__).parents[3] / "docs" / "OPERATIONS.md").read_text()
     for field in dataclasses.fields(BrokerConfig):
         assert f"`{field.name}`" in doc, f"docs/OPERATIONS.md misses {field.name}"
