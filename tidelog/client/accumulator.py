@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Container, Generator, Iterable, Mapping
+from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Final
 
 from tidelog.wire.compression import Compression
@@ -287,7 +288,11 @@ class MemoryBudget:
 
 
 class Accumulator:
-    """Per-partition batches, their readiness, and the memory they hold."""
+    """Per-partition batches, their readiness, and the memory they hold.
+
+    ``on_ready`` is called whenever a batch may have become ready to send (a batch opened or
+    filled, a flush began, the accumulator is closing): the sender passes its wake-up here.
+    """
 
     def __init__(
         self,
@@ -309,10 +314,10 @@ class Accumulator:
         self.compression = Compression(compression)
         self.delivery_timeout = delivery_timeout
         self.memory = MemoryBudget(buffer_memory)
-        self.on_ready = on_ready
+        self._on_ready = on_ready
         self.clock = clock
-        self.flushing = 0
-        self.closing = False
+        self._flushes = 0
+        self._closing = False
         self._queues: dict[TopicPartition, deque[ProducerBatch]] = {}
         self._open: dict[TopicPartition, ProducerBatch] = {}  # the last batch, if still open
         self._room = batch_size - BATCH_HEADER_SIZE
@@ -363,7 +368,7 @@ class Accumulator:
             self._seal(batch)
             return future, True
         self._open[tp] = batch
-        self.on_ready()  # a new batch: the sender arms its linger timer
+        self._on_ready()  # a new batch: the sender arms its linger timer
         return future, False
 
     def _seal(self, batch: ProducerBatch, *, notify: bool = True) -> None:
@@ -372,7 +377,7 @@ class Accumulator:
         if self._open.get(batch.tp) is batch:
             del self._open[batch.tp]
         if notify:
-            self.on_ready()
+            self._on_ready()
 
     # --- taking batches out ------------------------------------------------------------------
 
@@ -397,7 +402,7 @@ class Accumulator:
         sizes: dict[int, int] = {}
         wake: float | None = None
         no_leader = False
-        hurry = bool(self.flushing) or self.closing or self.memory.waiting
+        hurry = bool(self._flushes) or self._closing or self.memory.waiting
         linger = self.linger
         queues = [(tp, dq) for tp, dq in self._queues.items() if dq]
         if not queues:
@@ -460,9 +465,15 @@ class Accumulator:
         fronts = [dq[0].deadline for dq in self._queues.values() if dq]
         return min(fronts) if fronts else None
 
-    def reenqueue(self, batches: Iterable[ProducerBatch], retry_at: float) -> None:
+    def reenqueue(
+        self,
+        batches: Iterable[ProducerBatch],
+        retry_at: float,
+        error: BaseException | None = None,
+    ) -> None:
         """Put one partition's batches, in their order, back at the front of its deque; the
-        first one waits until ``retry_at``."""
+        first one waits until ``retry_at``. ``error``, the retriable failure, is kept as each
+        batch's ``last_error`` (the cause of a later delivery timeout)."""
         batches = list(batches)
         if not batches:
             return
@@ -470,6 +481,8 @@ class Accumulator:
         dq = self._queues.setdefault(tp, deque())
         for batch in batches:
             batch.in_flight = False
+            if error is not None:
+                batch.last_error = error
         batches[0].retry_at = retry_at
         dq.extendleft(reversed(batches))
 
@@ -490,6 +503,29 @@ class Accumulator:
                 self.complete(batch)
                 failed.append(batch)
         return failed
+
+    # --- flushing and closing -----------------------------------------------------------------
+
+    @contextmanager
+    def flushing(self) -> Iterator[None]:
+        """While inside, every queued batch is ready at once (no linger): a ``flush()``.
+        Flushes may overlap; each lasts until its own ``with`` block ends."""
+        self._flushes += 1
+        self._on_ready()
+        try:
+            yield
+        finally:
+            self._flushes -= 1
+
+    def close(self) -> None:
+        """No linger from now on: every queued batch is ready, for the sender's last turns."""
+        self._closing = True
+        self._on_ready()
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closing
 
     # --- state -----------------------------------------------------------------------------
 

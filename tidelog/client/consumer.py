@@ -1,8 +1,11 @@
 """The consumer: read records from assigned partitions, or as a member of a group.
 
-A :class:`Consumer` is a facade over the :class:`~.cluster.Cluster`, a
-:class:`~.fetcher.Fetcher` that prefetches every assigned partition in the background and,
-with a ``group_id``, a :class:`~.group.GroupSubscription` (membership, rebalances, commits)::
+A :class:`Consumer` is a facade over the :class:`~.cluster.Cluster`, the
+:class:`~.assignment.Assignment` (partition states and positions, the records ``async for``
+holds), a :class:`~.fetcher.Fetcher` that prefetches every assigned partition in the
+background, a :class:`~.collector.RecordCollector` that turns prefetched batches into records
+and, with a ``group_id``, a :class:`~.group.GroupSubscription` (membership, rebalances,
+commits)::
 
     async with Consumer("127.0.0.1:7070", auto_offset_reset="earliest") as consumer:
         consumer.assign([TopicPartition("events", 0)])
@@ -20,33 +23,26 @@ docs/GROUPS.md shows the at-most-once and at-least-once patterns.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from tidelog.wire import messages as m
-from tidelog.wire.records import Record, RecordBatch
 
+from .assignment import Assignment
 from .backoff import Backoff
 from .cluster import Cluster
-from .errors import (
-    ClientClosedError,
-    ClientUsageError,
-    NoOffsetForPartitionError,
-    RecordDeserializationError,
-)
-from .fetcher import Fetcher, PartitionState, ResetPolicy
+from .collector import RecordCollector, has_data
+from .errors import ClientClosedError, ClientUsageError, NoOffsetForPartitionError
+from .fetcher import Fetcher, ResetPolicy
 from .group import GroupSubscription, RebalanceCallback
 from .lifecycle import AsyncClient
 from .offsets import OffsetAndMetadata
-from .serializers import Deserializer, SerializerName, deserialize_bytes, get_deserializer
-from .types import AnyRecord, ConsumerRecord, TopicPartition
+from .serializers import Deserializer, SerializerName, get_deserializer
+from .types import AnyRecord, TopicPartition
 
 ITERATION_CHUNK: Final = 10_000
 """Records ``async for`` takes per ``getmany()`` when ``max_poll_records`` is not set."""
-_new = tuple.__new__
 
 
 class Consumer(AsyncClient):
@@ -114,10 +110,9 @@ class Consumer(AsyncClient):
     ) -> None:
         if max_poll_records is not None and max_poll_records < 1:
             raise ClientUsageError("max_poll_records must be at least 1")
-        key_des = get_deserializer(key_deserializer)
-        value_des = get_deserializer(value_deserializer)
-        self._key_deserializer = None if key_des is deserialize_bytes else key_des
-        self._value_deserializer = None if value_des is deserialize_bytes else value_des
+        self._collector = RecordCollector(
+            get_deserializer(key_deserializer), get_deserializer(value_deserializer)
+        )
         self.max_poll_records = max_poll_records
         self._cluster = cluster or Cluster(
             bootstrap_servers,
@@ -127,7 +122,10 @@ class Consumer(AsyncClient):
             metadata_max_age=metadata_max_age,
             clock=clock,
         )
-        self._states: dict[TopicPartition, PartitionState] = {}
+        self._assignment = Assignment()
+        self._states = self._assignment.states  # shared with the fetcher and the group
+        # The records async for took and has not yielded yet (changed only in place).
+        self._iterated = self._assignment.held
         self._fetcher = Fetcher(
             self._cluster,
             self._states,
@@ -149,8 +147,8 @@ class Consumer(AsyncClient):
                 self._states,
                 self._fetcher,
                 group_id=group_id,
-                unbuffer=self._unbuffer,
-                consumed=self._consumed,
+                unbuffer=self._assignment.give_back,
+                consumed=self._assignment.consumed,
                 client_id=client_id,
                 instance_id=group_instance_id,
                 assignor=assignor,
@@ -162,8 +160,6 @@ class Consumer(AsyncClient):
                 retry_backoff=Backoff(retry_backoff, max(retry_backoff, retry_backoff_max)),
                 clock=clock,
             )
-        self._iterated: deque[AnyRecord] = deque()
-        self._rotation = 0
         self._started = False
         self._closed = False
 
@@ -216,43 +212,18 @@ class Consumer(AsyncClient):
         for tp in wanted:
             if not isinstance(tp.topic, str) or not isinstance(tp.partition, int):
                 raise ClientUsageError(f"not a (topic, partition) pair: {tp!r}")
-        self._unbuffer(self._states)
-        old = self._states.copy()
-        self._states.clear()
-        for tp in wanted:
-            state = old.get(tp)
-            if state is None:
-                state = PartitionState(tp)
-                state.need_reset(self._fetcher.default_reset)
-            self._states[tp] = state
+        self._assignment.replace(wanted, self._fetcher.default_reset)
         self._fetcher.wake()
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._states)
-
-    def _state(self, tp: TopicPartition | tuple[str, int]) -> PartitionState:
-        state = self._states.get(TopicPartition(*tp))
-        if state is None:
-            raise ClientUsageError(
-                f"{tp[0]}[{tp[1]}] is not assigned to this consumer: assign() it"
-            )
-        return state
-
-    def _states_for(
-        self, partitions: Sequence[TopicPartition | tuple[str, int]]
-    ) -> list[PartitionState]:
-        if not partitions:
-            return list(self._states.values())
-        return [self._state(tp) for tp in partitions]
 
     def seek(self, partition: TopicPartition | tuple[str, int], offset: int) -> None:
         """Make ``offset`` the next record :meth:`getmany` returns for ``partition``. An
         offset outside the log is handled per ``auto_offset_reset`` at the next fetch."""
         if offset < 0:
             raise ClientUsageError("offsets are not negative: use seek_to_beginning/end()")
-        state = self._state(partition)
-        self._unbuffer([state.tp])
-        state.seek(offset)
+        self._assignment.seek(partition, offset)
         self._fetcher.wake()
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
@@ -265,8 +236,8 @@ class Consumer(AsyncClient):
 
     async def _seek_to(self, partitions: Sequence[TopicPartition], spec: int) -> None:
         self._check_open()
-        states = self._states_for(partitions)
-        self._unbuffer(state.tp for state in states)
+        states = self._assignment.states_for(partitions)
+        self._assignment.give_back(state.tp for state in states)
         await self._fetcher.reset_now(states, spec)
 
     async def position(self, partition: TopicPartition | tuple[str, int]) -> int:
@@ -274,7 +245,7 @@ class Consumer(AsyncClient):
         it per ``auto_offset_reset`` if needed (raises :class:`NoOffsetForPartitionError`
         under ``"none"``)."""
         self._check_open()
-        state = self._state(partition)
+        state = self._assignment.state(partition)
         if state.position is None:
             if state.reset_to is None:
                 raise NoOffsetForPartitionError(
@@ -288,23 +259,19 @@ class Consumer(AsyncClient):
     def highwater(self, partition: TopicPartition | tuple[str, int]) -> int | None:
         """The partition's high watermark as of the last fetch (``None`` before one): its
         lag is ``highwater - position``."""
-        hw = self._state(partition).high_watermark
+        hw = self._assignment.state(partition).high_watermark
         return hw if hw >= 0 else None
 
     def pause(self, *partitions: TopicPartition) -> None:
         """Stop fetching and returning records of these partitions (positions are kept)."""
-        states = self._states_for(partitions)
-        self._unbuffer(state.tp for state in states)
-        for state in states:
-            state.paused = True
+        self._assignment.pause(partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
-        for state in self._states_for(partitions):
-            state.paused = False
+        self._assignment.resume(partitions)
         self._fetcher.wake()
 
     def paused(self) -> frozenset[TopicPartition]:
-        return frozenset(tp for tp, state in self._states.items() if state.paused)
+        return self._assignment.paused()
 
     async def partitions_for(self, topic: str) -> tuple[int, ...]:
         """The partition ids of ``topic`` (to build an assignment)."""
@@ -358,20 +325,6 @@ class Consumer(AsyncClient):
         """This consumer's member id in its group ("" while it is not a member)."""
         return self._require_group().membership.member_id
 
-    def _consumed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """The next offset to hand out, per partition with a position: what to commit."""
-        out: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            state = self._states.get(tp)
-            if state is not None and state.position is not None:
-                out[tp] = state.position
-        if self._iterated:
-            for record in reversed(self._iterated):  # taken by async for, not yet yielded
-                tp = TopicPartition(record.topic, record.partition)
-                if tp in out:
-                    out[tp] = record.offset
-        return out
-
     async def commit(
         self,
         offsets: Mapping[TopicPartition, int] | None = None,
@@ -407,10 +360,10 @@ class Consumer(AsyncClient):
     def lag(self, partition: TopicPartition | tuple[str, int]) -> int | None:
         """How many records of ``partition`` are behind this consumer's position: the high
         watermark of the last fetch minus the position (``None`` before both are known)."""
-        state = self._state(partition)
+        state = self._assignment.state(partition)
         if state.position is None or state.high_watermark < 0:
             return None
-        return max(0, state.high_watermark - self._consumed([state.tp])[state.tp])
+        return max(0, state.high_watermark - self._assignment.consumed([state.tp])[state.tp])
 
     async def _group_turn(self) -> None:
         group = self._group
@@ -445,11 +398,11 @@ class Consumer(AsyncClient):
         while True:
             ready.clear()
             await self._group_turn()
-            states = self._states_for(partitions)
+            states = self._assignment.states_for(partitions)
             for state in states:
-                if state.error is not None and not state.paused and not _has_data(state):
+                if state.error is not None and not state.paused and not has_data(state):
                     raise state.error
-            out = self._collect(states, limit)
+            out = self._collector.collect(states, limit)
             if out:
                 self._fetcher.wake()
                 return out
@@ -489,163 +442,3 @@ class Consumer(AsyncClient):
             for records in batch.values():
                 self._iterated.extend(records)
         return self._iterated.popleft()
-
-    def _unbuffer(self, partitions: Iterable[TopicPartition]) -> None:
-        """Give back the records of ``partitions`` that ``async for`` took but has not yielded
-        yet: their positions move back to the first of them."""
-        if not self._iterated:
-            return
-        wanted = set(partitions)
-        first: dict[TopicPartition, int] = {}
-        kept: deque[AnyRecord] = deque()
-        for record in self._iterated:
-            tp = TopicPartition(record.topic, record.partition)
-            if tp in wanted:
-                first.setdefault(tp, record.offset)
-            else:
-                kept.append(record)
-        self._iterated = kept
-        for tp, offset in first.items():
-            state = self._states.get(tp)
-            if state is not None:
-                state.seek(offset)
-
-    def _collect(
-        self, states: list[PartitionState], limit: int
-    ) -> dict[TopicPartition, list[AnyRecord]]:
-        out: dict[TopicPartition, list[AnyRecord]] = {}
-        n = len(states)
-        if not n:
-            return out
-        start = self._rotation % n
-        self._rotation += 1
-        for state in states[start:] + states[:start]:
-            if limit <= 0:
-                break
-            if state.paused or state.position is None or not _has_data(state):
-                continue
-            try:
-                records = self._take(state, limit)
-            except RecordDeserializationError:
-                if out:
-                    return out  # what was taken is handed out; the error comes next call
-                raise
-            if records:
-                out[state.tp] = records
-                limit -= len(records)
-        return out
-
-    def _take(self, state: PartitionState, limit: int) -> list[AnyRecord]:
-        """Up to ``limit`` records of ``state`` from its position on; advances the position."""
-        taken: list[AnyRecord] = []
-        pending = state.pending
-        if pending:
-            if len(pending) <= limit:
-                taken = list(pending)
-                pending.clear()
-            else:
-                popleft = pending.popleft
-                taken = [popleft() for _ in range(limit)]
-        while len(taken) < limit and state.batches:
-            try:
-                records, whole = self._convert(state, state.batches[0])
-            except RecordDeserializationError:
-                if taken:
-                    break
-                raise
-            room = limit - len(taken)
-            if not whole:
-                # A record of this batch cannot be deserialized: hand out the ones before it
-                # and keep the batch; the next call starts at the bad record and raises.
-                taken.extend(records[:room])
-                break
-            state.take_batch()
-            if len(records) > room:
-                state.pending = deque(records[room:])
-                records = records[:room]
-            if taken:
-                taken.extend(records)
-            else:
-                taken = records  # a fresh list: no copy needed
-        if taken:
-            assert state.position is not None
-            state.position = taken[-1].offset + 1
-        return taken
-
-    def _convert(self, state: PartitionState, batch: RecordBatch) -> tuple[list[AnyRecord], bool]:
-        """The batch's records from the position on, as ConsumerRecords, and whether that is
-        all of them (else they stop before a record that cannot be deserialized)."""
-        if not gc.isenabled():
-            return self._convert_records(state, batch)
-        # Records are tuples of ints, bytes and None: they cannot form cycles, and building
-        # thousands of them trips the cyclic GC over and over. Pause it (as wire does).
-        gc.disable()
-        try:
-            return self._convert_records(state, batch)
-        finally:
-            gc.enable()
-
-    def _convert_records(
-        self, state: PartitionState, batch: RecordBatch
-    ) -> tuple[list[AnyRecord], bool]:
-        assert state.position is not None
-        topic, partition = prefix = state.tp
-        if self._key_deserializer is None and self._value_deserializer is None:
-            # Decoded straight into ConsumerRecords, in C, from the position on.
-            rows: list[AnyRecord] = batch.records_as(ConsumerRecord, prefix, state.position)
-            return rows, True
-        raw: list[Record] = batch.records()
-        skip = state.position - batch.base_offset
-        if skip > 0:
-            raw = raw[skip:]
-        if not raw:
-            return [], True
-        try:
-            return self._deserialize(topic, partition, raw), True
-        except Exception as exc:
-            bad = self._find_undecodable(raw)
-            if bad > raw[0].offset:
-                return self._deserialize(topic, partition, raw[: bad - raw[0].offset]), False
-            raise RecordDeserializationError(
-                f"cannot deserialize the record at {topic}[{partition}] offset {bad}: {exc} "
-                f"(seek(({topic!r}, {partition}), {bad + 1}) to skip it)",
-                topic=topic,
-                partition=partition,
-                offset=bad,
-            ) from exc
-
-    def _deserialize(self, topic: str, partition: int, raw: list[Record]) -> list[AnyRecord]:
-        kd = self._key_deserializer
-        vd = self._value_deserializer
-        return [
-            _new(
-                ConsumerRecord,
-                (
-                    topic,
-                    partition,
-                    o,
-                    t,
-                    k if kd is None or k is None else kd(k),
-                    v if vd is None or v is None else vd(v),
-                    h,
-                ),
-            )
-            for o, t, k, v, h in raw
-        ]
-
-    def _find_undecodable(self, raw: list[Record]) -> int:
-        kd = self._key_deserializer
-        vd = self._value_deserializer
-        for o, _, k, v, _ in raw:
-            try:
-                if kd is not None and k is not None:
-                    kd(k)
-                if vd is not None and v is not None:
-                    vd(v)
-            except Exception:
-                return o
-        return raw[0].offset if raw else -1
-
-
-def _has_data(state: PartitionState) -> bool:
-    return bool(state.pending or state.batches)

@@ -32,6 +32,7 @@ from .partitioner import Partitioner, StickyPartitioner, choose_partition
 from .sender import Sender
 from .serializers import Serializer, SerializerName, get_serializer, serialize_bytes
 from .types import RecordMetadata, TopicPartition
+from .wakeup import Wakeup
 
 AcksSpec: TypeAlias = Literal["none", "leader", "all", 0, 1, -1] | m.Acks
 CompressionSpec: TypeAlias = Literal["none", "lz4", "zstd"] | Compression | None
@@ -127,17 +128,21 @@ class Producer(AsyncClient):
             allow_auto_create=allow_auto_create_topics,
             clock=clock,
         )
+        # The sender sleeps on this wake-up; a batch that becomes ready sets it.
+        wakeup = Wakeup()
         self._accumulator = Accumulator(
             batch_size=batch_size,
             linger=linger,
             compression=Compression.parse(compression),
             buffer_memory=buffer_memory,
             delivery_timeout=delivery_timeout,
+            on_ready=wakeup.set,
             clock=clock,
         )
         self._sender = Sender(
             self._accumulator,
             self._cluster,
+            wakeup=wakeup,
             acks=self.acks,
             max_in_flight=max_in_flight,
             request_timeout=request_timeout,
@@ -286,15 +291,11 @@ class Producer(AsyncClient):
         """Send every queued record now and wait until each is acknowledged or failed (their
         futures carry the errors). Raises ``TimeoutError`` after ``timeout`` seconds."""
         acc = self._accumulator
-        acc.flushing += 1
-        self._sender.wake()
-        try:
+        with acc.flushing():  # wakes the sender through on_ready
             futures = [b.future for b in acc.incomplete_batches()]
             if futures:
                 async with asyncio.timeout(timeout):
                     await asyncio.gather(*futures, return_exceptions=True)
-        finally:
-            acc.flushing -= 1
 
     async def partitions_for(self, topic: str) -> tuple[int, ...]:
         """The partition ids of ``topic``."""

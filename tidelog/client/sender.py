@@ -42,13 +42,18 @@ METADATA_REFRESH_BACKOFF: Final = 0.1
 
 
 class Sender:
-    """Drains ``accumulator`` to the brokers of ``cluster``; see the module documentation."""
+    """Drains ``accumulator`` to the brokers of ``cluster``; see the module documentation.
+
+    ``wakeup`` is what the loop sleeps on: the accumulator's ``on_ready`` must set it (build
+    both with the same :class:`Wakeup`), so a batch that becomes ready is sent at once.
+    """
 
     def __init__(
         self,
         accumulator: Accumulator,
         cluster: Cluster,
         *,
+        wakeup: Wakeup,
         acks: int = m.Acks.LEADER,
         max_in_flight: int = 5,
         request_timeout: float = 30.0,
@@ -73,11 +78,10 @@ class Sender:
         self._in_flight: dict[int, int] = {}
         self._requests: set[asyncio.Task[None]] = set()
         self._muted: set[TopicPartition] = set()
-        self._wakeup = Wakeup()
+        self._wakeup = wakeup
         self._last_refresh = float("-inf")
         self._aborting = False
         self._task: asyncio.Task[None] | None = None
-        accumulator.on_ready = self.wake
         cluster.add_update_listener(self.wake)
 
     def start(self) -> None:
@@ -232,15 +236,12 @@ class Sender:
         first = group[0]
         retriable = is_retriable(error) and not self._aborting
         if retriable and first.attempts <= self.retries and now < first.deadline:
-            for batch in group:
-                batch.last_error = error
             delay = self.backoff.delay(first.attempts - 1, self.rand)
-            self.accumulator.reenqueue(group, now + delay)
+            self.accumulator.reenqueue(group, now + delay, error)
             return
         for batch in group:
             if retriable and now >= batch.deadline:
-                batch.last_error = error
-                self._finish(batch, self._timeout_error(batch))
+                self._finish(batch, self._timeout_error(batch, error))
             else:
                 self._finish(batch, error)
 
@@ -249,9 +250,13 @@ class Sender:
             batch.fail(error)
         self.accumulator.complete(batch)
 
-    def _timeout_error(self, batch: ProducerBatch) -> DeliveryTimeoutError:
+    def _timeout_error(
+        self, batch: ProducerBatch, last: BaseException | None = None
+    ) -> DeliveryTimeoutError:
+        """The error of a batch out of ``delivery_timeout``, caused by ``last`` (default: the
+        batch's last retriable error)."""
         tp = batch.tp
-        last = batch.last_error
+        last = batch.last_error if last is None else last
         why = f"; last error: {last}" if last is not None else ""
         exc = DeliveryTimeoutError(
             f"{batch.record_count} records for {tp.topic}[{tp.partition}] were not acknowledged "
@@ -267,8 +272,7 @@ class Sender:
         """Send everything queued and wait for the answers, for at most ``timeout`` seconds;
         then fail what is left with :class:`ClientClosedError`."""
         task = self._task
-        self.accumulator.closing = True
-        self.wake()
+        self.accumulator.close()  # wakes the loop through on_ready
         if task is None:
             self.abort()
             return

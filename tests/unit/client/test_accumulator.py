@@ -164,12 +164,30 @@ def test_flush_and_blocked_senders_skip_the_linger() -> None:
     acc = make(linger=60)
     add(acc, TP0, b"a")
     assert drain(acc, 100.0)[0] == {}
-    acc.flushing += 1
-    assert [b.tp for b in drain(acc, 100.0)[0][1]] == [TP0]
-    acc.flushing -= 1
+    with acc.flushing():
+        assert [b.tp for b in drain(acc, 100.0)[0][1]] == [TP0]
     add(acc, TP1, b"b")
-    acc.closing = True
+    acc.close()
     assert [b.tp for b in drain(acc, 100.0)[0][2]] == [TP1]
+
+
+def test_flush_and_close_wake_the_sender_and_overlapping_flushes_each_hold() -> None:
+    woken: list[None] = []
+    acc = make(linger=60, on_ready=lambda: woken.append(None))
+    add(acc, TP0, b"a")  # a new batch: one wake-up
+    with acc.flushing():
+        assert len(woken) == 2
+        with acc.flushing():
+            pass
+        # The outer flush still holds after the inner one ended.
+        assert [b.tp for b in drain(acc, 100.0)[0][1]] == [TP0]
+    add(acc, TP1, b"b")
+    assert drain(acc, 100.0)[0] == {}  # no flush any more: it lingers
+    count = len(woken)
+    assert not acc.closing
+    acc.close()
+    assert acc.closing
+    assert len(woken) == count + 1
 
 
 # --- retries keep order ----------------------------------------------------------------------
