@@ -153,7 +153,7 @@ class BrokerCore:
             ):
                 if self.groups is None:
                     raise BrokerShuttingDownError("the broker is not running")
-                host = session.peer.rpartition(":")[0]
+                host = session.peer_host
                 return await self.groups.handle(request, host), ()
             case _:
                 raise UnknownApiError(f"{type(request).__name__} is not served by this broker yet")

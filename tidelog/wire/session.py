@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final, Generic, NamedTuple, Never, TypeAlias, TypeVar
+from typing import Final, Generic, NamedTuple, Never, TypeAlias, TypeVar, overload
 
 from . import messages as m
 from .api import (
@@ -293,6 +293,12 @@ class WireSession(Generic[T]):
         self._fire(Trigger.CLOSE)
         self._stop = LocalProtocolError("the peer ended the stream")
 
+    # A server session holds no tokens: typed WireSession[Never], it gets server events. (A
+    # WireSession[Never] also fits the second signature, hence the overlap mypy reports.)
+    @overload
+    def next_event(self: WireSession[Never]) -> ServerEvent | None: ...  # type: ignore[overload-overlap]
+    @overload
+    def next_event(self: WireSession[T]) -> ClientEvent[T] | None: ...
     def next_event(self) -> Event[T] | None:
         """The next event, or ``None`` until more bytes arrive. Raises
         :class:`~tidelog.wire.errors.ProtocolError` (the session is then in ``ERROR``)."""
@@ -323,7 +329,7 @@ class WireSession(Generic[T]):
                 return _new_tuple(ResponseReceived, (token, response, frame.data))
             if self._state is not _OPEN and header.flags & _NO_RESPONSE:
                 return RequestRefused(
-                    header, ErrorCode.HANDSHAKE_REQUIRED, "no-response request before handshake", ()
+                    header, ErrorCode.HANDSHAKE_REQUIRED, "sent before the handshake", ()
                 )
             try:
                 request = decode_request(frame)
