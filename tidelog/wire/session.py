@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final, Generic, NamedTuple, Never, TypeAlias, TypeVar, overload
+from typing import Final, Generic, NamedTuple, Never, TypeAlias, TypeVar, cast, overload
 
 from . import messages as m
 from .api import (
@@ -437,14 +437,26 @@ class WireSession(Generic[T]):
         Raises :class:`UnsupportedVersionError` for an API the peer does not share and
         :class:`LocalProtocolError` for a request before the handshake or after close.
         """
-        correlation_id, buffers = self._frame_request(message, data)
+        key = api_of(message).key
+        self._next_id = correlation_id = (self._next_id + 1) & _U32
+        if key is _HANDSHAKE or self._state is not _OPEN or not self._is_client:
+            self._check_send(key, correlation_id)
+        version = self.api_versions.get(key)
+        if version is None:
+            raise UnsupportedVersionError(
+                f"{key.name} is not supported at any version both sides speak (upgrade the "
+                "client or the broker)"
+            )
+        buffers = encode_request(message, correlation_id, api_version=version, data=data)
         self._outstanding[correlation_id] = token
         return correlation_id, buffers
 
     def send_no_response(self, message: m.Request, *, data: Sequence[Buffer] = ()) -> list[Buffer]:
         """Frame a request the peer does not answer (produce with ``acks=NONE``): its
         correlation id is not in flight. Raises as :meth:`send_request`."""
-        return self._frame_request(message, data)[1]
+        correlation_id, buffers = self.send_request(message, cast(T, None), data=data)
+        del self._outstanding[correlation_id]
+        return buffers
 
     def expire(self, correlation_id: int) -> T | None:
         """The request's deadline passed: stop waiting for it and return its token (``None``
@@ -456,23 +468,6 @@ class WireSession(Generic[T]):
             if len(expired) > MAX_EXPIRED:
                 del expired[next(iter(expired))]
         return token
-
-    def _frame_request(
-        self, message: m.Request, data: Sequence[Buffer]
-    ) -> tuple[int, list[Buffer]]:
-        key = api_of(message).key
-        self._next_id = correlation_id = (self._next_id + 1) & _U32
-        if key is _HANDSHAKE or self._state is not _OPEN or not self._is_client:
-            self._check_send(key, correlation_id)
-        version = self.api_versions.get(key)
-        if version is None:
-            raise UnsupportedVersionError(
-                f"{key.name} is not supported at any version both sides speak (upgrade the "
-                "client or the broker)"
-            )
-        return correlation_id, encode_request(
-            message, correlation_id, api_version=version, data=data
-        )
 
     def _check_send(self, key: ApiKey, correlation_id: int) -> None:
         if not self._is_client:
