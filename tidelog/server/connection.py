@@ -246,7 +246,7 @@ class Connection:
         """A frame the wire session answered itself: a handshake, or a refused request."""
         match event:
             case HandshakeAnswered(request=request, reply=reply):
-                self.session.client_id = request.client_id
+                self.session.client_id = self._wire.client_id
                 if event.accepted:
                     log.debug("handshake from %s (%s)", self._peer, request.client_id or "no id")
                 self._reply(reply)
