@@ -336,7 +336,7 @@ class Connection:
                     if future.done():
                         continue
                     if isinstance(event, ResponseReceived):
-                        future.set_result((event.response, event.data))
+                        future.set_result(event[1:])  # (response, data)
                     else:
                         future.set_exception(event.error)
         except Exception as exc:
