@@ -2,10 +2,10 @@
 
 Shape (after aiokafka's ``conn.py`` and nats.py's flusher):
 
-* requests get a correlation id and a future in ``_pending``; they are written without waiting
-  for earlier responses, and responses may come back in any order;
-* one reader task turns bytes into frames (:class:`~tidelog.wire.FrameDecoder`) and completes
-  the future with the matching correlation id;
+* a :class:`~tidelog.wire.session.WireSession` does the protocol: the handshake, the API
+  versions, correlation ids. Each request is sent with a future as its token; requests are
+  written without waiting for earlier responses, and responses may come back in any order;
+* one reader task feeds the session bytes and completes the future of each response event;
 * one writer task (:class:`_Flusher`) sends everything queued since it last ran in a single
   ``writelines`` and then waits for the socket to drain, so many small requests issued in one
   event-loop iteration cost one system call;
@@ -24,22 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from typing import Final, NoReturn, TypeVar
 
 from tidelog import __version__
 from tidelog.wire import messages as m
-from tidelog.wire.api import (
-    HANDSHAKE_VERSION,
-    ApiKey,
-    api_of,
-    decode_response,
-    encode_request,
-    negotiate_versions,
-    supported_versions,
-)
-from tidelog.wire.errors import MalformedMessageError, TidelogError, UnsupportedVersionError
-from tidelog.wire.frame import DEFAULT_MAX_FRAME_SIZE, Frame, FrameDecoder
+from tidelog.wire.api import ApiKey
+from tidelog.wire.errors import UnsupportedVersionError
+from tidelog.wire.frame import DEFAULT_MAX_FRAME_SIZE
 from tidelog.wire.records import Buffer
+from tidelog.wire.session import ResponseReceived, Role, WireSession
 
 from .errors import (
     BrokerUnavailableError,
@@ -55,9 +48,6 @@ DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 READ_SIZE: Final = 1024 * 1024
 """Bytes asked of the socket per read."""
-MAX_EXPIRED: Final = 4096
-"""Timed-out correlation ids remembered so their late responses are recognised."""
-_U32: Final = 0xFFFFFFFF
 
 
 class _Flusher:
@@ -136,17 +126,18 @@ class Connection:
         self.port = port
         self.client_id = client_id
         self.request_timeout = request_timeout
-        self.api_versions: dict[ApiKey, int] = {ApiKey.HANDSHAKE: HANDSHAKE_VERSION}
-        self.broker_id: int | None = None
-        self.cluster_id = ""
-        self.broker_max_frame_size = 0
         self._loop = asyncio.get_running_loop()
         self._reader = reader
         self._writer = writer
-        self._decoder = FrameDecoder(max_frame_size)
-        self._pending: dict[int, tuple[asyncio.Future[Reply], asyncio.TimerHandle | None]] = {}
-        self._expired: dict[int, None] = {}  # timed-out correlation ids, oldest first
-        self._next_id = 0
+        # Each request's future is its token in the session; its deadline timer sits here.
+        self._wire: WireSession[asyncio.Future[Reply]] = WireSession(
+            Role.CLIENT,
+            client_id=client_id,
+            client_version=__version__,
+            max_frame_size=max_frame_size,
+        )
+        self._timers: dict[asyncio.Future[Reply], asyncio.TimerHandle] = {}
+        self._expire_later = self._expire  # bound once: a deadline per request
         self._close_cause: BaseException | None = None
         self._closed = asyncio.Event()
         self._close_callbacks: list[Callable[[Connection], None]] = []
@@ -202,21 +193,34 @@ class Connection:
         return conn
 
     async def _handshake(self, deadline: float) -> None:
-        request = m.HandshakeRequest(
-            client_id=self.client_id,
-            client_version=__version__,
-            api_versions=supported_versions(),
-        )
+        request = self._wire.handshake_request()
         response = await self.call(request, m.HandshakeResponse, timeout=deadline)
         if response.error_code:
             raise broker_error(
                 response.error_code, response.error_message, where=f"handshake with {self}"
             )
-        self.api_versions = negotiate_versions(response.api_versions)
-        self.api_versions[ApiKey.HANDSHAKE] = HANDSHAKE_VERSION
-        self.broker_id = response.broker_id
-        self.cluster_id = response.cluster_id
-        self.broker_max_frame_size = response.max_frame_size
+
+    @property
+    def api_versions(self) -> dict[ApiKey, int]:
+        """Per API, the version this client and the broker both speak."""
+        return self._wire.api_versions
+
+    @property
+    def broker_id(self) -> int | None:
+        """The broker's node id, once the handshake has succeeded."""
+        broker = self._wire.broker
+        return None if broker is None else broker.broker_id
+
+    @property
+    def cluster_id(self) -> str:
+        broker = self._wire.broker
+        return "" if broker is None else broker.cluster_id
+
+    @property
+    def broker_max_frame_size(self) -> int:
+        """The broker's receive limit from the handshake (0: not stated)."""
+        broker = self._wire.broker
+        return 0 if broker is None else broker.max_frame_size
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -227,24 +231,12 @@ class Connection:
     @property
     def in_flight(self) -> int:
         """Requests written or queued whose response has not arrived."""
-        return len(self._pending)
+        return self._wire.in_flight
 
-    def _frame(self, message: m.Request, data: Sequence[Buffer]) -> tuple[int, list[Buffer]]:
-        if self._closed.is_set():
-            cause = self._close_cause
-            reason = f": {cause}" if cause is not None else ""
-            raise ConnectionClosedError(f"connection to {self} is closed{reason}") from cause
-        key = api_of(message).key
-        version = self.api_versions.get(key)
-        if version is None:
-            raise UnsupportedVersionError(
-                f"broker {self} does not support {key.name} at any version this client speaks "
-                "(upgrade the client or the broker)"
-            )
-        self._next_id = correlation_id = (self._next_id + 1) & _U32
-        return correlation_id, encode_request(
-            message, correlation_id, api_version=version, data=data
-        )
+    def _raise_closed(self) -> NoReturn:
+        cause = self._close_cause
+        reason = f": {cause}" if cause is not None else ""
+        raise ConnectionClosedError(f"connection to {self} is closed{reason}") from cause
 
     def send(
         self,
@@ -259,11 +251,17 @@ class Connection:
         after ``timeout`` seconds (default ``request_timeout``) and
         :class:`ConnectionClosedError` if the connection closes first.
         """
-        correlation_id, frame = self._frame(message, data)
+        if self._closed.is_set():
+            self._raise_closed()
         future: asyncio.Future[Reply] = self._loop.create_future()
+        try:
+            correlation_id, frame = self._wire.send_request(message, future, data=data)
+        except UnsupportedVersionError as exc:
+            raise UnsupportedVersionError(f"broker {self}: {exc.message}") from None
         delay = self.request_timeout if timeout is None else timeout
-        timer = self._loop.call_later(delay, self._expire, correlation_id, delay)
-        self._pending[correlation_id] = (future, timer)
+        self._timers[future] = self._loop.call_later(
+            delay, self._expire_later, correlation_id, delay
+        )
         self._flusher.write(frame)
         return future
 
@@ -296,22 +294,23 @@ class Connection:
     ) -> asyncio.Future[None]:
         """Write a request the broker does not answer (produce with ``acks=NONE``); the future
         resolves once its bytes are handed to the socket and the socket has drained."""
-        _, frame = self._frame(message, data)
+        if self._closed.is_set():
+            self._raise_closed()
+        try:
+            frame = self._wire.send_no_response(message, data=data)
+        except UnsupportedVersionError as exc:
+            raise UnsupportedVersionError(f"broker {self}: {exc.message}") from None
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._flusher.write(frame, waiter)
         return waiter
 
     def _expire(self, correlation_id: int, delay: float) -> None:
-        entry = self._pending.pop(correlation_id, None)
-        if entry is None:
+        future = self._wire.expire(correlation_id)  # its late response will be dropped
+        if future is None:
             return
-        # Remember it (boundedly) so that its late response is dropped, not taken for a
-        # protocol violation.
-        self._expired[correlation_id] = None
-        if len(self._expired) > MAX_EXPIRED:
-            del self._expired[next(iter(self._expired))]
-        if not entry[0].done():
-            entry[0].set_exception(
+        del self._timers[future]
+        if not future.done():
+            future.set_exception(
                 RequestTimeoutError(
                     f"no response from broker {self} within {delay:g}s (raise request_timeout "
                     "if the broker is busy or the network slow)"
@@ -322,42 +321,26 @@ class Connection:
 
     async def _read_loop(self) -> None:
         reader = self._reader
-        decoder = self._decoder
+        wire = self._wire
         try:
             while True:
                 chunk = await reader.read(READ_SIZE)
                 if not chunk:
-                    decoder.close()  # raises if the stream ended inside a frame
+                    wire.receive_eof()  # raises if the stream ended inside a frame
                     self._abort(ConnectionResetError(f"broker {self} closed the connection"))
                     return
-                decoder.feed(chunk)
-                while (frame := decoder.next_frame()) is not None:
-                    self._dispatch(frame)
+                wire.receive_data(chunk)
+                while (event := wire.next_event()) is not None:
+                    future = event.token
+                    self._timers.pop(future).cancel()
+                    if future.done():
+                        continue
+                    if isinstance(event, ResponseReceived):
+                        future.set_result(event[1:])  # (response, data)
+                    else:
+                        future.set_exception(event.error)
         except Exception as exc:
             self._abort(exc)
-
-    def _dispatch(self, frame: Frame) -> None:
-        correlation_id = frame.header.correlation_id
-        entry = self._pending.pop(correlation_id, None)
-        if entry is None:
-            if correlation_id in self._expired:
-                del self._expired[correlation_id]
-                return  # its deadline passed; the response is late
-            raise MalformedMessageError(
-                f"broker {self} answered correlation id {correlation_id}, which has no request "
-                "in flight"
-            )
-        future, timer = entry
-        if timer is not None:
-            timer.cancel()
-        if future.done():
-            return
-        try:
-            response = decode_response(frame)
-        except TidelogError as exc:
-            future.set_exception(exc)
-            return
-        future.set_result((response, frame.data))
 
     # --- closing -----------------------------------------------------------------------------
 
@@ -381,10 +364,10 @@ class Connection:
             exc.__cause__ = cause
             return exc
 
-        pending, self._pending = self._pending, {}
-        for future, timer in pending.values():
-            if timer is not None:
-                timer.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for future in self._wire.close():
             if not future.done():
                 future.set_exception(closed_error())
         self._flusher.fail(closed_error)
@@ -413,5 +396,5 @@ class Connection:
         return f"{self.host}:{self.port}"
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"{len(self._pending)} in flight"
+        state = "closed" if self.closed else f"{self.in_flight} in flight"
         return f"<Connection {self} broker_id={self.broker_id} {state}>"

@@ -1,7 +1,8 @@
 """One client connection: transport + codec + flow control, around a core that knows no sockets.
 
-The read loop feeds bytes to a :class:`~tidelog.wire.FrameDecoder` and starts one task per
-request, so pipelined requests (a long-polling fetch next to a produce) run side by side; each
+The read loop feeds bytes to a :class:`~tidelog.wire.session.WireSession`, which answers the
+handshake and refuses what it cannot decode, and starts one task per request it hands out as
+served, so pipelined requests (a long-polling fetch next to a produce) run side by side; each
 response is written when it is ready, tagged with its request's correlation id. Reading pauses
 while the connection holds ``max_inflight_requests`` requests or ``max_connection_buffer``
 bytes of requests and unsent responses: a slow client slows itself, never the broker.
@@ -23,27 +24,20 @@ from typing import Final, cast
 
 from tidelog import __version__
 from tidelog.wire import messages as m
-from tidelog.wire.api import (
-    decode_request,
-    encode_error,
-    encode_response,
-    negotiate_protocol,
-    supported_versions,
-)
-from tidelog.wire.errors import (
-    BrokerError,
-    ErrorCode,
-    FramingError,
-    MalformedMessageError,
-)
-from tidelog.wire.frame import (
-    SUPPORTED_PROTOCOL_VERSIONS,
-    Frame,
-    FrameDecoder,
-    FrameFlags,
-    FrameHeader,
-)
+from tidelog.wire.errors import BrokerError, ErrorCode, FramingError, MalformedMessageError
+from tidelog.wire.frame import FrameHeader
 from tidelog.wire.records import Buffer
+from tidelog.wire.session import (
+    BrokerIdentity,
+    HandshakeAnswered,
+    RequestReceived,
+    RequestRefused,
+    Role,
+    ServerEvent,
+    ServerSession,
+    State,
+    WireSession,
+)
 
 from .config import BrokerConfig
 from .core import RequestCore, Session
@@ -78,10 +72,15 @@ class Connection:
         self._core = core
         self._config = config
         peer = writer.get_extra_info("peername")
-        self.session = Session(peer[0], peer[1]) if peer else Session("?")
+        self.session = Session(peer[0], peer[1]) if peer else Session("?", 0)
+        self._peer = self.session.peer  # for log lines
+        identity = BrokerIdentity(
+            config.broker_id, config.cluster_id, __version__, config.max_frame_size
+        )
+        self._wire: ServerSession = WireSession(Role.SERVER, identity=identity)
         self.stats = ConnectionStats()
-        self._handshaken = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._forget = self._tasks.discard  # bound once: a done callback per request
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
@@ -99,22 +98,22 @@ class Connection:
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        log.info("client connected from %s", self.session.peer)
-        decoder = FrameDecoder(self._config.max_frame_size, SUPPORTED_PROTOCOL_VERSIONS)
+        log.info("client connected from %s", self._peer)
+        wire = self._wire
         reason = "closed by client"
         try:
             while not self._closing:
                 # Admission is per frame: a chunk may hold many pipelined requests, and each
                 # waits for room before it starts.
-                frame = decoder.next_frame()
-                if frame is not None:
-                    if not await self._wait_for_room():
+                event = wire.next_event()
+                if event is not None:
+                    if self._full() and not await self._wait_for_room():
                         break
-                    self._dispatch(frame)
+                    self._dispatch(event)
                     continue
                 timeout = (
                     self._config.idle_timeout_s
-                    if self._handshaken
+                    if wire.state is State.OPEN
                     else self._config.handshake_timeout_s
                 )
                 try:
@@ -127,17 +126,17 @@ class Connection:
                     break
                 if not chunk:
                     if not self._closing:
-                        decoder.close()  # raises if the stream ended inside a frame
+                        wire.receive_eof()  # raises if the stream ended inside a frame
                     break
-                decoder.feed(chunk)
+                wire.receive_data(chunk)
         except FramingError as exc:
             reason = f"protocol error: {exc}"
-            log.warning("closing connection from %s: %s", self.session.peer, exc)
+            log.warning("closing connection from %s: %s", self._peer, exc)
         except (ConnectionError, OSError) as exc:
             reason = f"connection error: {exc}"
         finally:
             await self._finish()
-            log.info("client %s disconnected (%s)", self.session.peer, reason)
+            log.info("client %s disconnected (%s)", self._peer, reason)
 
     async def _read(self, timeout: float) -> bytes | None:  # noqa: ASYNC109
         """The next chunk from the client (``b""`` at its EOF), or ``None`` once the broker
@@ -194,65 +193,49 @@ class Connection:
             with contextlib.suppress(ConnectionError, OSError):
                 await self._writer.wait_closed()
 
-    async def _wait_for_room(self) -> bool:
-        """Wait while the connection is over its limits; False once it is closing."""
+    def _full(self) -> bool:
+        """Whether the connection is at its limit of requests or buffered bytes."""
         stats = self.stats
-        while (
+        return (
             stats.inflight >= self._config.max_inflight_requests
             or stats.buffered >= self._config.max_connection_buffer
-        ) and not self._closing:
+        )
+
+    async def _wait_for_room(self) -> bool:
+        """Wait while the connection is over its limits; False once it is closing. Called only
+        when :meth:`_full`: a coroutine per frame would cost more than the check."""
+        while self._full() and not self._closing:
             self._room.clear()
             await self._room.wait()
         return not self._closing
 
-    def _dispatch(self, frame: Frame) -> None:
-        header = frame.header
+    def _dispatch(self, event: ServerEvent) -> None:
         self.stats.requests += 1
-        if header.flags & FrameFlags.NO_RESPONSE and not self._handshaken:
-            log.info("dropping a no-response request from %s before handshake", self.session.peer)
+        if type(event) is not RequestReceived:  # a type test: a third of a match's cost
+            self._answered(event)
             return
-        try:
-            request = decode_request(frame)
-        except BrokerError as exc:
-            self._reply_error(header, exc.code, exc.message)
-            return
-        except MalformedMessageError as exc:
-            log.info("bad request from %s: %s", self.session.peer, exc)
-            self._reply_error(header, ErrorCode.INVALID_REQUEST, str(exc))
-            return
-        if isinstance(request, m.HandshakeRequest):
-            self._reply(encode_response(self._handshake(request), header))
-            return
-        if not self._handshaken:
-            self._reply_error(header, ErrorCode.HANDSHAKE_REQUIRED, "send a HandshakeRequest first")
-            return
+        header, request, data = event
         size = header.meta_length + header.data_length + self._core.reserve(request)
         self._account(size, +1)
-        task = asyncio.create_task(self._serve(header, request, frame.data, size))
+        task = asyncio.create_task(self._serve(header, request, data, size))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._forget)
 
-    def _handshake(self, request: m.HandshakeRequest) -> m.HandshakeResponse:
-        version = negotiate_protocol(request.protocol_versions, SUPPORTED_PROTOCOL_VERSIONS)
-        self.session.client_id = request.client_id
-        if version is None:
-            return m.HandshakeResponse(
-                error_code=ErrorCode.UNSUPPORTED_VERSION,
-                error_message=f"this broker speaks protocol versions "
-                f"{sorted(SUPPORTED_PROTOCOL_VERSIONS)}",
-                api_versions=supported_versions(),
-                server_version=__version__,
-            )
-        self._handshaken = True
-        log.debug("handshake from %s (%s)", self.session.peer, request.client_id or "no id")
-        config = self._config
-        return m.HandshakeResponse(
-            api_versions=supported_versions(),
-            broker_id=config.broker_id,
-            cluster_id=config.cluster_id,
-            server_version=__version__,
-            max_frame_size=config.max_frame_size,
-        )
+    def _answered(self, event: ServerEvent) -> None:
+        """A frame the wire session answered itself: a handshake, or a refused request."""
+        match event:
+            case HandshakeAnswered(request=request, reply=reply):
+                self.session.client_id = self._wire.client_id
+                if event.accepted:
+                    log.debug("handshake from %s (%s)", self._peer, request.client_id or "no id")
+                self._reply(reply)
+            case RequestRefused(code=code, message=message, reply=reply):
+                if code == ErrorCode.INVALID_REQUEST:
+                    log.info("bad request from %s: %s", self._peer, message)
+                elif not reply:
+                    log.info("dropping a no-response request from %s: %s", self._peer, message)
+                if reply:
+                    self._reply(reply)
 
     async def _serve(
         self, header: FrameHeader, request: m.Request, data: bytearray, size: int
@@ -262,26 +245,21 @@ class Connection:
             try:
                 reply = await self._core.handle(request, data, self.session)
             except BrokerError as exc:
-                reply = None
-                buffers = encode_error(header, exc.code, exc.message)
+                buffers = self._wire.send_error(header, exc.code, exc.message)
             except MalformedMessageError as exc:
-                reply = None
-                buffers = encode_error(header, ErrorCode.INVALID_REQUEST, str(exc))
+                buffers = self._wire.send_error(header, ErrorCode.INVALID_REQUEST, str(exc))
             except Exception:
-                log.exception(
-                    "error handling %s from %s", type(request).__name__, self.session.peer
-                )
-                reply = None
-                buffers = encode_error(
+                log.exception("error handling %s from %s", type(request).__name__, self._peer)
+                buffers = self._wire.send_error(
                     header, ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected broker error (see logs)"
                 )
             else:
                 if reply is None:
                     return
                 response, chunks = reply
-                buffers = encode_response(response, header, data=chunks)
-            if header.flags & FrameFlags.NO_RESPONSE:
-                return
+                buffers = self._wire.send_response(header, response, data=chunks)
+            if not buffers:
+                return  # a NO_RESPONSE request
             response_size = sum(len(b) for b in buffers)
             self._account(response_size, 0)
             self._send(buffers)
@@ -291,11 +269,6 @@ class Connection:
         finally:
             self._account(-size - response_size, -1)
 
-    def _reply_error(self, header: FrameHeader, code: ErrorCode, message: str) -> None:
-        """Answer a request that failed whole; requests flagged NO_RESPONSE get nothing."""
-        if not header.flags & FrameFlags.NO_RESPONSE:
-            self._reply(encode_error(header, code, message))
-
     def _reply(self, buffers: Sequence[Buffer]) -> None:
         """Write a reply made without a handler, counted in the connection's buffered bytes
         until it drains: a client that sends junk and never reads is bounded too."""
@@ -304,7 +277,7 @@ class Connection:
         self._send(buffers)
         task = asyncio.create_task(self._drain_then_release(size))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._forget)
 
     async def _drain_then_release(self, size: int) -> None:
         try:

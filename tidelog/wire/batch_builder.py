@@ -27,6 +27,7 @@ from .batch_format import (
 )
 from .compression import Compression, compress
 from .layouts import (
+    BATCH_CRC_OFFSET,
     BATCH_CRC_START,
     BATCH_HEADER_SIZE,
     BATCH_HEADER_STRUCT,
@@ -191,7 +192,9 @@ class RecordBatchBuilder:
             len(section),
         )
         crc = crc32c(body, crc32c(memoryview(header)[BATCH_CRC_START:]))
-        return b"".join((header[:17], crc.to_bytes(4, "big"), header[BATCH_CRC_START:], body))
+        return b"".join(
+            (header[:BATCH_CRC_OFFSET], crc.to_bytes(4, "big"), header[BATCH_CRC_START:], body)
+        )
 
 
 def _pack_header(*fields: int) -> bytes:

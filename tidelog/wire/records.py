@@ -45,9 +45,12 @@ from .compression import Compression
 from .errors import CorruptBatchError, UnsupportedCompressionError
 from .gcpause import gc_paused
 from .layouts import (
+    BATCH_BASE_OFFSET_OFFSET,
     BATCH_CRC_START,
     BATCH_HEADER_SIZE,
     BATCH_HEADER_STRUCT,
+    BATCH_LEADER_EPOCH_OFFSET,
+    BATCH_LENGTH_OFFSET,
     BATCH_LOG_OVERHEAD,
     BATCH_MAGIC,
 )
@@ -180,7 +183,9 @@ class RecordBatch:
         if magic != BATCH_MAGIC:
             raise CorruptBatchError(f"unknown batch format {magic} (this side reads {BATCH_MAGIC})")
         if length + BATCH_LOG_OVERHEAD != size:
-            raise CorruptBatchError(f"batch header says {length + 12} bytes, buffer has {size}")
+            raise CorruptBatchError(
+                f"batch header says {length + BATCH_LOG_OVERHEAD} bytes, buffer has {size}"
+            )
         if verify_crc:
             actual = crc32c(memoryview(buffer)[BATCH_CRC_START:])
             if actual != crc:
@@ -276,7 +281,8 @@ def batch_size_at(buffer: Buffer, pos: int) -> int | None:
     buffer is too short to tell. Raises :class:`CorruptBatchError` for an impossible length."""
     if len(buffer) - pos < BATCH_LOG_OVERHEAD:
         return None
-    length = int.from_bytes(buffer[pos + 8 : pos + 12], "big", signed=True)
+    start = pos + BATCH_LENGTH_OFFSET
+    length = int.from_bytes(buffer[start : start + 4], "big", signed=True)
     if length < BATCH_HEADER_SIZE - BATCH_LOG_OVERHEAD:
         raise CorruptBatchError(f"impossible batch length {length} at byte {pos}")
     return length + BATCH_LOG_OVERHEAD
@@ -287,8 +293,11 @@ def stamp_batch(buffer: bytearray | memoryview, base_offset: int, leader_epoch: 
 
     Both fields lie outside the CRC's coverage, so the checksum stays valid.
     """
-    buffer[0:8] = base_offset.to_bytes(8, "big", signed=True)
-    buffer[12:16] = leader_epoch.to_bytes(4, "big", signed=True)
+    epoch = BATCH_LEADER_EPOCH_OFFSET
+    buffer[BATCH_BASE_OFFSET_OFFSET:BATCH_LENGTH_OFFSET] = base_offset.to_bytes(
+        8, "big", signed=True
+    )
+    buffer[epoch : epoch + 4] = leader_epoch.to_bytes(4, "big", signed=True)
 
 
 def read_records(buffer: Buffer) -> list[Record]:
