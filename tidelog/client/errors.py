@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from tidelog.wire.api import MAX_TOPIC_NAME_LENGTH
 from tidelog.wire.errors import (
     BrokerError,
     ErrorCode,
@@ -118,7 +119,7 @@ def is_retriable(exc: BaseException) -> bool:
 _HINTS: Final[dict[ErrorCode, str]] = {
     ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: "create the topic first, or check its name and "
     "partition count",
-    ErrorCode.INVALID_TOPIC_NAME: "use 1-249 characters from [a-zA-Z0-9._-]",
+    ErrorCode.INVALID_TOPIC_NAME: f"use 1-{MAX_TOPIC_NAME_LENGTH} characters from [a-zA-Z0-9._-]",
     ErrorCode.OFFSET_OUT_OF_RANGE: "seek to an offset between the log start and the end, or "
     "set auto_offset_reset to 'earliest' or 'latest'",
     ErrorCode.MESSAGE_TOO_LARGE: "lower the producer's batch_size or raise the topic's "

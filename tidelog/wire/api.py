@@ -91,6 +91,10 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
 }
 
 DEFAULT_BROKER_PORT: Final = 7070
+MAX_TOPIC_NAME_LENGTH: Final = 255 - len(".json") - len(".0123456789ab.tmp")
+"""233: what a broker's files allow. A topic's longest file name is the temporary file of its
+topic file's atomic write, ``<name>.json.<12 hex>.tmp``, and Linux file systems allow 255 bytes
+(Kafka's 249 leaves room only for ``-<partition>``)."""
 """The port a broker listens on and a client connects to when none is given."""
 
 HANDSHAKE_VERSION: Final = 0

@@ -54,14 +54,20 @@ class DataApis:
         acks = request.acks
         if acks not in (m.Acks.NONE, m.Acks.LEADER, m.Acks.ALL):
             raise InvalidRequestError(f"acks must be 0, 1 or -1, not {acks}")
-        writes = state.write_path
         sections = split_data([p.size for p in request.partitions], data)
+        failed: dict[str, BrokerError] = {}
+        if state.creating(p.topic for p in request.partitions):
+            failed = await state.auto_create(p.topic for p in request.partitions)
+        # From here to the first await below, nothing else runs: batches land in request order.
+        writes = state.write_path
         results: list[m.ProducePartitionResult] = []
         waits: list[tuple[int, asyncio.Future[None]]] = []
         for index, (target, section) in enumerate(zip(request.partitions, sections, strict=True)):
             topic, partition = target.topic, target.partition
             try:
-                count = state.partition_count(topic, create=True)
+                if topic in failed:
+                    raise failed[topic]
+                count = state.partition_count(topic)
                 if count is None or not 0 <= partition < count:
                     raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
                 appended = writes.append(

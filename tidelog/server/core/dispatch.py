@@ -112,11 +112,11 @@ class BrokerCore:
             case m.FetchRequest():
                 return await self._data.fetch(request)
             case m.MetadataRequest():
-                return self._admin.metadata(request), ()
+                return await self._admin.metadata(request), ()
             case m.ListOffsetsRequest():
                 return self._data.list_offsets(request), ()
             case m.CreateTopicsRequest():
-                return self._admin.create_topics(request), ()
+                return await self._admin.create_topics(request), ()
             case m.DeleteTopicsRequest():
                 return self._admin.delete_topics(request), ()
             case m.DescribeConfigsRequest():

@@ -105,6 +105,7 @@ class LogManager:
         self._topics: dict[str, TopicInfo] = {}
         self._logs: dict[TopicPartition, PartitionLog] = {}
         self._committers: dict[TopicPartition, GroupCommitter] = {}
+        self._creating: set[str] = set()
         self._flush_executor = flush_executor
         self._retention_interval = retention_check_interval_ms
         self._checkpoint_interval = checkpoint_interval_ms
@@ -208,7 +209,12 @@ class LogManager:
     def _open_log(
         self, tp: TopicPartition, config: TopicConfig, recovery_point: int, clean: bool
     ) -> PartitionLog:
-        log = PartitionLog.open(
+        return self._add_log(tp, self._new_log(tp, config, recovery_point, clean))
+
+    def _new_log(
+        self, tp: TopicPartition, config: TopicConfig, recovery_point: int = 0, clean: bool = False
+    ) -> PartitionLog:
+        return PartitionLog.open(
             os.path.join(self.data_dir, tp.dir_name),
             config,
             clock=self._clock,
@@ -218,6 +224,8 @@ class LogManager:
             clean_shutdown=clean,
             name=str(tp),
         )
+
+    def _add_log(self, tp: TopicPartition, log: PartitionLog) -> PartitionLog:
         self._logs[tp] = log
         self._committers[tp] = GroupCommitter(log, self._flush_executor)
         return log
@@ -268,6 +276,24 @@ class LogManager:
         """Create a topic with ``partitions`` empty logs and ``config`` overrides of the
         defaults. Raises InvalidTopicNameError, InvalidPartitionsError, InvalidConfigError,
         TopicAlreadyExistsError or StorageError (nothing is left behind then)."""
+        info = self._new_topic(name, partitions, config)
+        return self._register_topic(info, self._make_logs(info))
+
+    async def create_topic_async(
+        self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None
+    ) -> TopicInfo:
+        """:meth:`create_topic` with the file work in a worker thread, so that creating
+        thousands of partitions never stalls the event loop. The topic is invisible until
+        all its logs exist; a second create of the same name meanwhile is refused."""
+        info = self._new_topic(name, partitions, config)
+        self._creating.add(name)
+        try:
+            logs = await asyncio.to_thread(self._make_logs, info)
+        finally:
+            self._creating.discard(name)
+        return self._register_topic(info, logs)
+
+    def _new_topic(self, name: str, partitions: int, config: Mapping[str, Any] | None) -> TopicInfo:
         self._check_open()
         validate_topic_name(name)
         if isinstance(partitions, bool) or not isinstance(partitions, int):
@@ -275,24 +301,43 @@ class LogManager:
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise InvalidPartitionsError(f"partitions must be between 1 and {MAX_PARTITIONS}")
         effective = self.default_config.with_overrides(config or {})
-        if name in self._topics:
+        if name in self._topics or name in self._creating:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
-        tps = [TopicPartition(name, p) for p in range(partitions)]
-        for tp in tps:
-            if self._files.exists(os.path.join(self.data_dir, tp.dir_name)):
-                raise TopicAlreadyExistsError(f"directory {tp.dir_name} already exists")
-        info = TopicInfo(name, partitions, effective, effective.overrides_from(self.default_config))
+        for p in range(partitions):
+            dir_name = TopicPartition(name, p).dir_name
+            if self._files.exists(os.path.join(self.data_dir, dir_name)):
+                raise TopicAlreadyExistsError(f"directory {dir_name} already exists")
+        return TopicInfo(name, partitions, effective, effective.overrides_from(self.default_config))
+
+    def _make_logs(self, info: TopicInfo) -> list[PartitionLog]:
+        """Create a new topic's logs and its topic file; on failure remove what was made.
+        Touches no shared state of the manager: it may run in a worker thread."""
+        logs: list[PartitionLog] = []
         try:
-            for tp in tps:
-                self._open_log(tp, effective, 0, False)
+            for p in range(info.partitions):
+                tp = TopicPartition(info.name, p)
+                logs.append(self._new_log(tp, info.config))
             self._files.sync_dir(self.data_dir)
             self._write_topic(info)
         except StorageError:
-            for tp in tps:
-                self._drop_partition(tp, remove=True)
+            for log in logs:
+                log.abandon()
+            for p in range(info.partitions):
+                self._remove_quietly(
+                    os.path.join(self.data_dir, TopicPartition(info.name, p).dir_name)
+                )
             raise
-        self._topics[name] = info
-        logger.info("created topic %s with %d partition(s)", name, partitions)
+        return logs
+
+    def _register_topic(self, info: TopicInfo, logs: list[PartitionLog]) -> TopicInfo:
+        if self._closed:  # stopped while a worker thread made the logs
+            for log in logs:
+                log.close()
+            raise StorageError(f"the log manager of {self.data_dir} is closed")
+        for p, log in enumerate(logs):
+            self._add_log(TopicPartition(info.name, p), log)
+        self._topics[info.name] = info
+        logger.info("created topic %s with %d partition(s)", info.name, info.partitions)
         return info
 
     def alter_topic_config(
@@ -362,8 +407,11 @@ class LogManager:
         self._committers.pop(tp, None)
         if log is not None:
             log.abandon()
-        path = os.path.join(self.data_dir, tp.dir_name)
-        if remove and self._files.exists(path):
+        if remove:
+            self._remove_quietly(os.path.join(self.data_dir, tp.dir_name))
+
+    def _remove_quietly(self, path: str) -> None:
+        if self._files.exists(path):
             try:
                 self._files.remove_tree(path)
             except StorageError as exc:
