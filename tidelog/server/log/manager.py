@@ -58,6 +58,8 @@ LOCK_FILE: Final = ".lock"
 DELETE_SUFFIX: Final = "-delete"
 TOMBSTONE_SUFFIX: Final = ".json.deleted"
 MAX_PARTITIONS: Final = 10_000
+MAX_OPEN_SEGMENTS: Final = 256
+"""Default bound on the descriptors held by inactive segments, across all logs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class LogManager:
         defaults: TopicConfig | None = None,
         clock: Clock = system_clock,
         fs: FileSystem | None = None,
-        max_open_segments: int = 256,
+        max_open_segments: int = MAX_OPEN_SEGMENTS,
         retention_check_interval_ms: int = 5 * 60 * 1000,
         checkpoint_interval_ms: int = 60 * 1000,
         housekeeping_interval_ms: int = 100,
@@ -430,6 +432,12 @@ class LogManager:
         """The group committer of a partition (the one the manager's own flushes use)."""
         self.get_log(tp)
         return self._committers[tp]
+
+    @property
+    def descriptors(self) -> tuple[int, int]:
+        """What the logs may hold open: one per partition (its active segment), and at most
+        this many more for older segments being read."""
+        return len(self._logs), self._cache.capacity
 
     def logs(self) -> dict[TopicPartition, PartitionLog]:
         return dict(self._logs)
