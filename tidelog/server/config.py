@@ -131,6 +131,13 @@ class BrokerConfig:
         group=LIMITS,
         low=1,
     )
+    producer_id_expiration_ms: int = _setting(
+        24 * 60 * 60 * 1000,
+        "forget an idempotent producer's sequences after it has written nothing for this long",
+        "3600000",
+        group=LIMITS,
+        low=1,
+    )
     default_partitions: int = _setting(
         1,
         "partitions of auto-created topics and of CreateTopics with -1",

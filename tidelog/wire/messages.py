@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final, TypeAlias
 
+from .batch_format import NO_PRODUCER_ID
 from .frame import PROTOCOL_VERSION
 
 # --- shared vocabulary --------------------------------------------------------------------------
@@ -53,8 +54,6 @@ class ConfigSource(IntEnum):
 
 
 NO_OFFSET: Final = -1
-NO_PRODUCER_ID: Final = -1
-"""A batch or request from a producer without idempotence."""
 DEFAULT_TIMEOUT_MS: Final = 30_000
 
 

@@ -27,6 +27,7 @@ from tidelog.wire.records import Buffer, batch_size_at
 
 from ..config import BrokerConfig
 from ..log import TopicPartition
+from .idempotence import MAX_EPOCH
 from .state import CoreState
 from .types import Reply
 
@@ -181,6 +182,26 @@ class DataApis:
                 )
             )
         return results, chunks, total
+
+    # --- idempotent producers -----------------------------------------------------------
+
+    def init_producer_id(self, request: m.InitProducerIdRequest) -> m.InitProducerIdResponse:
+        """A new producer id at epoch 0, or (KIP-360) the caller's id at its next epoch, which
+        fences any older instance still writing with it."""
+        state = self._state
+        ids = state.producer_ids
+        if ids is None or state.writes is None:
+            raise BrokerShuttingDownError("the broker is not running")
+        if request.transactional_id is not None:
+            raise InvalidRequestError(
+                "transactions are not supported yet: send no transactional_id"
+            )
+        state.writes.producers.expire()
+        if request.producer_id >= 0 and 0 <= request.producer_epoch < MAX_EPOCH:
+            return m.InitProducerIdResponse(
+                producer_id=request.producer_id, producer_epoch=request.producer_epoch + 1
+            )
+        return m.InitProducerIdResponse(producer_id=ids.allocate(), producer_epoch=0)
 
     # --- offsets ------------------------------------------------------------------------
 

@@ -75,10 +75,13 @@ class BrokerCore:
             self.groups.begin_shutdown()
 
     async def shutdown(self) -> None:
-        """Stop housekeeping, let fsyncs finish, close every log cleanly."""
+        """Stop housekeeping, let fsyncs finish, close every log cleanly (producer state
+        snapshotted, so the next start replays nothing)."""
         groups, self.groups = self.groups, None
         if groups is not None:
             await groups.stop()
+        if self.state.writes is not None:
+            self.state.writes.producers.snapshot()
         manager = self.state.logs
         self.state.attach(None)
         if manager is not None:
@@ -125,6 +128,8 @@ class BrokerCore:
                 return self._admin.alter_configs(request), ()
             case m.DescribeLogDirsRequest():
                 return self._admin.describe_log_dirs(request), ()
+            case m.InitProducerIdRequest():
+                return self._data.init_producer_id(request), ()
             case (
                 m.JoinGroupRequest()
                 | m.HeartbeatRequest()

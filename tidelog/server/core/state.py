@@ -16,6 +16,7 @@ from tidelog.wire.errors import (
 from ..config import BrokerConfig
 from ..log import LogManager, PartitionLog, TopicPartition, validate_topic_name
 from .durability import WritePath
+from .idempotence import ProducerIds, ProducerStates
 from .notifier import AppendNotifier
 from .types import DeadlineClock
 
@@ -31,6 +32,7 @@ class CoreState:
         self.notifier = AppendNotifier()
         self.logs: LogManager | None = None
         self.writes: WritePath | None = None
+        self.producer_ids: ProducerIds | None = None
         self.port = config.port
         """The advertised port (the bound one once the broker listens)."""
         self.shutting_down = False
@@ -40,7 +42,12 @@ class CoreState:
 
     def attach(self, logs: LogManager | None) -> None:
         self.logs = logs
-        self.writes = None if logs is None else WritePath(logs, self.notifier.notify)
+        self.writes = None
+        self.producer_ids = None
+        if logs is not None:
+            producers = ProducerStates(logs, self.config.producer_id_expiration_ms)
+            self.writes = WritePath(logs, self.notifier.notify, producers)
+            self.producer_ids = ProducerIds(logs)
 
     @property
     def manager(self) -> LogManager:

@@ -22,6 +22,7 @@ from tidelog.wire.errors import StorageError
 from .cache import HandleCache
 from .files import Files, Handle
 from .index import INDEX_SUFFIX, TIME_INDEX_SUFFIX
+from .producers import SNAPSHOT_SUFFIX
 from .segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
 from .segments import delete_segments
 
@@ -76,6 +77,8 @@ def load_segments(
             bases.append(parsed[0])
         elif parsed is not None and parsed[1] in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
             indexes.append((parsed[0], path))
+        elif parsed is not None and parsed[1] == SNAPSHOT_SUFFIX:
+            continue  # a producer-state snapshot (core/idempotence.py)
         else:
             logger.warning("%s: ignoring unexpected file %s", name, entry)
     known = set(bases)

@@ -434,6 +434,11 @@ class LogManager:
         return self._committers[tp]
 
     @property
+    def files(self) -> Files:
+        """The file layer every log of this manager uses."""
+        return self._files
+
+    @property
     def descriptors(self) -> tuple[int, int]:
         """What the logs may hold open: one per partition (its active segment), and at most
         this many more for older segments being read."""
