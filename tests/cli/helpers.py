@@ -263,6 +263,17 @@ class PtyProcess:
     def interrupt(self) -> None:
         os.kill(self.proc.pid, signal.SIGINT)
 
+    def wait_until_asleep(self) -> None:
+        """Wait (with a deadline) until the process sleeps: after a prompt has shown, it is
+        blocked reading the terminal. A signal that lands between Python's last check for
+        signals and that read() would only be handled after the read returns (CPython's
+        input() has no wake-up for it), so tests of a signal at a prompt wait for this."""
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + DEADLINE_S
+        while stat.read_text().rpartition(")")[2].split()[0] != "S":
+            assert time.monotonic() < deadline, "the process never waited for input"
+            time.sleep(0.01)  # polling a condition, with a deadline
+
     def wait(self) -> int:
         """Read the output to its end and return the exit code."""
         deadline = time.monotonic() + DEADLINE_S

@@ -175,7 +175,8 @@ def test_produce_prompt_ends_on_a_stop_signal(
     try:
         term.expect("type a record", "t> ")
         term.send(b"one\r")
-        term.expect("partition 0, offset 0")
+        term.expect("partition 0, offset 0\r\nt> ")  # and the next prompt
+        term.wait_until_asleep()
         term.proc.send_signal(signum)
         assert term.wait() == 0, term.text
     finally:

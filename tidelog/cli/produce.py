@@ -257,7 +257,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 def _interactive(settings: context.Settings, target: Target, parser: LineParser) -> None:
     """A prompt: each line typed is sent and answered with its partition and offset. Ctrl-D,
-    Ctrl-C and SIGTERM (run it in :func:`.stopping.sigterm_as_ctrl_c`) end it."""
+    Ctrl-C and SIGTERM (run it in :func:`.stopping.sigterm_as_ctrl_c`) end it, wherever they
+    come: what was typed is still sent by ``close()``."""
     out = context.stdout
     with asyncio.Runner() as runner:
         producer = target.producer(settings)
@@ -269,39 +270,32 @@ def _interactive(settings: context.Settings, target: Target, parser: LineParser)
                 "Enter to send it; Ctrl-D or Ctrl-C to finish",
                 soft_wrap=True,
             )
-            lineno = 0
-            while True:
-                try:
-                    line = out.input(f"[bold cyan]{markup(target.topic)}>[/bold cyan] ")
-                except (EOFError, KeyboardInterrupt):
-                    out.print()
-                    break
-                if not line:
-                    continue
-                lineno += 1
-                try:
-                    key, value = parser.parse(line.encode(), lineno)
-                except BadLine as exc:
-                    print_error(str(exc))
-                    continue
-                try:
-                    metadata = runner.run(
-                        producer.send_and_wait(
-                            target.topic,
-                            value,
-                            key,
-                            partition=target.partition,
-                            headers=target.headers or None,
-                        )
-                    )
-                except KeyboardInterrupt:  # the record is queued: close() still sends it
-                    out.print()
-                    break
-                out.print(
-                    f"[green]✓[/green] partition {metadata.partition}, offset {metadata.offset}"
-                )
+            _prompt(runner, producer, target, parser)
+        except (EOFError, KeyboardInterrupt):
+            out.print()
         finally:
             runner.run(producer.close())
+
+
+def _prompt(runner: asyncio.Runner, producer: Producer, target: Target, parser: LineParser) -> None:
+    out = context.stdout
+    lineno = 0
+    while True:
+        line = out.input(f"[bold cyan]{markup(target.topic)}>[/bold cyan] ")
+        if not line:
+            continue
+        lineno += 1
+        try:
+            key, value = parser.parse(line.encode(), lineno)
+        except BadLine as exc:
+            print_error(str(exc))
+            continue
+        metadata = runner.run(
+            producer.send_and_wait(
+                target.topic, value, key, partition=target.partition, headers=target.headers or None
+            )
+        )
+        out.print(f"[green]✓[/green] partition {metadata.partition}, offset {metadata.offset}")
 
 
 @command

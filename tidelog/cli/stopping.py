@@ -123,7 +123,11 @@ def run(main: Coroutine[Any, Any, T], *, on_stop: Callable[[], None] | None = No
 def sigterm_as_ctrl_c() -> Iterator[None]:
     """Within the block SIGTERM does whatever Ctrl-C does at that moment (a
     ``KeyboardInterrupt`` at a blocking prompt; in ``asyncio.Runner.run``, the cancellation of
-    what it runs): for commands that prompt rather than run one coroutine."""
+    what it runs): for commands that prompt rather than run one coroutine.
+
+    Like a signal at any blocking ``input()``, one that lands in the instant between Python's
+    last check for signals and the terminal read is only handled once the read returns (the
+    next line typed); :func:`run` has no such gap (its loop wakes up on every signal)."""
     if threading.current_thread() is not threading.main_thread() or not _default_disposition(
         signal.SIGTERM
     ):
