@@ -10,7 +10,10 @@ Shape after aiokafka's ``producer/message_accumulator.py``:
 * memory is accounted in :class:`MemoryBudget`: ``send()`` waits there for room, which is how
   a fast producer is slowed down to the speed of the brokers (back-pressure);
 * a batch that failed with a retriable error goes back to the *front* of its partition's
-  deque (:meth:`Accumulator.reenqueue`), so records keep their order.
+  deque (:meth:`Accumulator.reenqueue`), so records keep their order;
+* with idempotence, :meth:`Accumulator.drain` has each batch stamped (producer id, epoch, base
+  sequence) as it takes it for the first time, takes at most ``max_batches`` of a partition,
+  and sends a retried group of stamped batches again alone and whole (see :meth:`drain`).
 
 Everything here is synchronous. Batches are stamped with the injected ``clock`` (monotonic
 seconds) when they open, and :meth:`Accumulator.drain` and :meth:`Accumulator.expire` take
@@ -73,8 +76,11 @@ class ProducerBatch:
         "in_flight",
         "last_error",
         "log_append_time",
+        "producer_epoch",
+        "producer_id",
         "reserved",
         "retry_at",
+        "sequence",
         "tp",
     )
 
@@ -98,6 +104,10 @@ class ProducerBatch:
         self.error: BaseException | None = None
         self.last_error: BaseException | None = None
         self._future: asyncio.Future[None] | None = None
+        # The idempotence stamp, given once when first drained (-1: none; see stamp()).
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self.sequence = -1
 
     def append(
         self,
@@ -120,6 +130,15 @@ class ProducerBatch:
         """Bytes of the batch: built size once closed, uncompressed size while open."""
         buffer = self.buffer
         return len(buffer) if buffer is not None else self.builder.size_in_bytes
+
+    def stamp(self, producer_id: int, producer_epoch: int, sequence: int) -> int:
+        """Give the batch its idempotence fields before it is built; returns its record
+        count (the sequences it takes)."""
+        builder = self.builder
+        builder.producer_id = self.producer_id = producer_id
+        builder.producer_epoch = self.producer_epoch = producer_epoch
+        builder.base_sequence = self.sequence = sequence
+        return len(builder)
 
     def close(self) -> bytes:
         """Build the batch (once); no record can be added afterwards."""
@@ -172,6 +191,30 @@ class ProducerBatch:
 
 
 _EMPTY_BUILDER: Final = RecordBatchBuilder()
+UNBOUNDED: Final = 2**31 - 1
+"""``max_batches`` without a limit."""
+
+
+def _take_group(
+    dq: deque[ProducerBatch], taken: list[ProducerBatch], total: int, max_request_size: int
+) -> int:
+    """Move the stamped batches at the front of ``dq`` (a retried group) to ``taken``, all of
+    them or, if they do not fit beside what ``taken`` holds, none; returns the new total."""
+    group: list[ProducerBatch] = []
+    size = 0
+    for batch in dq:
+        if batch.sequence < 0:
+            break
+        group.append(batch)
+        size += batch.size
+    if taken and total + size > max_request_size:
+        return total
+    for batch in group:
+        dq.popleft()
+        batch.in_flight = True
+        batch.attempts += 1
+        taken.append(batch)
+    return total + size
 
 
 class RecordFuture:
@@ -389,14 +432,24 @@ class Accumulator:
         muted: Container[TopicPartition] = (),
         node_ready: Callable[[int], bool] = lambda node: True,
         max_request_size: int = 1024 * 1024,
+        max_batches: int = UNBOUNDED,
+        stamp: Callable[[ProducerBatch], bool] | None = None,
     ) -> tuple[dict[int, list[ProducerBatch]], float | None, bool]:
         """Take the ready batches of partitions that are not ``muted`` (a request for them is
         in flight) and whose leader can take a request (``node_ready``).
 
         Returns the batches per leader (in partition order, each partition's batches in
-        order, at most ``max_request_size`` bytes per leader but at least one batch), the
-        seconds until the next batch may become ready by time alone (``None``: none will), and
-        whether some partition has no known leader (refresh the metadata).
+        order, at most ``max_request_size`` bytes per leader but at least one batch, at most
+        ``max_batches`` per partition), the seconds until the next batch may become ready by
+        time alone (``None``: none will), and whether some partition has no known leader
+        (refresh the metadata).
+
+        With idempotence, ``stamp`` gives each batch its producer id, epoch and sequence as
+        it is taken for the first time (it returns ``False`` while the producer has no usable
+        epoch: nothing new is taken then). A partition whose front batches are stamped (a
+        retry) sends exactly those again, alone and whole: the broker then finds all of them
+        or none of them among the producer's last batches, so the response's one base offset
+        is right for each; and no batch of a newer epoch reaches the partition before them.
         """
         out: dict[int, list[ProducerBatch]] = {}
         sizes: dict[int, int] = {}
@@ -429,7 +482,12 @@ class Accumulator:
                 continue
             taken = out.setdefault(leader, [])
             total = sizes.get(leader, 0)
-            while dq:
+            if first.sequence >= 0:  # an idempotent retry
+                total = _take_group(dq, taken, total, max_request_size)
+                count = max_batches
+            else:
+                count = 0
+            while dq and count < max_batches:
                 batch = dq[0]
                 if not (batch.closed or hurry or batch.created + linger <= now):
                     wake = earlier(wake, batch.created + linger - now)
@@ -437,6 +495,9 @@ class Accumulator:
                 size = batch.size
                 if taken and total + size > max_request_size:
                     break
+                if stamp is not None and not stamp(batch):
+                    break
+                count += 1
                 dq.popleft()
                 if not batch.closed:
                     self._seal(batch, notify=False)
@@ -492,12 +553,19 @@ class Accumulator:
             self._incomplete.discard(batch)
             self.memory.release(batch.reserved)
 
-    def abort_queued(self, error_factory: Callable[[], BaseException]) -> list[ProducerBatch]:
-        """Fail every batch that is not in flight (closing without draining)."""
+    def abort_queued(
+        self, error_factory: Callable[[], BaseException], *, unstamped: bool = False
+    ) -> list[ProducerBatch]:
+        """Fail every batch that is not in flight (closing without draining); with
+        ``unstamped``, only those never sent (no idempotence stamp yet)."""
         failed: list[ProducerBatch] = []
         for dq in self._queues.values():
-            while dq:
-                batch = dq.popleft()
+            keep = 0  # the stamped batches, which lead the deque
+            while unstamped and keep < len(dq) and dq[keep].sequence >= 0:
+                keep += 1
+            while len(dq) > keep:
+                batch = dq[keep]
+                del dq[keep]
                 self._seal(batch, notify=False)
                 batch.fail(error_factory())
                 self.complete(batch)
