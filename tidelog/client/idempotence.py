@@ -28,7 +28,7 @@ from tidelog.wire import messages as m
 from tidelog.wire.records import NO_PRODUCER_ID
 
 if TYPE_CHECKING:
-    from .accumulator import ProducerBatch
+    from .batch import ProducerBatch
     from .types import TopicPartition
 
 MAX_IN_FLIGHT_PER_PARTITION: Final = 5
