@@ -361,9 +361,10 @@ def produce(
         Acks,
         typer.Option(
             help="Wait for none (no answer), the leader, or all in-sync replicas (on one "
-            "broker: an fsync). Example: --acks all",
+            "broker: an fsync). With all, the producer is idempotent: a retry never writes "
+            "a record twice; none and leader turn that off. Example: --acks leader",
         ),
-    ] = Acks.leader,
+    ] = Acks.all,
     compression: Annotated[
         Codec, typer.Option(help="Compress batches. Example: --compression zstd")
     ] = Codec.none,

@@ -32,6 +32,7 @@ __all__ = [
     "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
     "ProducerBufferFullError",
+    "ProducerFencedError",
     "ProtocolError",
     "RecordDeserializationError",
     "RequestTimeoutError",
@@ -82,6 +83,12 @@ class ProducerBufferFullError(ClientError):
     """``send()`` waited ``max_block`` seconds for room in ``buffer_memory``: records are
     produced faster than the brokers accept them. Slow down, or raise ``buffer_memory`` or
     ``max_block``."""
+
+
+class ProducerFencedError(ClientError):
+    """The broker refused this idempotent producer's batches with INVALID_PRODUCER_EPOCH:
+    another producer holds a newer epoch of its producer id. Fatal: its pending records fail
+    with this error and ``send()`` raises it; close the producer and create a new one."""
 
 
 class NoOffsetForPartitionError(ClientError):
@@ -139,6 +146,11 @@ _HINTS: Final[dict[ErrorCode, str]] = {
     ErrorCode.INVALID_TIMESTAMP: "send timestamps in milliseconds since the epoch",
     ErrorCode.POLICY_VIOLATION: "ask the broker's operator what its policy allows",
     ErrorCode.HANDSHAKE_REQUIRED: "this is a client bug: report it",
+    ErrorCode.OUT_OF_ORDER_SEQUENCE: "the broker did not write these records: it had lost "
+    "track of an earlier batch of this producer, or one failed; the producer bumps its epoch "
+    "and starts the partition's sequence again, so send them again if they must be written",
+    ErrorCode.INVALID_PRODUCER_EPOCH: "another producer with this producer id has a newer "
+    "epoch: this one is fenced; create a new producer",
 }
 
 

@@ -61,18 +61,22 @@ class ProducerIds:
 
 
 class ProducerStates:
-    """Every partition's producer table, loaded lazily: start-up stays fast."""
+    """Every partition's producer table, loaded lazily: start-up stays fast.
+
+    A table belongs to one :class:`PartitionLog` object: once that log is closed (its topic
+    deleted) the table goes too, and a topic created again under the name starts empty."""
 
     def __init__(self, logs: LogManager, expiration_ms: int) -> None:
         self._logs = logs
         self._expiration_ms = expiration_ms
-        self._tables: dict[TopicPartition, ProducerStateTable] = {}
+        self._tables: dict[TopicPartition, tuple[PartitionLog, ProducerStateTable]] = {}
 
     def table(self, tp: TopicPartition, plog: PartitionLog) -> ProducerStateTable:
-        table = self._tables.get(tp)
-        if table is None:
-            table = self._load(plog)
-            self._tables[tp] = table
+        entry = self._tables.get(tp)
+        if entry is not None and entry[0] is plog:
+            return entry[1]
+        table = self._load(plog)
+        self._tables[tp] = (plog, table)
         return table
 
     def forget(self, tp: TopicPartition) -> None:
@@ -80,17 +84,19 @@ class ProducerStates:
         self._tables.pop(tp, None)
 
     def expire(self) -> int:
+        """Forget idle producers, and the tables of logs closed since (deleted topics)."""
         now = now_ms()
-        return sum(table.expire(now) for table in self._tables.values())
+        for tp in [tp for tp, (plog, _) in self._tables.items() if plog.closed]:
+            del self._tables[tp]
+        return sum(table.expire(now) for _, table in self._tables.values())
 
     def snapshot(self) -> None:
         """Write each loaded table as ``<offset>.snapshot`` beside its log (at a clean close),
         removing the older ones; a failure is logged, the log replays at the next start."""
-        for tp, table in self._tables.items():
+        for tp, (plog, table) in self._tables.items():
+            if plog.closed or plog.offline is not None:
+                continue  # deleted, or the log replays at the next start anyway
             try:
-                plog = self._logs.get_log(tp)
-                if plog.closed or plog.offline is not None:
-                    continue
                 self._write(plog, table)
             except StorageError as exc:
                 log.warning("%s: could not write the producer snapshot: %s", tp, exc)
