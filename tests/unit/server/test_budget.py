@@ -9,6 +9,8 @@ import pytest
 
 from tidelog.server.budget import RequestBudget
 
+HANG_S = 30.0  # a bound against a hang, never a synchronisation device
+
 
 async def started(budget: RequestBudget, nbytes: int, order: list[int]) -> asyncio.Task[None]:
     """A task taking ``nbytes``, run until it either took them or waits for them."""
@@ -75,7 +77,7 @@ def test_a_cancelled_waiter_takes_nothing_and_holds_no_one_up(when: str) -> None
             budget.release(10)  # and the wake-up passes it over
         with pytest.raises(asyncio.CancelledError):
             await cancelled
-        await after
+        await asyncio.wait_for(after, HANG_S)  # never woken: the turn was lost
         assert order == [10, 2] and budget.used == 2 and not budget._waiters
 
     asyncio.run(main())
