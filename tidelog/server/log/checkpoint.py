@@ -20,6 +20,7 @@ from .files import Files
 logger = logging.getLogger("tidelog.server.log")
 
 RECOVERY_POINT_FILE: Final = "recovery-point-offset-checkpoint"
+LOG_START_FILE: Final = "log-start-offset-checkpoint"
 CLEAN_SHUTDOWN_FILE: Final = ".tidelog_clean_shutdown"
 CHECKPOINT_VERSION: Final = 0
 

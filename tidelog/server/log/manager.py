@@ -6,21 +6,22 @@ Layout (see docs/STORAGE.md)::
       .lock                               held (flock) while a process owns the directory
       .tidelog_clean_shutdown             only between a clean close and the next open
       recovery-point-offset-checkpoint
+      log-start-offset-checkpoint
       topics/<topic>.json                 partitions and config overrides: the commit record
-      <topic>-<partition>/                one PartitionLog each
+      <topic>-<partition>/                one PartitionLog each (with a copy of the topic file)
 
 Creating a topic makes its partition directories first and writes ``topics/<topic>.json``
 last: a crash in between leaves empty directories without a topic file, removed at the next
 open. Deleting renames the topic file to ``<topic>.json.deleted`` first (the commit), then
 renames each partition directory to ``<random>-delete`` and removes it; the next open finishes
-whatever a crash interrupted.
+whatever a crash interrupted. A damaged topic file is rebuilt from its copies
+(:mod:`.topicfiles`); a :class:`~.scrub.Scrubber` verifies the segments in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import logging
 import os
 import uuid
@@ -38,7 +39,13 @@ from tidelog.wire.errors import (
 )
 
 from .cache import HandleCache
-from .checkpoint import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, read_offsets, write_offsets
+from .checkpoint import (
+    CLEAN_SHUTDOWN_FILE,
+    LOG_START_FILE,
+    RECOVERY_POINT_FILE,
+    read_offsets,
+    write_offsets,
+)
 from .config import (
     Clock,
     FlushPolicy,
@@ -47,13 +54,15 @@ from .config import (
     system_clock,
     validate_topic_name,
 )
+from .damage import Damage
 from .files import Files, FileSystem, storage_error
 from .flush import GroupCommitter
 from .partition import PartitionLog
+from .scrub import DEFAULT_SCRUB_BYTES_PER_SECOND, DEFAULT_SCRUB_INTERVAL_MS, Scrubber
+from .topicfiles import TOPICS_DIR, TopicFiles, TopicRecord
 
 logger = logging.getLogger("tidelog.server.log")
 
-TOPICS_DIR: Final = "topics"
 LOCK_FILE: Final = ".lock"
 DELETE_SUFFIX: Final = "-delete"
 TOMBSTONE_SUFFIX: Final = ".json.deleted"
@@ -88,6 +97,8 @@ class LogManager:
         checkpoint_interval_ms: int = 60 * 1000,
         housekeeping_interval_ms: int = 100,
         flush_executor: Executor | None = None,
+        scrub_bytes_per_second: int = DEFAULT_SCRUB_BYTES_PER_SECOND,
+        scrub_interval_ms: int = DEFAULT_SCRUB_INTERVAL_MS,
     ) -> None:
         """Configure; nothing touches the disk until :meth:`open`.
 
@@ -96,6 +107,8 @@ class LogManager:
         ``housekeeping_interval_ms`` is how often the loop started by :meth:`start` wakes;
         retention and checkpoints run at their own intervals, by the injected ``clock``.
         ``flush_executor`` runs the fsyncs (default: the event loop's thread pool).
+        ``scrub_bytes_per_second`` bounds the background scrubber's reads (0: no scrubbing);
+        ``scrub_interval_ms`` is how often it checks each segment again.
         """
         self.data_dir = os.fspath(data_dir)
         self.default_config = TopicConfig() if defaults is None else defaults
@@ -113,6 +126,15 @@ class LogManager:
         self._next_checkpoint = 0
         self._lock_fd = -1
         self._task: asyncio.Task[None] | None = None
+        self._topic_files = TopicFiles(self._files, self.data_dir)
+        self.scrubber = Scrubber(
+            self._logs.values,
+            self._files,
+            bytes_per_second=scrub_bytes_per_second,
+            interval_ms=scrub_interval_ms,
+            clock=clock,
+        )
+        self._scrub_task: asyncio.Task[None] | None = None
         self._opened = False
         self._closed = False
         self.had_clean_shutdown = False
@@ -165,16 +187,17 @@ class LogManager:
             files.remove(marker)  # durably gone before the first append can happen
             files.sync_dir(self.data_dir)
         points = read_offsets(files, os.path.join(self.data_dir, RECOVERY_POINT_FILE))
+        starts = read_offsets(files, os.path.join(self.data_dir, LOG_START_FILE))
         topics_dir = os.path.join(self.data_dir, TOPICS_DIR)
         for entry in files.listdir(topics_dir):
             path = os.path.join(topics_dir, entry)
             if entry.endswith(TOMBSTONE_SUFFIX):
                 self._finish_delete(entry[: -len(TOMBSTONE_SUFFIX)])
             elif entry.endswith(".json"):
-                info = self._read_topic(path)
-                self._topics[info.name] = info
+                self._add_topic(self._topic_files.read(entry[: -len(".json")]))
             elif entry.endswith(".tmp"):
                 files.remove(path, missing_ok=True)
+        orphans: dict[str, list[str]] = {}
         for entry in files.listdir(self.data_dir):
             path = os.path.join(self.data_dir, entry)
             if entry.endswith(".tmp"):
@@ -188,25 +211,67 @@ class LogManager:
             if tp is None or not files.isdir(path):
                 continue
             owner = self._topics.get(tp.topic)
-            if owner is None or tp.partition >= owner.partitions:
-                self._orphan(path)
+            unclaimed = owner is None or tp.partition >= owner.partitions
+            if unclaimed and self._orphan(path) and owner is None:
+                orphans.setdefault(tp.topic, []).append(path)
+        for name, paths in orphans.items():
+            self._adopt(name, paths)
         for info in self._topics.values():
             for partition in range(info.partitions):
                 tp = TopicPartition(info.name, partition)
-                self._open_log(tp, info.config, points.get(tp, 0), self.had_clean_shutdown)
+                self._open_log(
+                    tp,
+                    info.config,
+                    points.get(tp, 0),
+                    self.had_clean_shutdown,
+                    log_start=starts.get(tp),
+                )
         self.checkpoint()
 
-    def _orphan(self, path: str) -> None:
+    def _orphan(self, path: str) -> bool:
+        """A partition directory no topic claims: removed if empty (a creation cut short);
+        ``True`` if it holds data."""
         files = self._files
         logs = [n for n in files.listdir(path) if n.endswith(".log")]
         if all(files.size(os.path.join(path, n)) == 0 for n in logs):
             logger.info("removing %s, an empty partition of a topic whose creation was cut", path)
             files.remove_tree(path)
-        else:
-            logger.error("ignoring %s: it holds data but belongs to no known topic", path)
+            return False
+        return True
+
+    def _adopt(self, name: str, paths: list[str]) -> None:
+        """Partitions holding data whose topic file is gone: rebuild it from their copies if
+        they settle it, else leave them alone (logged)."""
+        try:
+            record = self._topic_files.rebuild(name, f"topic file of {name} is missing")
+            self._add_topic(record)
+        except (StorageError, InvalidConfigError) as exc:
+            for path in paths:
+                logger.error("ignoring %s: it holds data but belongs to no known topic", path)
+            logger.error("%s", exc)
+
+    def _add_topic(self, record: TopicRecord) -> None:
+        try:
+            validate_topic_name(record.name)
+            config = self.default_config.with_overrides(record.overrides)
+        except (InvalidConfigError, ValueError) as exc:
+            path = self._topic_files.path(record.name)
+            raise StorageError(
+                f"topic file {path} holds an invalid config ({exc}): correct it by hand and "
+                "start the broker again"
+            ) from exc
+        self._topics[record.name] = TopicInfo(
+            record.name, record.partitions, config, record.overrides
+        )
 
     def _open_log(
-        self, tp: TopicPartition, config: TopicConfig, recovery_point: int, clean: bool
+        self,
+        tp: TopicPartition,
+        config: TopicConfig,
+        recovery_point: int,
+        clean: bool,
+        *,
+        log_start: int | None = None,
     ) -> PartitionLog:
         log = PartitionLog.open(
             os.path.join(self.data_dir, tp.dir_name),
@@ -217,28 +282,16 @@ class LogManager:
             recovery_point=recovery_point,
             clean_shutdown=clean,
             name=str(tp),
+            log_start=log_start,
         )
+        log.on_suspect = self.scrubber.suspect
+        log.on_start_moving = self._start_moving
         self._logs[tp] = log
         self._committers[tp] = GroupCommitter(log, self._flush_executor)
         return log
 
-    def _read_topic(self, path: str) -> TopicInfo:
-        data = self._files.read_file(path)
-        try:
-            doc = json.loads(data or b"")
-            name = validate_topic_name(doc["name"])
-            partitions = int(doc["partitions"])
-            overrides = dict(doc.get("config", {}))
-            config = self.default_config.with_overrides(overrides)
-        except (ValueError, KeyError, TypeError, InvalidConfigError) as exc:
-            raise StorageError(f"topic file {path} is damaged: {exc}") from exc
-        return TopicInfo(name, partitions, config, overrides)
-
     def _write_topic(self, info: TopicInfo) -> None:
-        doc = {"version": 1, "name": info.name, "partitions": info.partitions}
-        doc["config"] = dict(info.overrides)
-        path = os.path.join(self.data_dir, TOPICS_DIR, info.name + ".json")
-        self._files.write_atomically(path, json.dumps(doc, indent=2, sort_keys=True).encode())
+        self._topic_files.write(TopicRecord(info.name, info.partitions, dict(info.overrides)))
 
     # --- topics -----------------------------------------------------------------------------
 
@@ -292,6 +345,7 @@ class LogManager:
                 self._drop_partition(tp, remove=True)
             raise
         self._topics[name] = info
+        self.checkpoint()  # no stale recovery point of an older topic of this name
         logger.info("created topic %s with %d partition(s)", name, partitions)
         return info
 
@@ -337,6 +391,7 @@ class LogManager:
         self._files.sync_dir(os.path.join(self.data_dir, TOPICS_DIR))
         del self._topics[name]
         self._finish_delete(name)
+        self.checkpoint()
         logger.info("deleted topic %s", name)
 
     def _finish_delete(self, name: str) -> None:
@@ -405,9 +460,30 @@ class LogManager:
         return deleted
 
     def checkpoint(self) -> None:
-        """Persist every log's recovery point (atomically)."""
+        """Persist every log's recovery point and log start offset (atomically)."""
         points = {tp: log.recovery_point for tp, log in self._logs.items()}
         write_offsets(self._files, os.path.join(self.data_dir, RECOVERY_POINT_FILE), points)
+        self._write_starts({})
+
+    def _write_starts(self, moving: Mapping[TopicPartition, int]) -> None:
+        starts = {tp: moving.get(tp, log.log_start_offset) for tp, log in self._logs.items()}
+        write_offsets(self._files, os.path.join(self.data_dir, LOG_START_FILE), starts)
+
+    def _start_moving(self, log: PartitionLog, start: int) -> None:
+        """Checkpoint a log's new start before retention deletes the segments below it, so
+        the next open tells a deleted segment from a lost one."""
+        for tp, candidate in self._logs.items():
+            if candidate is log:
+                self._write_starts({tp: start})
+                return
+
+    # --- integrity --------------------------------------------------------------------------
+
+    async def verify(self, tp: TopicPartition, offset: int, max_bytes: int) -> list[Damage]:
+        """Check on disk what a fetch of ``max_bytes`` from ``offset`` returns: a client found
+        a batch there that failed its CRC. Damage found is isolated (the fetch then gets
+        ``DAMAGED_RANGE``); returns what is new."""
+        return await self.scrubber.verify(self.get_log(tp), offset, max_bytes)
 
     async def run_housekeeping(self) -> None:
         """One round of the background work, by the injected clock: retention when it is due,
@@ -417,6 +493,7 @@ class LogManager:
             self._next_retention = now + self._retention_interval
             self.run_retention()
         flushes = []
+        sealed = False
         for tp, log in self._logs.items():
             if log.offline is not None or log.closed:
                 continue
@@ -428,6 +505,7 @@ class LogManager:
                 and now - log.last_flush_ms >= config.flush_ms
             )
             if log.needs_background_flush:
+                sealed = True
                 flushes.append(committer.flush_now())
             elif due:
                 flushes.append(committer.flush())
@@ -437,7 +515,7 @@ class LogManager:
                     logger.error("background flush failed: %s", result)
                 elif isinstance(result, BaseException):
                     raise result
-        if now >= self._next_checkpoint:
+        if sealed or now >= self._next_checkpoint:
             self._next_checkpoint = now + self._checkpoint_interval
             points = {tp: log.recovery_point for tp, log in self._logs.items()}
             path = os.path.join(self.data_dir, RECOVERY_POINT_FILE)
@@ -448,6 +526,8 @@ class LogManager:
         self._check_open()
         if self._task is None:
             self._task = asyncio.create_task(self._housekeeping_loop(), name="log-housekeeping")
+        if self._scrub_task is None and self.scrubber.bytes_per_second > 0:
+            self._scrub_task = asyncio.create_task(self.scrubber.run(), name="log-scrubber")
 
     async def _housekeeping_loop(self) -> None:
         while True:
@@ -463,10 +543,12 @@ class LogManager:
 
     async def stop(self) -> None:
         """Stop housekeeping, let running fsyncs end, then :meth:`close` off the loop."""
-        task, self._task = self._task, None
-        if task is not None:
+        self.scrubber.stop()
+        tasks = [t for t in (self._task, self._scrub_task) if t is not None]
+        self._task = self._scrub_task = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for committer in list(self._committers.values()):
             await committer.wait_idle()
         await asyncio.to_thread(self.close)

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from contextlib import suppress
 
 from tidelog.wire.errors import (
     CorruptBatchError,
     CorruptMessageError,
+    DamagedRangeError,
     InvalidRecordError,
     MessageTooLargeError,
+    MissingRangeError,
     OffsetOutOfRangeError,
     StorageError,
     UnsupportedCompressionCodeError,
@@ -29,13 +32,16 @@ from tidelog.wire.layouts import BATCH_LOG_OVERHEAD, BATCH_STAMP_STRUCT, BATCH_S
 from tidelog.wire.records import Buffer, RecordBatch
 
 from .cache import HandleCache
+from .check import CheckJob, SegmentCheck
 from .config import INT32_MAX, Clock, TopicConfig, system_clock
+from .damage import Damage, write_damage
 from .files import Files, SyncJob
 from .loader import LoadReport, load_segments
-from .logfile import LogOfflineError
+from .logfile import LogOfflineError, SuspectedDamageError
 from .results import AppendInfo as AppendInfo
 from .results import LogReadResult as LogReadResult
 from .results import TimestampOffset as TimestampOffset
+from .results import Unreadable
 from .segment import LogSegment
 from .segments import LogSegments
 
@@ -79,6 +85,16 @@ class PartitionLog:
         self._closed = False
         self.last_flush_ms = clock()
         self.load_report = load_report
+        self.damage_found = len(load_report.damaged)
+        """Damaged ranges found since the log was opened (by recovery, a scrub or a report)."""
+        self.repairs_made = load_report.repaired
+        """Batches whose stamped fields were restored since the log was opened."""
+        self.on_suspect: Callable[[PartitionLog, LogSegment], None] | None = None
+        """Told when a read meets damage no check has isolated yet (the scrubber checks it)."""
+        self.on_start_moving: Callable[[PartitionLog, int], None] | None = None
+        """Told the new log start before retention deletes (it checkpoints it first)."""
+        if load_report.damaged or any(s.damage for s in segments):
+            self._save_damage()
 
     @classmethod
     def open(
@@ -92,10 +108,12 @@ class PartitionLog:
         recovery_point: int = 0,
         clean_shutdown: bool = False,
         name: str | None = None,
+        log_start: int | None = None,
     ) -> PartitionLog:
         """Open (or create) the log in ``directory``, recovering what needs it: after a clean
-        shutdown only the active segment's end is found; otherwise every segment from the
-        one holding ``recovery_point`` is checked and cut at the first bad batch."""
+        shutdown only segment ends are found; otherwise every segment from the one holding
+        ``recovery_point`` is checked batch by batch, its damage isolated and only a torn
+        tail cut (see :mod:`.loader`). ``log_start``: the checkpointed log start offset."""
         config = TopicConfig() if config is None else config
         files = Files() if files is None else files
         cache = HandleCache() if cache is None else cache
@@ -110,6 +128,7 @@ class PartitionLog:
             clean_shutdown=clean_shutdown,
             now=clock(),
             name=name,
+            log_start=log_start,
         )
         return cls(
             directory,
@@ -159,6 +178,10 @@ class PartitionLog:
     @property
     def segments(self) -> tuple[LogSegment, ...]:
         return tuple(self._segments)
+
+    def segment_for(self, offset: int) -> LogSegment:
+        """The segment holding ``offset`` (the last one starting at or before it)."""
+        return self._segments.floor(offset)
 
     @property
     def active_segment(self) -> LogSegment:
@@ -314,15 +337,113 @@ class PartitionLog:
         if offset >= upper:
             return self._result(b"", offset, offset)
         segment = self._segments.floor(offset)
-        # Like Kafka's high watermark metadata: the position where the batch holding
-        # ``upper`` starts, looked up only when ``upper`` is inside this segment.
-        max_position = None
-        if upper < segment.next_offset:
-            max_position = segment.translate_offset(upper).position
-        fetched = segment.read(offset, max_bytes, max_position, min_one_batch)
+        try:
+            # Like Kafka's high watermark metadata: the position where the batch holding
+            # ``upper`` starts, looked up only when ``upper`` is inside this segment.
+            max_position = None
+            if upper < segment.next_offset:
+                max_position = segment.position_of(upper)
+            fetched = segment.read(offset, max_bytes, max_position, min_one_batch)
+        except DamagedRangeError as exc:
+            raise DamagedRangeError(
+                f"{self.name}: {exc.message}",
+                start_offset=exc.start_offset,
+                next_offset=exc.next_offset,
+            ) from None
+        except SuspectedDamageError:
+            if self.on_suspect is not None:
+                self.on_suspect(self, segment)
+            raise
         if fetched is None:
-            raise OffsetOutOfRangeError(f"offset {offset} is not in {segment.log_path}")
+            raise self._missing(offset)
         return self._result(fetched.records, fetched.first_offset, fetched.next_offset)
+
+    def _missing(self, offset: int) -> MissingRangeError:
+        """The error for ``offset`` in a gap between two segments."""
+        before = self._segments.floor(offset)
+        after = self._segments.higher(offset)
+        end = self._leo if after is None else after.base_offset
+        return MissingRangeError(
+            f"{self.name}: offsets [{before.next_offset}, {end}) are missing from the "
+            f"broker's disk (no segment holds offset {offset}); the next data starts at "
+            f"offset {end}",
+            start_offset=before.next_offset,
+            next_offset=end,
+        )
+
+    # --- integrity ----------------------------------------------------------------------
+
+    def unreadable(self) -> list[Unreadable]:
+        """Every offset range a read is refused: damaged ranges and gaps between segments."""
+        out: list[Unreadable] = []
+        previous: LogSegment | None = None
+        for segment in self._segments:
+            if previous is not None and previous.next_offset < segment.base_offset:
+                out.append(
+                    Unreadable(previous.next_offset, segment.base_offset, "missing", "no segment")
+                )
+            for region in segment.damage:
+                if region.first_offset < region.next_offset:
+                    detail = region.describe(os.path.basename(segment.log_path))
+                    out.append(
+                        Unreadable(region.first_offset, region.next_offset, "damaged", detail)
+                    )
+            previous = segment
+        return out
+
+    def check_job(
+        self, segment: LogSegment, *, start_offset: int | None = None, max_bytes: int = 0
+    ) -> CheckJob:
+        """A check of ``segment`` -- all of it, or what a read of ``max_bytes`` from
+        ``start_offset`` returns -- to run anywhere (a worker thread) on a descriptor of its
+        own; :meth:`finish_check` applies its result. Raises what such a read raises."""
+        self._check_usable()
+        start, first, end, end_offset = 0, segment.base_offset, segment.size, segment.next_offset
+        if start_offset is not None:
+            fetched = segment.read(start_offset, max_bytes, None, True)
+            if fetched is not None and fetched.records:
+                start = segment.position_of(fetched.first_offset)
+                first = fetched.first_offset
+                end = start + len(fetched.records)
+                end_offset = fetched.next_offset
+        return CheckJob(segment, segment.log_path, start, end, first, end_offset, self._generation)
+
+    def finish_check(self, job: CheckJob, result: SegmentCheck) -> list[Damage]:
+        """Apply a check's result (if the log did not change under it): write the repairs,
+        record, log and count the damage. Returns the damaged ranges that are new."""
+        segment = job.segment
+        if job.generation != self._generation or segment.deleted or self._closed:
+            return []
+        if segment not in self._segments:
+            return []
+        if result.tail is not None:
+            logger.error(
+                "%s: %s holds more offsets than fit before %d; not applying its check (%s)",
+                self.name,
+                segment.log_path,
+                job.end_offset,
+                result.tail.reason,
+            )
+            return []
+        new = segment.apply_check(result, reindex=result.start == 0 and bool(result.damage))
+        for repair in result.repairs:
+            logger.warning(
+                "%s: restored %s of the batch at byte %d of %s (its CRC proves it intact)",
+                self.name,
+                repair.what,
+                repair.position,
+                os.path.basename(segment.log_path),
+            )
+        self.repairs_made += len(result.repairs)
+        for region in new:
+            logger.error("%s: isolated damaged %s", self.name, region.describe(segment.log_path))
+        if new:
+            self.damage_found += len(new)
+            self._save_damage()
+        return new
+
+    def _save_damage(self) -> None:
+        write_damage(self._files, self.directory, {s.base_offset: s.damage for s in self._segments})
 
     def _result(self, records: bytes, first: int, next_offset: int) -> LogReadResult:
         return LogReadResult(
@@ -351,7 +472,12 @@ class PartitionLog:
         doomed = self._segments.expired(self._config, self._clock(), self._hw)
         count = len(doomed)
         if count:
+            if self.on_start_moving is not None:
+                self.on_start_moving(self, self.segments[count].base_offset)
+            damaged = any(s.damage for s in doomed)
             deleted = self._segments.delete(doomed)
+            if damaged:
+                self._save_damage()
             self._rp = max(self._rp, self.log_start_offset)
             logger.info(
                 "%s: retention deleted %d segment(s) (%d bytes); the log now starts at %d",
