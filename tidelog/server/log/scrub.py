@@ -43,6 +43,9 @@ DEFAULT_SCRUB_BYTES_PER_SECOND: Final = 8 * 1024 * 1024
 DEFAULT_SCRUB_INTERVAL_MS: Final = 7 * 24 * 60 * 60 * 1000
 SUSPECT_COOLDOWN_MS: Final = 60_000
 """A segment a read suspected is not checked again for this long (one check answers it)."""
+RETRY_AFTER_MS: Final = 60_000
+"""A check that failed (a read error: the disk, or the segment deleted under it) is tried
+again after this long."""
 IDLE_WAIT_S: Final = 60.0
 """How long an idle scrubber sleeps before it looks for work again (new segments)."""
 
@@ -102,6 +105,8 @@ class Scrubber:
         self._suspected: dict[str, int] = {}
         self._done: dict[str, tuple[int, int, int]] = {}
         """Per segment file: (position, offset) checked up to, and when it started."""
+        self._failed: dict[str, int] = {}
+        """Per segment file whose check failed: when to try again."""
         self.stats = ScrubStats()
 
     # --- what callers ask -------------------------------------------------------------------
@@ -137,6 +142,15 @@ class Scrubber:
         )
         return await self._run(log, job, paced=False)
 
+    async def check_suspects(self) -> int:
+        """Check now, unpaced, the segments reads suspected; returns how many."""
+        count = 0
+        while self._urgent:
+            log, segment = self._urgent.popleft()
+            await self._run_urgent(log, segment)
+            count += 1
+        return count
+
     async def scrub_once(self) -> int:
         """Check, unpaced, every segment not checked within ``interval_ms`` (tests, tools);
         returns how many checks ran."""
@@ -153,9 +167,7 @@ class Scrubber:
         segment; idle for a while when nothing is due."""
         while not self._stop.is_set():
             self._wake.clear()
-            if self._urgent:
-                log, segment = self._urgent.popleft()
-                await self._run_urgent(log, segment)
+            if await self.check_suspects():
                 continue
             due = self._next_due()
             if due is not None:
@@ -190,6 +202,8 @@ class Scrubber:
                 continue
             for segment in log.segments:
                 live.add(segment.log_path)
+                if now < self._failed.get(segment.log_path, now):
+                    continue
                 position, offset, started = self._done.get(segment.log_path, (0, -1, 0))
                 fresh = offset >= 0 and now - started < self.interval_ms
                 if fresh and position >= segment.size:
@@ -203,9 +217,9 @@ class Scrubber:
                         segment, job.path, position, job.end, offset, job.end_offset, job.generation
                     )
                 return log, job
-        for path in list(self._done):
-            if path not in live:
-                del self._done[path]
+        for known in (self._done, self._failed):
+            for path in [p for p in known if p not in live]:
+                del known[path]
         return None
 
     async def _run(self, log: PartitionLog, job: CheckJob, *, paced: bool) -> list[Damage]:
@@ -219,8 +233,9 @@ class Scrubber:
             )
         except ScrubStopped:
             return []
-        except StorageError as exc:  # e.g. the segment was deleted under the check
-            logger.info("%s: check of %s stopped: %s", log.name, job.path, exc)
+        except StorageError as exc:  # a failing disk, or the segment deleted under the check
+            logger.warning("%s: check of %s stopped: %s", log.name, job.path, exc)
+            self._failed[job.path] = self._clock() + RETRY_AFTER_MS
             return []
         self.stats.checks += 1
         self.stats.bytes_checked += job.size
