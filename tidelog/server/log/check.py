@@ -24,6 +24,8 @@ only, so a check can run in a worker thread on a descriptor of its own. No async
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -52,6 +54,8 @@ from .scan import RECOVERY_CHUNK, BatchInfo
 
 if TYPE_CHECKING:
     from .segment import LogSegment
+
+logger = logging.getLogger("tidelog.server.log")
 
 Reader = Callable[[int, int], bytes]
 """``read(size, position)``: up to ``size`` bytes of the file at ``position`` (``pread``)."""
@@ -494,3 +498,17 @@ def _place(
         else:
             tail = Damage(bad_from, end, low, -1, bad_reason)
     return SegmentCheck(start, end, batches, damage, repairs, low, tail)
+
+
+def report_check(name: str, path: str, result: SegmentCheck, new: list[Damage]) -> None:
+    """Say, loudly, what a check of ``path`` restored and which damage it isolated."""
+    for repair in result.repairs:
+        logger.warning(
+            "%s: restored %s of the batch at byte %d of %s (its CRC proves it intact)",
+            name,
+            repair.what,
+            repair.position,
+            os.path.basename(path),
+        )
+    for region in new:
+        logger.error("%s: isolated damaged %s", name, region.describe(path))

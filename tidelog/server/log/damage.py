@@ -18,9 +18,16 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from itertools import pairwise
+from typing import TYPE_CHECKING, Final
+
+from tidelog.wire.errors import MissingRangeError
 
 from .files import Files
+from .results import Unreadable
+
+if TYPE_CHECKING:
+    from .segment import LogSegment
 
 logger = logging.getLogger("tidelog.server.log")
 
@@ -71,6 +78,32 @@ def merge_damage(
     """``old`` with what a check of bytes ``[start, end)`` found replacing what it knew there."""
     kept = [r for r in old if r.end <= start or r.position >= end]
     return sorted([*kept, *found], key=lambda r: r.position)
+
+
+def unreadable_ranges(segments: Iterable[LogSegment]) -> list[Unreadable]:
+    """The offset ranges of a log's ``segments`` that a read refuses: their damaged ranges
+    and the gaps between them."""
+    out: list[Unreadable] = []
+    ordered = list(segments)
+    for older, newer in pairwise(ordered):
+        if older.next_offset < newer.base_offset:
+            out.append(Unreadable(older.next_offset, newer.base_offset, "missing", "no segment"))
+    for segment in ordered:
+        for region in segment.damage:
+            if region.first_offset < region.next_offset:
+                detail = region.describe(os.path.basename(segment.log_path))
+                out.append(Unreadable(region.first_offset, region.next_offset, "damaged", detail))
+    return sorted(out, key=lambda u: u.start_offset)
+
+
+def missing_range(name: str, start: int, end: int, offset: int) -> MissingRangeError:
+    """The error of a read at ``offset``, in the gap ``[start, end)`` of log ``name``."""
+    return MissingRangeError(
+        f"{name}: offsets [{start}, {end}) are missing from the broker's disk (no segment "
+        f"holds offset {offset}); the next data starts at offset {end}",
+        start_offset=start,
+        next_offset=end,
+    )
 
 
 def read_damage(files: Files, directory: str, name: str) -> dict[int, list[Damage]]:

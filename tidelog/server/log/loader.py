@@ -27,6 +27,7 @@ from typing import Final
 from tidelog.wire.errors import StorageError
 
 from .cache import HandleCache
+from .check import report_check
 from .damage import DAMAGE_FILE, Damage, read_damage
 from .files import Files, Handle
 from .index import INDEX_SUFFIX, TIME_INDEX_SUFFIX
@@ -121,16 +122,7 @@ class _Loader:
         new = segment.apply_check(result)
         self.damaged.extend(new)
         self.repaired += len(result.repairs)
-        for region in new:
-            logger.error("%s: isolated damaged %s", self.name, region.describe(segment.log_path))
-        for repair in result.repairs:
-            logger.warning(
-                "%s: restored %s of the batch at byte %d of %s (its CRC proves it intact)",
-                self.name,
-                repair.what,
-                repair.position,
-                os.path.basename(segment.log_path),
-            )
+        report_check(self.name, segment.log_path, result, new)
         self.checked.append(segment)
         return result.tail
 

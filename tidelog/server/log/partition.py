@@ -22,7 +22,6 @@ from tidelog.wire.errors import (
     DamagedRangeError,
     InvalidRecordError,
     MessageTooLargeError,
-    MissingRangeError,
     OffsetOutOfRangeError,
     StorageError,
     UnsupportedCompressionCodeError,
@@ -32,9 +31,9 @@ from tidelog.wire.layouts import BATCH_LOG_OVERHEAD, BATCH_STAMP_STRUCT, BATCH_S
 from tidelog.wire.records import Buffer, RecordBatch
 
 from .cache import HandleCache
-from .check import CheckJob, SegmentCheck
+from .check import CheckJob, SegmentCheck, report_check
 from .config import INT32_MAX, Clock, TopicConfig, system_clock
-from .damage import Damage, write_damage
+from .damage import Damage, missing_range, unreadable_ranges, write_damage
 from .files import Files, SyncJob
 from .loader import LoadReport, load_segments
 from .logfile import LogOfflineError, SuspectedDamageError
@@ -354,42 +353,17 @@ class PartitionLog:
             if self.on_suspect is not None:
                 self.on_suspect(self, segment)
             raise
-        if fetched is None:
-            raise self._missing(offset)
+        if fetched is None:  # in a gap between two segments
+            after = self._segments.higher(offset)
+            end = self._leo if after is None else after.base_offset
+            raise missing_range(self.name, segment.next_offset, end, offset)
         return self._result(fetched.records, fetched.first_offset, fetched.next_offset)
-
-    def _missing(self, offset: int) -> MissingRangeError:
-        """The error for ``offset`` in a gap between two segments."""
-        before = self._segments.floor(offset)
-        after = self._segments.higher(offset)
-        end = self._leo if after is None else after.base_offset
-        return MissingRangeError(
-            f"{self.name}: offsets [{before.next_offset}, {end}) are missing from the "
-            f"broker's disk (no segment holds offset {offset}); the next data starts at "
-            f"offset {end}",
-            start_offset=before.next_offset,
-            next_offset=end,
-        )
 
     # --- integrity ----------------------------------------------------------------------
 
     def unreadable(self) -> list[Unreadable]:
         """Every offset range a read is refused: damaged ranges and gaps between segments."""
-        out: list[Unreadable] = []
-        previous: LogSegment | None = None
-        for segment in self._segments:
-            if previous is not None and previous.next_offset < segment.base_offset:
-                out.append(
-                    Unreadable(previous.next_offset, segment.base_offset, "missing", "no segment")
-                )
-            for region in segment.damage:
-                if region.first_offset < region.next_offset:
-                    detail = region.describe(os.path.basename(segment.log_path))
-                    out.append(
-                        Unreadable(region.first_offset, region.next_offset, "damaged", detail)
-                    )
-            previous = segment
-        return out
+        return unreadable_ranges(self._segments)
 
     def check_job(
         self, segment: LogSegment, *, start_offset: int | None = None, max_bytes: int = 0
@@ -426,17 +400,8 @@ class PartitionLog:
             )
             return []
         new = segment.apply_check(result, reindex=result.start == 0 and bool(result.damage))
-        for repair in result.repairs:
-            logger.warning(
-                "%s: restored %s of the batch at byte %d of %s (its CRC proves it intact)",
-                self.name,
-                repair.what,
-                repair.position,
-                os.path.basename(segment.log_path),
-            )
+        report_check(self.name, segment.log_path, result, new)
         self.repairs_made += len(result.repairs)
-        for region in new:
-            logger.error("%s: isolated damaged %s", self.name, region.describe(segment.log_path))
         if new:
             self.damage_found += len(new)
             self._save_damage()
