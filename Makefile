@@ -32,9 +32,11 @@ format: $(STAMP)
 fuzz: $(STAMP)
 	TIDELOG_FUZZ_INPUTS=2000000 $(BIN)/pytest tests/unit/test_fuzz.py -q
 
-# Hundreds of SIGKILL crash rounds against the log (make test runs 20).
+# Hundreds of SIGKILL crash rounds against the log (make test runs 20), and 300 broker SIGKILLs
+# under an idempotent producer (make test runs 30).
 soak: $(STAMP)
 	TIDELOG_SOAK_ROUNDS=300 $(BIN)/pytest tests/system/test_log_crash.py -q
+	TIDELOG_IDEMPOTENCE_KILLS=300 $(BIN)/pytest tests/system/test_idempotent_crash.py -q -s
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).
 run: $(STAMP)

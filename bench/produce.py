@@ -2,6 +2,7 @@
 
     python bench/produce.py [--records 300000] [--sizes 100,1024] [--acks none,leader,all]
                             [--runs 3] [--rate 10000] [--latency-seconds 5]
+                            [--idempotence default|on|off]
 
 Throughput: one Producer sends ``--records`` records of each size as fast as ``send()`` allows
 (batch_size 256 KiB, linger 5 ms), then flushes; records/s and MB/s of values, and the
@@ -10,7 +11,8 @@ send-to-acknowledgement latency of every 100th record.
 Latency: an open-loop run at ``--rate`` records/s with linger 0; each record's latency is
 measured from the moment it was *scheduled* (not sent), so a stall shows up as latency of
 every record it delayed (coordinated omission corrected). p50 / p99 / p99.9 / max.
-Each throughput figure is the median of ``--runs`` runs with the min-max range.
+Each throughput figure is the median of ``--runs`` runs with the min-max range. With
+``acks=all`` the producer is idempotent unless ``--idempotence off``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ SAMPLE_EVERY = 100
 
 
 async def throughput(
-    address: str, topic: str, n: int, size: int, acks: str
+    address: str, topic: str, n: int, size: int, acks: str, idempotence: bool | None = None
 ) -> tuple[float, list[float]]:
     """Records/s and sampled latencies (ms) of one run."""
     value = os.urandom(size)
@@ -44,7 +46,12 @@ async def throughput(
         return lambda _: latencies.append((clock() - sent) * 1000)
 
     async with Producer(
-        address, acks=acks, batch_size=256 * 1024, linger=0.005, max_request_size=4 << 20
+        address,
+        acks=acks,
+        batch_size=256 * 1024,
+        linger=0.005,
+        max_request_size=4 << 20,
+        enable_idempotence=idempotence,
     ) as producer:
         await producer.send_and_wait(topic, value)  # metadata and connection warm
         send = producer.send
@@ -101,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
                         topic = f"bench-{size}-{acks}-{run}"
                         await admin.create_topic(topic, 1)
                         rate, lat = await throughput(
-                            broker.address, topic, args.records, size, acks
+                            broker.address, topic, args.records, size, acks, args.idempotence
                         )
                         rates.append(rate)
                         samples.extend(lat)
@@ -140,7 +147,15 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=5.0)
-    return parser.parse_args()
+    parser.add_argument(
+        "--idempotence",
+        choices=("default", "on", "off"),
+        default="default",
+        help="the producer's enable_idempotence (default: on with acks=all, as in the client)",
+    )
+    args = parser.parse_args()
+    args.idempotence = {"default": None, "on": True, "off": False}[args.idempotence]
+    return args
 
 
 if __name__ == "__main__":

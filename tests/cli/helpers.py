@@ -104,6 +104,102 @@ class ServeProcess:
         return "".join(self.lines)
 
 
+class PipedProcess:
+    """A command with its standard streams on pipes (as a service manager or a script runs
+    it). Its output is read as it comes; :meth:`wait_for_lines` waits (with a deadline) for
+    lines to show."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            list(args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # signals from the test go to this process only
+        )
+        self.out = b""
+        self.err = b""
+
+    @property
+    def lines(self) -> list[str]:
+        return self.out.decode().splitlines()
+
+    def _read(self, timeout: float) -> bool:
+        """Read what is there on stdout and stderr (waiting up to ``timeout``); False once
+        both are at their end."""
+        streams = [s for s in (self.proc.stdout, self.proc.stderr) if s is not None]
+        ready, _, _ = select.select(streams, [], [], timeout)
+        for stream in ready:
+            data = os.read(stream.fileno(), 65536)
+            if not data:
+                stream.close()
+                if stream is self.proc.stdout:
+                    self.proc.stdout = None
+                else:
+                    self.proc.stderr = None
+            elif stream is self.proc.stdout:
+                self.out += data
+            else:
+                self.err += data
+        return self.proc.stdout is not None or self.proc.stderr is not None
+
+    def wait_for_lines(self, count: int) -> list[str]:
+        """Wait until standard output has at least ``count`` lines; returns them all."""
+        deadline = time.monotonic() + DEADLINE_S
+        while self.out.count(b"\n") < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._read(min(remaining, 0.5)):
+                raise AssertionError(
+                    f"{count} lines did not come; stdout:\n{self.out!r}\nstderr:\n{self.err!r}"
+                )
+        return self.lines
+
+    def wait_until_blocked_on_stdout(self) -> None:
+        """Stop reading its output and wait (with a deadline) until the pipe is full, so that
+        it is blocked writing: a stalled reader downstream."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+        deadline = time.monotonic() + DEADLINE_S
+        while _unread(fd) < capacity:
+            assert time.monotonic() < deadline, "the command never filled its output pipe"
+            time.sleep(0.01)  # polling a condition, with a deadline
+
+    def write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def wait(self) -> int:
+        """Read the output to its end and return the exit code (standard input stays open
+        until then: the command must not need its end to stop)."""
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and self._read(deadline - time.monotonic()):
+            pass
+        code = self.proc.wait(DEADLINE_S)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(DEADLINE_S)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in the pipe ``fd`` reads from."""
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", buf)[0])
+
+
 class PtyProcess:
     """A command on a pseudo-terminal (so it sees a terminal, as a person's shell would).
 
@@ -166,6 +262,17 @@ class PtyProcess:
 
     def interrupt(self) -> None:
         os.kill(self.proc.pid, signal.SIGINT)
+
+    def wait_until_asleep(self) -> None:
+        """Wait (with a deadline) until the process sleeps: after a prompt has shown, it is
+        blocked reading the terminal. A signal that lands between Python's last check for
+        signals and that read() would only be handled after the read returns (CPython's
+        input() has no wake-up for it), so tests of a signal at a prompt wait for this."""
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + DEADLINE_S
+        while stat.read_text().rpartition(")")[2].split()[0] != "S":
+            assert time.monotonic() < deadline, "the process never waited for input"
+            time.sleep(0.01)  # polling a condition, with a deadline
 
     def wait(self) -> int:
         """Read the output to its end and return the exit code."""

@@ -253,9 +253,9 @@ def test_acks_none_sends_without_offsets(tidelog_broker: BrokerThread) -> None:
 def test_an_endless_line_is_refused_without_holding_it_all(
     tidelog_broker: BrokerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tidelog.cli.produce as produce_module
+    import tidelog.cli.lines as lines_module
 
-    monkeypatch.setattr(produce_module, "MAX_LINE", 1_000_000)  # a smaller bound, same code
+    monkeypatch.setattr(lines_module, "MAX_LINE", 1_000_000)  # a smaller bound, same code
     path = tmp_path / "one-line"
     path.write_bytes(b"x" * 3_000_000)  # no newline at all
     create(tidelog_broker.address, "t")

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -16,9 +17,13 @@ START_TIMEOUT_S = 60.0
 class BrokerProcess:
     """``python -m tidelog.server`` on an ephemeral loopback port; stopped by PID."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(
+        self, data_dir: Path, *extra: str, preexec: Callable[[], None] | None = None
+    ) -> None:
+        """``preexec`` runs in the child before it starts (e.g. to set resource limits)."""
         self.data_dir = data_dir
         self.extra = extra
+        self.preexec = preexec
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.stderr_lines: list[str] = []
@@ -40,6 +45,7 @@ class BrokerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=self.preexec,
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True).start()

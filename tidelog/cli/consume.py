@@ -14,6 +14,7 @@ from tidelog.client import AdminClient, Consumer, OffsetSpec, TopicPartition
 from . import context, parsing
 from .errors import CliError, CliUsageError, command
 from .render import OutputFormat, RecordWriter
+from .stopping import Stopped
 
 POLL_RECORDS: Final = 10_000
 """Records taken per ``getmany()``: one write to the output each."""
@@ -148,8 +149,8 @@ async def _consume_group(
 ) -> int:
     """Read ``topic`` as a member of ``group``: from its committed offsets (where it has none,
     the beginning or the end per ``from_beginning``). Every record handed out is printed, so
-    the positions auto-committed (and committed on close, also after Ctrl-C) are exactly
-    what was shown. Without ``follow`` it stops once every assigned partition has reached
+    the positions auto-committed (and committed on close, also after Ctrl-C or SIGTERM) are
+    exactly what was shown. Without ``follow`` it stops once every assigned partition has reached
     the end of the log as it was when it started."""
     options = settings.client_options()
     seen = 0
@@ -272,12 +273,14 @@ def consume(
 
     With --from-beginning, --offset or --from-time it reads to the end of the log as it was
     when it started, and exits (add --follow to keep waiting). With none of them it starts at
-    the end and waits for new records, until Ctrl-C or --count.
+    the end and waits for new records, until Ctrl-C, SIGTERM or --count.
 
     With --group it reads the partitions the group assigns it, from the group's committed
     offsets (partitions with none start at the end, or the beginning with --from-beginning),
-    and commits what it printed (every few seconds and on exit, Ctrl-C included). With
-    --from-beginning it exits once it has caught up (add --follow to keep waiting).
+    and commits what it printed (every few seconds and on exit). Ctrl-C and SIGTERM stop it
+    cleanly: it commits, leaves the group (its partitions go to the other members at once)
+    and exits 0. With --from-beginning it exits once it has caught up (add --follow to keep
+    waiting).
 
     Examples:
 
@@ -312,5 +315,5 @@ def consume(
             )
             return
         context.run(_consume(settings, topic, partition, start, count, follow or start.end, writer))
-    except KeyboardInterrupt:
+    except (Stopped, KeyboardInterrupt):  # how consume ends: exit 0
         raise typer.Exit(0) from None

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -11,6 +10,8 @@ import typer
 from rich.console import Console
 
 from tidelog.client import DEFAULT_BROKER_PORT
+
+from . import stopping
 
 T = TypeVar("T")
 
@@ -46,6 +47,7 @@ def settings(ctx: typer.Context | object) -> Settings:
     return obj if isinstance(obj, Settings) else Settings()
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine on a fresh event loop."""
-    return asyncio.run(coro)
+def run(coro: Coroutine[Any, Any, T], *, on_stop: Callable[[], None] | None = None) -> T:
+    """Run one command's coroutine on a fresh event loop; SIGINT and SIGTERM stop it cleanly
+    and raise :class:`~.stopping.Stopped` (see :func:`.stopping.run`)."""
+    return stopping.run(coro, on_stop=on_stop)

@@ -1,5 +1,6 @@
 """Errors as one red line: what happened and what to do. Exit codes: 1 for errors, 2 for
-usage errors (typer's own, and :class:`CliUsageError`). ``--debug`` shows the traceback."""
+usage errors (typer's own, and :class:`CliUsageError`), 128 + N after a clean stop by signal N
+(130 for SIGINT, 143 for SIGTERM; see :mod:`.stopping`). ``--debug`` shows the traceback."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tidelog.client.errors import (
 )
 
 from . import context
+from .stopping import Stopped
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -85,8 +87,9 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap a command so that any error becomes one red line and an exit code.
 
     The command must take ``ctx: typer.Context`` (for ``--debug`` and ``--broker``). typer's
-    own exits and usage errors pass through; Ctrl-C is left to typer (exit 130) unless the
-    command handles it.
+    own exits and usage errors pass through. A clean stop by SIGINT or SIGTERM the command
+    does not handle itself exits 128 + the signal's number; a ``KeyboardInterrupt`` (a second
+    Ctrl-C) is left to typer (exit 130).
     """
 
     @functools.wraps(fn)
@@ -97,6 +100,8 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
             raise
         except BrokenPipeError:
             raise  # typer exits quietly when stdout is a closed pipe (`| head`)
+        except Stopped as stopped:
+            raise typer.Exit(stopped.exit_code) from None
         except Exception as exc:
             settings = context.settings(kwargs.get("ctx"))
             if settings.debug:

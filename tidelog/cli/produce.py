@@ -1,11 +1,13 @@
-"""``tidelog produce``: records from arguments, a file, standard input, or typed at a prompt."""
+"""``tidelog produce``: records from arguments, a file, standard input, or typed at a prompt.
+
+Ctrl-C or SIGTERM stops reading: the lines already read are sent, then the summary is shown
+and it exits 130 or 143 (see :mod:`.stopping`); at the prompt they end it like Ctrl-D."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
@@ -29,14 +31,10 @@ from tidelog.client import Producer, RecordFuture
 
 from . import context, parsing
 from .errors import CliError, CliUsageError, command, print_error
+from .lines import InputLines
 from .render import human_bytes, markup, print_json
+from .stopping import Stopped, sigterm_as_ctrl_c
 
-READ_CHUNK: Final = 256 * 1024
-MAX_LINE: Final = 64 * 1024 * 1024
-"""Longest input line held while waiting for its newline (far above any record size)."""
-"""Bytes the reader thread takes from the input at a time."""
-READ_AHEAD_CHUNKS: Final = 8
-"""Chunks read but not yet sent: the input's memory bound."""
 MAX_PENDING: Final = 200_000
 """Unacknowledged records before the command waits for the oldest (bounds its memory)."""
 
@@ -131,78 +129,9 @@ class Delivery:
         }
 
 
-async def _read_lines(stream: IO[bytes]) -> AsyncGenerator[tuple[list[bytes], int]]:
-    """Lines of ``stream`` (without their line ends) in chunks, with the bytes each chunk
-    took. A thread does the blocking reads, so records keep flowing while it waits on a
-    slow pipe; it reads at most ``READ_AHEAD_CHUNKS`` ahead."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[list[bytes], int] | BaseException | None] = asyncio.Queue()
-    room = threading.Semaphore(READ_AHEAD_CHUNKS)
-    stop = threading.Event()
-    read = getattr(stream, "read1", stream.read)
-
-    def put(item: tuple[list[bytes], int] | BaseException | None) -> bool:
-        room.acquire()
-        if stop.is_set():
-            return False
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop is gone: the command ended
-            return False
-        return True
-
-    def reader() -> None:
-        partial: list[bytes] = []  # pieces of a line still waiting for its newline
-        held = 0
-        unreported = 0  # bytes read but not yet counted in the progress
-        try:
-            while not stop.is_set():
-                chunk = read(READ_CHUNK)
-                if not chunk:
-                    break
-                unreported += len(chunk)
-                if b"\n" not in chunk:
-                    partial.append(chunk)
-                    held += len(chunk)
-                    if held > MAX_LINE:
-                        raise BadLine(f"an input line is longer than {MAX_LINE} bytes")
-                    continue
-                lines = b"".join([*partial, chunk]).split(b"\n")
-                partial = [lines.pop()]
-                held = len(partial[0])
-                if not put(([_strip_cr(line) for line in lines], unreported)):
-                    return
-                unreported = 0
-            tail = b"".join(partial)
-            if tail and not put(([_strip_cr(tail)], unreported)):
-                return
-            put(None)
-        except BaseException as exc:
-            put(exc)
-
-    thread = threading.Thread(target=reader, name="tidelog-produce-input", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = await queue.get()
-            room.release()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise CliError(f"cannot read the input: {item}") from item
-            yield item
-    finally:
-        stop.set()
-        room.release(READ_AHEAD_CHUNKS)
-
-
 async def _given(values: Sequence[str]) -> AsyncGenerator[tuple[list[bytes], int]]:
     """The values of the command line, as one chunk of lines."""
     yield [v.encode() for v in values], 0
-
-
-def _strip_cr(line: bytes) -> bytes:
-    return line[:-1] if line.endswith(b"\r") else line
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +171,10 @@ async def _produce_bulk(
     target: Target,
     parser: LineParser,
     values: Sequence[str] | None,
-    stream: IO[bytes] | None,
+    lines_in: InputLines | None,
     total_bytes: int | None,
 ) -> dict[str, Any]:
-    show_progress = stream is not None and context.stderr.is_terminal and not settings.json
+    show_progress = lines_in is not None and context.stderr.is_terminal and not settings.json
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -267,7 +196,7 @@ async def _produce_bulk(
         with progress:
             task = progress.add_task(f"producing to {topic}", total=total_bytes, records=0, rate=0)
 
-            source = _given(values or ()) if stream is None else _read_lines(stream)
+            source = _given(values or ()) if lines_in is None else lines_in.chunks()
             try:
                 async with contextlib.aclosing(source):
                     async for lines, size in source:
@@ -327,7 +256,9 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def _interactive(settings: context.Settings, target: Target, parser: LineParser) -> None:
-    """A prompt: each line typed is sent and answered with its partition and offset."""
+    """A prompt: each line typed is sent and answered with its partition and offset. Ctrl-D,
+    Ctrl-C and SIGTERM (run it in :func:`.stopping.sigterm_as_ctrl_c`) end it, wherever they
+    come: what was typed is still sent by ``close()``."""
     out = context.stdout
     with asyncio.Runner() as runner:
         producer = target.producer(settings)
@@ -339,35 +270,32 @@ def _interactive(settings: context.Settings, target: Target, parser: LineParser)
                 "Enter to send it; Ctrl-D or Ctrl-C to finish",
                 soft_wrap=True,
             )
-            lineno = 0
-            while True:
-                try:
-                    line = out.input(f"[bold cyan]{markup(target.topic)}>[/bold cyan] ")
-                except (EOFError, KeyboardInterrupt):
-                    out.print()
-                    break
-                if not line:
-                    continue
-                lineno += 1
-                try:
-                    key, value = parser.parse(line.encode(), lineno)
-                except BadLine as exc:
-                    print_error(str(exc))
-                    continue
-                metadata = runner.run(
-                    producer.send_and_wait(
-                        target.topic,
-                        value,
-                        key,
-                        partition=target.partition,
-                        headers=target.headers or None,
-                    )
-                )
-                out.print(
-                    f"[green]✓[/green] partition {metadata.partition}, offset {metadata.offset}"
-                )
+            _prompt(runner, producer, target, parser)
+        except (EOFError, KeyboardInterrupt):
+            out.print()
         finally:
             runner.run(producer.close())
+
+
+def _prompt(runner: asyncio.Runner, producer: Producer, target: Target, parser: LineParser) -> None:
+    out = context.stdout
+    lineno = 0
+    while True:
+        line = out.input(f"[bold cyan]{markup(target.topic)}>[/bold cyan] ")
+        if not line:
+            continue
+        lineno += 1
+        try:
+            key, value = parser.parse(line.encode(), lineno)
+        except BadLine as exc:
+            print_error(str(exc))
+            continue
+        metadata = runner.run(
+            producer.send_and_wait(
+                target.topic, value, key, partition=target.partition, headers=target.headers or None
+            )
+        )
+        out.print(f"[green]✓[/green] partition {metadata.partition}, offset {metadata.offset}")
 
 
 @command
@@ -433,9 +361,10 @@ def produce(
         Acks,
         typer.Option(
             help="Wait for none (no answer), the leader, or all in-sync replicas (on one "
-            "broker: an fsync). Example: --acks all",
+            "broker: an fsync). With all, the producer is idempotent: a retry never writes "
+            "a record twice; none and leader turn that off. Example: --acks leader",
         ),
-    ] = Acks.leader,
+    ] = Acks.all,
     compression: Annotated[
         Codec, typer.Option(help="Compress batches. Example: --compression zstd")
     ] = Codec.none,
@@ -475,7 +404,7 @@ def produce(
     target = Target(topic, partition, parsing.headers(header), acks, compression)
 
     if values:
-        summary = context.run(_produce_bulk(settings, target, parser, values, None, None))
+        _bulk(settings, target, parser, values, None, None)
     elif file is not None and str(file) != "-":
         try:
             stream = file.open("rb")
@@ -483,11 +412,31 @@ def produce(
             raise CliError(f"cannot read {file}: {exc.strerror or exc}") from None
         with stream:
             size = file.stat().st_size if file.is_file() else None
-            summary = context.run(_produce_bulk(settings, target, parser, None, stream, size))
+            _bulk(settings, target, parser, None, stream, size)
     elif file is None and sys.stdin.isatty():
-        _interactive(settings, target, parser)
-        return
+        with sigterm_as_ctrl_c():
+            _interactive(settings, target, parser)
     else:
-        stdin = sys.stdin.buffer
-        summary = context.run(_produce_bulk(settings, target, parser, None, stdin, None))
+        _bulk(settings, target, parser, None, sys.stdin.buffer, None)
+
+
+def _bulk(
+    settings: context.Settings,
+    target: Target,
+    parser: LineParser,
+    values: Sequence[str] | None,
+    stream: IO[bytes] | None,
+    total_bytes: int | None,
+) -> None:
+    """Send the values, or the lines of ``stream``, and show the summary. A stop signal ends
+    the input: what was read is sent, the summary shown, and the exit status is 128 + the
+    signal's number (values are few: the signal cancels their sending, queued ones still go)."""
+    lines_in = None if stream is None else InputLines(stream)
+    coro = _produce_bulk(settings, target, parser, values, lines_in, total_bytes)
+    try:
+        summary = context.run(coro, on_stop=None if lines_in is None else lines_in.stop)
+    except Stopped as stopped:
+        if stopped.result is not None:
+            _print_summary(stopped.result, settings.json)
+        raise typer.Exit(stopped.exit_code) from None
     _print_summary(summary, settings.json)

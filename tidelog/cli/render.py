@@ -149,16 +149,27 @@ class RecordWriter:
             for record in records:
                 self.console.print(pretty_record(record), soft_wrap=True)
             return
-        sys.stdout.flush()
-        out = sys.stdout.buffer
         if self.fmt == "json":
             lines = (json.dumps(record_json(r), ensure_ascii=False) + "\n" for r in records)
-            out.write("".join(lines).encode())
+            write_all("".join(lines).encode())
         elif self.fmt == "value":
-            out.write(b"".join((r.value or b"") + b"\n" for r in records))
+            write_all(b"".join((r.value or b"") + b"\n" for r in records))
         else:
-            out.write(b"".join(r.value or b"" for r in records))
-        out.flush()
+            write_all(b"".join(r.value or b"" for r in records))
+
+
+def write_all(data: bytes) -> None:
+    """Write ``data`` to standard output, all of it, and flush.
+
+    A signal that arrives while a large write waits on a full pipe makes CPython's buffered
+    ``write()`` return early with a short count (3.11: the rest is not buffered): ignoring it
+    would lose the records a stop signal interrupts, though they count as consumed."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view) :]
+    out.flush()
 
 
 def markup(text: str) -> str:

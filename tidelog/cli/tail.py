@@ -22,6 +22,7 @@ from . import context
 from .consume import StartAt, position, select_partitions
 from .errors import CliUsageError, command
 from .render import Record, format_timestamp, preview, print_json, record_json
+from .stopping import Stopped
 
 RATE_WINDOW_S: Final = 5.0
 """records/s is measured over this many seconds."""
@@ -261,7 +262,7 @@ def tail(
     """Follow a topic live: new records of every partition, and records/s per partition.
 
     The view shows records as they arrive and a status line with the rate of each partition.
-    It starts at the end (or --last N records back); Ctrl-C exits (status 0).
+    It starts at the end (or --last N records back); Ctrl-C or SIGTERM exits (status 0).
 
     When standard output is not a terminal it prints one line per record instead (one JSON
     object per line with --json).
@@ -279,7 +280,7 @@ def tail(
         raise CliUsageError(f"--grep {grep!r} is not a regular expression: {exc}") from None
     keep = Filter(None if key is None else key.encode(), pattern)
     holder: list[TailView] = []
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how tail ends: exit 0
+    with contextlib.suppress(Stopped, KeyboardInterrupt):  # how tail ends: exit 0
         context.run(_tail(settings, topic, partition, last, keep, count, holder))
     if holder and not settings.json:
         view = holder[0]

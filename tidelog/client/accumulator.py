@@ -10,14 +10,17 @@ Shape after aiokafka's ``producer/message_accumulator.py``:
 * memory is accounted in :class:`MemoryBudget`: ``send()`` waits there for room, which is how
   a fast producer is slowed down to the speed of the brokers (back-pressure);
 * a batch that failed with a retriable error goes back to the *front* of its partition's
-  deque (:meth:`Accumulator.reenqueue`), so records keep their order.
+  deque (:meth:`Accumulator.reenqueue`), so records keep their order;
+* with idempotence, :meth:`Accumulator.drain` has each batch stamped (producer id, epoch, base
+  sequence) as it takes it for the first time, takes at most ``max_batches`` of a partition,
+  and sends a retried group of stamped batches again alone and whole (see :meth:`drain`).
 
 Everything here is synchronous. Batches are stamped with the injected ``clock`` (monotonic
 seconds) when they open, and :meth:`Accumulator.drain` and :meth:`Accumulator.expire` take
 ``now`` as an argument: tests drive time instead of sleeping.
 
-Records are not futures: :meth:`ProducerBatch.append` returns a :class:`RecordFuture`, three
-slots pointing at the batch's one future, and the record's metadata is computed when asked.
+The batches themselves, and the records' futures, are in :mod:`.batch` (importable from
+here too).
 """
 
 from __future__ import annotations
@@ -25,204 +28,52 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Container, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Final
 
 from tidelog.wire.compression import Compression
 from tidelog.wire.layouts import BATCH_HEADER_SIZE
 from tidelog.wire.records import HeadersInput, RecordBatchBuilder
 
 from .backoff import earlier
-from .types import RecordMetadata, TopicPartition
+from .batch import RECORD_OVERHEAD, ProducerBatch, RecordFuture, record_size
+from .types import TopicPartition
 
-RECORD_OVERHEAD: Final = 16
-"""Bytes a record adds to a batch besides its key, value and headers (timestamp delta, key and
-value lengths), as :class:`~tidelog.wire.records.RecordBatchBuilder` counts them."""
+__all__ = [
+    "RECORD_OVERHEAD",
+    "UNBOUNDED",
+    "Accumulator",
+    "MemoryBudget",
+    "ProducerBatch",
+    "RecordFuture",
+    "record_size",
+]
 
-
-def record_size(key: bytes | None, value: bytes | None, headers: HeadersInput | None) -> int:
-    """The bytes a record is accounted for in ``batch_size`` and ``buffer_memory``."""
-    size = RECORD_OVERHEAD
-    if key is not None:
-        size += len(key)
-    if value is not None:
-        size += len(value)
-    if headers:
-        items = headers.items() if isinstance(headers, Mapping) else headers
-        size += 6 + sum(6 + len(k) * 3 + (len(v) if v else 0) for k, v in items)
-    return size
+UNBOUNDED: Final = 2**31 - 1
+"""``max_batches`` without a limit."""
 
 
-class ProducerBatch:
-    """One batch on its way to a partition: open while records are added, then closed into
-    bytes (``buffer``) that are sent, and resent as they are after a retriable failure."""
-
-    __slots__ = (
-        "_count",
-        "_future",
-        "acknowledged",
-        "attempts",
-        "base_offset",
-        "buffer",
-        "builder",
-        "closed",
-        "created",
-        "deadline",
-        "error",
-        "in_flight",
-        "last_error",
-        "log_append_time",
-        "reserved",
-        "retry_at",
-        "tp",
-    )
-
-    def __init__(
-        self, tp: TopicPartition, builder: RecordBatchBuilder, now: float, deadline: float
-    ) -> None:
-        self.tp = tp
-        self.builder = builder
-        self.created = now
-        self.deadline = deadline
-        self.closed = False
-        self.in_flight = False
-        self.acknowledged = False
-        self.attempts = 0
-        self.retry_at = 0.0
-        self.reserved = 0
-        self._count = 0
-        self.buffer: bytes | None = None
-        self.base_offset = -1
-        self.log_append_time = -1
-        self.error: BaseException | None = None
-        self.last_error: BaseException | None = None
-        self._future: asyncio.Future[None] | None = None
-
-    def append(
-        self,
-        value: bytes | None,
-        key: bytes | None,
-        headers: HeadersInput | None,
-        timestamp: int,
-        size: int,
-    ) -> RecordFuture:
-        index = self.builder.append(value, key, headers, timestamp)
-        self.reserved += size
-        return RecordFuture(self, index, timestamp)
-
-    @property
-    def record_count(self) -> int:
-        return self._count if self.buffer is not None or self._count else len(self.builder)
-
-    @property
-    def size(self) -> int:
-        """Bytes of the batch: built size once closed, uncompressed size while open."""
-        buffer = self.buffer
-        return len(buffer) if buffer is not None else self.builder.size_in_bytes
-
-    def close(self) -> bytes:
-        """Build the batch (once); no record can be added afterwards."""
-        self.closed = True
-        if self.buffer is None:
-            self._count = len(self.builder)
-            self.buffer = self.builder.build()
-        return self.buffer
-
-    @property
-    def future(self) -> asyncio.Future[None]:
-        """Resolves when the batch is acknowledged, fails with its error (created on demand,
-        in the running loop)."""
-        fut = self._future
-        if fut is None:
-            fut = self._future = asyncio.get_running_loop().create_future()
-            if self.error is not None:
-                fut.set_exception(self.error)
-            elif self.acknowledged:
-                fut.set_result(None)
-        return fut
-
-    def succeed(self, base_offset: int, log_append_time: int = -1) -> None:
-        """Acknowledged: its first record has ``base_offset`` (-1 when acks=none)."""
-        self.base_offset = base_offset
-        self.log_append_time = log_append_time
-        self.acknowledged = True
-        self._count = self.record_count
-        self.builder = _EMPTY_BUILDER  # free the records; the built bytes go too
-        self.buffer = None
-        fut = self._future
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self._count = self.record_count
-        self.builder = _EMPTY_BUILDER
-        self.buffer = None
-        fut = self._future
-        if fut is not None and not fut.done():
-            fut.set_exception(error)
-            fut.exception()  # the records' futures report it; don't warn if nobody awaits
-
-    def __repr__(self) -> str:
-        return (
-            f"<ProducerBatch {self.tp.topic}[{self.tp.partition}] {self.record_count} records "
-            f"attempts={self.attempts}>"
-        )
-
-
-_EMPTY_BUILDER: Final = RecordBatchBuilder()
-
-
-class RecordFuture:
-    """The future of one sent record: await it for its :class:`RecordMetadata`.
-
-    Shares its batch's future (one per batch, not per record); ``done()``, ``result()``,
-    ``exception()`` and ``add_done_callback()`` behave like :class:`asyncio.Future`'s.
-    """
-
-    __slots__ = ("_batch", "_index", "_timestamp")
-
-    def __init__(self, batch: ProducerBatch, index: int, timestamp: int) -> None:
-        self._batch = batch
-        self._index = index
-        self._timestamp = timestamp
-
-    def done(self) -> bool:
-        b = self._batch
-        return b.error is not None or b.acknowledged
-
-    def result(self) -> RecordMetadata:
-        """The record's metadata; raises its error, or InvalidStateError if not done."""
-        b = self._batch
-        if b.error is not None:
-            raise b.error
-        if not b.acknowledged:
-            raise asyncio.InvalidStateError("the record is not acknowledged yet")
-        tp = b.tp
-        if b.base_offset < 0:
-            return RecordMetadata(tp.topic, tp.partition, -1, self._timestamp)
-        ts = b.log_append_time if b.log_append_time >= 0 else self._timestamp
-        return RecordMetadata(tp.topic, tp.partition, b.base_offset + self._index, ts)
-
-    def exception(self) -> BaseException | None:
-        if not self.done():
-            raise asyncio.InvalidStateError("the record is not acknowledged yet")
-        return self._batch.error
-
-    def add_done_callback(self, fn: Callable[[RecordFuture], object]) -> None:
-        self._batch.future.add_done_callback(lambda _: fn(self))
-
-    def __await__(self) -> Generator[Any, None, RecordMetadata]:
-        b = self._batch
-        if b.error is None and not b.acknowledged:
-            fut = b.future
-            yield from fut.__await__()
-        return self.result()
-
-    def __repr__(self) -> str:
-        state = "pending" if not self.done() else ("failed" if self._batch.error else "done")
-        return f"<RecordFuture {self._batch.tp} #{self._index} {state}>"
+def _take_group(
+    dq: deque[ProducerBatch], taken: list[ProducerBatch], total: int, max_request_size: int
+) -> int:
+    """Move the stamped batches at the front of ``dq`` (a retried group) to ``taken``, all of
+    them or, if they do not fit beside what ``taken`` holds, none; returns the new total."""
+    group: list[ProducerBatch] = []
+    size = 0
+    for batch in dq:
+        if batch.sequence < 0:
+            break
+        group.append(batch)
+        size += batch.size
+    if taken and total + size > max_request_size:
+        return total
+    for batch in group:
+        dq.popleft()
+        batch.in_flight = True
+        batch.attempts += 1
+        taken.append(batch)
+    return total + size
 
 
 class MemoryBudget:
@@ -389,14 +240,24 @@ class Accumulator:
         muted: Container[TopicPartition] = (),
         node_ready: Callable[[int], bool] = lambda node: True,
         max_request_size: int = 1024 * 1024,
+        max_batches: int = UNBOUNDED,
+        stamp: Callable[[ProducerBatch], bool] | None = None,
     ) -> tuple[dict[int, list[ProducerBatch]], float | None, bool]:
         """Take the ready batches of partitions that are not ``muted`` (a request for them is
         in flight) and whose leader can take a request (``node_ready``).
 
         Returns the batches per leader (in partition order, each partition's batches in
-        order, at most ``max_request_size`` bytes per leader but at least one batch), the
-        seconds until the next batch may become ready by time alone (``None``: none will), and
-        whether some partition has no known leader (refresh the metadata).
+        order, at most ``max_request_size`` bytes per leader but at least one batch, at most
+        ``max_batches`` per partition), the seconds until the next batch may become ready by
+        time alone (``None``: none will), and whether some partition has no known leader
+        (refresh the metadata).
+
+        With idempotence, ``stamp`` gives each batch its producer id, epoch and sequence as
+        it is taken for the first time (it returns ``False`` while the producer has no usable
+        epoch: nothing new is taken then). A partition whose front batches are stamped (a
+        retry) sends exactly those again, alone and whole: the broker then finds all of them
+        or none of them among the producer's last batches, so the response's one base offset
+        is right for each; and no batch of a newer epoch reaches the partition before them.
         """
         out: dict[int, list[ProducerBatch]] = {}
         sizes: dict[int, int] = {}
@@ -429,7 +290,12 @@ class Accumulator:
                 continue
             taken = out.setdefault(leader, [])
             total = sizes.get(leader, 0)
-            while dq:
+            if first.sequence >= 0:  # an idempotent retry
+                total = _take_group(dq, taken, total, max_request_size)
+                count = max_batches
+            else:
+                count = 0
+            while dq and count < max_batches:
                 batch = dq[0]
                 if not (batch.closed or hurry or batch.created + linger <= now):
                     wake = earlier(wake, batch.created + linger - now)
@@ -437,6 +303,9 @@ class Accumulator:
                 size = batch.size
                 if taken and total + size > max_request_size:
                     break
+                if stamp is not None and not stamp(batch):
+                    break
+                count += 1
                 dq.popleft()
                 if not batch.closed:
                     self._seal(batch, notify=False)
@@ -492,12 +361,19 @@ class Accumulator:
             self._incomplete.discard(batch)
             self.memory.release(batch.reserved)
 
-    def abort_queued(self, error_factory: Callable[[], BaseException]) -> list[ProducerBatch]:
-        """Fail every batch that is not in flight (closing without draining)."""
+    def abort_queued(
+        self, error_factory: Callable[[], BaseException], *, unstamped: bool = False
+    ) -> list[ProducerBatch]:
+        """Fail every batch that is not in flight (closing without draining); with
+        ``unstamped``, only those never sent (no idempotence stamp yet)."""
         failed: list[ProducerBatch] = []
         for dq in self._queues.values():
-            while dq:
-                batch = dq.popleft()
+            keep = 0  # the stamped batches, which lead the deque
+            while unstamped and keep < len(dq) and dq[keep].sequence >= 0:
+                keep += 1
+            while len(dq) > keep:
+                batch = dq[keep]
+                del dq[keep]
                 self._seal(batch, notify=False)
                 batch.fail(error_factory())
                 self.complete(batch)

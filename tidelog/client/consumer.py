@@ -36,7 +36,7 @@ from .collector import RecordCollector, has_data
 from .errors import ClientClosedError, ClientUsageError, NoOffsetForPartitionError
 from .fetcher import Fetcher, ResetPolicy
 from .group import GroupSubscription, RebalanceCallback
-from .lifecycle import AsyncClient
+from .lifecycle import AsyncClient, despite_cancellation
 from .offsets import OffsetAndMetadata
 from .serializers import Deserializer, SerializerName, get_deserializer
 from .types import AnyRecord, TopicPartition
@@ -182,7 +182,13 @@ class Consumer(AsyncClient):
         """Stop fetching and close the connections. Iteration ends; other calls raise
         :class:`ClientClosedError`. A group member first gives up its partitions
         (``on_revoked``, auto-commit) and leaves the group (a static member only for a
-        session timeout: see :meth:`unsubscribe`)."""
+        session timeout: see :meth:`unsubscribe`).
+
+        ``async with`` calls it however the block ends: by an exception, or the task
+        cancelled (as ``asyncio.run`` does on Ctrl-C). If the task is cancelled again while
+        this runs, the commit, the leave and the closing of the connections still happen (each
+        bounded by its timeout) before the cancellation is raised; an ``on_revoked`` that is
+        running is cancelled, and its error is raised after the rest."""
         if self._closed:
             return
         try:
@@ -191,8 +197,11 @@ class Consumer(AsyncClient):
         finally:
             self._closed = True
             self._fetcher.data_ready.set()  # wakes a getmany() waiting for records
-            await self._fetcher.close()
-            await self._cluster.close()
+            await despite_cancellation(self._close_connections())
+
+    async def _close_connections(self) -> None:
+        await self._fetcher.close()
+        await self._cluster.close()
 
     def _check_open(self) -> None:
         if not self._started or self._closed:

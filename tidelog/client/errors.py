@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from tidelog.wire.api import MAX_TOPIC_NAME_LENGTH
 from tidelog.wire.errors import (
     BrokerError,
     ErrorCode,
@@ -31,6 +32,7 @@ __all__ = [
     "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
     "ProducerBufferFullError",
+    "ProducerFencedError",
     "ProtocolError",
     "RecordDeserializationError",
     "RequestTimeoutError",
@@ -83,6 +85,12 @@ class ProducerBufferFullError(ClientError):
     ``max_block``."""
 
 
+class ProducerFencedError(ClientError):
+    """The broker refused this idempotent producer's batches with INVALID_PRODUCER_EPOCH:
+    another producer holds a newer epoch of its producer id. Fatal: its pending records fail
+    with this error and ``send()`` raises it; close the producer and create a new one."""
+
+
 class NoOffsetForPartitionError(ClientError):
     """A partition has no position and ``auto_offset_reset="none"`` forbids choosing one:
     call ``seek()``, ``seek_to_beginning()`` or ``seek_to_end()`` first."""
@@ -118,7 +126,7 @@ def is_retriable(exc: BaseException) -> bool:
 _HINTS: Final[dict[ErrorCode, str]] = {
     ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: "create the topic first, or check its name and "
     "partition count",
-    ErrorCode.INVALID_TOPIC_NAME: "use 1-249 characters from [a-zA-Z0-9._-]",
+    ErrorCode.INVALID_TOPIC_NAME: f"use 1-{MAX_TOPIC_NAME_LENGTH} characters from [a-zA-Z0-9._-]",
     ErrorCode.OFFSET_OUT_OF_RANGE: "seek to an offset between the log start and the end, or "
     "set auto_offset_reset to 'earliest' or 'latest'",
     ErrorCode.MESSAGE_TOO_LARGE: "lower the producer's batch_size or raise the topic's "
@@ -138,6 +146,11 @@ _HINTS: Final[dict[ErrorCode, str]] = {
     ErrorCode.INVALID_TIMESTAMP: "send timestamps in milliseconds since the epoch",
     ErrorCode.POLICY_VIOLATION: "ask the broker's operator what its policy allows",
     ErrorCode.HANDSHAKE_REQUIRED: "this is a client bug: report it",
+    ErrorCode.OUT_OF_ORDER_SEQUENCE: "the broker did not write these records: it had lost "
+    "track of an earlier batch of this producer, or one failed; the producer bumps its epoch "
+    "and starts the partition's sequence again, so send them again if they must be written",
+    ErrorCode.INVALID_PRODUCER_EPOCH: "another producer with this producer id has a newer "
+    "epoch: this one is fenced; create a new producer",
 }
 
 

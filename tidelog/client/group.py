@@ -34,6 +34,7 @@ from .backoff import Backoff
 from .cluster import Cluster
 from .errors import ClientError, is_retriable
 from .fetcher import Fetcher, PartitionState
+from .lifecycle import despite_cancellation
 from .membership import GroupMembership
 from .offsets import OffsetAndMetadata, commit_offsets, fetch_offsets
 from .types import TopicPartition
@@ -303,13 +304,19 @@ class GroupSubscription:
 
     async def close(self, *, permanent: bool = False) -> None:
         """Revoke everything (``on_revoked``, auto-commit), wait for commits in flight, and
-        leave the group."""
+        leave the group.
+
+        However it ends -- an error of ``on_revoked``, or the task cancelled, also while this
+        runs -- the member then leaves and, with ``auto_commit``, its consumed positions are
+        committed (unless ``on_revoked`` failed): a cancellation waits for that (a commit is
+        bounded by ``request_timeout``, the leave by ``LEAVE_TIMEOUT``) and is raised after.
+        The group never waits a session timeout for a consumer that was closed."""
         g = self.membership
         if not self.subscribed:
             return
         self.subscribed = False
-        await g.stop()
         try:
+            await g.stop()
             async with self._lock:
                 if g.lost:
                     lost, g.lost = g.lost, frozenset()
@@ -318,7 +325,16 @@ class GroupSubscription:
                 if g.owned:
                     await self._revoke(g.owned)
         finally:
-            if self._commits:
-                await asyncio.gather(*self._commits, return_exceptions=True)
-            await g.leave(permanent=permanent)
-            await g.link.close()
+            await despite_cancellation(self._leave(permanent))
+
+    async def _leave(self, permanent: bool) -> None:
+        g = self.membership
+        if g.owned:  # cancelled before the revocation began: commit what was consumed
+            if self.auto_commit:
+                await self._commit_quietly(self._consumed(g.owned))
+            self._drop(g.owned)
+            g.owned = frozenset()
+        if self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
+        await g.leave(permanent=permanent)
+        await g.link.close()

@@ -16,17 +16,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, NoReturn, TypeAlias
 
 from tidelog.wire import messages as m
 from tidelog.wire.compression import Compression
 from tidelog.wire.errors import BrokerError, ErrorCode, MessageTooLargeError
 from tidelog.wire.records import BYTES_LIKE, HeadersInput
 
-from .accumulator import RECORD_OVERHEAD, Accumulator, RecordFuture, record_size
+from .accumulator import RECORD_OVERHEAD, UNBOUNDED, Accumulator, RecordFuture, record_size
 from .backoff import Backoff
 from .cluster import Cluster, TopicInfo
-from .errors import ClientClosedError, ClientUsageError, ProducerBufferFullError
+from .errors import (
+    ClientClosedError,
+    ClientUsageError,
+    ProducerBufferFullError,
+    ProducerFencedError,
+)
+from .idempotence import MAX_IN_FLIGHT_PER_PARTITION, Idempotence
 from .lifecycle import AsyncClient
 from .partitioner import Partitioner, StickyPartitioner, choose_partition
 from .sender import Sender
@@ -54,6 +60,41 @@ def parse_acks(acks: AcksSpec) -> m.Acks:
         raise ClientUsageError(f"acks must be 'none', 'leader' or 'all', not {acks!r}") from None
 
 
+def delivery_settings(
+    acks: AcksSpec | None,
+    enable_idempotence: bool | None,
+    max_in_flight_per_partition: int | None,
+) -> tuple[m.Acks, bool, int]:
+    """The ack level, whether the producer is idempotent and its batches in flight per
+    partition, from what the user passed (``None``: not passed), as Kafka 3.x decides them.
+
+    Idempotence needs ``acks="all"`` and at most 5 batches in flight per partition. Asked for
+    explicitly with anything else, it is an error naming both settings; left at its default,
+    it is on unless ``acks`` or ``max_in_flight_per_partition`` rule it out (then off).
+    """
+    level = m.Acks.ALL if acks is None else parse_acks(acks)
+    if max_in_flight_per_partition is not None and max_in_flight_per_partition < 1:
+        raise ClientUsageError("max_in_flight_per_partition must be at least 1")
+    limit = MAX_IN_FLIGHT_PER_PARTITION
+    too_many = max_in_flight_per_partition is not None and max_in_flight_per_partition > limit
+    if enable_idempotence is None:
+        enable_idempotence = level == m.Acks.ALL and not too_many
+    elif enable_idempotence and level != m.Acks.ALL:
+        raise ClientUsageError(
+            f"enable_idempotence=True needs acks='all', not acks={acks!r}: pass acks='all', "
+            "or enable_idempotence=False to produce without idempotence"
+        )
+    elif enable_idempotence and too_many:
+        raise ClientUsageError(
+            f"enable_idempotence=True allows at most {limit} batches in flight per partition, "
+            f"not max_in_flight_per_partition={max_in_flight_per_partition}: lower it, or pass "
+            "enable_idempotence=False"
+        )
+    if max_in_flight_per_partition is None:
+        max_in_flight_per_partition = limit if enable_idempotence else UNBOUNDED
+    return level, enable_idempotence, max_in_flight_per_partition
+
+
 class Producer(AsyncClient):
     """Sends records to tidelog topics. Use as ``async with Producer(...)`` or call
     :meth:`start` and :meth:`close`.
@@ -63,9 +104,23 @@ class Producer(AsyncClient):
     * ``batch_size``: a partition's batch is sent when it reaches this size (uncompressed),
       or ``linger`` seconds after its first record, whichever comes first.
     * ``compression``: ``"none"``, ``"lz4"`` or ``"zstd"``, applied per batch.
-    * ``acks``: ``"none"`` (no answer; offsets are -1), ``"leader"`` or ``"all"``.
+    * ``acks``: ``"none"`` (no answer; offsets are -1), ``"leader"`` or ``"all"`` (the
+      default: on one broker, an fsync before the answer).
+    * ``enable_idempotence`` (default on): the producer gets a producer id from the broker
+      and stamps every batch with it and a per-partition sequence, so a retried batch is never
+      written twice and each partition keeps the order of ``send()`` calls: exactly once per
+      partition for the life of this producer (a new producer gets a new id). It needs
+      ``acks="all"``: passing ``enable_idempotence=True`` with another ``acks`` (or with
+      ``max_in_flight_per_partition`` above 5) raises :class:`ClientUsageError`; passing only
+      ``acks="leader"`` or ``"none"`` (or more than 5 in flight) turns it off, as in Kafka.
+      A batch that fails for good makes the producer bump its epoch (its partition's records
+      fail with the error; the next ones start a new sequence); a producer fenced by a newer
+      epoch of its id fails every pending record and ``send()`` with
+      :class:`~tidelog.client.errors.ProducerFencedError`. See docs/DELIVERY.md.
     * ``max_in_flight``: requests outstanding per broker connection. A partition has at most
       one request in flight, so retries never reorder its records.
+    * ``max_in_flight_per_partition``: batches of one partition in that request (default 5
+      with idempotence, at most 5 then; no limit but ``max_request_size`` without).
     * ``buffer_memory``: bytes of records waiting or in flight; ``send()`` waits for room
       (back-pressure), at most ``max_block`` seconds, then raises
       :class:`ProducerBufferFullError`.
@@ -83,11 +138,13 @@ class Producer(AsyncClient):
         bootstrap_servers: str | Sequence[str] = "127.0.0.1:7070",
         *,
         client_id: str = "tidelog-producer",
-        acks: AcksSpec = "leader",
+        acks: AcksSpec | None = None,
+        enable_idempotence: bool | None = None,
         compression: CompressionSpec = None,
         batch_size: int = 64 * 1024,
         linger: float = 0.005,
         max_in_flight: int = 5,
+        max_in_flight_per_partition: int | None = None,
         buffer_memory: int = 32 * 1024 * 1024,
         max_request_size: int = 1024 * 1024,
         max_block: float = 60.0,
@@ -109,7 +166,9 @@ class Producer(AsyncClient):
             raise ClientUsageError("max_request_size must be at least batch_size")
         if buffer_memory < max_request_size:
             raise ClientUsageError("buffer_memory must be at least max_request_size")
-        self.acks = parse_acks(acks)
+        self.acks, self.enable_idempotence, per_partition = delivery_settings(
+            acks, enable_idempotence, max_in_flight_per_partition
+        )
         self.max_request_size = max_request_size
         self.max_block = max_block
         self._key_serializer = get_serializer(key_serializer)
@@ -149,6 +208,9 @@ class Producer(AsyncClient):
             retries=retries,
             retry_backoff=Backoff(retry_backoff, max(retry_backoff, retry_backoff_max)),
             max_request_size=max_request_size,
+            max_batches_per_partition=per_partition,
+            idempotence=Idempotence() if self.enable_idempotence else None,
+            on_fatal=self._fatal,
             clock=clock,
         )
         self._cluster.add_update_listener(self._metadata_changed)
@@ -159,6 +221,7 @@ class Producer(AsyncClient):
         self._started = False
         self._closed = False
         self._running = False
+        self._fatal_error: BaseException | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -212,9 +275,7 @@ class Producer(AsyncClient):
         ``ValueError`` for a partition the topic does not have.
         """
         if not self._running:
-            raise ClientClosedError(
-                "the producer is not running: use 'async with Producer(...)' or await start()"
-            )
+            self._raise_not_running()
         # bytes pass through the default serializer untouched: skip the call.
         if key is None or (type(key) is bytes and self._raw_keys):
             key_bytes = key
@@ -349,6 +410,21 @@ class Producer(AsyncClient):
         if self._closed:
             self._accumulator.memory.release(size)
             raise ClientClosedError("the producer closed while send() waited for memory")
+
+    def _raise_not_running(self) -> NoReturn:
+        fatal = self._fatal_error
+        if isinstance(fatal, ProducerFencedError):
+            raise ProducerFencedError(str(fatal)) from fatal
+        if fatal is not None:
+            raise ClientClosedError(f"the producer can send nothing more: {fatal}") from fatal
+        raise ClientClosedError(
+            "the producer is not running: use 'async with Producer(...)' or await start()"
+        )
+
+    def _fatal(self, error: BaseException) -> None:
+        """The sender can send nothing more (fenced): ``send()`` raises from now on."""
+        self._fatal_error = error
+        self._running = False
 
     def _metadata_changed(self) -> None:
         self._sticky.forget()

@@ -11,6 +11,12 @@ Shape after aiokafka's ``producer/sender.py``. Each turn of the loop:
    exponential backoff and jitter, until ``retries`` or ``delivery_timeout`` run out;
 4. sleeps until woken (a batch filled, a request finished, the metadata changed) or until the
    next linger, backoff or deadline expires.
+
+With idempotence (:mod:`.idempotence`) it first gets a producer id (InitProducerId, in a task
+of its own, once, before the first batch; again to bump the epoch after a stamped batch failed
+for good), takes at most ``max_batches_per_partition`` batches of a partition per request, and
+treats INVALID_PRODUCER_EPOCH as fatal: every pending record fails with
+:class:`~.errors.ProducerFencedError`.
 """
 
 from __future__ import annotations
@@ -24,16 +30,20 @@ from typing import Final
 from tidelog.wire import messages as m
 from tidelog.wire.errors import ErrorCode
 
-from .accumulator import Accumulator, ProducerBatch
+from .accumulator import UNBOUNDED, Accumulator, ProducerBatch
 from .backoff import Backoff, earlier
 from .cluster import METADATA_ERRORS, Cluster
 from .errors import (
+    BrokerError,
     ClientClosedError,
+    ClientError,
     DeliveryTimeoutError,
+    ProducerFencedError,
     TidelogConnectionError,
     broker_error,
     is_retriable,
 )
+from .idempotence import Idempotence
 from .types import TopicPartition
 from .wakeup import Wakeup
 
@@ -60,6 +70,9 @@ class Sender:
         retries: int = 2**31 - 1,
         retry_backoff: Backoff | None = None,
         max_request_size: int = 1024 * 1024,
+        max_batches_per_partition: int = UNBOUNDED,
+        idempotence: Idempotence | None = None,
+        on_fatal: Callable[[BaseException], None] = lambda error: None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -73,6 +86,10 @@ class Sender:
         self.retries = retries
         self.backoff = retry_backoff or Backoff(0.1, 1.0)
         self.max_request_size = max_request_size
+        self.max_batches_per_partition = max_batches_per_partition
+        self.idempotence = idempotence
+        self._on_fatal = on_fatal
+        self._identity: asyncio.Task[None] | None = None
         self.clock = clock
         self.rand = rand
         self._in_flight: dict[int, int] = {}
@@ -99,6 +116,7 @@ class Sender:
 
     async def _run(self) -> None:
         acc = self.accumulator
+        idem = self.idempotence
         try:
             while True:
                 self._wakeup.clear()
@@ -107,12 +125,16 @@ class Sender:
                     self._finish(batch, self._timeout_error(batch))
                 if acc.closing and not acc.has_queued and not self._requests:
                     return
+                if idem is not None:
+                    self._check_identity(idem)
                 by_node, wake, no_leader = acc.drain(
                     now,
                     self.cluster.metadata.leader_for,
                     muted=self._muted,
                     node_ready=self._node_ready,
                     max_request_size=self.max_request_size,
+                    max_batches=self.max_batches_per_partition,
+                    stamp=None if idem is None else idem.stamp,
                 )
                 if no_leader or self.cluster.metadata_stale:
                     wake = earlier(wake, self._refresh_metadata(now))
@@ -127,6 +149,70 @@ class Sender:
             for batch in acc.incomplete_batches():
                 self._finish(batch, exc)
             raise
+        finally:
+            if self._identity is not None:
+                self._identity.cancel()
+
+    # --- the idempotent producer's id and epoch ----------------------------------------------
+
+    def _check_identity(self, idem: Idempotence) -> None:
+        """Fail what waits once the producer is fenced; ask for an id (or a bumped epoch) when
+        a batch waits for one."""
+        if idem.fatal is not None:
+            if self.accumulator.has_queued:
+                self._fail_queued(idem.fatal)
+        elif (
+            not idem.ready
+            and self._identity is None
+            and not self._aborting
+            and self.accumulator.has_queued
+        ):
+            task = asyncio.get_running_loop().create_task(self._init_producer_id(idem))
+            self._identity = task
+
+    async def _init_producer_id(self, idem: Idempotence) -> None:
+        """InitProducerId until it succeeds, with backoff on retriable errors; any other error
+        is fatal (an old broker, say: the records fail, naming ``enable_idempotence``)."""
+        attempt = 0
+        try:
+            while True:
+                try:
+                    conn = await self.cluster.any_connection()
+                    response, _ = await conn.request(idem.request(), timeout=self.request_timeout)
+                    if not isinstance(response, m.InitProducerIdResponse):
+                        raise TypeError(
+                            f"expected an InitProducerIdResponse, got {type(response).__name__}"
+                        )
+                    if response.error_code:
+                        raise broker_error(response.error_code, response.error_message)
+                    idem.update(response)
+                    return
+                except Exception as exc:
+                    if not is_retriable(exc):
+                        self._fatal(_init_failed(exc))
+                        return
+                    idem.last_error = exc
+                    if attempt >= self.retries:  # the records waiting fail, as a send would
+                        self._fail_queued(exc, unstamped=True)
+                        return
+                await asyncio.sleep(self.backoff.delay(attempt, self.rand))
+                attempt += 1
+        finally:
+            self._identity = None
+            self.wake()
+
+    def _fatal(self, error: BaseException) -> None:
+        """Nothing more can be sent: fail every queued batch (and, as they come back, the ones
+        in flight) with ``error``, and tell the producer."""
+        idem = self.idempotence
+        if idem is None or idem.fatal is not None:
+            return
+        idem.fatal = error
+        self._fail_queued(error)
+        self._on_fatal(error)
+
+    def _fail_queued(self, error: BaseException, *, unstamped: bool = False) -> None:
+        self.accumulator.abort_queued(lambda: error, unstamped=unstamped)
 
     def _node_ready(self, node: int) -> bool:
         return self._in_flight.get(node, 0) < self.max_in_flight
@@ -217,10 +303,7 @@ class Sender:
                 continue
             if result.error_code:
                 refresh |= result.error_code in METADATA_ERRORS
-                where = f"{tp.topic}[{tp.partition}]"
-                self._retry_or_fail(
-                    group, broker_error(result.error_code, result.error_message, where=where)
-                )
+                self._retry_or_fail(group, self._partition_error(tp, result))
                 continue
             offset = result.base_offset
             for batch in group:
@@ -230,10 +313,26 @@ class Sender:
         if refresh:
             self._refresh_metadata(self.clock())
 
+    def _partition_error(self, tp: TopicPartition, result: m.ProducePartitionResult) -> BrokerError:
+        """The error of a partition's result; INVALID_PRODUCER_EPOCH makes the producer fatal."""
+        where = f"{tp.topic}[{tp.partition}]"
+        error = broker_error(result.error_code, result.error_message, where=where)
+        if result.error_code == ErrorCode.INVALID_PRODUCER_EPOCH:
+            fenced = ProducerFencedError(
+                f"{where}: this producer is fenced ({error}); its pending records fail: close "
+                "it and create a new producer"
+            )
+            fenced.__cause__ = error
+            self._fatal(fenced)
+        return error
+
     def _retry_or_fail(self, group: list[ProducerBatch], error: BaseException) -> None:
         """Back to the front of the partition's queue, or failed for good."""
         now = self.clock()
         first = group[0]
+        fatal = None if self.idempotence is None else self.idempotence.fatal
+        if fatal is not None:
+            error = fatal
         retriable = is_retriable(error) and not self._aborting
         if retriable and first.attempts <= self.retries and now < first.deadline:
             delay = self.backoff.delay(first.attempts - 1, self.rand)
@@ -247,6 +346,8 @@ class Sender:
 
     def _finish(self, batch: ProducerBatch, error: BaseException | None) -> None:
         if error is not None:
+            if self.idempotence is not None:
+                self.idempotence.failed(batch)
             batch.fail(error)
         self.accumulator.complete(batch)
 
@@ -257,6 +358,8 @@ class Sender:
         batch's last retriable error)."""
         tp = batch.tp
         last = batch.last_error if last is None else last
+        if last is None and self.idempotence is not None:
+            last = self.idempotence.last_error  # waiting for a producer id
         why = f"; last error: {last}" if last is not None else ""
         exc = DeliveryTimeoutError(
             f"{batch.record_count} records for {tp.topic}[{tp.partition}] were not acknowledged "
@@ -295,6 +398,17 @@ class Sender:
         self.accumulator.abort_queued(
             lambda: ClientClosedError("the producer closed before this batch was sent")
         )
+
+
+def _init_failed(exc: Exception) -> Exception:
+    """The error records fail with when the broker will not give a producer id."""
+    text = (
+        f"the broker gave no producer id for the idempotent producer ({exc}); "
+        "pass enable_idempotence=False to produce without idempotence"
+    )
+    error = broker_error(exc.code, text) if isinstance(exc, BrokerError) else ClientError(text)
+    error.__cause__ = exc
+    return error
 
 
 def _group(batches: list[ProducerBatch]) -> dict[TopicPartition, list[ProducerBatch]]:

@@ -17,6 +17,9 @@ from typing import Self
 from .config import BrokerConfig
 from .connection import Connection
 from .core import BrokerCore
+from .limits import check_descriptors, connection_capacity, descriptor_limit, partitions_on_disk
+from .log import FileSystem
+from .log.manager import MAX_OPEN_SEGMENTS
 
 log = logging.getLogger("tidelog.server")
 
@@ -24,13 +27,16 @@ log = logging.getLogger("tidelog.server")
 class Broker:
     """One tidelog broker. Start it with ``async with`` or ``start()`` / ``stop()``."""
 
-    def __init__(self, config: BrokerConfig | None = None) -> None:
+    def __init__(self, config: BrokerConfig | None = None, *, fs: FileSystem | None = None) -> None:
+        """``fs`` replaces the file system under the logs (tests inject faults with it)."""
         self.config = config or BrokerConfig()
-        self.core = BrokerCore(self.config)
+        self.core = BrokerCore(self.config, fs=fs)
         self._server: asyncio.Server | None = None
         self._connections: dict[Connection, asyncio.Task[None]] = {}
         self._stopped = asyncio.Event()
         self._started_at = 0.0
+        self.refused_connections = 0
+        """Connections closed at accept because the broker was full."""
 
     @property
     def port(self) -> int:
@@ -52,6 +58,7 @@ class Broker:
         return list(self._connections)
 
     async def start(self) -> None:
+        check_descriptors(partitions_on_disk(self.config.data_dir), MAX_OPEN_SEGMENTS)
         await self.core.open()
         try:
             self._server = await asyncio.start_server(
@@ -66,6 +73,15 @@ class Broker:
             raise
         self.core.set_advertised_port(self.port)
         self._started_at = time.monotonic()
+        partitions, cached = self.core.manager.descriptors
+        log.info(
+            "the logs hold %d file descriptors (one per partition) and up to %d more for older "
+            "segments; the limit is %d, which leaves room for %d connections",
+            partitions,
+            cached,
+            descriptor_limit(),
+            self._capacity(),
+        )
         log.info(
             "broker %d listening on %s (data in %s)",
             self.config.broker_id,
@@ -113,7 +129,27 @@ class Broker:
     ) -> None:
         await self.stop()
 
+    def _capacity(self) -> int:
+        """How many connections may be open now (none once the logs are closed)."""
+        logs = self.core.logs
+        if logs is None:
+            return 0
+        partitions, cached = logs.descriptors
+        return connection_capacity(self.config.max_connections, partitions, cached)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self._capacity():
+            self.refused_connections += 1
+            if self.refused_connections % 1000 == 1:
+                log.warning(
+                    "refusing a connection from %s: %d connections are open, the most this "
+                    "broker serves (max_connections and the file descriptor limit); %d refused",
+                    writer.get_extra_info("peername"),
+                    len(self._connections),
+                    self.refused_connections,
+                )
+            writer.transport.abort()
+            return
         conn = Connection(reader, writer, self.core, self.config)
         task = asyncio.current_task()
         assert task is not None

@@ -21,6 +21,8 @@ from typing import Any, Final, TypeVar, get_args, get_origin, get_type_hints
 from tidelog.wire.api import DEFAULT_BROKER_PORT
 from tidelog.wire.frame import DEFAULT_MAX_FRAME_SIZE
 
+from .log.manager import MAX_PARTITIONS
+
 ENV_PREFIX: Final = "TIDELOG_"
 DEFAULT_PORT: Final = DEFAULT_BROKER_PORT
 DEFAULT_DATA_DIR: Final = Path("./tidelog-data")
@@ -96,16 +98,52 @@ class BrokerConfig:
         low_open=True,
     )
     handshake_timeout_s: float = _setting(
-        30.0, "close connections that do not complete a handshake in time", "5", group=LIMITS
+        30.0,
+        "close connections that do not complete a handshake in time",
+        "5",
+        group=LIMITS,
+        low=0,
+        low_open=True,
     )
     shutdown_timeout_s: float = _setting(
-        10.0, "how long a graceful shutdown waits for in-flight requests", "30", group=LIMITS
+        10.0,
+        "how long a graceful shutdown waits for in-flight requests",
+        "30",
+        group=LIMITS,
+        low=0,
+    )
+    max_connections: int = _setting(
+        10_000,
+        "client connections served at once; one more is closed at accept (the file "
+        "descriptors of the logs are kept out of the connections' reach)",
+        "1000",
+        group=LIMITS,
+        low=1,
     )
     auto_create_topics: bool = _setting(
         True, "create unknown topics on produce and metadata requests", "false"
     )
+    max_auto_create_per_request: int = _setting(
+        10,
+        "most unknown topics one produce or metadata request may auto-create (the others "
+        "get POLICY_VIOLATION)",
+        "100",
+        group=LIMITS,
+        low=1,
+    )
+    producer_id_expiration_ms: int = _setting(
+        24 * 60 * 60 * 1000,
+        "forget an idempotent producer's sequences after it has written nothing for this long",
+        "3600000",
+        group=LIMITS,
+        low=1,
+    )
     default_partitions: int = _setting(
-        1, "partitions of auto-created topics and of CreateTopics with -1", "3", low=1
+        1,
+        "partitions of auto-created topics and of CreateTopics with -1",
+        "3",
+        low=1,
+        high=MAX_PARTITIONS,
     )
     max_fetch_wait_ms: int = _setting(
         60_000, "upper bound on a fetch's long-poll wait", "30000", group=LIMITS, low=0

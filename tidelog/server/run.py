@@ -12,8 +12,11 @@ from collections.abc import Callable, Sequence
 
 import uvloop
 
+from tidelog.wire.errors import TidelogError
+
 from .broker import Broker
 from .config import SETTINGS_DOC, BrokerConfig, ConfigError
+from .limits import raise_descriptor_limit
 
 
 def configure_logging(level: str) -> None:
@@ -27,6 +30,7 @@ def configure_logging(level: str) -> None:
 
 def serve(config: BrokerConfig, on_started: Callable[[Broker], None] | None = None) -> int:
     """Run a broker until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code."""
+    raise_descriptor_limit()
     return uvloop.run(_serve(config, on_started))
 
 
@@ -79,4 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tidelog: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
-    return serve(config, lambda b: print(f"tidelog broker listening on {b.address}", flush=True))
+    try:
+        return serve(
+            config, lambda b: print(f"tidelog broker listening on {b.address}", flush=True)
+        )
+    except TidelogError as exc:
+        print(f"tidelog: cannot start the broker: {exc}", file=sys.stderr)
+        return 1

@@ -50,6 +50,7 @@ class ApiKey(IntEnum):
     DESCRIBE_GROUPS = 15
     DELETE_GROUPS = 16
     DESCRIBE_LOG_DIRS = 17
+    INIT_PRODUCER_ID = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +88,16 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
         ApiSpec(ApiKey.DESCRIBE_GROUPS, m.DescribeGroupsRequest, m.DescribeGroupsResponse),
         ApiSpec(ApiKey.DELETE_GROUPS, m.DeleteGroupsRequest, m.DeleteGroupsResponse),
         ApiSpec(ApiKey.DESCRIBE_LOG_DIRS, m.DescribeLogDirsRequest, m.DescribeLogDirsResponse),
+        ApiSpec(ApiKey.INIT_PRODUCER_ID, m.InitProducerIdRequest, m.InitProducerIdResponse),
     )
 }
 
 DEFAULT_BROKER_PORT: Final = 7070
 """The port a broker listens on and a client connects to when none is given."""
+MAX_TOPIC_NAME_LENGTH: Final = 255 - len(".json") - len(".0123456789ab.tmp")
+"""233: what a broker's files allow. A topic's longest file name is the temporary file of its
+topic file's atomic write, ``<name>.json.<12 hex>.tmp``, and Linux file systems allow 255 bytes
+(Kafka's 249 leaves room only for ``-<partition>``)."""
 
 HANDSHAKE_VERSION: Final = 0
 """The handshake is always sent at API version 0 and frame protocol version 1, whatever else

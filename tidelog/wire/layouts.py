@@ -87,6 +87,10 @@ BATCH_CRC_START: Final = _field_at(BATCH_HEADER, "attributes")[0]
 """The CRC covers [BATCH_CRC_START, end): base offset and leader epoch are outside it, so the
 broker stamps them in place without recomputing a checksum."""
 BATCH_MAX_TIMESTAMP_OFFSET: Final = _field_at(BATCH_HEADER, "max_timestamp")[0]
+BATCH_PRODUCER_OFFSET: Final = _field_at(BATCH_HEADER, "producer_id")[0]
+"""Where the idempotence fields start: producer_id, producer_epoch, base_sequence, then
+record_count, back to back."""
+BATCH_LAST_OFFSET_DELTA_OFFSET: Final = _field_at(BATCH_HEADER, "last_offset_delta")[0]
 
 BATCH_STAMP_STRUCT: Final = struct.Struct(">qii")
 """Twin of the stamped prefix: base_offset, length, leader_epoch."""
@@ -94,6 +98,8 @@ BATCH_LENGTH_STRUCT: Final = struct.Struct(">i")
 """Twin of the ``length`` field."""
 BATCH_MAX_TIMESTAMP_STRUCT: Final = struct.Struct(">q")
 """Twin of the ``max_timestamp`` field."""
+BATCH_PRODUCER_STRUCT: Final = struct.Struct(">qhii")
+"""Twin of producer_id, producer_epoch, base_sequence and record_count."""
 
 # Per-record arrays of the (uncompressed) records section; see docs/PROTOCOL.md.
 TIMESTAMP_DELTA_SIZE: Final = 8  # int64 per record
@@ -111,3 +117,6 @@ assert BATCH_HEADER_STRUCT.size == BATCH_HEADER_SIZE == 65
 assert BATCH_STAMP_STRUCT.size == BATCH_STAMPED_SIZE <= BATCH_CRC_START
 assert BATCH_LENGTH_STRUCT.size == BATCH_LOG_OVERHEAD - BATCH_LENGTH_OFFSET
 assert BATCH_MAX_TIMESTAMP_STRUCT.size == _field_at(BATCH_HEADER, "max_timestamp")[1]
+assert BATCH_PRODUCER_OFFSET + BATCH_PRODUCER_STRUCT.size == sum(
+    _field_at(BATCH_HEADER, "record_count")
+)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final, TypeAlias
 
+from .batch_format import NO_PRODUCER_ID
 from .frame import PROTOCOL_VERSION
 
 # --- shared vocabulary --------------------------------------------------------------------------
@@ -582,6 +583,26 @@ class DescribeLogDirsResponse:
     partitions: tuple[LogDirPartition, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class InitProducerIdRequest:
+    """Ask for an idempotent producer's id and epoch. A new producer sends ``producer_id``
+    -1; one that lost track of its sequences sends its id and epoch to get the epoch bumped
+    (KIP-360), which fences any older instance of itself."""
+
+    transactional_id: str | None = None  # reserved for transactions; send nil
+    transaction_timeout_ms: int = -1
+    producer_id: int = NO_PRODUCER_ID
+    producer_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class InitProducerIdResponse:
+    error_code: int = 0
+    error_message: str | None = None
+    producer_id: int = NO_PRODUCER_ID
+    producer_epoch: int = -1
+
+
 Request: TypeAlias = (
     HandshakeRequest
     | MetadataRequest
@@ -601,6 +622,7 @@ Request: TypeAlias = (
     | DescribeGroupsRequest
     | DeleteGroupsRequest
     | DescribeLogDirsRequest
+    | InitProducerIdRequest
 )
 
 Response: TypeAlias = (
@@ -622,4 +644,5 @@ Response: TypeAlias = (
     | DescribeGroupsResponse
     | DeleteGroupsResponse
     | DescribeLogDirsResponse
+    | InitProducerIdResponse
 )

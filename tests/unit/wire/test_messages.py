@@ -409,6 +409,7 @@ def _minimal_request(key: ApiKey) -> m.Request:
         ApiKey.DESCRIBE_GROUPS: m.DescribeGroupsRequest(()),
         ApiKey.DELETE_GROUPS: m.DeleteGroupsRequest(()),
         ApiKey.DESCRIBE_LOG_DIRS: m.DescribeLogDirsRequest(),
+        ApiKey.INIT_PRODUCER_ID: m.InitProducerIdRequest(),
     }
     return minimal[key]
 

@@ -24,14 +24,17 @@ class AdminApis:
     def __init__(self, state: CoreState) -> None:
         self._state = state
 
-    def metadata(self, request: m.MetadataRequest) -> m.MetadataResponse:
+    async def metadata(self, request: m.MetadataRequest) -> m.MetadataResponse:
         state = self._state
         config = state.config
         names = sorted(state.manager.topics()) if request.topics is None else request.topics
+        failed = await state.auto_create(names) if request.allow_auto_create else {}
         topics = []
         for name in names:
             try:
-                count = state.partition_count(name, create=request.allow_auto_create)
+                if name in failed:
+                    raise failed[name]
+                count = state.partition_count(name)
             except BrokerError as exc:
                 topics.append(m.TopicMetadata(name, error_code=exc.code))
                 continue
@@ -53,7 +56,9 @@ class AdminApis:
             topics=tuple(topics),
         )
 
-    def create_topics(self, request: m.CreateTopicsRequest) -> m.CreateTopicsResponse:
+    async def create_topics(self, request: m.CreateTopicsRequest) -> m.CreateTopicsResponse:
+        """Each topic's files are made in a worker thread: a topic of 10,000 partitions takes
+        seconds, and every other client is served meanwhile."""
         manager = self._state.manager
         results = []
         for topic in request.topics:
@@ -79,7 +84,7 @@ class AdminApis:
                     if manager.partition_count(topic.name) is not None:
                         manager.create_topic(topic.name, partitions, overrides)  # raises
                 else:
-                    manager.create_topic(topic.name, partitions, overrides)
+                    await manager.create_topic_async(topic.name, partitions, overrides)
             except BrokerError as exc:
                 results.append(m.TopicResult(topic.name, exc.code, exc.message))
             else:

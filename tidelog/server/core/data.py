@@ -28,6 +28,7 @@ from tidelog.wire.records import Buffer, batch_size_at
 
 from ..config import BrokerConfig
 from ..log import TopicPartition
+from .idempotence import MAX_EPOCH
 from .state import CoreState
 from .types import Reply
 
@@ -55,14 +56,20 @@ class DataApis:
         acks = request.acks
         if acks not in (m.Acks.NONE, m.Acks.LEADER, m.Acks.ALL):
             raise InvalidRequestError(f"acks must be 0, 1 or -1, not {acks}")
-        writes = state.write_path
         sections = split_data([p.size for p in request.partitions], data)
+        failed: dict[str, BrokerError] = {}
+        if state.creating(p.topic for p in request.partitions):
+            failed = await state.auto_create(p.topic for p in request.partitions)
+        # From here to the first await below, nothing else runs: batches land in request order.
+        writes = state.write_path
         results: list[m.ProducePartitionResult] = []
         waits: list[tuple[int, asyncio.Future[None]]] = []
         for index, (target, section) in enumerate(zip(request.partitions, sections, strict=True)):
             topic, partition = target.topic, target.partition
             try:
-                count = state.partition_count(topic, create=True)
+                if topic in failed:
+                    raise failed[topic]
+                count = state.partition_count(topic)
                 if count is None or not 0 <= partition < count:
                     raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
                 appended = writes.append(
@@ -204,6 +211,26 @@ class DataApis:
                 )
             )
         return results, chunks, total
+
+    # --- idempotent producers -----------------------------------------------------------
+
+    def init_producer_id(self, request: m.InitProducerIdRequest) -> m.InitProducerIdResponse:
+        """A new producer id at epoch 0, or (KIP-360) the caller's id at its next epoch, which
+        fences any older instance still writing with it."""
+        state = self._state
+        ids = state.producer_ids
+        if ids is None or state.writes is None:
+            raise BrokerShuttingDownError("the broker is not running")
+        if request.transactional_id is not None:
+            raise InvalidRequestError(
+                "transactions are not supported yet: send no transactional_id"
+            )
+        state.writes.producers.expire()
+        if request.producer_id >= 0 and 0 <= request.producer_epoch < MAX_EPOCH:
+            return m.InitProducerIdResponse(
+                producer_id=request.producer_id, producer_epoch=request.producer_epoch + 1
+            )
+        return m.InitProducerIdResponse(producer_id=ids.allocate(), producer_epoch=0)
 
     # --- offsets ------------------------------------------------------------------------
 

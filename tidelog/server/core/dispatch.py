@@ -76,10 +76,13 @@ class BrokerCore:
             self.groups.begin_shutdown()
 
     async def shutdown(self) -> None:
-        """Stop housekeeping, let fsyncs finish, close every log cleanly."""
+        """Stop housekeeping, let fsyncs finish, close every log cleanly (producer state
+        snapshotted, so the next start replays nothing)."""
         groups, self.groups = self.groups, None
         if groups is not None:
             await groups.stop()
+        if self.state.writes is not None:
+            self.state.writes.producers.snapshot()
         manager = self.state.logs
         self.state.attach(None)
         if manager is not None:
@@ -113,11 +116,11 @@ class BrokerCore:
             case m.FetchRequest():
                 return await self._data.fetch(request)
             case m.MetadataRequest():
-                return self._admin.metadata(request), ()
+                return await self._admin.metadata(request), ()
             case m.ListOffsetsRequest():
                 return self._data.list_offsets(request), ()
             case m.CreateTopicsRequest():
-                return self._admin.create_topics(request), ()
+                return await self._admin.create_topics(request), ()
             case m.DeleteTopicsRequest():
                 return self._admin.delete_topics(request), ()
             case m.DescribeConfigsRequest():
@@ -126,6 +129,8 @@ class BrokerCore:
                 return self._admin.alter_configs(request), ()
             case m.DescribeLogDirsRequest():
                 return self._admin.describe_log_dirs(request), ()
+            case m.InitProducerIdRequest():
+                return self._data.init_producer_id(request), ()
             case (
                 m.JoinGroupRequest()
                 | m.HeartbeatRequest()

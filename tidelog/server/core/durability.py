@@ -17,9 +17,11 @@ from functools import partial
 
 from tidelog.wire.errors import BrokerError
 from tidelog.wire.messages import Acks
-from tidelog.wire.records import Buffer
+from tidelog.wire.records import Buffer, now_ms
 
 from ..log import FlushPolicy, LogManager, PartitionLog, TopicPartition
+from ..log.producers import producer_batch
+from .idempotence import DAY_MS, ProducerStates
 
 
 @dataclass(slots=True)
@@ -38,23 +40,49 @@ class WritePath:
     """Appends batches to partition logs under the topic's flush policy and the request's ack
     level, and makes them visible to fetches only once they are as durable as promised."""
 
-    def __init__(self, logs: LogManager, on_visible: Callable[[TopicPartition], None]) -> None:
+    def __init__(
+        self,
+        logs: LogManager,
+        on_visible: Callable[[TopicPartition], None],
+        producers: ProducerStates | None = None,
+    ) -> None:
         self._logs = logs
         self._on_visible = on_visible
+        self.producers = ProducerStates(logs, DAY_MS) if producers is None else producers
 
     def append(self, tp: TopicPartition, batches: Sequence[Buffer], acks: int) -> Appended:
-        """Append all of ``batches`` to ``tp`` or none of them. Raises the log's
-        :class:`BrokerError` (nothing appended) or :class:`StorageError`."""
+        """Append all of ``batches`` to ``tp`` or none of them. A batch of an idempotent
+        producer that repeats one of its last batches is not appended again: the result
+        reports the original's offsets. Raises the log's :class:`BrokerError` (nothing
+        appended), :class:`StorageError`, or the producer's sequence and epoch errors."""
         plog = self._logs.get_log(tp)
         base = plog.log_end_offset
+        first = -1
+        end = base
+        table = None
         try:
             for batch in batches:
-                plog.append(batch)
+                producer = producer_batch(batch)
+                if producer is not None:
+                    if table is None:
+                        table = self.producers.table(tp, plog)
+                    original = table.check(producer)
+                    if original is not None:  # a retry of a batch already in the log
+                        if first < 0:
+                            first = original.base_offset
+                        end = max(end, original.last_offset + 1)
+                        continue
+                info = plog.append(batch)
+                if first < 0:
+                    first = info.base_offset
+                end = info.last_offset + 1
+                if producer is not None and table is not None:
+                    table.update(producer, info.base_offset, info.last_offset, now_ms())
         except BrokerError:
             if plog.log_end_offset > base and plog.offline is None:
                 plog.truncate_to(base)  # all of a partition's batches, or none
+                self.producers.forget(tp)  # rebuilt from the log on next use
             raise
-        end = plog.log_end_offset
         durable = None
         if acks == Acks.ALL or plog.config.flush_policy is FlushPolicy.ACK:
             # Durable first, visible after: consumers never see what a crash could take.
@@ -63,7 +91,7 @@ class WritePath:
             self._advance(tp, plog, end)
         else:
             durable.add_done_callback(partial(self._flushed, tp, plog, end))
-        return Appended(base, end, plog.log_start_offset, durable)
+        return Appended(first, end, plog.log_start_offset, durable)
 
     async def append_durably(
         self, tp: TopicPartition, batches: Sequence[Buffer], acks: int = Acks.ALL

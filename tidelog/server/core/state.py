@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 
-from tidelog.wire.errors import BrokerShuttingDownError, UnknownTopicOrPartitionError
+from tidelog.wire.errors import (
+    BrokerError,
+    BrokerShuttingDownError,
+    PolicyViolationError,
+    UnknownTopicOrPartitionError,
+)
 
 from ..config import BrokerConfig
 from ..log import LogManager, PartitionLog, TopicPartition, validate_topic_name
 from .durability import WritePath
+from .idempotence import ProducerIds, ProducerStates
 from .notifier import AppendNotifier
 from .types import DeadlineClock
 
@@ -24,13 +32,22 @@ class CoreState:
         self.notifier = AppendNotifier()
         self.logs: LogManager | None = None
         self.writes: WritePath | None = None
+        self.producer_ids: ProducerIds | None = None
         self.port = config.port
         """The advertised port (the bound one once the broker listens)."""
         self.shutting_down = False
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        """Topics being auto-created, each with the future its creating request sets once it
+        goes on: later requests naming the topic wait for it."""
 
     def attach(self, logs: LogManager | None) -> None:
         self.logs = logs
-        self.writes = None if logs is None else WritePath(logs, self.notifier.notify)
+        self.writes = None
+        self.producer_ids = None
+        if logs is not None:
+            producers = ProducerStates(logs, self.config.producer_id_expiration_ms)
+            self.writes = WritePath(logs, self.notifier.notify, producers)
+            self.producer_ids = ProducerIds(logs)
 
     @property
     def manager(self) -> LogManager:
@@ -51,13 +68,62 @@ class CoreState:
             raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
         return self.manager.get_log(TopicPartition(topic, partition))
 
-    def partition_count(self, name: str, *, create: bool) -> int | None:
-        """A topic's partition count; with ``create``, an unknown topic is auto-created when
-        the broker allows it. Raises for an invalid name."""
+    def partition_count(self, name: str) -> int | None:
+        """A topic's partition count, ``None`` if it does not exist. Raises for an invalid
+        name."""
         validate_topic_name(name)
-        count = self.manager.partition_count(name)
-        if count is None and create and self.config.auto_create_topics:
+        return self.manager.partition_count(name)
+
+    def creating(self, names: Iterable[str]) -> bool:
+        """Whether any of ``names`` is unknown or being auto-created by an earlier request."""
+        manager = self.manager
+        creating = self._creating
+        return any(manager.partition_count(n) is None or n in creating for n in names)
+
+    async def auto_create(self, names: Iterable[str]) -> dict[str, BrokerError]:
+        """Create the unknown topics among ``names`` with the default partition count, when
+        the broker allows it, at most ``max_auto_create_per_request`` of them; the errors of
+        those that could not be created, by name.
+
+        The files are made in a worker thread. A request that names a topic an earlier request
+        is creating waits until that request has resumed (and appended), so pipelined produces
+        to a new topic still land in the order they were sent."""
+        errors: dict[str, BrokerError] = {}
+        creating = self._creating
+        wanted: list[str] = []
+        earlier: set[asyncio.Future[None]] = set()
+        for name in dict.fromkeys(names):
+            if name in creating:
+                earlier.add(creating[name])
+                continue
+            try:
+                if self.partition_count(name) is None and self.config.auto_create_topics:
+                    wanted.append(name)
+            except BrokerError:
+                continue  # the caller reports the invalid name
+        cap = self.config.max_auto_create_per_request
+        for name in wanted[cap:]:
+            errors[name] = PolicyViolationError(
+                f"a request may auto-create at most {cap} topics (max_auto_create_per_request); "
+                "create the others with CreateTopics"
+            )
+        wanted = wanted[:cap]
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for name in wanted:
+            creating[name] = mine
+        try:
+            for future in earlier:
+                await asyncio.shield(future)
             count = self.config.default_partitions
-            self.manager.create_topic(name, count)
-            log.info("auto-created topic %s with %d partitions", name, count)
-        return count
+            for name in wanted:
+                try:
+                    await self.manager.create_topic_async(name, count)
+                except BrokerError as exc:
+                    errors[name] = exc
+                else:
+                    log.info("auto-created topic %s with %d partitions", name, count)
+        finally:
+            for name in wanted:
+                del creating[name]
+            mine.set_result(None)
+        return errors

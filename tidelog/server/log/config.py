@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, NamedTuple, TypeAlias
 
+from tidelog.wire.api import MAX_TOPIC_NAME_LENGTH
 from tidelog.wire.errors import InvalidConfigError, InvalidTopicNameError
 from tidelog.wire.records import now_ms
 
@@ -24,15 +25,14 @@ GiB: Final = 1024 * MiB
 DAY_MS: Final = 24 * 60 * 60 * 1000
 INT32_MAX: Final = 2**31 - 1
 
-MAX_TOPIC_NAME_LENGTH: Final = 249
-"""Like Kafka: leaves room in a 255-byte file name for ``-<partition>``."""
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def validate_topic_name(name: object) -> str:
     """Return ``name`` if it is a legal topic name, else raise :class:`InvalidTopicNameError`.
 
-    Legal: 1 to 249 characters from ``[A-Za-z0-9._-]``, and not ``.`` or ``..``.
+    Legal: 1 to ``MAX_TOPIC_NAME_LENGTH`` (233: what the files allow) characters from
+    ``[A-Za-z0-9._-]``, and not ``.`` or ``..``.
     """
     if not isinstance(name, str):
         raise InvalidTopicNameError(f"a topic name must be a string, not {type(name).__name__}")

@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import resource
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -137,6 +138,15 @@ class OsFileSystem:
         return os.path.isdir(path)
 
 
+def descriptor_limit_hint() -> str:
+    """What to do about running out of file descriptors, naming this process's limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (
+        f"this process may hold {soft} open files (hard limit {hard}); every partition keeps "
+        "its active segment open: raise the limit (ulimit -n, or LimitNOFILE= under systemd)"
+    )
+
+
 def storage_error(exc: OSError, action: str, path: str) -> StorageError:
     """The one conversion of an ``OSError`` into the error the caller (and a producer) sees."""
     code = exc.errno
@@ -147,6 +157,8 @@ def storage_error(exc: OSError, action: str, path: str) -> StorageError:
         hint = " (the disk is full)"
     elif code == errno.EIO:
         hint = " (the disk reported an I/O error)"
+    elif code in (errno.EMFILE, errno.ENFILE):
+        hint = f" ({descriptor_limit_hint()})"
     tag = f" [{name}]" if name else ""
     return StorageError(f"cannot {action} {path}: {reason}{tag}{hint}")
 

@@ -14,11 +14,14 @@ others share.
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import Executor
 
 from tidelog.wire.errors import StorageError
 
 from .partition import PartitionLog
+
+logger = logging.getLogger("tidelog.server.log")
 
 _ANY_JOB = -1
 """A waiter's offset meaning "released by any fsync that starts after I asked" (flush_now)."""
@@ -113,6 +116,8 @@ class GroupCommitter:
                         self._waiting.append((offset, future))
                 batch = []
         except BaseException as exc:
+            if isinstance(exc, Exception):
+                logger.error("%s: flush failed: %s", log.name, exc)
             for _, future in batch + self._waiting:
                 if not future.done():
                     if isinstance(exc, asyncio.CancelledError):

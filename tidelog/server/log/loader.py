@@ -31,6 +31,7 @@ from .check import report_check
 from .damage import DAMAGE_FILE, Damage, read_damage
 from .files import Files, Handle
 from .index import INDEX_SUFFIX, TIME_INDEX_SUFFIX
+from .producers import SNAPSHOT_SUFFIX
 from .segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
 from .segments import delete_segments
 
@@ -107,6 +108,8 @@ class _Loader:
                 bases.append(parsed[0])
             elif parsed is not None and parsed[1] in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
                 indexes.append((parsed[0], path))
+            elif parsed is not None and parsed[1] == SNAPSHOT_SUFFIX:
+                continue  # a producer-state snapshot (core/idempotence.py)
             elif entry not in KNOWN_FILES:
                 logger.warning("%s: ignoring unexpected file %s", self.name, entry)
         known = set(bases)

@@ -67,6 +67,8 @@ LOCK_FILE: Final = ".lock"
 DELETE_SUFFIX: Final = "-delete"
 TOMBSTONE_SUFFIX: Final = ".json.deleted"
 MAX_PARTITIONS: Final = 10_000
+MAX_OPEN_SEGMENTS: Final = 256
+"""Default bound on the descriptors held by inactive segments, across all logs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ class LogManager:
         defaults: TopicConfig | None = None,
         clock: Clock = system_clock,
         fs: FileSystem | None = None,
-        max_open_segments: int = 256,
+        max_open_segments: int = MAX_OPEN_SEGMENTS,
         retention_check_interval_ms: int = 5 * 60 * 1000,
         checkpoint_interval_ms: int = 60 * 1000,
         housekeeping_interval_ms: int = 100,
@@ -118,6 +120,7 @@ class LogManager:
         self._topics: dict[str, TopicInfo] = {}
         self._logs: dict[TopicPartition, PartitionLog] = {}
         self._committers: dict[TopicPartition, GroupCommitter] = {}
+        self._creating: set[str] = set()
         self._flush_executor = flush_executor
         self._retention_interval = retention_check_interval_ms
         self._checkpoint_interval = checkpoint_interval_ms
@@ -273,7 +276,17 @@ class LogManager:
         *,
         log_start: int | None = None,
     ) -> PartitionLog:
-        log = PartitionLog.open(
+        return self._add_log(tp, self._new_log(tp, config, recovery_point, clean, log_start))
+
+    def _new_log(
+        self,
+        tp: TopicPartition,
+        config: TopicConfig,
+        recovery_point: int = 0,
+        clean: bool = False,
+        log_start: int | None = None,
+    ) -> PartitionLog:
+        return PartitionLog.open(
             os.path.join(self.data_dir, tp.dir_name),
             config,
             clock=self._clock,
@@ -284,6 +297,8 @@ class LogManager:
             name=str(tp),
             log_start=log_start,
         )
+
+    def _add_log(self, tp: TopicPartition, log: PartitionLog) -> PartitionLog:
         log.on_suspect = self.scrubber.suspect
         log.on_start_moving = self._start_moving
         self._logs[tp] = log
@@ -321,6 +336,24 @@ class LogManager:
         """Create a topic with ``partitions`` empty logs and ``config`` overrides of the
         defaults. Raises InvalidTopicNameError, InvalidPartitionsError, InvalidConfigError,
         TopicAlreadyExistsError or StorageError (nothing is left behind then)."""
+        info = self._new_topic(name, partitions, config)
+        return self._register_topic(info, self._make_logs(info))
+
+    async def create_topic_async(
+        self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None
+    ) -> TopicInfo:
+        """:meth:`create_topic` with the file work in a worker thread, so that creating
+        thousands of partitions never stalls the event loop. The topic is invisible until
+        all its logs exist; a second create of the same name meanwhile is refused."""
+        info = self._new_topic(name, partitions, config)
+        self._creating.add(name)
+        try:
+            logs = await asyncio.to_thread(self._make_logs, info)
+        finally:
+            self._creating.discard(name)
+        return self._register_topic(info, logs)
+
+    def _new_topic(self, name: str, partitions: int, config: Mapping[str, Any] | None) -> TopicInfo:
         self._check_open()
         validate_topic_name(name)
         if isinstance(partitions, bool) or not isinstance(partitions, int):
@@ -328,25 +361,43 @@ class LogManager:
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise InvalidPartitionsError(f"partitions must be between 1 and {MAX_PARTITIONS}")
         effective = self.default_config.with_overrides(config or {})
-        if name in self._topics:
+        if name in self._topics or name in self._creating:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
-        tps = [TopicPartition(name, p) for p in range(partitions)]
-        for tp in tps:
-            if self._files.exists(os.path.join(self.data_dir, tp.dir_name)):
-                raise TopicAlreadyExistsError(f"directory {tp.dir_name} already exists")
-        info = TopicInfo(name, partitions, effective, effective.overrides_from(self.default_config))
+        for p in range(partitions):
+            dir_name = TopicPartition(name, p).dir_name
+            if self._files.exists(os.path.join(self.data_dir, dir_name)):
+                raise TopicAlreadyExistsError(f"directory {dir_name} already exists")
+        return TopicInfo(name, partitions, effective, effective.overrides_from(self.default_config))
+
+    def _make_logs(self, info: TopicInfo) -> list[PartitionLog]:
+        """Create a new topic's logs and its topic file; on failure remove what was made.
+        Touches no shared state of the manager: it may run in a worker thread."""
+        logs: list[PartitionLog] = []
         try:
-            for tp in tps:
-                self._open_log(tp, effective, 0, False)
+            for p in range(info.partitions):
+                tp = TopicPartition(info.name, p)
+                logs.append(self._new_log(tp, info.config))
             self._files.sync_dir(self.data_dir)
             self._write_topic(info)
         except StorageError:
-            for tp in tps:
-                self._drop_partition(tp, remove=True)
+            for log in logs:
+                log.abandon()
+            for p in range(info.partitions):
+                self._remove_quietly(
+                    os.path.join(self.data_dir, TopicPartition(info.name, p).dir_name)
+                )
             raise
-        self._topics[name] = info
-        self.checkpoint()  # no stale recovery point of an older topic of this name
-        logger.info("created topic %s with %d partition(s)", name, partitions)
+        return logs
+
+    def _register_topic(self, info: TopicInfo, logs: list[PartitionLog]) -> TopicInfo:
+        if self._closed:  # stopped while a worker thread made the logs
+            for log in logs:
+                log.close()
+            raise StorageError(f"the log manager of {self.data_dir} is closed")
+        for p, log in enumerate(logs):
+            self._add_log(TopicPartition(info.name, p), log)
+        self._topics[info.name] = info
+        logger.info("created topic %s with %d partition(s)", info.name, info.partitions)
         return info
 
     def alter_topic_config(
@@ -391,7 +442,7 @@ class LogManager:
         self._files.sync_dir(os.path.join(self.data_dir, TOPICS_DIR))
         del self._topics[name]
         self._finish_delete(name)
-        self.checkpoint()
+        self.checkpoint()  # a topic created with this name later starts afresh
         logger.info("deleted topic %s", name)
 
     def _finish_delete(self, name: str) -> None:
@@ -417,8 +468,11 @@ class LogManager:
         self._committers.pop(tp, None)
         if log is not None:
             log.abandon()
-        path = os.path.join(self.data_dir, tp.dir_name)
-        if remove and self._files.exists(path):
+        if remove:
+            self._remove_quietly(os.path.join(self.data_dir, tp.dir_name))
+
+    def _remove_quietly(self, path: str) -> None:
+        if self._files.exists(path):
             try:
                 self._files.remove_tree(path)
             except StorageError as exc:
@@ -437,6 +491,17 @@ class LogManager:
         """The group committer of a partition (the one the manager's own flushes use)."""
         self.get_log(tp)
         return self._committers[tp]
+
+    @property
+    def files(self) -> Files:
+        """The file layer every log of this manager uses."""
+        return self._files
+
+    @property
+    def descriptors(self) -> tuple[int, int]:
+        """What the logs may hold open: one per partition (its active segment), and at most
+        this many more for older segments being read."""
+        return len(self._logs), self._cache.capacity
 
     def logs(self) -> dict[TopicPartition, PartitionLog]:
         return dict(self._logs)

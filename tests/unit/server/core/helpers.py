@@ -104,3 +104,10 @@ def fetch(
     return m.FetchRequest(
         (m.FetchPartition(topic, 0, offset),), max_wait_ms=max_wait_ms, min_bytes=min_bytes
     )
+
+
+def idempotent_batch(pid: int, epoch: int, seq: int, *values: bytes) -> bytes:
+    builder = RecordBatchBuilder(producer_id=pid, producer_epoch=epoch, base_sequence=seq)
+    for value in values:
+        builder.append(value, timestamp=1)
+    return builder.build()

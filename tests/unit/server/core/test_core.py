@@ -271,3 +271,37 @@ async def test_group_requests_see_the_peer_host(rig: Rig) -> None:
     described = await rig.core.handle(m.DescribeGroupsRequest(("g",)), bytearray(), SESSION)
     assert described is not None
     assert SESSION.peer_host in repr(described[0])
+
+
+# --- auto-creation ----------------------------------------------------------------------------
+
+
+@with_rig()
+async def test_pipelined_produces_to_a_new_topic_land_in_order(rig: Rig) -> None:
+    requests = [produce("fresh", batch(b"%d" % i)) for i in range(20)]
+    replies = await asyncio.gather(*(rig.core.handle(r, d, SESSION) for r, d in requests))
+    offsets = []
+    for reply in replies:
+        assert reply is not None
+        response = reply[0]
+        assert isinstance(response, m.ProduceResponse)
+        offsets.append(response.partitions[0].base_offset)
+    assert offsets == list(range(20))
+
+
+@with_rig(max_auto_create_per_request=2)
+async def test_a_produce_auto_creates_at_most_the_cap(rig: Rig) -> None:
+    data = bytearray()
+    parts = []
+    for i in range(4):
+        one = batch(b"x")
+        parts.append(m.ProducePartition(f"new-{i}", 0, len(one)))
+        data += one
+    reply = await rig.core.handle(m.ProduceRequest(tuple(parts)), data, SESSION)
+    assert reply is not None
+    response = reply[0]
+    assert isinstance(response, m.ProduceResponse)
+    codes = [p.error_code for p in response.partitions]
+    assert codes == [0, 0, ErrorCode.POLICY_VIOLATION, ErrorCode.POLICY_VIOLATION]
+    assert "max_auto_create_per_request" in (response.partitions[2].error_message or "")
+    assert sorted(rig.core.manager.topics()) == ["events", "new-0", "new-1"]

@@ -1,0 +1,100 @@
+"""The idempotent producer against a real broker, behind a proxy that loses produce responses:
+each lost answer is a batch the broker appended but the producer must retry. With idempotence
+every record is in the log exactly once, in the order sent, at the offset acknowledged;
+without it the same faults write duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tidelog.client import AdminClient, OffsetSpec, Producer, RecordFuture, TopicPartition
+from tidelog.wire.api import ApiKey
+
+from ..proxy import DropEvery, Proxy
+from .helpers import broker, consume_all, create_topic, run
+
+TOPIC = "events"
+PARTITIONS = 3
+RECORDS = 3000
+
+
+async def produce_through(proxy: Proxy, **options: Any) -> list[tuple[bytes, int, int]]:
+    """Send RECORDS keyed records through ``proxy``; (value, partition, offset) of each."""
+    futures: list[RecordFuture] = []
+    async with Producer(
+        proxy.address,
+        batch_size=256,
+        linger=0.001,
+        retry_backoff=0.005,
+        retry_backoff_max=0.05,
+        **options,
+    ) as producer:
+        for i in range(RECORDS):
+            key = b"k%d" % (i % 17)
+            futures.append(await producer.send(TOPIC, b"v%05d" % i, key=key))
+        await producer.flush()
+    out = []
+    for i, future in enumerate(futures):
+        meta = future.result()
+        out.append((b"v%05d" % i, meta.partition, meta.offset))
+    return out
+
+
+async def read_log(address: str) -> dict[int, list[bytes]]:
+    """Every record of every partition, to the end of the log."""
+    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+    count = sum(await asyncio.gather(*(_end(address, p) for p in range(PARTITIONS))))
+    log: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
+    for record in await consume_all(address, tps, count):
+        assert record.offset == len(log[record.partition])
+        log[record.partition].append(record.value)
+    return log
+
+
+def test_lost_produce_responses_are_retried_and_each_record_is_written_once(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, TOPIC, PARTITIONS)
+            policy = DropEvery(ApiKey.PRODUCE, 3)
+            async with Proxy("127.0.0.1", b.port, policy=policy) as proxy:
+                acked = await produce_through(proxy)
+            log = await read_log(b.address)
+            assert Counter(v for values in log.values() for v in values) == Counter(
+                v for v, _, _ in acked
+            ), "a record is missing or written twice"
+            for value, partition, offset in acked:
+                assert log[partition][offset] == value, "acknowledged at another offset"
+            for partition, values in log.items():
+                sent = [v for v, p, _ in acked if p == partition]
+                assert values == sent, f"partition {partition} is not in the order sent"
+            assert policy.dropped >= 10, "the proxy lost too few responses to test anything"
+            assert proxy.connections > policy.dropped  # each loss cost a reconnection
+
+    run(main())
+
+
+def test_without_idempotence_the_same_faults_write_duplicates(tmp_path: Path) -> None:
+    """The control: what the test above catches when idempotence is off."""
+
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, TOPIC, PARTITIONS)
+            policy = DropEvery(ApiKey.PRODUCE, 2, limit=3)
+            async with Proxy("127.0.0.1", b.port, policy=policy) as proxy:
+                await produce_through(proxy, acks="all", enable_idempotence=False)
+            ends = await asyncio.gather(*(_end(b.address, p) for p in range(PARTITIONS)))
+            assert policy.dropped >= 1  # each one an appended batch, then appended again
+            assert sum(ends) > RECORDS
+
+    run(main())
+
+
+async def _end(address: str, partition: int) -> int:
+    tp = TopicPartition(TOPIC, partition)
+    async with AdminClient(address) as admin:
+        return (await admin.list_offsets({tp: OffsetSpec.LATEST}))[tp].offset
