@@ -151,6 +151,10 @@ _HINTS: Final[dict[ErrorCode, str]] = {
     "and starts the partition's sequence again, so send them again if they must be written",
     ErrorCode.INVALID_PRODUCER_EPOCH: "another producer with this producer id has a newer "
     "epoch: this one is fenced; create a new producer",
+    ErrorCode.DAMAGED_RANGE: "seek(tp, error.next_offset) to skip the damaged records, or "
+    "create the consumer with skip_unreadable=True",
+    ErrorCode.MISSING_RANGE: "seek(tp, error.next_offset) to skip the missing records, or "
+    "create the consumer with skip_unreadable=True",
 }
 
 
