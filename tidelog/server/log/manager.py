@@ -21,7 +21,6 @@ whatever a crash interrupted. A damaged topic file is rebuilt from its copies
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import uuid
@@ -44,19 +43,18 @@ from .checkpoint import (
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
     read_offsets,
-    write_offsets,
 )
 from .config import (
     Clock,
-    FlushPolicy,
     TopicConfig,
     TopicPartition,
     system_clock,
     validate_topic_name,
 )
 from .damage import Damage
-from .files import Files, FileSystem, storage_error
+from .files import DirectoryLock, Files, FileSystem, lock_directory
 from .flush import GroupCommitter
+from .housekeeping import Housekeeping
 from .partition import PartitionLog
 from .scrub import DEFAULT_SCRUB_BYTES_PER_SECOND, DEFAULT_SCRUB_INTERVAL_MS, Scrubber
 from .topicfiles import TOPICS_DIR, TopicFiles, TopicRecord
@@ -122,12 +120,17 @@ class LogManager:
         self._committers: dict[TopicPartition, GroupCommitter] = {}
         self._creating: set[str] = set()
         self._flush_executor = flush_executor
-        self._retention_interval = retention_check_interval_ms
-        self._checkpoint_interval = checkpoint_interval_ms
-        self._housekeeping_interval = housekeeping_interval_ms
-        self._next_retention = 0
-        self._next_checkpoint = 0
-        self._lock_fd = -1
+        self._housekeeping = Housekeeping(
+            self.data_dir,
+            self._files,
+            self._logs,
+            self._committers,
+            clock,
+            retention_interval_ms=retention_check_interval_ms,
+            checkpoint_interval_ms=checkpoint_interval_ms,
+            interval_ms=housekeeping_interval_ms,
+        )
+        self._dir_lock: DirectoryLock | None = None
         self._task: asyncio.Task[None] | None = None
         self._topic_files = TopicFiles(self._files, self.data_dir)
         self.scrubber = Scrubber(
@@ -158,29 +161,16 @@ class LogManager:
             self._abandon()
             raise
         now = self._clock()
-        self._next_retention = now + self._retention_interval
-        self._next_checkpoint = now + self._checkpoint_interval
+        self._housekeeping.schedule(now)
         return self
 
     def _lock(self) -> None:
-        path = os.path.join(self.data_dir, LOCK_FILE)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise storage_error(exc, "open", path) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise StorageError(
-                f"data directory {self.data_dir} is in use by another process"
-            ) from exc
-        self._lock_fd = fd
+        self._dir_lock = lock_directory(self.data_dir, LOCK_FILE)
 
     def _unlock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = -1
+        lock, self._dir_lock = self._dir_lock, None
+        if lock is not None:
+            lock.release()
 
     def _load(self) -> None:
         files = self._files
@@ -215,10 +205,12 @@ class LogManager:
                 continue
             owner = self._topics.get(tp.topic)
             unclaimed = owner is None or tp.partition >= owner.partitions
-            if unclaimed and self._orphan(path) and owner is None:
+            if unclaimed and self._topic_files.holds_data(path) and owner is None:
                 orphans.setdefault(tp.topic, []).append(path)
         for name, paths in orphans.items():
-            self._adopt(name, paths)
+            record = self._topic_files.adopt(name, paths)
+            if record is not None:
+                self._add_topic(record)
         for info in self._topics.values():
             for partition in range(info.partitions):
                 tp = TopicPartition(info.name, partition)
@@ -230,28 +222,6 @@ class LogManager:
                     log_start=starts.get(tp),
                 )
         self.checkpoint()
-
-    def _orphan(self, path: str) -> bool:
-        """A partition directory no topic claims: removed if empty (a creation cut short);
-        ``True`` if it holds data."""
-        files = self._files
-        logs = [n for n in files.listdir(path) if n.endswith(".log")]
-        if all(files.size(os.path.join(path, n)) == 0 for n in logs):
-            logger.info("removing %s, an empty partition of a topic whose creation was cut", path)
-            files.remove_tree(path)
-            return False
-        return True
-
-    def _adopt(self, name: str, paths: list[str]) -> None:
-        """Partitions holding data whose topic file is gone: rebuild it from their copies if
-        they settle it, else leave them alone (logged)."""
-        try:
-            record = self._topic_files.rebuild(name, f"topic file of {name} is missing")
-            self._add_topic(record)
-        except (StorageError, InvalidConfigError) as exc:
-            for path in paths:
-                logger.error("ignoring %s: it holds data but belongs to no known topic", path)
-            logger.error("%s", exc)
 
     def _add_topic(self, record: TopicRecord) -> None:
         try:
@@ -300,7 +270,7 @@ class LogManager:
 
     def _add_log(self, tp: TopicPartition, log: PartitionLog) -> PartitionLog:
         log.on_suspect = self.scrubber.suspect
-        log.on_start_moving = self._start_moving
+        log.on_start_moving = self._housekeeping.start_moving
         self._logs[tp] = log
         self._committers[tp] = GroupCommitter(log, self._flush_executor)
         return log
@@ -514,33 +484,16 @@ class LogManager:
 
     def run_retention(self) -> int:
         """Apply every topic's retention now; returns how many segments were deleted."""
-        deleted = 0
-        for tp, log in list(self._logs.items()):
-            if log.offline is not None or log.closed:
-                continue
-            try:
-                deleted += log.delete_old_segments()
-            except StorageError as exc:
-                logger.error("%s: retention failed: %s", tp, exc)
-        return deleted
+        return self._housekeeping.run_retention()
 
     def checkpoint(self) -> None:
         """Persist every log's recovery point and log start offset (atomically)."""
-        points = {tp: log.recovery_point for tp, log in self._logs.items()}
-        write_offsets(self._files, os.path.join(self.data_dir, RECOVERY_POINT_FILE), points)
-        self._write_starts({})
+        self._housekeeping.checkpoint()
 
-    def _write_starts(self, moving: Mapping[TopicPartition, int]) -> None:
-        starts = {tp: moving.get(tp, log.log_start_offset) for tp, log in self._logs.items()}
-        write_offsets(self._files, os.path.join(self.data_dir, LOG_START_FILE), starts)
-
-    def _start_moving(self, log: PartitionLog, start: int) -> None:
-        """Checkpoint a log's new start before retention deletes the segments below it, so
-        the next open tells a deleted segment from a lost one."""
-        for tp, candidate in self._logs.items():
-            if candidate is log:
-                self._write_starts({tp: start})
-                return
+    async def run_housekeeping(self) -> None:
+        """One round of the background work, by the injected clock
+        (:meth:`Housekeeping.run_once`)."""
+        await self._housekeeping.run_once()
 
     # --- integrity --------------------------------------------------------------------------
 
@@ -550,61 +503,13 @@ class LogManager:
         ``DAMAGED_RANGE``); returns what is new."""
         return await self.scrubber.verify(self.get_log(tp), offset, max_bytes)
 
-    async def run_housekeeping(self) -> None:
-        """One round of the background work, by the injected clock: retention when it is due,
-        ``interval`` flushes when due, fsyncs of rolled segments, the checkpoint when due."""
-        now = self._clock()
-        if now >= self._next_retention:
-            self._next_retention = now + self._retention_interval
-            self.run_retention()
-        flushes = []
-        sealed = False
-        for tp, log in self._logs.items():
-            if log.offline is not None or log.closed:
-                continue
-            committer = self._committers[tp]
-            config = log.config
-            due = (
-                config.flush_policy is FlushPolicy.INTERVAL
-                and log.recovery_point < log.log_end_offset
-                and now - log.last_flush_ms >= config.flush_ms
-            )
-            if log.needs_background_flush:
-                sealed = True
-                flushes.append(committer.flush_now())
-            elif due:
-                flushes.append(committer.flush())
-        if flushes:
-            for result in await asyncio.gather(*flushes, return_exceptions=True):
-                if isinstance(result, StorageError):
-                    logger.error("background flush failed: %s", result)
-                elif isinstance(result, BaseException):
-                    raise result
-        if sealed or now >= self._next_checkpoint:
-            self._next_checkpoint = now + self._checkpoint_interval
-            points = {tp: log.recovery_point for tp, log in self._logs.items()}
-            path = os.path.join(self.data_dir, RECOVERY_POINT_FILE)
-            await asyncio.to_thread(write_offsets, self._files, path, points)
-
     async def start(self) -> None:
         """Run :meth:`run_housekeeping` every ``housekeeping_interval_ms`` until :meth:`stop`."""
         self._check_open()
         if self._task is None:
-            self._task = asyncio.create_task(self._housekeeping_loop(), name="log-housekeeping")
+            self._task = asyncio.create_task(self._housekeeping.run(), name="log-housekeeping")
         if self._scrub_task is None and self.scrubber.bytes_per_second > 0:
             self._scrub_task = asyncio.create_task(self.scrubber.run(), name="log-scrubber")
-
-    async def _housekeeping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._housekeeping_interval / 1000)
-            try:
-                await self.run_housekeeping()
-            except StorageError as exc:
-                logger.error("log housekeeping failed: %s", exc)
-            except Exception:
-                # A bug, not a disk error: say so loudly, and keep retention and checkpoints
-                # running rather than let them stop silently while the broker serves on.
-                logger.exception("log housekeeping failed unexpectedly")
 
     async def stop(self) -> None:
         """Stop housekeeping, let running fsyncs end, then :meth:`close` off the loop."""

@@ -152,6 +152,30 @@ class TopicFiles:
         )
         return record
 
+    def holds_data(self, directory: str) -> bool:
+        """A partition directory no topic claims: removed if its segments are empty (a
+        creation cut short); ``True`` if it holds data."""
+        files = self._files
+        logs = [n for n in files.listdir(directory) if n.endswith(".log")]
+        if all(files.size(os.path.join(directory, n)) == 0 for n in logs):
+            logger.info(
+                "removing %s, an empty partition of a topic whose creation was cut", directory
+            )
+            files.remove_tree(directory)
+            return False
+        return True
+
+    def adopt(self, name: str, directories: list[str]) -> TopicRecord | None:
+        """Partition directories holding data whose topic file is gone: the topic rebuilt
+        from their copies if they settle it, else ``None`` (they are left alone, logged)."""
+        try:
+            return self.rebuild(name, f"topic file of {name} is missing")
+        except StorageError as exc:
+            for directory in directories:
+                logger.error("ignoring %s: it holds data but belongs to no known topic", directory)
+            logger.error("%s", exc)
+            return None
+
     def partition_dirs(self, name: str) -> list[int]:
         out = []
         for entry in self._files.listdir(self.data_dir):
