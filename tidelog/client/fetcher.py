@@ -24,10 +24,11 @@ A fetch error never moves a position backwards and never hands a record out twic
   resumes) are raised by ``getmany()`` after the records before them; skipping is the
   application's choice: ``seek(tp, error.next_offset)``, or ``skip_unreadable=True``, which
   skips and logs a warning.
-* A batch that fails its CRC on arrival is fetched once more with ``verify``: the broker checks
-  its copy and isolates damage it finds (then ``DAMAGED_RANGE``); if its copy is intact and
-  the batch fails again, ``getmany()`` raises ``CorruptBatchError``. No corrupt record is
-  ever handed out.
+* A batch that fails its CRC on arrival (or whose base offset, outside the CRC, does not
+  follow on) is fetched once more with ``verify``: the broker checks its copy, restores or
+  isolates damage it finds (then ``DAMAGED_RANGE``); if its copy is intact and the batch
+  fails again, ``getmany()`` raises ``CorruptBatchError``. No corrupt record is ever handed
+  out.
 """
 
 from __future__ import annotations
@@ -433,9 +434,16 @@ class Fetcher:
         fetch_offset = st.fetch_offset
         verified = st.verify_at == fetch_offset
         added = False
+        follows = -1
         try:
             for batch in iter_batches(piece, verify_crc=self.check_crcs):
-                if batch.next_offset <= fetch_offset:
+                # Base offsets sit outside the CRC: they must follow on from the first batch,
+                # which holds the offset asked for.
+                base = batch.base_offset
+                if base != follows and (follows >= 0 or base > fetch_offset):
+                    raise CorruptBatchError(f"a batch says offset {base} where it cannot be")
+                follows = batch.next_offset
+                if follows <= fetch_offset:
                     continue  # wholly before the requested offset
                 st.batches.append(batch)
                 st.buffered += len(batch.buffer)
