@@ -39,6 +39,9 @@ class FetchBroker:
     faults: dict[int, Fault] = field(default_factory=dict)
     corrupt: dict[int, int] = field(default_factory=dict)
     """Offset -> how many plain fetches there get its batch with a flipped bit."""
+    misnumbered: dict[int, int] = field(default_factory=dict)
+    """Offset -> how many plain fetches there also get the next batch, its base offset
+    stamped wrong (outside the CRC: only where it lies tells)."""
     on_verify: str = "intact"
     """What a fetch with ``verify`` finds: "intact", "damaged" (DAMAGED_RANGE) or "corrupt"."""
     fetched: list[tuple[int, bool]] = field(default_factory=list)
@@ -99,6 +102,12 @@ class FetchBroker:
         if p.verify and self.on_verify == "damaged":
             base = p.offset - p.offset % BATCH
             return self._result(p, code=60, next_offset=base + BATCH), b""
+        wrong = self.misnumbered.get(p.offset, 0)
+        if wrong and not p.verify and p.offset + BATCH < self.end:
+            self.misnumbered[p.offset] = wrong - 1
+            following = bytearray(self.batch_at(p.offset + BATCH))
+            stamp_batch(following, p.offset + BATCH + 1000)
+            data += bytes(following)
         flips = self.corrupt.get(p.offset, 0)
         if (flips and not p.verify) or (p.verify and self.on_verify == "corrupt"):
             self.corrupt[p.offset] = max(flips - 1, 0)

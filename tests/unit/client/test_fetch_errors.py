@@ -204,3 +204,15 @@ def test_a_missing_range_error_names_the_partition_and_the_offsets() -> None:
             assert "seek(tp, error.next_offset)" in str(error)
 
     run(main())
+
+
+def test_a_batch_whose_base_offset_does_not_follow_on_is_checked_and_never_handed_out() -> None:
+    async def main() -> None:
+        broker = FetchBroker(misnumbered={30: 1})
+        async with serving(broker), consumer(broker) as c:
+            c.assign([TP])
+            got, error = await take(c, 100)
+            assert (got, error) == (list(range(100)), None)  # none handed out at 1040..
+            assert broker.fetched.count((40, True)) == 1  # the broker was asked to check it
+
+    run(main())
