@@ -133,6 +133,8 @@ def test_the_pacer_holds_reads_to_the_rate_and_stops_on_request() -> None:
     stop.set()
     with pytest.raises(ScrubStopped):
         pace(1)
+    with pytest.raises(ScrubStopped):  # an unpaced check stops too
+        Pacer(0, stop)(1)
 
 
 @async_test
