@@ -9,8 +9,10 @@ fresh consumer. Checked every round:
   (:mod:`.corruption` says which offsets each fault may cost);
 * no corrupt record reaches the application: each record read is the one acknowledged at that
   offset, byte for byte;
-* no record is handed out twice: offsets only go up between the consumer's explicit seeks
-  (past the ranges the broker reports damaged or missing).
+* no record is handed out twice: offsets only go up between a consumer's explicit seeks
+  (past the ranges the broker reports damaged or missing) -- for the fresh consumer of each
+  round, and for one *tail* consumer that lives through every broker restart and reads what
+  each round adds.
 
 ``make test`` runs 40 rounds; ``TIDELOG_CORRUPTION_ROUNDS=400`` (``make soak``) runs more.
 ``TIDELOG_CORRUPTION_SEED`` replays a run (the seed is in every failure message).
@@ -30,9 +32,10 @@ from pathlib import Path
 import pytest
 
 from tidelog.client import AdminClient, Consumer, OffsetSpec, Producer, TopicPartition
-from tidelog.wire.errors import UnreadableRangeError
+from tidelog.wire.errors import TidelogError, UnreadableRangeError
 
 from .corruption import Damager, Shadow
+from .test_broker_crash import fixed_port
 
 ROUNDS = int(os.environ.get("TIDELOG_CORRUPTION_ROUNDS", "40"))
 SEED = int(os.environ.get("TIDELOG_CORRUPTION_SEED", str(random.randrange(2**32))))
@@ -56,6 +59,8 @@ class Figures:
     refusals: int = 0
     acknowledged: int = 0
     checked: int = 0
+    tailed: int = 0
+    tail_seeks: int = 0
     unreadable_ranges: int = 0
     allowed_lost: int = 0
     lost: int = 0
@@ -67,8 +72,9 @@ class Figures:
 class Broker:
     """``python -m tidelog.server`` on the soak's data directory."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int) -> None:
         self.data_dir = data_dir
+        self.port = port
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.output: list[str] = []
@@ -84,7 +90,7 @@ class Broker:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                "0",
+                str(self.port),
                 "--data-dir",
                 str(self.data_dir),
                 "--scrub-bytes-per-second",
@@ -180,12 +186,59 @@ async def read_back(
     return seen
 
 
+class Tail:
+    """One consumer of every partition that lives through every broker restart: each round it
+    reads what the round added and must never hand a record out twice."""
+
+    def __init__(self, address: str) -> None:
+        self.consumer = Consumer(
+            address,
+            auto_offset_reset="earliest",
+            fetch_max_wait=0.05,
+            request_timeout=DEADLINE_S,
+            retry_backoff_max=0.2,
+        )
+        self.last = dict.fromkeys(range(PARTITIONS), -1)
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.assign([TopicPartition(TOPIC, p) for p in range(PARTITIONS)])
+
+    async def catch_up(
+        self, ends: dict[int, int], acked: dict[tuple[int, int], int], figures: Figures, where: str
+    ) -> None:
+        c = self.consumer
+        for p, end in ends.items():
+            tp = TopicPartition(TOPIC, p)
+            while await c.position(tp) < end:
+                try:
+                    batch = await c.getmany(tp, timeout=DEADLINE_S)
+                except TidelogError as exc:  # damaged, missing, or the log ends below us
+                    figures.tail_seeks += 1
+                    resume = exc.next_offset if isinstance(exc, UnreadableRangeError) else end
+                    c.seek(tp, resume)  # the explicit choice to go on there
+                    self.last[p] = -1
+                    continue
+                assert batch, f"{where}: the tail consumer is stuck in partition {p}"
+                for record in batch[tp]:
+                    figures.tailed += 1
+                    if record.offset <= self.last[p]:
+                        figures.duplicates += 1
+                        figures.failures.append(f"{where}: tail got {record.offset} again")
+                    self.last[p] = record.offset
+                    seq = acked.get((p, record.offset))
+                    if seq is None or record.value != value_of(seq):
+                        figures.corrupt += 1
+                        figures.failures.append(f"{where}: tail got a wrong record at {p}")
+
+
 async def one_round(
     rng: random.Random,
     broker: Broker,
+    tail: Tail,
     acked: dict[tuple[int, int], int],
     next_seq: int,
-    damager: Damager,
+    hit: set[int],
     figures: Figures,
     where: str,
 ) -> int:
@@ -194,25 +247,35 @@ async def one_round(
     for seq, place in (await produce(broker.address, next_seq, count)).items():
         acked[place] = seq
     figures.acknowledged += count
+    ends = {}
     for partition in range(PARTITIONS):
         seen = await read_back(broker.address, partition, acked, figures, where)
+        ends[partition] = max((o + 1 for (p, o) in acked if p == partition), default=0)
         lost = {
             offset
-            for (p, offset) in acked
-            if p == partition and offset not in seen and (p, offset) not in damager.lost
+            for (p, offset), seq in acked.items()
+            if p == partition and offset not in seen and seq not in hit
         }
         if lost:
             figures.lost += len(lost)
             figures.failures.append(
                 f"{where}: intact records lost in {partition}: {sorted(lost)[:10]}"
             )
+    await tail.catch_up(ends, acked, figures, where)
     return next_seq + count
 
 
-def damage(rng: random.Random, damager: Damager, data: Path, log_ends: dict[int, int]) -> None:
-    damager.shadow.learn(log_ends)
+def damage(
+    rng: random.Random, damager: Damager, data: Path, acked: dict[tuple[int, int], int]
+) -> set[int]:
+    """Faults on the stopped broker's files; the records (by sequence number) they hit. (By
+    sequence number: a log that lost its newest records may give their offsets to new ones.)"""
+    ends = {p: max((o + 1 for (q, o) in acked if q == p), default=0) for p in range(PARTITIONS)}
+    damager.shadow.learn(ends)
+    damager.lost.clear()
     for _ in range(rng.choice([1, 1, 2, 3])):
         damager.random_fault(data / "topics" / f"{TOPIC}.json")
+    return {acked[place] for place in damager.lost if place in acked}
 
 
 def ambiguous_metadata(data: Path, rng: random.Random) -> bytes:
@@ -233,47 +296,55 @@ def test_damage_never_costs_intact_data_and_never_reaches_a_consumer(
 ) -> None:
     rng = random.Random(SEED)
     data = tmp_path / "data"
-    broker = Broker(data)
+    broker = Broker(data, fixed_port())
     damager = Damager(Shadow(data), rng)
     figures = Figures()
     acked: dict[tuple[int, int], int] = {}
-    next_seq = 0
+    hit: set[int] = set()
 
-    async def create() -> None:
-        async with AdminClient(broker.address) as admin:
-            await admin.create_topic(
-                TOPIC, PARTITIONS, configs={"segment_bytes": "8192", "index_interval_bytes": "512"}
-            )
-
-    assert broker.start(), "".join(broker.output)
-    asyncio.run(asyncio.wait_for(create(), DEADLINE_S))
-    for round_ in range(ROUNDS):
-        where = f"seed {SEED}, round {round_}"
-        next_seq = asyncio.run(
-            asyncio.wait_for(
-                one_round(rng, broker, acked, next_seq, damager, figures, where), DEADLINE_S * 4
-            )
-        )
-        assert not figures.failures, "\n".join(figures.failures[:20])
+    async def restart(where: str) -> None:
         clean = rng.random() < 0.5
-        broker.stop(clean=clean)
+        await asyncio.to_thread(broker.stop, clean=clean)
         figures.clean_restarts += clean
         figures.unclean_restarts += not clean
-        log_ends = {
-            p: max((o + 1 for (q, o) in acked if q == p), default=0) for p in range(PARTITIONS)
-        }
-        damage(rng, damager, data, log_ends)
+        hit.update(damage(rng, damager, data, acked))
         if rng.random() < 0.02:
             saved = ambiguous_metadata(data, rng)
-            assert not broker.start(), f"{where}: started on ambiguous metadata"
+            assert not await asyncio.to_thread(broker.start), (
+                f"{where}: started on ambiguous metadata"
+            )
             refusal = "".join(broker.output)
             assert f"{TOPIC}.json" in refusal and "Restore" in refusal, f"{where}: {refusal}"
             figures.refusals += 1
             (data / "topics" / f"{TOPIC}.json").write_bytes(saved)  # the operator's fix
-        assert broker.start(), f"{where}: the broker refused to start: {''.join(broker.output)}"
-        figures.rounds += 1
+        started = await asyncio.to_thread(broker.start)
+        assert started, f"{where}: the broker refused to start: {''.join(broker.output)}"
+
+    async def main() -> None:
+        assert await asyncio.to_thread(broker.start), "".join(broker.output)
+        async with AdminClient(broker.address) as admin:
+            await admin.create_topic(
+                TOPIC, PARTITIONS, configs={"segment_bytes": "8192", "index_interval_bytes": "512"}
+            )
+        tail = Tail(broker.address)
+        await tail.start()
+        try:
+            next_seq = 0
+            for round_ in range(ROUNDS):
+                where = f"seed {SEED}, round {round_}"
+                next_seq = await asyncio.wait_for(
+                    one_round(rng, broker, tail, acked, next_seq, hit, figures, where),
+                    DEADLINE_S * 4,
+                )
+                assert not figures.failures, "\n".join(figures.failures[:20])
+                await restart(where)
+                figures.rounds += 1
+        finally:
+            await tail.consumer.close()
+
+    asyncio.run(main())
     broker.stop(clean=True)
-    figures.allowed_lost = len(damager.lost)
+    figures.allowed_lost = len(hit)
     counts = damager.counts
     with capsys.disabled():
         print(
@@ -283,9 +354,11 @@ def test_damage_never_costs_intact_data_and_never_reaches_a_consumer(
             f"flips ({counts.framing_flips} in batch framing), {counts.truncations} "
             f"truncations, {counts.deleted_segments} deleted segments, {counts.index_faults} "
             f"index faults, {counts.metadata_faults} checkpoint/topic-file flips; "
-            f"{figures.acknowledged} records acknowledged, {figures.checked} records checked, "
+            f"{figures.acknowledged} records acknowledged, {figures.checked} records checked "
+            f"by fresh consumers and {figures.tailed} by the tail consumer "
+            f"({figures.tail_seeks} explicit seeks), "
             f"{figures.unreadable_ranges} unreadable ranges skipped by seek, "
-            f"{figures.allowed_lost} offsets hit by faults; lost {figures.lost}, "
+            f"{figures.allowed_lost} records hit by faults; lost {figures.lost}, "
             f"corrupt delivered {figures.corrupt}, duplicates {figures.duplicates}"
         )
     assert (figures.lost, figures.corrupt, figures.duplicates) == (0, 0, 0)
