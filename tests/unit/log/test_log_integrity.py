@@ -239,3 +239,28 @@ def test_overlapping_segments_are_refused_with_the_files_and_the_fix(tmp_path: P
     message = caught.value.message
     assert os.path.basename(files[1]) in message and os.path.basename(copy) in message
     assert "overlap" in message and "Move one of them out of" in message
+
+
+def test_a_clean_start_checks_an_active_segment_whose_damage_only_a_later_walk_meets(
+    tmp_path: Path,
+) -> None:
+    """The end is found from the last index entry, but the largest timestamp is walked from
+    the first batch (every batch has the same one): that walk meets the damage."""
+    directory = str(tmp_path)
+    config = TopicConfig(index_interval_bytes=150, retention_ms=-1)
+    log = PartitionLog.open(directory, config, clock=FakeClock(), name="events-0")
+    written = append_all(log, [make_batch(2, size=150, tag=i) for i in range(12)])
+    log.close()
+    (path,) = segment_files(directory)
+    position = sum(len(w.data) for w in written[:5])
+    raw = bytearray(Path(path).read_bytes())
+    raw[position : position + 12] = b"\xee" * 12  # the base offset and length of batch 5
+    raw[position + 100] ^= 0x01  # and its records: not restorable
+    Path(path).write_bytes(bytes(raw))
+
+    log = PartitionLog.open(directory, config, clock=FakeClock(), clean_shutdown=True)
+
+    with pytest.raises(DamagedRangeError):
+        log.read(written[5].base_offset, 1 << 20)
+    assert read_around_damage(log)[0] == b"".join(w.data for i, w in enumerate(written) if i != 5)
+    log.close()

@@ -174,11 +174,11 @@ def load_segments(
     tail: Damage | None = None
     for i, segment in enumerate(segments):
         if i + 1 < len(segments):
-            if i >= start or not _find_end(segment, loader):
+            if i >= start or not _find_end(segment, loader, now):
                 loader.check(segment, segments[i + 1].base_offset)
             continue
         segment.make_writable()  # the newest segment: active from now on
-        if not (clean_shutdown and _find_end(segment, loader)):
+        if not (clean_shutdown and _find_end(segment, loader, now)):
             tail = loader.check(segment, None)
     if tail is not None:
         _cut_tail(segments[-1], tail, loader)
@@ -231,10 +231,16 @@ def load_segments(
     )
 
 
-def _find_end(segment: LogSegment, loader: _Loader) -> bool:
-    """Find a segment's end by a header walk (cheap); ``False`` if it must be checked."""
+def _find_end(segment: LogSegment, loader: _Loader, now: int) -> bool:
+    """Find a segment's end by a header walk (cheap; for the active one, also what appends
+    need: its largest timestamp); ``False`` if it must be checked."""
     try:
-        return segment.find_end() if segment.active else segment.find_sealed_end()
+        if not segment.active:
+            return segment.find_sealed_end()
+        if not segment.find_end():
+            return False
+        segment.restore_writer_state(now)
+        return True
     except StorageError as exc:
         logger.warning("%s: %s is unreadable as it stands: %s", loader.name, segment.log_path, exc)
         return False

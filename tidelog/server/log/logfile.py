@@ -19,10 +19,12 @@ from .scan import scan_headers as _scan_headers
 
 class SuspectedDamageError(StorageError):
     """A header walk met damage that no check has isolated yet: reported as a (retriable)
-    ``STORAGE_ERROR`` while the segment is checked; ``position`` is where the walk stopped."""
+    ``STORAGE_ERROR`` while the segment is checked; ``path`` is the segment file and
+    ``position`` where the walk stopped."""
 
-    def __init__(self, message: str, position: int) -> None:
+    def __init__(self, message: str, path: str, position: int) -> None:
         super().__init__(message)
+        self.path = path
         self.position = position
 
 
@@ -148,7 +150,9 @@ class LogFile:
             if exc.at_start and at_index_entry:
                 raise StaleIndexError(f"index entry ({offset}, {position}): {exc}") from exc
             raise SuspectedDamageError(
-                f"{self.path} is damaged ({exc}) while {why}; it is being checked", exc.position
+                f"{self.path} is damaged ({exc}) while {why}; it is being checked",
+                self.path,
+                exc.position,
             ) from exc
 
     def end_offset(

@@ -349,9 +349,8 @@ class PartitionLog:
                 start_offset=exc.start_offset,
                 next_offset=exc.next_offset,
             ) from None
-        except SuspectedDamageError:
-            if self.on_suspect is not None:
-                self.on_suspect(self, segment)
+        except SuspectedDamageError as exc:
+            self._suspect(exc)
             raise
         if fetched is None:  # in a gap between two segments
             after = self._segments.higher(offset)
@@ -419,13 +418,23 @@ class PartitionLog:
         """The first record (in offset order) whose timestamp is at or after ``timestamp``,
         found through the segments' max timestamps and time indexes; ``None`` if none."""
         self._check_usable()
-        for segment in self._segments:
-            largest = segment.max_timestamp
-            if largest is not None and largest >= timestamp:
-                found = segment.find_timestamp(timestamp)
-                if found is not None:
-                    return TimestampOffset(*found)
+        try:
+            for segment in self._segments:
+                largest = segment.max_timestamp
+                if largest is not None and largest >= timestamp:
+                    found = segment.find_timestamp(timestamp)
+                    if found is not None:
+                        return TimestampOffset(*found)
+        except SuspectedDamageError as exc:
+            self._suspect(exc)
+            raise
         return None
+
+    def _suspect(self, exc: SuspectedDamageError) -> None:
+        """Have the segment a walk met unknown damage in checked (see ``on_suspect``)."""
+        for segment in self._segments:
+            if segment.log_path == exc.path and self.on_suspect is not None:
+                self.on_suspect(self, segment)
 
     # --- retention and truncation -------------------------------------------------------
 
@@ -434,7 +443,11 @@ class PartitionLog:
         that break either, never the active one nor data at or above the high watermark.
         Advances the log start offset; returns how many segments were deleted."""
         self._check_usable()
-        doomed = self._segments.expired(self._config, self._clock(), self._hw)
+        try:
+            doomed = self._segments.expired(self._config, self._clock(), self._hw)
+        except SuspectedDamageError as exc:  # a largest timestamp could not be read
+            self._suspect(exc)
+            raise
         count = len(doomed)
         if count:
             if self.on_start_moving is not None:
