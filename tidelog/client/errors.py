@@ -14,10 +14,14 @@ from typing import Final
 from tidelog.wire.api import MAX_TOPIC_NAME_LENGTH
 from tidelog.wire.errors import (
     BrokerError,
+    CorruptBatchError,
+    DamagedRangeError,
     ErrorCode,
+    MissingRangeError,
     OffsetOutOfRangeError,
     ProtocolError,
     TidelogError,
+    UnreadableRangeError,
     error_class,
 )
 
@@ -28,7 +32,10 @@ __all__ = [
     "ClientError",
     "ClientUsageError",
     "ConnectionClosedError",
+    "CorruptBatchError",
+    "DamagedRangeError",
     "DeliveryTimeoutError",
+    "MissingRangeError",
     "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
     "ProducerBufferFullError",
@@ -38,6 +45,7 @@ __all__ = [
     "RequestTimeoutError",
     "TidelogConnectionError",
     "TidelogError",
+    "UnreadableRangeError",
     "broker_error",
     "is_retriable",
 ]

@@ -16,10 +16,10 @@ A seek bumps the partition's *epoch*: data fetched for an older epoch is dropped
 
 A fetch error never moves a position backwards and never hands a record out twice:
 
-* ``OFFSET_OUT_OF_RANGE`` resolves the position per ``auto_offset_reset`` only forwards (or in
-  place); a reset that would go back -- the broker's log now ends below what this consumer
-  already handed out -- is an ``OffsetOutOfRangeError`` for ``getmany()`` instead, until the
-  application seeks.
+* ``OFFSET_OUT_OF_RANGE`` resolves the position per ``auto_offset_reset``, but never below
+  the records handed out since the last seek: a reset that would go back there -- the
+  broker's log now ends below them -- is an ``OffsetOutOfRangeError`` for ``getmany()``
+  instead, until the application seeks.
 * ``DAMAGED_RANGE`` and ``MISSING_RANGE`` (:class:`UnreadableRangeError`, carrying where data
   resumes) are raised by ``getmany()`` after the records before them; skipping is the
   application's choice: ``seek(tp, error.next_offset)``, or ``skip_unreadable=True``, which
@@ -83,6 +83,7 @@ class PartitionState:
         "position",
         "reset_to",
         "retry_at",
+        "sought",
         "tp",
         "verify_at",
     )
@@ -103,12 +104,15 @@ class PartitionState:
         self.retry_at = 0.0
         self.floor: int | None = None
         """A reset after a fetch error must not go below this: what was handed out."""
+        self.sought = -1
+        """Where the last seek put the position: records were handed out if it moved on."""
         self.verify_at = -1
         """The offset of a batch that failed its CRC: the next fetch asks the broker to check."""
 
     def seek(self, offset: int) -> None:
         """Set the position; drop what was prefetched from elsewhere."""
         self.position = offset
+        self.sought = offset
         self.fetch_offset = offset
         self.reset_to = None
         self.error = None
@@ -480,9 +484,10 @@ class Fetcher:
         if isinstance(error, UnreadableRangeError):
             self._unreadable(st, error, result.next_offset)
         elif code == ErrorCode.OFFSET_OUT_OF_RANGE and self.default_reset is not None:
-            floor = st.position
+            # The reset must not hand out again what was handed out since the last seek.
+            floor = st.position if st.position != st.sought else None
             st.need_reset(self.default_reset)
-            st.floor = floor  # the reset must not hand out again what was handed out
+            st.floor = floor
         elif code in METADATA_ERRORS or error.retriable:
             self._back_off([st], error)
         else:
