@@ -371,15 +371,7 @@ class PartitionLog:
         ``start_offset`` returns -- to run anywhere (a worker thread) on a descriptor of its
         own; :meth:`finish_check` applies its result. Raises what such a read raises."""
         self._check_usable()
-        start, first, end, end_offset = 0, segment.base_offset, segment.size, segment.next_offset
-        if start_offset is not None:
-            fetched = segment.read(start_offset, max_bytes, None, True)
-            if fetched is not None and fetched.records:
-                start = segment.position_of(fetched.first_offset)
-                first = fetched.first_offset
-                end = start + len(fetched.records)
-                end_offset = fetched.next_offset
-        return CheckJob(segment, segment.log_path, start, end, first, end_offset, self._generation)
+        return segment.check_job(self._generation, start_offset, max_bytes)
 
     def finish_check(self, job: CheckJob, result: SegmentCheck) -> list[Damage]:
         """Apply a check's result (if the log did not change under it): write the repairs,

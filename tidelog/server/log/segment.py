@@ -32,7 +32,7 @@ from tidelog.wire.layouts import (
 from tidelog.wire.records import Buffer
 
 from .cache import HandleCache
-from .check import SegmentCheck
+from .check import CheckJob, SegmentCheck
 from .config import INT32_MAX
 from .damage import Damage, damage_at, merge_damage, next_damage
 from .files import CREATE, READ_ONLY, Files, Handle
@@ -492,6 +492,18 @@ class LogSegment:
         the offset the next segment starts at, if there is one. Changes nothing."""
         size = self._file().handle().size()
         return self.log.check(0, size, self.base_offset, end_offset)
+
+    def check_job(self, generation: int, start_offset: int | None, max_bytes: int) -> CheckJob:
+        """A check of the whole file, or of what a read of ``max_bytes`` from
+        ``start_offset`` returns, for a worker thread (``generation``: the log's, now)."""
+        start, first, end, end_offset = 0, self.base_offset, self.size, self.next_offset
+        if start_offset is not None:
+            fetched = self.read(start_offset, max_bytes, None, True)
+            if fetched is not None and fetched.records:
+                start = self.position_of(fetched.first_offset)
+                first, end_offset = fetched.first_offset, fetched.next_offset
+                end = start + len(fetched.records)
+        return CheckJob(self, self.log_path, start, end, first, end_offset, generation)
 
     def apply_check(self, check: SegmentCheck, *, reindex: bool = True) -> list[Damage]:
         """Write a check's repairs and record its damaged ranges (those it found in its byte
