@@ -160,7 +160,13 @@ class Damager:
     def flip_framing(self) -> None:
         """One bit of the framing of a random intact batch (base offset, length, leader
         epoch, magic): the broker must restore it and lose nothing."""
-        batches = [(p, b) for p, bs in self.shadow.files.items() for b in bs if b.intact]
+        batches = [
+            (p, b)
+            for p, bs in self.shadow.files.items()
+            if p.exists()
+            for b in bs
+            if b.intact and b.position + b.size <= p.stat().st_size  # not cut this round
+        ]
         if not batches:
             return
         path, batch = self.rng.choice(batches)

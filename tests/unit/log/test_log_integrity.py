@@ -264,3 +264,25 @@ def test_a_clean_start_checks_an_active_segment_whose_damage_only_a_later_walk_m
         log.read(written[5].base_offset, 1 << 20)
     assert read_around_damage(log)[0] == b"".join(w.data for i, w in enumerate(written) if i != 5)
     log.close()
+
+
+@pytest.mark.parametrize("segment", [0, -1], ids=["sealed", "active"])
+def test_a_time_index_entry_sent_past_its_segment_is_rebuilt(tmp_path: Path, segment: int) -> None:
+    directory = str(tmp_path)
+    written = written_log(directory, clean=True)
+    index = Path(segment_files(directory)[segment]).with_suffix(".timeindex")
+    raw = bytearray(index.read_bytes())
+    raw[-4] ^= 0x01  # the last entry's relative offset, plus 2**24
+    index.write_bytes(bytes(raw))
+
+    log = reopen(directory, clean=True)
+
+    assert log.segments[segment].max_timestamp == max(
+        w.max_timestamp
+        for w in written
+        if log.segments[segment].base_offset <= w.base_offset
+        and w.base_offset < log.segments[segment].next_offset
+    )
+    assert log.offset_for_timestamp(written[-1].max_timestamp) is not None
+    assert read_all(log) == b"".join(w.data for w in written)
+    log.close()

@@ -409,10 +409,21 @@ class LogSegment:
         entry = self.time_index.lookup_below(timestamp)
         if entry is None:
             return self._batch_at(self.base_offset)
-        start = self._batch_at(entry[1])
-        if (start.base_offset, start.max_timestamp) != (entry[1], entry[0]):
-            raise StaleIndexError(f"time index entry {entry} does not match {start}")
+        start = self._time_entry_batch(entry, self._batch_at)
+        if start is None:
+            raise StaleIndexError(f"time index entry {entry} does not match the log")
         return start
+
+    def _time_entry_batch(
+        self, entry: tuple[int, int], find: Callable[[int], BatchInfo]
+    ) -> BatchInfo | None:
+        """The batch a time index entry (timestamp, offset) names, if it matches the log (an
+        entry a flipped bit sent past the segment, or into damage, does not)."""
+        try:
+            info = find(entry[1])
+        except (OffsetOutOfRangeError, DamagedRangeError):
+            return None
+        return info if (info.base_offset, info.max_timestamp) == (entry[1], entry[0]) else None
 
     @property
     def max_timestamp(self) -> int | None:
@@ -425,14 +436,13 @@ class LogSegment:
     def _establish_max_timestamp(self) -> None:
         self._ensure_indexes()
         last = self.time_index.last()
-        if last is not None:
-            info = self.translate_offset(last[1])
-            if (info.base_offset, info.max_timestamp) == (last[1], last[0]):
-                if self.active:
-                    self._max_timestamp_from(last, info)
-                else:
-                    self.indexes.set_max_timestamp(last)
-                return
+        info = None if last is None else self._time_entry_batch(last, self.translate_offset)
+        if last is not None and info is not None:
+            if self.active:
+                self._max_timestamp_from(last, info)
+            else:
+                self.indexes.set_max_timestamp(last)
+            return
         self.rebuild_indexes()  # sets the max timestamp as it goes
 
     def _max_timestamp_from(self, last: tuple[int, int], info: BatchInfo) -> None:
@@ -547,8 +557,9 @@ class LogSegment:
         self.size = position
         self.next_offset = new_next
         last = self.time_index.last()
-        if last is not None:
-            self._max_timestamp_from(last, self.translate_offset(last[1]))
+        info = None if last is None else self._time_entry_batch(last, self.translate_offset)
+        if last is not None and info is not None:
+            self._max_timestamp_from(last, info)
         elif position > 0:
             infos = self._walk(0, self.base_offset, end=position, why="truncating")
             self.indexes.set_max_timestamp(largest_timestamp(infos, None))
