@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 from tidelog.client import AdminClient, Producer
 from tidelog.testing import BrokerThread
@@ -114,3 +116,33 @@ def test_bad_key_value_is_a_usage_error(tidelog_broker: BrokerThread) -> None:
             return await admin.list_topics()
 
     assert run(topics()) == []  # nothing was created
+
+
+def test_describe_reports_the_ranges_the_broker_cannot_read(
+    tidelog_broker_factory: Callable[..., BrokerThread], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    first = tidelog_broker_factory(data_dir=data)
+    cli(first.address, "topic", "create", "events", "--config", "segment_bytes=1024")
+
+    async def one_batch_each() -> None:
+        async with Producer(first.address, linger=0) as producer:
+            for _ in range(12):
+                await producer.send("events", b"x" * 300)
+                await producer.flush()
+
+    run(one_batch_each())
+    first.stop()
+    segments = sorted((data / "events-0").glob("*.log"))
+    start, end = int(segments[1].name[:20]), int(segments[2].name[:20])
+    segments[1].unlink()  # a segment lost between two runs
+    again = tidelog_broker_factory(data_dir=data)
+
+    described = cli(again.address, "topic", "describe", "events")
+    assert described.exit_code == 0, described.output
+    assert "1 unreadable range" in described.output and "missing" in described.output
+    info = json.loads(cli(again.address, "--json", "topic", "describe", "events").stdout)
+    (partition,) = info["partitions"]
+    assert partition["unreadable"] == [
+        {"start": start, "end": end, "kind": "missing", "detail": "no segment"}
+    ]

@@ -192,6 +192,15 @@ async def _describe(admin: AdminClient, name: str) -> dict[str, Any]:
                 "records": max(end - start, 0),
                 "size_bytes": on_disk.size_bytes if on_disk else 0,
                 "segments": on_disk.segments if on_disk else 0,
+                "unreadable": [
+                    {
+                        "start": u.start_offset,
+                        "end": u.end_offset,
+                        "kind": u.kind,
+                        "detail": u.detail,
+                    }
+                    for u in (on_disk.unreadable if on_disk else ())
+                ],
             }
         )
     return {
@@ -211,7 +220,8 @@ def describe(ctx: typer.Context, name: NameArgument) -> None:
     """Show a topic's partitions (offsets, records, size on disk) and configs.
 
     Per partition: leader, replicas, in-sync replicas, start and end offsets, records and size
-    on disk. Then every config, with where its value comes from (default, topic or broker).
+    on disk; then any offset ranges the broker cannot serve (damaged or missing on its disk).
+    Then every config, with where its value comes from (default, topic or broker).
 
     Example: `tidelog topic describe events`
     """
@@ -246,6 +256,19 @@ def describe(ctx: typer.Context, name: NameArgument) -> None:
             human_bytes(p["size_bytes"]),
         )
     out.print(table)
+    damaged = [(p["partition"], u) for p in parts for u in p["unreadable"]]
+    if damaged:
+        out.print(
+            f"[bold red]{len(damaged)} unreadable range{'s' if len(damaged) != 1 else ''}"
+            "[/bold red]: consumers get DAMAGED_RANGE or MISSING_RANGE there "
+            '(docs/STORAGE.md, "Damage")'
+        )
+        ranges = Table("partition", "offsets", "kind", "detail")
+        for partition, u in damaged:
+            ranges.add_row(
+                str(partition), f"[{u['start']}, {u['end']})", u["kind"], markup(u["detail"])
+            )
+        out.print(ranges)
     configs = Table("config", "value", "source")
     for key, entry in info["configs"].items():
         style = "bold" if entry["source"] != "default" else ""

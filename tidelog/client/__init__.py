@@ -43,7 +43,10 @@ from .errors import (
     ClientError,
     ClientUsageError,
     ConnectionClosedError,
+    CorruptBatchError,
+    DamagedRangeError,
     DeliveryTimeoutError,
+    MissingRangeError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
     ProducerBufferFullError,
@@ -52,6 +55,7 @@ from .errors import (
     RequestTimeoutError,
     TidelogConnectionError,
     TidelogError,
+    UnreadableRangeError,
 )
 from .group import CommitFailedError, RebalanceCallback
 from .offsets import OffsetAndMetadata
@@ -80,6 +84,8 @@ __all__ = [
     "ConnectionClosedError",
     "Consumer",
     "ConsumerRecord",
+    "CorruptBatchError",
+    "DamagedRangeError",
     "DeliveryTimeoutError",
     "GroupDescription",
     "GroupListing",
@@ -89,6 +95,7 @@ __all__ = [
     "LogDirDescription",
     "LogDirPartition",
     "MessageTooLargeError",
+    "MissingRangeError",
     "NewTopic",
     "NoOffsetForPartitionError",
     "OffsetAndMetadata",
@@ -110,6 +117,7 @@ __all__ = [
     "TopicDescription",
     "TopicPartition",
     "UnknownTopicOrPartitionError",
+    "UnreadableRangeError",
     "key_hash",
     "partition_for_key",
 ]

@@ -63,6 +63,9 @@ class Consumer(AsyncClient):
       wait to be consumed: the consumer's memory bound per partition.
     * ``max_poll_records``: default bound of one ``getmany()``.
     * ``key_deserializer``, ``value_deserializer``: a name or a callable (default: bytes).
+    * ``skip_unreadable``: skip a range the broker cannot read (damaged or missing on its
+      disk), logging a warning, instead of raising ``DamagedRangeError`` /
+      ``MissingRangeError`` (whose ``next_offset`` says where to ``seek()`` to skip it).
 
     With a ``group_id``, :meth:`subscribe` makes the consumer a member of that group (the
     broker assigns the partitions; see :meth:`subscribe`):
@@ -91,6 +94,7 @@ class Consumer(AsyncClient):
         prefetch_bytes: int = 4 * 1024 * 1024,
         max_poll_records: int | None = None,
         check_crcs: bool = True,
+        skip_unreadable: bool = False,
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         retry_backoff: float = 0.1,
@@ -138,6 +142,7 @@ class Consumer(AsyncClient):
             request_timeout=request_timeout,
             retry_backoff=Backoff(retry_backoff, max(retry_backoff, retry_backoff_max)),
             check_crcs=check_crcs,
+            skip_unreadable=skip_unreadable,
             clock=clock,
         )
         self._group: GroupSubscription | None = None
@@ -261,7 +266,7 @@ class Consumer(AsyncClient):
                     f"{state.tp.topic}[{state.tp.partition}] has no position and "
                     "auto_offset_reset='none': seek() first"
                 )
-            await self._fetcher.reset_now([state], state.reset_to)
+            await self._fetcher.resolve_now(state, state.reset_to)
         assert state.position is not None
         return state.position
 

@@ -14,10 +14,14 @@ from typing import Final
 from tidelog.wire.api import MAX_TOPIC_NAME_LENGTH
 from tidelog.wire.errors import (
     BrokerError,
+    CorruptBatchError,
+    DamagedRangeError,
     ErrorCode,
+    MissingRangeError,
     OffsetOutOfRangeError,
     ProtocolError,
     TidelogError,
+    UnreadableRangeError,
     error_class,
 )
 
@@ -28,7 +32,10 @@ __all__ = [
     "ClientError",
     "ClientUsageError",
     "ConnectionClosedError",
+    "CorruptBatchError",
+    "DamagedRangeError",
     "DeliveryTimeoutError",
+    "MissingRangeError",
     "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
     "ProducerBufferFullError",
@@ -38,6 +45,7 @@ __all__ = [
     "RequestTimeoutError",
     "TidelogConnectionError",
     "TidelogError",
+    "UnreadableRangeError",
     "broker_error",
     "is_retriable",
 ]
@@ -151,6 +159,10 @@ _HINTS: Final[dict[ErrorCode, str]] = {
     "and starts the partition's sequence again, so send them again if they must be written",
     ErrorCode.INVALID_PRODUCER_EPOCH: "another producer with this producer id has a newer "
     "epoch: this one is fenced; create a new producer",
+    ErrorCode.DAMAGED_RANGE: "seek(tp, error.next_offset) to skip the damaged records, or "
+    "create the consumer with skip_unreadable=True",
+    ErrorCode.MISSING_RANGE: "seek(tp, error.next_offset) to skip the missing records, or "
+    "create the consumer with skip_unreadable=True",
 }
 
 

@@ -13,11 +13,28 @@ by what is prefetched) and a queue of fetched, CRC-checked batches bounded by
 3. sleeps until a fetch returns, the user consumes or seeks, or the metadata changes.
 
 A seek bumps the partition's *epoch*: data fetched for an older epoch is dropped on arrival.
+
+A fetch error never moves a position backwards and never hands a record out twice:
+
+* ``OFFSET_OUT_OF_RANGE`` resolves the position per ``auto_offset_reset``, but never below
+  the records handed out since the last seek: a reset that would go back there -- the
+  broker's log now ends below them -- is an ``OffsetOutOfRangeError`` for ``getmany()``
+  instead, until the application seeks.
+* ``DAMAGED_RANGE`` and ``MISSING_RANGE`` (:class:`UnreadableRangeError`, carrying where data
+  resumes) are raised by ``getmany()`` after the records before them; skipping is the
+  application's choice: ``seek(tp, error.next_offset)``, or ``skip_unreadable=True``, which
+  skips and logs a warning.
+* A batch that fails its CRC on arrival (or whose base offset, outside the CRC, does not
+  follow on) is fetched once more with ``verify``: the broker checks its copy, restores or
+  isolates damage it finds (then ``DAMAGED_RANGE``); if its copy is intact and the batch
+  fails again, ``getmany()`` raises ``CorruptBatchError``. No corrupt record is ever handed
+  out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Container, Coroutine, Iterable
@@ -26,7 +43,12 @@ from typing import Any, Final, Literal
 
 from tidelog.wire import messages as m
 from tidelog.wire.api import split_data
-from tidelog.wire.errors import CorruptBatchError, ErrorCode
+from tidelog.wire.errors import (
+    CorruptBatchError,
+    ErrorCode,
+    OffsetOutOfRangeError,
+    UnreadableRangeError,
+)
 from tidelog.wire.records import RecordBatch, iter_batches
 
 from .backoff import Backoff, earlier
@@ -34,6 +56,8 @@ from .cluster import METADATA_ERRORS, Cluster
 from .errors import NoOffsetForPartitionError, TidelogConnectionError, broker_error, is_retriable
 from .types import TopicPartition
 from .wakeup import Wakeup
+
+logger = logging.getLogger("tidelog.client")
 
 ResetPolicy = Literal["earliest", "latest", "none"]
 _RESET_SPECS: Final[dict[str, int]] = {
@@ -51,6 +75,7 @@ class PartitionState:
         "epoch",
         "error",
         "fetch_offset",
+        "floor",
         "high_watermark",
         "log_start_offset",
         "paused",
@@ -58,7 +83,9 @@ class PartitionState:
         "position",
         "reset_to",
         "retry_at",
+        "sought",
         "tp",
+        "verify_at",
     )
 
     def __init__(self, tp: TopicPartition) -> None:
@@ -75,13 +102,22 @@ class PartitionState:
         self.high_watermark = -1
         self.log_start_offset = -1
         self.retry_at = 0.0
+        self.floor: int | None = None
+        """A reset after a fetch error must not go below this: what was handed out."""
+        self.sought = -1
+        """Where the last seek put the position: records were handed out if it moved on."""
+        self.verify_at = -1
+        """The offset of a batch that failed its CRC: the next fetch asks the broker to check."""
 
     def seek(self, offset: int) -> None:
         """Set the position; drop what was prefetched from elsewhere."""
         self.position = offset
+        self.sought = offset
         self.fetch_offset = offset
         self.reset_to = None
         self.error = None
+        self.floor = None
+        self.verify_at = -1
         self.epoch += 1
         self.batches.clear()
         self.buffered = 0
@@ -165,6 +201,7 @@ class Fetcher:
         request_timeout: float = 30.0,
         retry_backoff: Backoff | None = None,
         check_crcs: bool = True,
+        skip_unreadable: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
@@ -180,6 +217,7 @@ class Fetcher:
         self.request_timeout = request_timeout
         self.backoff = retry_backoff or Backoff(0.1, 1.0)
         self.check_crcs = check_crcs
+        self.skip_unreadable = skip_unreadable
         self.clock = clock
         self.data_ready = Wakeup()
         """Set whenever records or an error become available to ``getmany()``."""
@@ -299,9 +337,24 @@ class Fetcher:
                 state = self.states.get(tp)
                 if state is None or state.epoch != epochs[tp] or state.position is not None:
                     continue  # unassigned or sought meanwhile
-                state.seek(found.offset)
+                self._settle(state, found.offset)
         finally:
             self._resetting = False
+
+    def _settle(self, st: PartitionState, offset: int) -> None:
+        """Take a reset's ``offset`` as the position -- unless it is below what was handed
+        out before the fetch error that asked for the reset: that is an error instead."""
+        floor = st.floor
+        if floor is None or offset >= floor:
+            st.seek(offset)
+            return
+        st.error = OffsetOutOfRangeError(
+            f"{st.tp.topic}[{st.tp.partition}]: offset {floor} is out of range and "
+            f"auto_offset_reset='{self.auto_offset_reset}' would move this consumer back to "
+            f"{offset}, handing out records again: the broker's log lost what follows "
+            f"{offset}. seek() to choose where to go on"
+        )
+        self.data_ready.set()
 
     async def reset_now(self, states: Iterable[PartitionState], spec: int) -> None:
         """Resolve the positions of ``states`` with ``spec`` now (seek_to_beginning/end)."""
@@ -311,13 +364,29 @@ class Fetcher:
             st.seek(offsets[st.tp].offset)
         self.wake()
 
+    async def resolve_now(self, st: PartitionState, spec: int) -> None:
+        """Resolve a missing position per ``spec`` now (``position()``), never backwards from
+        what was handed out: raises the error a backward reset is."""
+        offsets = await self.cluster.list_offsets({st.tp: spec})
+        if st.position is None:
+            self._settle(st, offsets[st.tp].offset)
+        if st.error is not None:
+            raise st.error
+        self.wake()
+
     # --- fetches -----------------------------------------------------------------------------
 
     async def _fetch(self, node: int, wanted: list[tuple[PartitionState, int, int]]) -> None:
         try:
             request = m.FetchRequest(
                 partitions=tuple(
-                    m.FetchPartition(st.tp.topic, st.tp.partition, offset, self.max_partition_bytes)
+                    m.FetchPartition(
+                        st.tp.topic,
+                        st.tp.partition,
+                        offset,
+                        self.max_partition_bytes,
+                        verify=st.verify_at == offset,
+                    )
                     for st, _, offset in wanted
                 ),
                 max_wait_ms=int(self.max_wait * 1000),
@@ -367,36 +436,78 @@ class Fetcher:
         if not piece:
             return
         fetch_offset = st.fetch_offset
+        verified = st.verify_at == fetch_offset
         added = False
+        follows = -1
         try:
             for batch in iter_batches(piece, verify_crc=self.check_crcs):
-                if batch.next_offset <= fetch_offset:
+                # Base offsets sit outside the CRC: they must follow on from the first batch,
+                # which holds the offset asked for.
+                base = batch.base_offset
+                if base != follows and (follows >= 0 or base > fetch_offset):
+                    raise CorruptBatchError(f"a batch says offset {base} where it cannot be")
+                follows = batch.next_offset
+                if follows <= fetch_offset:
                     continue  # wholly before the requested offset
                 st.batches.append(batch)
                 st.buffered += len(batch.buffer)
                 st.fetch_offset = batch.next_offset
                 added = True
+            st.verify_at = -1
         except CorruptBatchError as exc:
-            # Hand over the good batches before it; then the error, until the user seeks.
-            st.error = CorruptBatchError(
-                f"{st.tp.topic}[{st.tp.partition}] after offset {st.fetch_offset}: {exc} "
-                "(seek() past it to skip the damaged data)"
-            )
+            # Hand over the good batches before it; then ask the broker to check its copy.
+            self._corrupt(st, exc, verified and st.fetch_offset == fetch_offset)
             added = True
         if added:
             self.data_ready.set()
+
+    def _corrupt(self, st: PartitionState, exc: CorruptBatchError, verified: bool) -> None:
+        """A batch at ``st.fetch_offset`` failed its CRC on arrival. The first time, fetch it
+        again with ``verify``; if the broker found its copy intact and it fails again, the
+        error is the application's (no corrupt record is handed out)."""
+        where = f"{st.tp.topic}[{st.tp.partition}] at offset {st.fetch_offset}"
+        if not verified:
+            logger.warning(
+                "%s: a batch failed its CRC (%s); asking the broker to check it", where, exc
+            )
+            st.verify_at = st.fetch_offset
+            return
+        st.error = CorruptBatchError(
+            f"{where}: {exc}; the broker checked its copy and found it intact, so it was "
+            "damaged on the way (seek() past it to skip it)"
+        )
 
     def _partition_error(self, st: PartitionState, result: m.FetchPartitionResult) -> None:
         code = result.error_code
         where = f"{st.tp.topic}[{st.tp.partition}] at offset {st.fetch_offset}"
         error = broker_error(code, result.error_message, where=where)
-        if code == ErrorCode.OFFSET_OUT_OF_RANGE and self.default_reset is not None:
+        if isinstance(error, UnreadableRangeError):
+            self._unreadable(st, error, result.next_offset)
+        elif code == ErrorCode.OFFSET_OUT_OF_RANGE and self.default_reset is not None:
+            # The reset must not hand out again what was handed out since the last seek.
+            floor = st.position if st.position != st.sought else None
             st.need_reset(self.default_reset)
+            st.floor = floor
         elif code in METADATA_ERRORS or error.retriable:
             self._back_off([st], error)
         else:
             st.error = error
             self.data_ready.set()
+
+    def _unreadable(self, st: PartitionState, error: UnreadableRangeError, resume: int) -> None:
+        """A damaged or missing range at ``st.fetch_offset``: skip it if the application
+        chose to (``skip_unreadable``, logged), else hand it the error, which says where data
+        resumes."""
+        error.topic, error.partition = st.tp.topic, st.tp.partition
+        error.start_offset, error.next_offset = st.fetch_offset, resume
+        st.verify_at = -1
+        if self.skip_unreadable and resume > st.fetch_offset:
+            logger.warning("skipping offsets [%d, %d): %s", st.fetch_offset, resume, error)
+            st.fetch_offset = resume
+            self.wake()
+            return
+        st.error = error
+        self.data_ready.set()
 
     def _back_off(self, states: list[PartitionState], error: BaseException) -> None:
         now = self.clock()

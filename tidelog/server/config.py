@@ -178,6 +178,13 @@ class BrokerConfig:
         group=LIMITS,
         low=1,
     )
+    scrub_bytes_per_second: int = _setting(
+        8 * 1024 * 1024,
+        "bytes per second the background scrubber reads to verify segments (0: no scrubbing)",
+        "33554432",
+        group=LIMITS,
+        low=0,
+    )
     group_heartbeat_interval_ms: int = _setting(
         3_000,
         "heartbeat interval given to group members (at most a third of their session timeout)",

@@ -66,6 +66,8 @@ class ErrorCode(IntEnum):
     OUT_OF_ORDER_SEQUENCE = 50
     DUPLICATE_SEQUENCE = 51
     INVALID_PRODUCER_EPOCH = 52
+    DAMAGED_RANGE = 60
+    MISSING_RANGE = 61
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,16 @@ ERRORS: Final[dict[ErrorCode, ErrorInfo]] = dict(
         _info(ErrorCode.OUT_OF_ORDER_SEQUENCE, False, "the producer sequence is out of order"),
         _info(ErrorCode.DUPLICATE_SEQUENCE, False, "the batch was already written"),
         _info(ErrorCode.INVALID_PRODUCER_EPOCH, False, "the producer epoch is fenced"),
+        _info(
+            ErrorCode.DAMAGED_RANGE,
+            False,
+            "these offsets are in a batch that failed its checksum on the broker's disk",
+        ),
+        _info(
+            ErrorCode.MISSING_RANGE,
+            False,
+            "these offsets are missing from the broker's disk (a lost or cut segment)",
+        ),
     ]
 )
 
@@ -402,3 +414,34 @@ class DuplicateSequenceError(BrokerError):
 
 class InvalidProducerEpochError(BrokerError):
     code = ErrorCode.INVALID_PRODUCER_EPOCH
+
+
+class UnreadableRangeError(BrokerError):
+    """A range of a partition's log cannot be read: the broker found it damaged on disk
+    (:class:`DamagedRangeError`) or missing (:class:`MissingRangeError`). Never retriable as
+    is: a consumer skips it only by choice, with ``seek(tp, error.next_offset)`` or its
+    ``skip_unreadable`` option. ``start_offset`` and ``next_offset`` bound the range
+    (``next_offset`` is where data can be read again); -1 when unknown (an old broker)."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        topic: str = "",
+        partition: int = -1,
+        start_offset: int = -1,
+        next_offset: int = -1,
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.start_offset = start_offset
+        self.next_offset = next_offset
+
+
+class DamagedRangeError(UnreadableRangeError):
+    code = ErrorCode.DAMAGED_RANGE
+
+
+class MissingRangeError(UnreadableRangeError):
+    code = ErrorCode.MISSING_RANGE

@@ -290,6 +290,10 @@ class FetchPartition:
     partition: int
     offset: int
     max_bytes: int = 1024 * 1024
+    verify: bool = False
+    """Check each returned batch's CRC on the broker first: a client asks this once after a
+    batch failed its CRC on arrival, so the broker can tell damage on its disk (isolated and
+    reported as DAMAGED_RANGE) from damage in transit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +318,8 @@ class FetchPartitionResult:
     last_stable_offset: int = NO_OFFSET
     log_start_offset: int = NO_OFFSET
     size: int = 0
+    next_offset: int = NO_OFFSET
+    """With DAMAGED_RANGE or MISSING_RANGE: the offset where data can be read again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,6 +555,17 @@ class DescribeLogDirsRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadableRange:
+    """Offsets of a partition's log the broker cannot serve (see DAMAGED_RANGE and
+    MISSING_RANGE)."""
+
+    start_offset: int
+    end_offset: int  # exclusive: where data can be read again
+    kind: str  # "damaged" (failed its checksum) or "missing" (no segment holds it)
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LogDirPartition:
     topic: str
     partition: int
@@ -557,6 +574,7 @@ class LogDirPartition:
     segments: int = 0
     log_start_offset: int = NO_OFFSET
     log_end_offset: int = NO_OFFSET
+    unreadable: tuple[UnreadableRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tidelog.server.groups import OFFSETS_DIR, OffsetStore, OffsetValue
-from tidelog.server.groups.offsets import SNAPSHOT_FILE
+from tidelog.server.groups.offsets import PREVIOUS_FILE, SNAPSHOT_FILE
 from tidelog.server.log import TopicPartition as TP
 from tidelog.wire.errors import StorageError
 
@@ -77,7 +76,9 @@ def test_snapshots_bound_the_replay_and_the_log(tmp_path: Path) -> None:
                 await store.snapshot()
         assert store.records_since_snapshot == 5
         log = store._require()[0]
-        assert log.log_start_offset == 20  # the segments the snapshot covers are gone
+        # The segments the previous snapshot covers are gone (the newest one's are kept, so
+        # that a damaged newest snapshot falls back to the previous one and this log).
+        assert log.log_start_offset == 10
         log.abandon()  # crash
 
     run(main())
@@ -104,10 +105,57 @@ def test_deleting_a_group_survives_a_restart(tmp_path: Path) -> None:
     run(store.close())
 
 
-def test_a_damaged_snapshot_is_refused(tmp_path: Path) -> None:
+def _three_generations(tmp_path: Path) -> dict[TP, int]:
+    """Commits across three snapshots (the last at a clean close); what is committed."""
+
+    async def main() -> None:
+        store = opened(tmp_path, snapshot_records=1)
+        for i in range(3):
+            await store.commit("g", {TP("t", i): OffsetValue(10 + i)})
+            await store.commit("g", {TP("t", 0): OffsetValue(100 + i)})
+            if i < 2:
+                await store.snapshot()
+        await store.close()
+
+    run(main())
+    return {TP("t", 0): 102, TP("t", 1): 11, TP("t", 2): 12}
+
+
+def _offsets(store: OffsetStore) -> dict[TP, int]:
+    return {tp: v.offset for tp, v in store.committed("g").items()}
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_a_damaged_snapshot_falls_back_to_the_previous_one_and_the_log(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = _three_generations(tmp_path)
+    path = tmp_path / OFFSETS_DIR / SNAPSHOT_FILE
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(bytes(data[:5]))
+    else:
+        path.unlink()
+
+    store = opened(tmp_path)
+
+    assert _offsets(store) == expected
+    assert store.replayed > 0  # the log from the previous snapshot on
+    if damage != "delete":
+        assert (tmp_path / OFFSETS_DIR / (SNAPSHOT_FILE + ".damaged")).exists()
+        assert any("is damaged" in r.getMessage() for r in caplog.records)
+    run(store.close())
+    assert _offsets(opened(tmp_path)) == expected  # and the next start is whole again
+
+
+def test_a_damaged_only_snapshot_replays_the_whole_log(tmp_path: Path) -> None:
     async def main() -> None:
         store = opened(tmp_path)
         await store.commit("g", {TP("t", 0): OffsetValue(1)})
+        await store.commit("g", {TP("t", 1): OffsetValue(2)})
         await store.close()
 
     run(main())
@@ -115,25 +163,23 @@ def test_a_damaged_snapshot_is_refused(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(StorageError, match="damaged"):
+    store = opened(tmp_path)
+    assert _offsets(store) == {TP("t", 0): 1, TP("t", 1): 2}
+    assert store.replayed == 2
+    run(store.close())
+
+
+def test_without_a_usable_snapshot_a_pruned_log_is_refused_naming_the_files_and_the_fix(
+    tmp_path: Path,
+) -> None:
+    _three_generations(tmp_path)
+    for name in (SNAPSHOT_FILE, PREVIOUS_FILE):
+        (tmp_path / OFFSETS_DIR / name).unlink()
+    with pytest.raises(StorageError) as caught:
         opened(tmp_path)
-
-
-def test_a_log_that_starts_after_the_snapshot_is_refused(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = opened(tmp_path, snapshot_records=1)
-        await store.commit("g", {TP("t", 0): OffsetValue(1)})
-        await store.snapshot()
-        await store.commit("g", {TP("t", 0): OffsetValue(2)})
-        await store.snapshot()
-        log = store._require()[0]
-        log.abandon()
-
-    run(main())
-    # Without the snapshot, what the log dropped (it covered) is missing: refuse to start.
-    os.remove(tmp_path / OFFSETS_DIR / SNAPSHOT_FILE)
-    with pytest.raises(StorageError, match="lost"):
-        opened(tmp_path)
+    message = caught.value.message
+    assert SNAPSHOT_FILE in message and PREVIOUS_FILE in message
+    assert "Restore" in message and "remove" in message
 
 
 def test_stray_temporary_files_are_removed(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any, ParamSpec
 from hypothesis import settings
 
 from tidelog.server.log import PartitionLog
+from tidelog.wire.errors import UnreadableRangeError
 from tidelog.wire.records import RecordBatch, RecordBatchBuilder, iter_batches
 
 # Hypothesis' default deadline is a timing assertion; the machine is small and shared.
@@ -94,6 +95,28 @@ def read_all(log: PartitionLog, max_bytes: int = 1 << 20) -> bytes:
         assert result.next_offset > offset
         offset = result.next_offset
     return b"".join(chunks)
+
+
+def read_around_damage(
+    log: PartitionLog, max_bytes: int = 1 << 20
+) -> tuple[bytes, list[tuple[int, int, str]]]:
+    """The whole log through ``read``, stepping over every range it refuses: the batches
+    read, and each refused range as (start, next offset, error class name). Every refused
+    range holds the offset that was asked for, or this never ends."""
+    chunks: list[bytes] = []
+    refused: list[tuple[int, int, str]] = []
+    offset = log.log_start_offset
+    while offset < log.log_end_offset:
+        try:
+            result = log.read(offset, max_bytes)
+        except UnreadableRangeError as exc:
+            refused.append((exc.start_offset, exc.next_offset, type(exc).__name__))
+            offset = exc.next_offset
+            continue
+        chunks.append(result.records)
+        assert result.next_offset > offset
+        offset = result.next_offset
+    return b"".join(chunks), refused
 
 
 def snapshot(directory: str) -> dict[str, bytes]:

@@ -142,6 +142,7 @@ def test_create_topic_refusals_leave_nothing_behind(tmp_path: Path, clock: FakeC
         assert sorted(os.listdir(tmp_path)) == [
             ".lock",
             "events-0",
+            "log-start-offset-checkpoint",
             "recovery-point-offset-checkpoint",
             "topics",
         ]
@@ -192,6 +193,7 @@ def test_open_finishes_an_interrupted_delete_and_create(
         ".lock",
         ".tidelog_clean_shutdown",
         "kept-0",
+        "log-start-offset-checkpoint",
         "recovery-point-offset-checkpoint",
         "stray-0",
         "topics",

@@ -247,7 +247,7 @@ SPEC_8_3_STAMPED_BATCH_PREFIX = bytes.fromhex(
     "00 00 00 00 00 00 00 2a 00 00 00 73 00 00 00 03 01 c8 72 c2 2e"
 )
 SPEC_8_3_FETCH_RESPONSE_HEADER = bytes.fromhex(
-    "d1 01 00 07 00 00 00 01 00 00 00 08 00 00 00 8a 00 00 00 7f ee 5c 16 3c"
+    "d1 01 00 07 00 00 00 01 00 00 00 08 00 00 00 97 00 00 00 7f 7b 2f 54 a2"
 )
 SPEC_8_3_ERROR_FRAME = bytes.fromhex(
     "d1 01 00 07 00 00 00 05 00 00 00 08 00 00 00 17 00 00 00 00 e9 ab c8 b3"
@@ -300,7 +300,7 @@ def test_spec_8_3_fetch_response_of_the_stamped_batch() -> None:
     frame = join(encode_response(response, request, data=[batch]))
 
     assert batch[:21] == SPEC_8_3_STAMPED_BATCH_PREFIX
-    assert len(frame) == 289
+    assert len(frame) == 302
     assert frame[:24] == SPEC_8_3_FETCH_RESPONSE_HEADER
     (decoded,) = decode_all(frame)
     assert decode_response(decoded) == response

@@ -180,6 +180,10 @@ class AdminApis:
                         segments=len(plog.segments),
                         log_start_offset=plog.log_start_offset,
                         log_end_offset=plog.log_end_offset,
+                        unreadable=tuple(
+                            m.UnreadableRange(u.start_offset, u.end_offset, u.kind, u.detail)
+                            for u in plog.unreadable()
+                        ),
                     )
                 )
         return m.DescribeLogDirsResponse(str(self._state.config.data_dir), tuple(out))

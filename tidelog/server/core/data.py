@@ -22,6 +22,7 @@ from tidelog.wire.errors import (
     InvalidRequestError,
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
+    UnreadableRangeError,
 )
 from tidelog.wire.records import Buffer, batch_size_at
 
@@ -133,6 +134,8 @@ class DataApis:
         deadline = clock.monotonic() + max_wait
         min_bytes = max(request.min_bytes, 0)
         max_bytes = fetch_reservation(request, state.config)
+        if any(p.verify for p in request.partitions):
+            await self._verify(request.partitions, max_bytes)
         while True:
             results, chunks, total = self._read(request.partitions, max_bytes)
             remaining = deadline - clock.monotonic()
@@ -146,6 +149,18 @@ class DataApis:
             # No await since the read: no append can have slipped in between.
             with state.notifier.watch((p.topic, p.partition) for p in request.partitions) as woken:
                 await clock.wait(woken, remaining)
+
+    async def _verify(self, partitions: Sequence[m.FetchPartition], max_bytes: int) -> None:
+        """A client found a batch that failed its CRC: check those bytes on disk first, so
+        damage there is isolated (and the read below answers DAMAGED_RANGE)."""
+        for p in partitions:
+            if p.verify:
+                tp = TopicPartition(p.topic, p.partition)
+                budget = min(max(p.max_bytes, 0), max_bytes)
+                try:
+                    await self._state.manager.verify(tp, p.offset, budget)
+                except BrokerError as exc:  # the read below reports what matters
+                    log.debug("verifying %s at %d: %s", tp, p.offset, exc)
 
     def _read(
         self, partitions: Sequence[m.FetchPartition], max_bytes: int
@@ -166,6 +181,20 @@ class DataApis:
                         p.offset, budget, max_offset=plog.high_watermark, min_one_batch=total == 0
                     )
                     payload = read.records
+            except UnreadableRangeError as exc:  # damaged or missing: say where data resumes
+                results.append(
+                    m.FetchPartitionResult(
+                        p.topic,
+                        p.partition,
+                        exc.code,
+                        exc.message,
+                        high_watermark=plog.high_watermark,
+                        last_stable_offset=plog.high_watermark,
+                        log_start_offset=plog.log_start_offset,
+                        next_offset=exc.next_offset,
+                    )
+                )
+                continue
             except BrokerError as exc:
                 results.append(m.FetchPartitionResult(p.topic, p.partition, exc.code, exc.message))
                 continue

@@ -50,6 +50,7 @@ class BrokerCore:
             self.config.data_dir,
             defaults=defaults,
             retention_check_interval_ms=self.config.retention_check_interval_ms,
+            scrub_bytes_per_second=self.config.scrub_bytes_per_second,
             fs=self._fs,
             flush_executor=self._flush_executor,
         )

@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Final
 
-from tidelog.wire.errors import StorageError
+from tidelog.wire.errors import StorageError, UnreadableRangeError
 from tidelog.wire.records import now_ms
 
 from ..log import LogManager, PartitionLog, TopicPartition
@@ -129,7 +129,12 @@ class ProducerStates:
         offset = max(table.offset, plog.log_start_offset)
         now = now_ms()
         while offset < plog.log_end_offset:
-            read = plog.read(offset, REPLAY_CHUNK, max_offset=plog.log_end_offset)
+            try:
+                read = plog.read(offset, REPLAY_CHUNK, max_offset=plog.log_end_offset)
+            except UnreadableRangeError as exc:  # damaged or missing: its batches are gone
+                log.warning("%s: producer state skips %s", plog.name, exc.message)
+                offset = exc.next_offset
+                continue
             if not read.records:
                 break
             offset = max(offset + 1, table.replay(read.records, now))

@@ -7,16 +7,24 @@ to it, fetch it or delete it)::
       log/                 a PartitionLog: one record batch per commit, fsynced before the
                            commit is acknowledged
       snapshot             every group's offsets as of log offset N (written atomically)
+      snapshot.previous    the snapshot before it, as of log offset M <= N
 
 A record's key is ``[group, topic, partition]`` (msgpack); its value the committed offset,
 metadata, leader epoch and commit time (msgpack), or nothing: a tombstone (group deleted).
 
 **Snapshots keep start-up short.** After ``snapshot_records`` records (and at every clean
-shutdown) the store rolls the log (the new segment starts at N, the log end), writes the whole
-table with N atomically, and then deletes the log's segments below N. Opening reads the
-snapshot and replays only the log from N on. A crash at any point leaves either the old
-snapshot with the log it needs, or the new one; a SIGKILL loses no acknowledged commit because
-each was fsynced before its answer.
+shutdown) the store rolls the log (the new segment starts at N, the log end), keeps the current
+snapshot as ``snapshot.previous`` (at M), writes the whole table with N atomically, and then
+deletes the log's segments below M. Opening reads the snapshot and replays only the log from N
+on. A crash at any point leaves either the old snapshot with the log it needs, or the new one;
+a SIGKILL loses no acknowledged commit because each was fsynced before its answer.
+
+**A damaged snapshot is an optimisation that failed**, not lost data: opening moves it aside
+(``snapshot.damaged``, logged) and starts from the previous snapshot and the log from M, which
+is still there; without a usable snapshot it replays the whole log. Only when that cannot be
+done -- no usable snapshot and a log that no longer starts at 0 -- does opening refuse, naming
+the files and the fix. Damaged or missing ranges of the offsets log are skipped, loudly: the
+commits in them are lost, later commits of the same partitions still apply.
 """
 
 from __future__ import annotations
@@ -39,13 +47,15 @@ from tidelog.server.log import (
     TopicPartition,
 )
 from tidelog.server.log.files import Files
-from tidelog.wire.errors import StorageError
+from tidelog.wire.errors import StorageError, UnreadableRangeError
 from tidelog.wire.records import RecordBatchBuilder, iter_batches, now_ms
 
 logger = logging.getLogger("tidelog.server.groups")
 
 OFFSETS_DIR: Final = "__consumer_offsets"
 SNAPSHOT_FILE: Final = "snapshot"
+PREVIOUS_FILE: Final = "snapshot.previous"
+DAMAGED_SUFFIX: Final = ".damaged"
 CLEAN_FILE: Final = ".clean_shutdown"
 """Written after a clean close: the next open skips the log's recovery scan."""
 SNAPSHOT_MAGIC: Final = b"TLOS"
@@ -93,6 +103,9 @@ class OffsetStore:
         self._log: PartitionLog | None = None
         self._committer: GroupCommitter | None = None
         self._snapshot_offset = 0
+        self._previous_offset = 0
+        """The log must keep what is above this: the previous snapshot's offset."""
+        self._has_snapshot = False
         self._snapshotting = False
         self.replayed = 0
         """Records read from the log at the last open (what the snapshot did not cover)."""
@@ -100,40 +113,41 @@ class OffsetStore:
     # --- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Load the snapshot and replay the log after it. Raises StorageError."""
+        """Load the newest usable snapshot and replay the log after it. Raises StorageError
+        only if committed offsets cannot be rebuilt (see the module docstring)."""
         self._files.makedirs(self.directory)
         for name in self._files.listdir(self.directory):
             if name.endswith(".tmp"):
                 self._files.remove(os.path.join(self.directory, name), missing_ok=True)
-        snapshot = self._read_snapshot()
+        current = self._read_snapshot(SNAPSHOT_FILE)
+        previous = self._read_snapshot(PREVIOUS_FILE)
         marker = os.path.join(self.directory, CLEAN_FILE)
         clean = self._files.exists(marker)
         if clean:
             self._files.remove(marker)  # durably gone before the first append
             self._files.sync_dir(self.directory)
+        base = current or previous
         log = PartitionLog.open(
             os.path.join(self.directory, "log"),
             LOG_CONFIG,
-            recovery_point=snapshot.log_offset if snapshot else 0,
+            recovery_point=base.log_offset if base else 0,
             clean_shutdown=clean,
             name=OFFSETS_DIR,
         )
+        snapshot = self._usable(log, current, previous)
+        self._has_snapshot = snapshot is current and current is not None
         if snapshot is not None:
             self._snapshot_offset = snapshot.log_offset
             for group, rows in snapshot.groups.items():
                 self._table[group] = {TopicPartition(t, p): v for t, p, v in rows}
-        start = max(self._snapshot_offset, log.log_start_offset)
-        if start > self._snapshot_offset:
-            log.abandon()
-            raise StorageError(
-                f"{self.directory}: the offsets log starts at {log.log_start_offset}, after the "
-                f"snapshot's offset {self._snapshot_offset}: committed offsets were lost"
-            )
+        self._previous_offset = min(
+            (s.log_offset for s in (previous, snapshot) if s is not None), default=0
+        )
         self.replayed = 0
-        for key, value in self._records(log, start):
+        for key, value in self._records(log, self._snapshot_offset):
             self._apply(key, value)
             self.replayed += 1
-        log.update_high_watermark(self._snapshot_offset)
+        log.update_high_watermark(self._previous_offset)
         self._log = log
         self._committer = GroupCommitter(log)
         logger.info(
@@ -143,8 +157,39 @@ class OffsetStore:
             self.replayed,
         )
 
-    def _read_snapshot(self) -> _Snapshot | None:
-        path = os.path.join(self.directory, SNAPSHOT_FILE)
+    def _usable(
+        self, log: PartitionLog, current: _Snapshot | None, previous: _Snapshot | None
+    ) -> _Snapshot | None:
+        """The newest snapshot the log still holds everything after; ``None``: replay the
+        whole log. Raises StorageError if neither works."""
+        for snapshot in (current, previous):
+            if snapshot is not None and snapshot.log_offset >= log.log_start_offset:
+                if snapshot is not current and current is not None:
+                    logger.error(
+                        "%s: the offsets log no longer holds what follows the newest snapshot; "
+                        "starting from the previous one",
+                        self.directory,
+                    )
+                return snapshot
+        if log.log_start_offset == 0:
+            if current or previous:
+                logger.error(
+                    "%s: no usable snapshot; replaying the whole offsets log", self.directory
+                )
+            return None
+        log.abandon()
+        raise StorageError(
+            f"{self.directory}: no usable snapshot of the committed offsets (files "
+            f"{SNAPSHOT_FILE}, {PREVIOUS_FILE}) and the offsets log starts at "
+            f"{log.log_start_offset}, so the commits before it cannot be rebuilt. Restore "
+            f"{os.path.join(self.directory, SNAPSHOT_FILE)} from a backup, or remove "
+            f"{self.directory} to start with no committed offsets (every group then starts "
+            "per its auto_offset_reset)"
+        )
+
+    def _read_snapshot(self, name: str) -> _Snapshot | None:
+        """A snapshot file, or ``None`` if it is missing or damaged (moved aside, logged)."""
+        path = os.path.join(self.directory, name)
         if not self._files.exists(path):
             return None
         data = self._files.read_file(path) or b""
@@ -155,14 +200,28 @@ class OffsetStore:
                 raise ValueError("bad magic, version or checksum")
             return _SNAPSHOT.decode(body)
         except (struct.error, ValueError, msgspec.DecodeError) as exc:
-            raise StorageError(f"offsets snapshot {path} is damaged: {exc}") from exc
+            aside = path + DAMAGED_SUFFIX
+            logger.error(
+                "offsets snapshot %s is damaged (%s); moved it to %s and starting from the "
+                "previous snapshot and the offsets log",
+                path,
+                exc,
+                aside,
+            )
+            self._files.rename(path, aside)
+            return None
 
     def _records(
         self, log: PartitionLog, start: int
     ) -> Iterator[tuple[tuple[str, str, int], OffsetValue | None]]:
         offset = start
         while offset < log.log_end_offset:
-            read = log.read(offset, READ_CHUNK)
+            try:
+                read = log.read(offset, READ_CHUNK)
+            except UnreadableRangeError as exc:
+                logger.error("%s: commits in it are lost: %s", self.directory, exc.message)
+                offset = exc.next_offset
+                continue
             if read.size == 0:
                 break
             for batch in iter_batches(read.records):
@@ -267,6 +326,14 @@ class OffsetStore:
 
     # --- snapshots --------------------------------------------------------------------------
 
+    def _write_snapshot(self, data: bytes) -> None:
+        """Keep the current snapshot as the previous one, then write the new one (a crash in
+        between leaves the previous one and the log it needs)."""
+        path = os.path.join(self.directory, SNAPSHOT_FILE)
+        if self._has_snapshot and self._files.exists(path):
+            self._files.rename(path, os.path.join(self.directory, PREVIOUS_FILE))
+        self._files.write_atomically(path, data)
+
     @property
     def records_since_snapshot(self) -> int:
         return 0 if self._log is None else self._log.log_end_offset - self._snapshot_offset
@@ -293,11 +360,14 @@ class OffsetStore:
                 )
             )
             data = _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, crc32c(body)) + body
-            path = os.path.join(self.directory, SNAPSHOT_FILE)
-            await asyncio.to_thread(self._files.write_atomically, path, data)
+            await asyncio.to_thread(self._write_snapshot, data)
+            self._previous_offset = (
+                self._snapshot_offset if self._has_snapshot else (self._previous_offset)
+            )
             self._snapshot_offset = offset
+            self._has_snapshot = True
             if self._log is log and log.offline is None:
-                log.update_high_watermark(offset)
+                log.update_high_watermark(self._previous_offset)
                 log.delete_old_segments()
             logger.debug("offsets snapshot at log offset %d", offset)
         finally:

@@ -22,7 +22,7 @@ from .loader import LoadReport
 from .logfile import LogOfflineError
 from .manager import LogManager, TopicInfo
 from .partition import PartitionLog
-from .results import AppendInfo, FetchData, LogReadResult, RecoveryReport, TimestampOffset
+from .results import AppendInfo, FetchData, LogReadResult, TimestampOffset, Unreadable
 from .segment import LogSegment
 
 __all__ = [
@@ -44,13 +44,13 @@ __all__ = [
     "OffsetIndex",
     "OsFileSystem",
     "PartitionLog",
-    "RecoveryReport",
     "SyncJob",
     "TimeIndex",
     "TimestampOffset",
     "TopicConfig",
     "TopicInfo",
     "TopicPartition",
+    "Unreadable",
     "storage_error",
     "system_clock",
     "validate_topic_name",

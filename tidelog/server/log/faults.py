@@ -3,6 +3,8 @@
 ``FaultyFileSystem`` behaves like the real one until a :class:`Fault` matches an operation; it
 then raises ``OSError(errno)`` -- ENOSPC for a full disk, EIO for a failing one. A write fault
 may first write part of the data (``partial``), which is what a disk filling up mid-batch does.
+:meth:`FaultyFileSystem.corrupt` makes reads of a byte return it with a bit flipped: a disk that
+silently returns wrong data, which only checksums catch.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class FaultyFileSystem(OsFileSystem):
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._paths: dict[int, str] = {}
+        self._corrupt: list[tuple[str, int, int]] = []
 
     def inject(
         self,
@@ -77,9 +80,16 @@ class FaultyFileSystem(OsFileSystem):
             self._faults.append(fault)
         return fault
 
+    def corrupt(self, path_contains: str, position: int, mask: int = 0x01) -> None:
+        """From now on, reads of byte ``position`` of files whose path contains
+        ``path_contains`` return it XORed with ``mask`` (the file itself is unchanged)."""
+        with self._lock:
+            self._corrupt.append((path_contains, position, mask))
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._corrupt.clear()
 
     def _match(self, op: str, path: str) -> Fault | None:
         with self._lock:
@@ -127,8 +137,21 @@ class FaultyFileSystem(OsFileSystem):
         return new
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
-        self._check("pread", self._path(fd))
-        return super().pread(fd, size, offset)
+        path = self._path(fd)
+        self._check("pread", path)
+        data = super().pread(fd, size, offset)
+        with self._lock:
+            hits = [
+                (p, m)
+                for c, p, m in self._corrupt
+                if c in path and offset <= p < offset + len(data)
+            ]
+        if hits:
+            changed = bytearray(data)
+            for position, mask in hits:
+                changed[position - offset] ^= mask
+            data = bytes(changed)
+        return data
 
     def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
         path = self._path(fd)

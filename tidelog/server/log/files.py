@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import resource
 import sys
@@ -385,6 +386,34 @@ class Files:
     def _remove_quietly(self, path: str) -> None:
         with suppress(StorageError):
             self.remove(path, missing_ok=True)
+
+
+class DirectoryLock:
+    """An exclusive ``flock`` on a file of a data directory: one process owns it."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = -1
+
+
+def lock_directory(directory: str, name: str) -> DirectoryLock:
+    """Lock ``directory`` through its file ``name``; :class:`StorageError` if another process
+    holds it."""
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise storage_error(exc, "open", path) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(f"data directory {directory} is in use by another process") from exc
+    return DirectoryLock(fd)
 
 
 class SyncJob:

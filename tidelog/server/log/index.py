@@ -20,7 +20,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from typing import ClassVar, Final
 
-from .files import CREATE, Files
+from .files import CREATE, READ_ONLY, Files
 
 INDEX_SUFFIX: Final = ".index"
 TIME_INDEX_SUFFIX: Final = ".timeindex"
@@ -172,6 +172,25 @@ class OffsetIndex(_SparseIndex):
     def truncate_to(self, offset: int, files: Files | None = None) -> None:
         """Drop the entries for offsets >= ``offset``."""
         self._cut(bisect_left(self._keys, offset - self.base_offset), files)
+
+    def last_on_disk(self, files: Files, log_size: int) -> tuple[int, int] | None:
+        """The file's last entry as (offset, position), read alone (finding a sealed
+        segment's end at start-up must not load every index); ``None`` if there is no
+        plausible one. Whoever uses it checks it against the log."""
+        if not files.exists(self.path):
+            return None
+        handle = files.open(self.path, READ_ONLY)
+        try:
+            size = handle.size()
+            if size < OFFSET_ENTRY.size or size % OFFSET_ENTRY.size:
+                return None
+            last = handle.pread(OFFSET_ENTRY.size, size - OFFSET_ENTRY.size)
+            rel, position = OFFSET_ENTRY.unpack(last)
+        finally:
+            handle.close_quietly()
+        if rel < 0 or position >= log_size:
+            return None
+        return self.base_offset + rel, position
 
     def _sane(self, keys: array[int], values: array[int], log_size: int, max_rel: int) -> bool:
         previous_key, previous_value = -1, -1

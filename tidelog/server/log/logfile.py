@@ -5,14 +5,27 @@ header walk of the file. Knows nothing of indexes or offsets beyond what the hea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from tidelog.wire.errors import OffsetOutOfRangeError, StorageError
 from tidelog.wire.records import Buffer
 
+from .check import Repair, SegmentCheck, check_segment
+from .damage import Damage
 from .files import CREATE_NEW, READ_ONLY, READ_WRITE, Files, Handle
-from .scan import BatchInfo, CheckedPrefix, SegmentDamage, StaleIndexError, check_batches
+from .scan import BatchInfo, SegmentDamage, StaleIndexError
 from .scan import scan_headers as _scan_headers
+
+
+class SuspectedDamageError(StorageError):
+    """A header walk met damage that no check has isolated yet: reported as a (retriable)
+    ``STORAGE_ERROR`` while the segment is checked; ``path`` is the segment file and
+    ``position`` where the walk stopped."""
+
+    def __init__(self, message: str, path: str, position: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.position = position
 
 
 class LogOfflineError(StorageError):
@@ -124,28 +137,58 @@ class LogFile:
         *,
         at_index_entry: bool = False,
         why: str = "reading",
+        skips: Sequence[Damage] = (),
     ) -> Iterator[BatchInfo]:
-        """Batch headers from ``position``, where ``offset`` starts, up to ``end``. Damage at
-        the first header, where an index entry pointed (``at_index_entry``), is a stale index
-        (:class:`StaleIndexError`); any other damage is a :class:`StorageError`."""
+        """Batch headers from ``position``, where ``offset`` starts, up to ``end``, stepping
+        over the damaged ranges ``skips``. Damage at the first header, where an index entry
+        pointed (``at_index_entry``), is a stale index (:class:`StaleIndexError`); any other
+        is :class:`SuspectedDamageError`: damage nobody has isolated yet."""
         handle = self.handle()
         try:
-            yield from _scan_headers(handle, position, end, offset)
+            yield from _scan_headers(handle, position, end, offset, skips)
         except SegmentDamage as exc:
             if exc.at_start and at_index_entry:
                 raise StaleIndexError(f"index entry ({offset}, {position}): {exc}") from exc
-            raise StorageError(f"{self.path} is damaged ({exc}) while {why}") from exc
+            raise SuspectedDamageError(
+                f"{self.path} is damaged ({exc}) while {why}; it is being checked",
+                self.path,
+                exc.position,
+            ) from exc
 
-    def end_offset(self, position: int, offset: int, end: int) -> int | None:
+    def end_offset(
+        self, position: int, offset: int, end: int, skips: Sequence[Damage] = ()
+    ) -> int | None:
         """The offset after the last batch, walking headers from ``position`` (where
         ``offset`` starts) to ``end``; ``None`` if that is not whole batches."""
         try:
-            for info in _scan_headers(self.handle(), position, end, offset):
+            for info in _scan_headers(self.handle(), position, end, offset, skips):
                 offset = info.next_offset
         except SegmentDamage:
             return None
         return offset
 
-    def check(self, base_offset: int) -> CheckedPrefix:
-        """Check every batch (:func:`~.scan.check_batches`)."""
-        return check_batches(self.handle(), base_offset)
+    def check(
+        self, start: int, end: int, start_offset: int, end_offset: int | None
+    ) -> SegmentCheck:
+        """Check every batch of bytes ``[start, end)`` (:func:`~.check.check_segment`)."""
+        return check_segment(
+            self.handle().pread,
+            start=start,
+            end=end,
+            start_offset=start_offset,
+            end_offset=end_offset,
+        )
+
+    def repair(self, repairs: Sequence[Repair]) -> None:
+        """Write the restored prefixes of batches whose CRC proved them intact."""
+        if not repairs:
+            return
+        writable = self._writable and self._handle is not None
+        handle = self._handle if writable else self._files.open(self.path, READ_WRITE)
+        assert handle is not None
+        try:
+            for repair in repairs:
+                handle.write_at([repair.prefix], repair.position)
+        finally:
+            if not writable:
+                handle.close_quietly()

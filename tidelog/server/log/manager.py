@@ -6,21 +6,21 @@ Layout (see docs/STORAGE.md)::
       .lock                               held (flock) while a process owns the directory
       .tidelog_clean_shutdown             only between a clean close and the next open
       recovery-point-offset-checkpoint
+      log-start-offset-checkpoint
       topics/<topic>.json                 partitions and config overrides: the commit record
-      <topic>-<partition>/                one PartitionLog each
+      <topic>-<partition>/                one PartitionLog each (with a copy of the topic file)
 
 Creating a topic makes its partition directories first and writes ``topics/<topic>.json``
 last: a crash in between leaves empty directories without a topic file, removed at the next
 open. Deleting renames the topic file to ``<topic>.json.deleted`` first (the commit), then
 renames each partition directory to ``<random>-delete`` and removes it; the next open finishes
-whatever a crash interrupted.
+whatever a crash interrupted. A damaged topic file is rebuilt from its copies
+(:mod:`.topicfiles`); a :class:`~.scrub.Scrubber` verifies the segments in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import json
 import logging
 import os
 import uuid
@@ -38,22 +38,29 @@ from tidelog.wire.errors import (
 )
 
 from .cache import HandleCache
-from .checkpoint import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, read_offsets, write_offsets
+from .checkpoint import (
+    CLEAN_SHUTDOWN_FILE,
+    LOG_START_FILE,
+    RECOVERY_POINT_FILE,
+    read_offsets,
+)
 from .config import (
     Clock,
-    FlushPolicy,
     TopicConfig,
     TopicPartition,
     system_clock,
     validate_topic_name,
 )
-from .files import Files, FileSystem, storage_error
+from .damage import Damage
+from .files import DirectoryLock, Files, FileSystem, lock_directory
 from .flush import GroupCommitter
+from .housekeeping import Housekeeping
 from .partition import PartitionLog
+from .scrub import DEFAULT_SCRUB_BYTES_PER_SECOND, DEFAULT_SCRUB_INTERVAL_MS, Scrubber
+from .topicfiles import TOPICS_DIR, TopicFiles, TopicRecord
 
 logger = logging.getLogger("tidelog.server.log")
 
-TOPICS_DIR: Final = "topics"
 LOCK_FILE: Final = ".lock"
 DELETE_SUFFIX: Final = "-delete"
 TOMBSTONE_SUFFIX: Final = ".json.deleted"
@@ -90,6 +97,8 @@ class LogManager:
         checkpoint_interval_ms: int = 60 * 1000,
         housekeeping_interval_ms: int = 100,
         flush_executor: Executor | None = None,
+        scrub_bytes_per_second: int = DEFAULT_SCRUB_BYTES_PER_SECOND,
+        scrub_interval_ms: int = DEFAULT_SCRUB_INTERVAL_MS,
     ) -> None:
         """Configure; nothing touches the disk until :meth:`open`.
 
@@ -98,6 +107,8 @@ class LogManager:
         ``housekeeping_interval_ms`` is how often the loop started by :meth:`start` wakes;
         retention and checkpoints run at their own intervals, by the injected ``clock``.
         ``flush_executor`` runs the fsyncs (default: the event loop's thread pool).
+        ``scrub_bytes_per_second`` bounds the background scrubber's reads (0: no scrubbing);
+        ``scrub_interval_ms`` is how often it checks each segment again.
         """
         self.data_dir = os.fspath(data_dir)
         self.default_config = TopicConfig() if defaults is None else defaults
@@ -109,13 +120,27 @@ class LogManager:
         self._committers: dict[TopicPartition, GroupCommitter] = {}
         self._creating: set[str] = set()
         self._flush_executor = flush_executor
-        self._retention_interval = retention_check_interval_ms
-        self._checkpoint_interval = checkpoint_interval_ms
-        self._housekeeping_interval = housekeeping_interval_ms
-        self._next_retention = 0
-        self._next_checkpoint = 0
-        self._lock_fd = -1
+        self._housekeeping = Housekeeping(
+            self.data_dir,
+            self._files,
+            self._logs,
+            self._committers,
+            clock,
+            retention_interval_ms=retention_check_interval_ms,
+            checkpoint_interval_ms=checkpoint_interval_ms,
+            interval_ms=housekeeping_interval_ms,
+        )
+        self._dir_lock: DirectoryLock | None = None
         self._task: asyncio.Task[None] | None = None
+        self._topic_files = TopicFiles(self._files, self.data_dir)
+        self.scrubber = Scrubber(
+            self._logs.values,
+            self._files,
+            bytes_per_second=scrub_bytes_per_second,
+            interval_ms=scrub_interval_ms,
+            clock=clock,
+        )
+        self._scrub_task: asyncio.Task[None] | None = None
         self._opened = False
         self._closed = False
         self.had_clean_shutdown = False
@@ -136,29 +161,16 @@ class LogManager:
             self._abandon()
             raise
         now = self._clock()
-        self._next_retention = now + self._retention_interval
-        self._next_checkpoint = now + self._checkpoint_interval
+        self._housekeeping.schedule(now)
         return self
 
     def _lock(self) -> None:
-        path = os.path.join(self.data_dir, LOCK_FILE)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise storage_error(exc, "open", path) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise StorageError(
-                f"data directory {self.data_dir} is in use by another process"
-            ) from exc
-        self._lock_fd = fd
+        self._dir_lock = lock_directory(self.data_dir, LOCK_FILE)
 
     def _unlock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = -1
+        lock, self._dir_lock = self._dir_lock, None
+        if lock is not None:
+            lock.release()
 
     def _load(self) -> None:
         files = self._files
@@ -168,16 +180,17 @@ class LogManager:
             files.remove(marker)  # durably gone before the first append can happen
             files.sync_dir(self.data_dir)
         points = read_offsets(files, os.path.join(self.data_dir, RECOVERY_POINT_FILE))
+        starts = read_offsets(files, os.path.join(self.data_dir, LOG_START_FILE))
         topics_dir = os.path.join(self.data_dir, TOPICS_DIR)
         for entry in files.listdir(topics_dir):
             path = os.path.join(topics_dir, entry)
             if entry.endswith(TOMBSTONE_SUFFIX):
                 self._finish_delete(entry[: -len(TOMBSTONE_SUFFIX)])
             elif entry.endswith(".json"):
-                info = self._read_topic(path)
-                self._topics[info.name] = info
+                self._add_topic(self._topic_files.read(entry[: -len(".json")]))
             elif entry.endswith(".tmp"):
                 files.remove(path, missing_ok=True)
+        orphans: dict[str, list[str]] = {}
         for entry in files.listdir(self.data_dir):
             path = os.path.join(self.data_dir, entry)
             if entry.endswith(".tmp"):
@@ -191,30 +204,57 @@ class LogManager:
             if tp is None or not files.isdir(path):
                 continue
             owner = self._topics.get(tp.topic)
-            if owner is None or tp.partition >= owner.partitions:
-                self._orphan(path)
+            unclaimed = owner is None or tp.partition >= owner.partitions
+            if unclaimed and self._topic_files.holds_data(path) and owner is None:
+                orphans.setdefault(tp.topic, []).append(path)
+        for name, paths in orphans.items():
+            record = self._topic_files.adopt(name, paths)
+            if record is not None:
+                self._add_topic(record)
         for info in self._topics.values():
             for partition in range(info.partitions):
                 tp = TopicPartition(info.name, partition)
-                self._open_log(tp, info.config, points.get(tp, 0), self.had_clean_shutdown)
+                self._open_log(
+                    tp,
+                    info.config,
+                    points.get(tp, 0),
+                    self.had_clean_shutdown,
+                    log_start=starts.get(tp),
+                )
         self.checkpoint()
 
-    def _orphan(self, path: str) -> None:
-        files = self._files
-        logs = [n for n in files.listdir(path) if n.endswith(".log")]
-        if all(files.size(os.path.join(path, n)) == 0 for n in logs):
-            logger.info("removing %s, an empty partition of a topic whose creation was cut", path)
-            files.remove_tree(path)
-        else:
-            logger.error("ignoring %s: it holds data but belongs to no known topic", path)
+    def _add_topic(self, record: TopicRecord) -> None:
+        try:
+            validate_topic_name(record.name)
+            config = self.default_config.with_overrides(record.overrides)
+        except (InvalidConfigError, ValueError) as exc:
+            path = self._topic_files.path(record.name)
+            raise StorageError(
+                f"topic file {path} holds an invalid config ({exc}): correct it by hand and "
+                "start the broker again"
+            ) from exc
+        self._topics[record.name] = TopicInfo(
+            record.name, record.partitions, config, record.overrides
+        )
 
     def _open_log(
-        self, tp: TopicPartition, config: TopicConfig, recovery_point: int, clean: bool
+        self,
+        tp: TopicPartition,
+        config: TopicConfig,
+        recovery_point: int,
+        clean: bool,
+        *,
+        log_start: int | None = None,
     ) -> PartitionLog:
-        return self._add_log(tp, self._new_log(tp, config, recovery_point, clean))
+        return self._add_log(tp, self._new_log(tp, config, recovery_point, clean, log_start))
 
     def _new_log(
-        self, tp: TopicPartition, config: TopicConfig, recovery_point: int = 0, clean: bool = False
+        self,
+        tp: TopicPartition,
+        config: TopicConfig,
+        recovery_point: int = 0,
+        clean: bool = False,
+        log_start: int | None = None,
     ) -> PartitionLog:
         return PartitionLog.open(
             os.path.join(self.data_dir, tp.dir_name),
@@ -225,30 +265,18 @@ class LogManager:
             recovery_point=recovery_point,
             clean_shutdown=clean,
             name=str(tp),
+            log_start=log_start,
         )
 
     def _add_log(self, tp: TopicPartition, log: PartitionLog) -> PartitionLog:
+        log.on_suspect = self.scrubber.suspect
+        log.on_start_moving = self._housekeeping.start_moving
         self._logs[tp] = log
         self._committers[tp] = GroupCommitter(log, self._flush_executor)
         return log
 
-    def _read_topic(self, path: str) -> TopicInfo:
-        data = self._files.read_file(path)
-        try:
-            doc = json.loads(data or b"")
-            name = validate_topic_name(doc["name"])
-            partitions = int(doc["partitions"])
-            overrides = dict(doc.get("config", {}))
-            config = self.default_config.with_overrides(overrides)
-        except (ValueError, KeyError, TypeError, InvalidConfigError) as exc:
-            raise StorageError(f"topic file {path} is damaged: {exc}") from exc
-        return TopicInfo(name, partitions, config, overrides)
-
     def _write_topic(self, info: TopicInfo) -> None:
-        doc = {"version": 1, "name": info.name, "partitions": info.partitions}
-        doc["config"] = dict(info.overrides)
-        path = os.path.join(self.data_dir, TOPICS_DIR, info.name + ".json")
-        self._files.write_atomically(path, json.dumps(doc, indent=2, sort_keys=True).encode())
+        self._topic_files.write(TopicRecord(info.name, info.partitions, dict(info.overrides)))
 
     # --- topics -----------------------------------------------------------------------------
 
@@ -384,6 +412,7 @@ class LogManager:
         self._files.sync_dir(os.path.join(self.data_dir, TOPICS_DIR))
         del self._topics[name]
         self._finish_delete(name)
+        self.checkpoint()  # a topic created with this name later starts afresh
         logger.info("deleted topic %s", name)
 
     def _finish_delete(self, name: str) -> None:
@@ -455,79 +484,41 @@ class LogManager:
 
     def run_retention(self) -> int:
         """Apply every topic's retention now; returns how many segments were deleted."""
-        deleted = 0
-        for tp, log in list(self._logs.items()):
-            if log.offline is not None or log.closed:
-                continue
-            try:
-                deleted += log.delete_old_segments()
-            except StorageError as exc:
-                logger.error("%s: retention failed: %s", tp, exc)
-        return deleted
+        return self._housekeeping.run_retention()
 
     def checkpoint(self) -> None:
-        """Persist every log's recovery point (atomically)."""
-        points = {tp: log.recovery_point for tp, log in self._logs.items()}
-        write_offsets(self._files, os.path.join(self.data_dir, RECOVERY_POINT_FILE), points)
+        """Persist every log's recovery point and log start offset (atomically)."""
+        self._housekeeping.checkpoint()
 
     async def run_housekeeping(self) -> None:
-        """One round of the background work, by the injected clock: retention when it is due,
-        ``interval`` flushes when due, fsyncs of rolled segments, the checkpoint when due."""
-        now = self._clock()
-        if now >= self._next_retention:
-            self._next_retention = now + self._retention_interval
-            self.run_retention()
-        flushes = []
-        for tp, log in self._logs.items():
-            if log.offline is not None or log.closed:
-                continue
-            committer = self._committers[tp]
-            config = log.config
-            due = (
-                config.flush_policy is FlushPolicy.INTERVAL
-                and log.recovery_point < log.log_end_offset
-                and now - log.last_flush_ms >= config.flush_ms
-            )
-            if log.needs_background_flush:
-                flushes.append(committer.flush_now())
-            elif due:
-                flushes.append(committer.flush())
-        if flushes:
-            for result in await asyncio.gather(*flushes, return_exceptions=True):
-                if isinstance(result, StorageError):
-                    logger.error("background flush failed: %s", result)
-                elif isinstance(result, BaseException):
-                    raise result
-        if now >= self._next_checkpoint:
-            self._next_checkpoint = now + self._checkpoint_interval
-            points = {tp: log.recovery_point for tp, log in self._logs.items()}
-            path = os.path.join(self.data_dir, RECOVERY_POINT_FILE)
-            await asyncio.to_thread(write_offsets, self._files, path, points)
+        """One round of the background work, by the injected clock
+        (:meth:`Housekeeping.run_once`)."""
+        await self._housekeeping.run_once()
+
+    # --- integrity --------------------------------------------------------------------------
+
+    async def verify(self, tp: TopicPartition, offset: int, max_bytes: int) -> list[Damage]:
+        """Check on disk what a fetch of ``max_bytes`` from ``offset`` returns: a client found
+        a batch there that failed its CRC. Damage found is isolated (the fetch then gets
+        ``DAMAGED_RANGE``); returns what is new."""
+        return await self.scrubber.verify(self.get_log(tp), offset, max_bytes)
 
     async def start(self) -> None:
         """Run :meth:`run_housekeeping` every ``housekeeping_interval_ms`` until :meth:`stop`."""
         self._check_open()
         if self._task is None:
-            self._task = asyncio.create_task(self._housekeeping_loop(), name="log-housekeeping")
-
-    async def _housekeeping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._housekeeping_interval / 1000)
-            try:
-                await self.run_housekeeping()
-            except StorageError as exc:
-                logger.error("log housekeeping failed: %s", exc)
-            except Exception:
-                # A bug, not a disk error: say so loudly, and keep retention and checkpoints
-                # running rather than let them stop silently while the broker serves on.
-                logger.exception("log housekeeping failed unexpectedly")
+            self._task = asyncio.create_task(self._housekeeping.run(), name="log-housekeeping")
+        if self._scrub_task is None and self.scrubber.bytes_per_second > 0:
+            self._scrub_task = asyncio.create_task(self.scrubber.run(), name="log-scrubber")
 
     async def stop(self) -> None:
         """Stop housekeeping, let running fsyncs end, then :meth:`close` off the loop."""
-        task, self._task = self._task, None
-        if task is not None:
+        self.scrubber.stop()
+        tasks = [t for t in (self._task, self._scrub_task) if t is not None]
+        self._task = self._scrub_task = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for committer in list(self._committers.values()):
             await committer.wait_idle()
         await asyncio.to_thread(self.close)

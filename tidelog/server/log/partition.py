@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from contextlib import suppress
 
 from tidelog.wire.errors import (
     CorruptBatchError,
     CorruptMessageError,
+    DamagedRangeError,
     InvalidRecordError,
     MessageTooLargeError,
     OffsetOutOfRangeError,
@@ -29,13 +31,16 @@ from tidelog.wire.layouts import BATCH_LOG_OVERHEAD, BATCH_STAMP_STRUCT, BATCH_S
 from tidelog.wire.records import Buffer, RecordBatch
 
 from .cache import HandleCache
+from .check import CheckJob, SegmentCheck, report_check
 from .config import INT32_MAX, Clock, TopicConfig, system_clock
+from .damage import Damage, missing_range, unreadable_ranges, write_damage
 from .files import Files, SyncJob
 from .loader import LoadReport, load_segments
-from .logfile import LogOfflineError
+from .logfile import LogOfflineError, SuspectedDamageError
 from .results import AppendInfo as AppendInfo
 from .results import LogReadResult as LogReadResult
 from .results import TimestampOffset as TimestampOffset
+from .results import Unreadable
 from .segment import LogSegment
 from .segments import LogSegments
 
@@ -79,6 +84,16 @@ class PartitionLog:
         self._closed = False
         self.last_flush_ms = clock()
         self.load_report = load_report
+        self.damage_found = len(load_report.damaged)
+        """Damaged ranges found since the log was opened (by recovery, a scrub or a report)."""
+        self.repairs_made = load_report.repaired
+        """Batches whose stamped fields were restored since the log was opened."""
+        self.on_suspect: Callable[[PartitionLog, LogSegment], None] | None = None
+        """Told when a read meets damage no check has isolated yet (the scrubber checks it)."""
+        self.on_start_moving: Callable[[PartitionLog, int], None] | None = None
+        """Told the new log start before retention deletes (it checkpoints it first)."""
+        if load_report.damaged or any(s.damage for s in segments):
+            self._save_damage()
 
     @classmethod
     def open(
@@ -92,10 +107,12 @@ class PartitionLog:
         recovery_point: int = 0,
         clean_shutdown: bool = False,
         name: str | None = None,
+        log_start: int | None = None,
     ) -> PartitionLog:
         """Open (or create) the log in ``directory``, recovering what needs it: after a clean
-        shutdown only the active segment's end is found; otherwise every segment from the
-        one holding ``recovery_point`` is checked and cut at the first bad batch."""
+        shutdown only segment ends are found; otherwise every segment from the one holding
+        ``recovery_point`` is checked batch by batch, its damage isolated and only a torn
+        tail cut (see :mod:`.loader`). ``log_start``: the checkpointed log start offset."""
         config = TopicConfig() if config is None else config
         files = Files() if files is None else files
         cache = HandleCache() if cache is None else cache
@@ -110,6 +127,7 @@ class PartitionLog:
             clean_shutdown=clean_shutdown,
             now=clock(),
             name=name,
+            log_start=log_start,
         )
         return cls(
             directory,
@@ -159,6 +177,10 @@ class PartitionLog:
     @property
     def segments(self) -> tuple[LogSegment, ...]:
         return tuple(self._segments)
+
+    def segment_for(self, offset: int) -> LogSegment:
+        """The segment holding ``offset`` (the last one starting at or before it)."""
+        return self._segments.floor(offset)
 
     @property
     def active_segment(self) -> LogSegment:
@@ -314,15 +336,70 @@ class PartitionLog:
         if offset >= upper:
             return self._result(b"", offset, offset)
         segment = self._segments.floor(offset)
-        # Like Kafka's high watermark metadata: the position where the batch holding
-        # ``upper`` starts, looked up only when ``upper`` is inside this segment.
-        max_position = None
-        if upper < segment.next_offset:
-            max_position = segment.translate_offset(upper).position
-        fetched = segment.read(offset, max_bytes, max_position, min_one_batch)
-        if fetched is None:
-            raise OffsetOutOfRangeError(f"offset {offset} is not in {segment.log_path}")
+        try:
+            # Like Kafka's high watermark metadata: the position where the batch holding
+            # ``upper`` starts, looked up only when ``upper`` is inside this segment.
+            max_position = None
+            if upper < segment.next_offset:
+                max_position = segment.position_of(upper)
+            fetched = segment.read(offset, max_bytes, max_position, min_one_batch)
+        except DamagedRangeError as exc:
+            raise DamagedRangeError(
+                f"{self.name}: {exc.message}",
+                start_offset=exc.start_offset,
+                next_offset=exc.next_offset,
+            ) from None
+        except SuspectedDamageError as exc:
+            self._suspect(exc)
+            raise
+        if fetched is None:  # in a gap between two segments
+            after = self._segments.higher(offset)
+            end = self._leo if after is None else after.base_offset
+            raise missing_range(self.name, segment.next_offset, end, offset)
         return self._result(fetched.records, fetched.first_offset, fetched.next_offset)
+
+    # --- integrity ----------------------------------------------------------------------
+
+    def unreadable(self) -> list[Unreadable]:
+        """Every offset range a read is refused: damaged ranges and gaps between segments."""
+        return unreadable_ranges(self._segments)
+
+    def check_job(
+        self, segment: LogSegment, *, start_offset: int | None = None, max_bytes: int = 0
+    ) -> CheckJob:
+        """A check of ``segment`` -- all of it, or what a read of ``max_bytes`` from
+        ``start_offset`` returns -- to run anywhere (a worker thread) on a descriptor of its
+        own; :meth:`finish_check` applies its result. Raises what such a read raises."""
+        self._check_usable()
+        return segment.check_job(self._generation, start_offset, max_bytes)
+
+    def finish_check(self, job: CheckJob, result: SegmentCheck) -> list[Damage]:
+        """Apply a check's result (if the log did not change under it): write the repairs,
+        record, log and count the damage. Returns the damaged ranges that are new."""
+        segment = job.segment
+        if job.generation != self._generation or segment.deleted or self._closed:
+            return []
+        if segment not in self._segments:
+            return []
+        if result.tail is not None:
+            logger.error(
+                "%s: %s holds more offsets than fit before %d; not applying its check (%s)",
+                self.name,
+                segment.log_path,
+                job.end_offset,
+                result.tail.reason,
+            )
+            return []
+        new = segment.apply_check(result, reindex=result.start == 0 and bool(result.damage))
+        report_check(self.name, segment.log_path, result, new)
+        self.repairs_made += len(result.repairs)
+        if new:
+            self.damage_found += len(new)
+            self._save_damage()
+        return new
+
+    def _save_damage(self) -> None:
+        write_damage(self._files, self.directory, {s.base_offset: s.damage for s in self._segments})
 
     def _result(self, records: bytes, first: int, next_offset: int) -> LogReadResult:
         return LogReadResult(
@@ -333,13 +410,23 @@ class PartitionLog:
         """The first record (in offset order) whose timestamp is at or after ``timestamp``,
         found through the segments' max timestamps and time indexes; ``None`` if none."""
         self._check_usable()
-        for segment in self._segments:
-            largest = segment.max_timestamp
-            if largest is not None and largest >= timestamp:
-                found = segment.find_timestamp(timestamp)
-                if found is not None:
-                    return TimestampOffset(*found)
+        try:
+            for segment in self._segments:
+                largest = segment.max_timestamp
+                if largest is not None and largest >= timestamp:
+                    found = segment.find_timestamp(timestamp)
+                    if found is not None:
+                        return TimestampOffset(*found)
+        except SuspectedDamageError as exc:
+            self._suspect(exc)
+            raise
         return None
+
+    def _suspect(self, exc: SuspectedDamageError) -> None:
+        """Have the segment a walk met unknown damage in checked (see ``on_suspect``)."""
+        for segment in self._segments:
+            if segment.log_path == exc.path and self.on_suspect is not None:
+                self.on_suspect(self, segment)
 
     # --- retention and truncation -------------------------------------------------------
 
@@ -348,10 +435,19 @@ class PartitionLog:
         that break either, never the active one nor data at or above the high watermark.
         Advances the log start offset; returns how many segments were deleted."""
         self._check_usable()
-        doomed = self._segments.expired(self._config, self._clock(), self._hw)
+        try:
+            doomed = self._segments.expired(self._config, self._clock(), self._hw)
+        except SuspectedDamageError as exc:  # a largest timestamp could not be read
+            self._suspect(exc)
+            raise
         count = len(doomed)
         if count:
+            if self.on_start_moving is not None:
+                self.on_start_moving(self, self.segments[count].base_offset)
+            damaged = any(s.damage for s in doomed)
             deleted = self._segments.delete(doomed)
+            if damaged:
+                self._save_damage()
             self._rp = max(self._rp, self.log_start_offset)
             logger.info(
                 "%s: retention deleted %d segment(s) (%d bytes); the log now starts at %d",

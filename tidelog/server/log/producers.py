@@ -22,7 +22,11 @@ from typing import Final
 
 import msgspec
 
-from tidelog.wire.errors import InvalidProducerEpochError, OutOfOrderSequenceError
+from tidelog.wire.errors import (
+    CorruptBatchError,
+    InvalidProducerEpochError,
+    OutOfOrderSequenceError,
+)
 from tidelog.wire.layouts import (
     BATCH_BASE_OFFSET_OFFSET,
     BATCH_LAST_OFFSET_DELTA_OFFSET,
@@ -162,7 +166,10 @@ class ProducerStateTable:
         pos, end = 0, len(data)
         view = memoryview(data)
         while pos < end:
-            size = batch_size_at(view, pos)
+            try:
+                size = batch_size_at(view, pos)
+            except CorruptBatchError:  # damage no check has isolated yet: stop here
+                break
             if size is None or pos + size > end:
                 break
             batch = view[pos : pos + size]

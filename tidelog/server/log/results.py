@@ -50,14 +50,14 @@ class TimestampOffset:
 
 
 @dataclass(frozen=True, slots=True)
-class RecoveryReport:
-    """The outcome of checking one segment: ``truncated_bytes`` were cut after the first
-    ``valid_bytes``; ``reason`` says what was wrong with the first batch cut."""
+class Unreadable:
+    """Offsets ``[start_offset, end_offset)`` a read is refused: ``kind`` is ``"damaged"``
+    (they failed their checks) or ``"missing"`` (no segment holds them)."""
 
-    valid_bytes: int
-    truncated_bytes: int
-    next_offset: int
-    reason: str = ""
+    start_offset: int
+    end_offset: int
+    kind: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

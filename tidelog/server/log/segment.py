@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from typing import Final, ParamSpec, TypeVar
 
-from tidelog.wire.errors import OffsetOutOfRangeError, StorageError
+from tidelog.wire.errors import DamagedRangeError, OffsetOutOfRangeError, StorageError
 from tidelog.wire.layouts import (
     BATCH_HEADER_SIZE,
     BATCH_MAX_TIMESTAMP_OFFSET,
@@ -32,11 +32,13 @@ from tidelog.wire.layouts import (
 from tidelog.wire.records import Buffer
 
 from .cache import HandleCache
+from .check import CheckJob, SegmentCheck
 from .config import INT32_MAX
+from .damage import Damage, damage_at, merge_damage, next_damage
 from .files import CREATE, READ_ONLY, Files, Handle
 from .index import OffsetIndex, SegmentIndexes, TimeIndex
 from .logfile import LogFile
-from .results import FetchData, RecoveryReport
+from .results import FetchData
 from .scan import BatchInfo, StaleIndexError, find_timestamp, largest_timestamp
 
 LOG_SUFFIX: Final = ".log"
@@ -55,6 +57,7 @@ class LogSegment:
         "_writeback_from",
         "active",
         "base_offset",
+        "damage",
         "index_synced_version",
         "indexes",
         "log",
@@ -89,6 +92,8 @@ class LogSegment:
         self.rolling_base_ms: int | None = None
         self.active = False
         self.index_synced_version = 0
+        self.damage: list[Damage] = []
+        """Known damaged ranges, by position: reads stop before them (:mod:`.damage`)."""
 
     def __repr__(self) -> str:
         return f"LogSegment({self.log_path!r}, size={self.size}, next={self.next_offset})"
@@ -290,6 +295,8 @@ class LogSegment:
         if start_offset >= self.next_offset:
             return None
         end = self.size if max_position is None else min(max_position, self.size)
+        if self.damage:
+            self._refuse_damaged(start_offset)
         span = self._repairing(self._span, start_offset, max_bytes, end, min_one_batch)
         if span is None:
             return FetchData(b"", start_offset, start_offset)
@@ -304,6 +311,10 @@ class LogSegment:
         found through the offset index, at ``start_offset`` and near ``first + max_bytes``."""
         first = self._batch_at(start_offset)
         first_end = first.position + first.size
+        if self.damage:
+            region = next_damage(self.damage, first_end)
+            if region is not None:
+                end = min(end, region.position)  # stop before it: the next read is refused
         if first_end > end or (first.size > max_bytes and not min_one_batch):
             return None
         limit = min(first.position + max_bytes, end)
@@ -324,8 +335,26 @@ class LogSegment:
 
     def translate_offset(self, offset: int) -> BatchInfo:
         """The batch holding ``offset``, found through the offset index (Kafka's
-        ``translateOffset``). Raises :class:`OffsetOutOfRangeError` if no batch holds it."""
+        ``translateOffset``). Raises :class:`OffsetOutOfRangeError` if no batch holds it,
+        :class:`DamagedRangeError` if a damaged range does."""
+        if self.damage:
+            self._refuse_damaged(offset)
         return self._repairing(self._batch_at, offset)
+
+    def position_of(self, offset: int) -> int:
+        """Where the batch (or damaged range) holding ``offset`` starts."""
+        region = damage_at(self.damage, offset) if self.damage else None
+        return region.position if region is not None else self.translate_offset(offset).position
+
+    def _refuse_damaged(self, offset: int) -> None:
+        region = damage_at(self.damage, offset)
+        if region is not None:
+            raise DamagedRangeError(
+                f"offset {offset} is in damaged {region.describe(self.log_path)}; "
+                f"the next data starts at offset {region.next_offset}",
+                start_offset=region.first_offset,
+                next_offset=region.next_offset,
+            )
 
     def _batch_at(self, offset: int) -> BatchInfo:
         entry_offset, position = self.offset_index.lookup(offset)
@@ -357,9 +386,12 @@ class LogSegment:
         at_index_entry: bool = False,
         why: str = "reading",
     ) -> Iterator[BatchInfo]:
-        """Batch headers from ``position`` to ``end`` (default: the end of the segment)."""
+        """Batch headers from ``position`` to ``end`` (default: the end of the segment),
+        stepping over known damage."""
         end = self.size if end is None else end
-        return self._file().walk(position, offset, end, at_index_entry=at_index_entry, why=why)
+        return self._file().walk(
+            position, offset, end, at_index_entry=at_index_entry, why=why, skips=self.damage
+        )
 
     def read_bytes(self, position: int, length: int) -> bytes:
         return self._file().read(position, length)
@@ -377,10 +409,21 @@ class LogSegment:
         entry = self.time_index.lookup_below(timestamp)
         if entry is None:
             return self._batch_at(self.base_offset)
-        start = self._batch_at(entry[1])
-        if (start.base_offset, start.max_timestamp) != (entry[1], entry[0]):
-            raise StaleIndexError(f"time index entry {entry} does not match {start}")
+        start = self._time_entry_batch(entry, self._batch_at)
+        if start is None:
+            raise StaleIndexError(f"time index entry {entry} does not match the log")
         return start
+
+    def _time_entry_batch(
+        self, entry: tuple[int, int], find: Callable[[int], BatchInfo]
+    ) -> BatchInfo | None:
+        """The batch a time index entry (timestamp, offset) names, if it matches the log (an
+        entry a flipped bit sent past the segment, or into damage, does not)."""
+        try:
+            info = find(entry[1])
+        except (OffsetOutOfRangeError, DamagedRangeError):
+            return None
+        return info if (info.base_offset, info.max_timestamp) == (entry[1], entry[0]) else None
 
     @property
     def max_timestamp(self) -> int | None:
@@ -393,14 +436,13 @@ class LogSegment:
     def _establish_max_timestamp(self) -> None:
         self._ensure_indexes()
         last = self.time_index.last()
-        if last is not None:
-            info = self.translate_offset(last[1])
-            if (info.base_offset, info.max_timestamp) == (last[1], last[0]):
-                if self.active:
-                    self._max_timestamp_from(last, info)
-                else:
-                    self.indexes.set_max_timestamp(last)
-                return
+        info = None if last is None else self._time_entry_batch(last, self.translate_offset)
+        if last is not None and info is not None:
+            if self.active:
+                self._max_timestamp_from(last, info)
+            else:
+                self.indexes.set_max_timestamp(last)
+            return
         self.rebuild_indexes()  # sets the max timestamp as it goes
 
     def _max_timestamp_from(self, last: tuple[int, int], info: BatchInfo) -> None:
@@ -415,37 +457,85 @@ class LogSegment:
         file (a clean start). ``False`` if the tail is not whole batches: recover instead."""
         self._ensure_indexes()
         entry_offset, position = self.offset_index.last()
-        next_offset = self._file().end_offset(position, entry_offset, self.size)
+        next_offset = self._file().end_offset(position, entry_offset, self.size, self.damage)
         if next_offset is None:
             return False
         self.next_offset = next_offset
         return True
+
+    def find_sealed_end(self) -> bool:
+        """Set a sealed segment's ``next_offset`` by a header walk from its last offset index
+        entry (read alone, the index is not loaded) to the end of the file -- or from the
+        start if that fails. ``False`` if neither walk is whole batches: check it instead."""
+        entry = self.offset_index.last_on_disk(self._files, self.size)
+        starts = [(self.base_offset, 0)] if entry is None else [entry, (self.base_offset, 0)]
+        log = self._file()
+        for offset, position in starts:
+            end = log.end_offset(position, offset, self.size, self.damage)
+            if end is not None:
+                self.next_offset = end
+                return True
+        return False
 
     def rebuild_indexes(self) -> None:
         """Rebuild both indexes from the batch headers and rewrite their files."""
         self._reindex(list(self._walk(0, self.base_offset, why="rebuilding its indexes")))
 
     def _reindex(self, infos: list[BatchInfo]) -> None:
+        """Index ``infos``, the good batches of the whole file; the segment ends after the last
+        of them or of its damaged ranges."""
         indexes = self.indexes
         indexes.reset()
         for info in infos:
             indexes.track(info.position, info.size, info.base_offset, info.max_timestamp)
-        last = infos[-1] if infos else None
-        self.size = 0 if last is None else last.position + last.size
-        self.next_offset = self.base_offset if last is None else last.next_offset
+        size, next_offset = 0, self.base_offset
+        if infos:
+            size, next_offset = infos[-1].position + infos[-1].size, infos[-1].next_offset
+        if self.damage:
+            size = max(size, self.damage[-1].end)
+            next_offset = max(next_offset, self.damage[-1].next_offset)
+        self.size, self.next_offset = size, next_offset
         indexes.rewrite(self._files, sealed=not self.active)
 
-    def recover(self) -> RecoveryReport:
-        """Check every batch (CRC, sizes, counts, offsets following on); cut the file at the
-        first torn or corrupt one and rebuild the indexes from the valid prefix."""
-        checked = self._file().check(self.base_offset)
-        truncated = checked.file_size - checked.valid_bytes
-        if truncated:
-            self.log.truncate(checked.valid_bytes)
-        self._reindex(checked.batches)
-        return RecoveryReport(
-            checked.valid_bytes, truncated, self.next_offset, checked.reason if truncated else ""
-        )
+    def check(self, end_offset: int | None) -> SegmentCheck:
+        """Check every batch of the file (:func:`~.check.check_segment`); ``end_offset`` is
+        the offset the next segment starts at, if there is one. Changes nothing."""
+        size = self._file().handle().size()
+        return self.log.check(0, size, self.base_offset, end_offset)
+
+    def check_job(self, generation: int, start_offset: int | None, max_bytes: int) -> CheckJob:
+        """A check of the whole file, or of what a read of ``max_bytes`` from
+        ``start_offset`` returns, for a worker thread (``generation``: the log's, now)."""
+        start, first, end, end_offset = 0, self.base_offset, self.size, self.next_offset
+        if start_offset is not None:
+            fetched = self.read(start_offset, max_bytes, None, True)
+            if fetched is not None and fetched.records:
+                start = self.position_of(fetched.first_offset)
+                first, end_offset = fetched.first_offset, fetched.next_offset
+                end = start + len(fetched.records)
+        return CheckJob(self, self.log_path, start, end, first, end_offset, generation)
+
+    def apply_check(self, check: SegmentCheck, *, reindex: bool = True) -> list[Damage]:
+        """Write a check's repairs and record its damaged ranges (those it found in its byte
+        range replace what was known there); with ``reindex``, a check of the whole file also
+        rebuilds both indexes from its batches. Returns the damaged ranges that are new."""
+        self.log.repair(check.repairs)
+        new = [r for r in check.damage if r not in self.damage]
+        self.damage = merge_damage(self.damage, check.damage, check.start, check.end)
+        if reindex and check.start == 0 and check.end >= self.size:
+            self.size = check.end
+            self._reindex(check.batches)
+        return new
+
+    def cut_tail(self, position: int) -> int:
+        """Cut the file at ``position`` (recovery: a torn write at the end of the newest
+        segment); returns the bytes cut. Indexes are rebuilt by the caller."""
+        removed = self._file().handle().size() - position
+        if removed > 0:
+            self.log.truncate(position)
+        self.damage = [r for r in self.damage if r.end <= position]
+        self.size = min(self.size, position)
+        return max(removed, 0)
 
     def truncate_to(self, offset: int) -> int:
         """Remove the batch holding ``offset`` and everything after it; returns bytes cut.
@@ -453,17 +543,23 @@ class LogSegment:
         if offset >= self.next_offset:
             return 0
         assert self.active and self.log.writable, "truncate an inactive segment"
-        cut = self.translate_offset(offset) if offset > self.base_offset else None
-        position = cut.position if cut is not None else 0
-        new_next = cut.base_offset if cut is not None else self.base_offset
+        region = damage_at(self.damage, offset) if self.damage else None
+        if region is not None:
+            position, new_next = region.position, region.first_offset
+        else:
+            cut = self.translate_offset(offset) if offset > self.base_offset else None
+            position = cut.position if cut is not None else 0
+            new_next = cut.base_offset if cut is not None else self.base_offset
+        self.damage = [r for r in self.damage if r.end <= position]
         removed = self.size - position
         self.log.truncate(position)
         self.indexes.truncate_to(new_next, self._files)
         self.size = position
         self.next_offset = new_next
         last = self.time_index.last()
-        if last is not None:
-            self._max_timestamp_from(last, self.translate_offset(last[1]))
+        info = None if last is None else self._time_entry_batch(last, self.translate_offset)
+        if last is not None and info is not None:
+            self._max_timestamp_from(last, info)
         elif position > 0:
             infos = self._walk(0, self.base_offset, end=position, why="truncating")
             self.indexes.set_max_timestamp(largest_timestamp(infos, None))

@@ -85,6 +85,11 @@ class LogSegments:
         """The segment holding ``offset``: the last one starting at or before it."""
         return self._segments[max(bisect_right(self._bases, offset) - 1, 0)]
 
+    def higher(self, offset: int) -> LogSegment | None:
+        """The first segment that starts after ``offset``, if any."""
+        i = bisect_right(self._bases, offset)
+        return self._segments[i] if i < len(self._segments) else None
+
     def _create(self, base_offset: int, index_interval_bytes: int) -> LogSegment:
         return LogSegment.create(
             self.directory, base_offset, self._files, self._cache, index_interval_bytes
