@@ -38,6 +38,7 @@ fuzz: $(STAMP)
 soak: $(STAMP)
 	TIDELOG_SOAK_ROUNDS=300 $(BIN)/pytest tests/system/test_log_crash.py -q
 	TIDELOG_IDEMPOTENCE_KILLS=300 $(BIN)/pytest tests/system/test_idempotent_crash.py -q -s
+	TIDELOG_CONN_SOAK_ROUNDS=50 $(BIN)/pytest tests/system/test_connection_soak.py -q -s
 	TIDELOG_CORRUPTION_ROUNDS=400 $(BIN)/pytest tests/system/test_corruption_soak.py -q -s
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).

@@ -4,6 +4,7 @@ what the real client never would (garbage, bad checksums, oversized frames)."""
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Sequence
 
 from tidelog.wire import messages as m
@@ -26,6 +27,11 @@ class RawClient:
         self.correlation_id = 0
 
     def close(self) -> None:
+        self.sock.close()
+
+    def reset(self) -> None:
+        """Close abruptly: the broker gets a reset (RST), whatever is left unread."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
 
     def __enter__(self) -> RawClient:

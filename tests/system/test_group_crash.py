@@ -46,7 +46,8 @@ class Worker:
 
     def _read(self, stream: IO[str]) -> None:
         for line in stream:
-            self.lines.append(line.split())
+            if line.endswith("\n"):  # not the half of a line a SIGKILL cut off
+                self.lines.append(line.split())
 
     def of(self, kind: str) -> list[tuple[int, ...]]:
         return [tuple(map(int, words[1:])) for words in list(self.lines) if words[0] == kind]

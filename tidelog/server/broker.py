@@ -12,16 +12,20 @@ import asyncio
 import logging
 import time
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
+from .budget import RequestBudget
 from .config import BrokerConfig
-from .connection import Connection
+from .connection import ClientProtocol, Connection
 from .core import BrokerCore
 from .limits import check_descriptors, connection_capacity, descriptor_limit, partitions_on_disk
 from .log import FileSystem
 from .log.manager import MAX_OPEN_SEGMENTS
 
 log = logging.getLogger("tidelog.server")
+
+STREAM_LIMIT: Final = 1 << 20
+"""The StreamReader's buffer limit: it stops reading the socket above twice this."""
 
 
 class Broker:
@@ -31,6 +35,8 @@ class Broker:
         """``fs`` replaces the file system under the logs (tests inject faults with it)."""
         self.config = config or BrokerConfig()
         self.core = BrokerCore(self.config, fs=fs)
+        self.budget = RequestBudget(self.config.max_queued_request_bytes)
+        """Request bytes held across all connections (``max_queued_request_bytes``)."""
         self._server: asyncio.Server | None = None
         self._connections: dict[Connection, asyncio.Task[None]] = {}
         self._stopped = asyncio.Event()
@@ -60,13 +66,14 @@ class Broker:
     async def start(self) -> None:
         check_descriptors(partitions_on_disk(self.config.data_dir), MAX_OPEN_SEGMENTS)
         await self.core.open()
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> ClientProtocol:  # what asyncio.start_server builds, our protocol
+            return ClientProtocol(asyncio.StreamReader(STREAM_LIMIT, loop), self._accept, loop)
+
         try:
-            self._server = await asyncio.start_server(
-                self._accept,
-                self.config.host,
-                self.config.port,
-                limit=1 << 20,
-                reuse_address=True,
+            self._server = await loop.create_server(
+                protocol, self.config.host, self.config.port, reuse_address=True
             )
         except OSError:
             await self.core.shutdown()
@@ -150,7 +157,7 @@ class Broker:
                 )
             writer.transport.abort()
             return
-        conn = Connection(reader, writer, self.core, self.config)
+        conn = Connection(reader, writer, self.core, self.config, self.budget)
         task = asyncio.current_task()
         assert task is not None
         self._connections[conn] = task

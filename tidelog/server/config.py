@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar, get_args, get_origin, get_type_hints
 from tidelog.wire.api import DEFAULT_BROKER_PORT
 from tidelog.wire.frame import DEFAULT_MAX_FRAME_SIZE
 
+from .budget import DEFAULT_MAX_QUEUED_REQUEST_BYTES
 from .log.manager import MAX_PARTITIONS
 
 ENV_PREFIX: Final = "TIDELOG_"
@@ -86,6 +87,14 @@ class BrokerConfig:
         32 * 1024 * 1024,
         "request + response bytes held per connection; reading pauses above",
         "67108864",
+        group=LIMITS,
+        low=1024,
+    )
+    max_queued_request_bytes: int = _setting(
+        DEFAULT_MAX_QUEUED_REQUEST_BYTES,
+        "request bytes held across all connections (frames being received, requests being "
+        "served); every connection pauses reading above",
+        "134217728",
         group=LIMITS,
         low=1024,
     )

@@ -7,6 +7,16 @@ response is written when it is ready, tagged with its request's correlation id. 
 while the connection holds ``max_inflight_requests`` requests or ``max_connection_buffer``
 bytes of requests and unsent responses: a slow client slows itself, never the broker.
 
+Memory is bounded per connection and broker-wide: every connection also stops reading while
+the broker's :class:`~tidelog.server.budget.RequestBudget` of request bytes is spent, and takes
+from it *before* it reads more of a large frame (the header gives the size). Time is bounded
+too: the handshake must complete by a deadline from accept, and a frame once begun must
+complete within ``idle_timeout_s`` of its first byte, however slowly its bytes trickle in.
+
+When the client goes away (its stream ends, or the connection resets) its fetches in flight are
+cancelled, none is started, and no response is built any more; after a reset nothing more is
+read. Other requests in flight (a produce, a commit) finish: their effects stand.
+
 A framing error (bad magic, checksum, oversized or truncated frame) closes the connection: the
 stream cannot be trusted any more. An undecodable body, an unknown API or a missing handshake
 gets an error response and the connection goes on.
@@ -18,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -26,6 +36,7 @@ from tidelog import __version__
 from tidelog.wire import messages as m
 from tidelog.wire.errors import BrokerError, ErrorCode, FramingError, MalformedMessageError
 from tidelog.wire.frame import FrameHeader
+from tidelog.wire.layouts import FRAME_HEADER_SIZE
 from tidelog.wire.records import Buffer
 from tidelog.wire.session import (
     BrokerIdentity,
@@ -39,12 +50,36 @@ from tidelog.wire.session import (
     WireSession,
 )
 
+from .budget import RequestBudget
 from .config import BrokerConfig
-from .core import RequestCore, Session
+from .core import Reply, RequestCore, Session
 
 log = logging.getLogger("tidelog.server.connection")
 
 READ_CHUNK: Final = 256 * 1024
+_FETCH: Final = m.FetchRequest
+"""The request cancelled when its client goes away: a fetch changes nothing, its work (a long
+poll, reading up to its ``max_bytes``) exists only for its response."""
+_OPEN: Final = State.OPEN
+
+
+class ClientProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, which also tells its connection at once when the client goes
+    away, even while the connection is not reading (waiting for room, or for the budget)."""
+
+    gone: Callable[[bool], None] | None = None
+    """Called with ``False`` at the client's EOF and ``True`` when the connection is lost."""
+
+    def eof_received(self) -> bool:
+        keep_open = bool(super().eof_received())
+        if self.gone is not None:
+            self.gone(False)
+        return keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.gone is not None:
+            self.gone(True)
 
 
 @dataclass(slots=True)
@@ -66,11 +101,16 @@ class Connection:
         writer: asyncio.StreamWriter,
         core: RequestCore,
         config: BrokerConfig,
+        budget: RequestBudget | None = None,
     ) -> None:
+        """``budget`` is the broker's, shared by its connections (a connection of its own if
+        not given)."""
         self._reader = reader
         self._writer = writer
         self._core = core
         self._config = config
+        self._budget = RequestBudget(config.max_queued_request_bytes) if budget is None else budget
+        self._taken = 0  # budget bytes taken for the frame being received
         peer = writer.get_extra_info("peername")
         self.session = Session(peer[0], peer[1]) if peer else Session("?", 0)
         self._peer = self.session.peer  # for log lines
@@ -79,14 +119,22 @@ class Connection:
         )
         self._wire: ServerSession = WireSession(Role.SERVER, identity=identity)
         self.stats = ConnectionStats()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._forget = self._tasks.discard  # bound once: a done callback per request
+        # Each request's task, and whether it is cancelled when the client goes away.
+        self._tasks: dict[asyncio.Task[None], bool] = {}
+        self._forget = self._tasks.pop  # bound once: a done callback per request
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
+        self._gone = False  # the client has gone: no response is built any more
+        self._stop_reason = ""
         self._task: asyncio.Task[None] | None = None  # the task in run()
-        self._in_read = False
-        self._read_interrupted = False
+        self._waiting = False  # run() sits in a read or a budget wait
+        self._interrupted = False
+        self._accepted_at = asyncio.get_running_loop().time()
+        protocol = writer.transport.get_protocol()
+        self._protocol = protocol if isinstance(protocol, ClientProtocol) else None
+        if self._protocol is not None:
+            self._protocol.gone = self._client_gone
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -100,7 +148,14 @@ class Connection:
         self._task = asyncio.current_task()
         log.info("client connected from %s", self._peer)
         wire = self._wire
-        reason = "closed by client"
+        budget = self._budget
+        stats = self.stats
+        time = asyncio.get_running_loop().time
+        idle = self._config.idle_timeout_s
+        handshake_deadline = self._accepted_at + self._config.handshake_timeout_s
+        frame_deadline = 0.0
+        frame_mark = -1  # stats.requests when the frame being received began
+        reason = ""
         try:
             while not self._closing:
                 # Admission is per frame: a chunk may hold many pipelined requests, and each
@@ -111,20 +166,38 @@ class Connection:
                         break
                     self._dispatch(event)
                     continue
-                timeout = (
-                    self._config.idle_timeout_s
-                    if wire.state is State.OPEN
-                    else self._config.handshake_timeout_s
-                )
+                # What is buffered now is the start of one frame: once its header is known,
+                # take the whole frame from the broker's budget before reading more of it, and
+                # stop reading while the budget is spent -- except to complete a frame taken
+                # (so connections holding parts of frames never wait on each other).
+                partial = wire.buffered
+                need = wire.pending_frame_size - self._taken if partial else 0
+                if need > 0 or (budget.used >= budget.limit and not self._taken):
+                    if budget.used >= budget.limit:
+                        frame_mark = -1  # the broker's wait: the frame's clock starts again
+                    if not await self._take(max(need, 0)):
+                        break
+                now = time()
+                if wire.state is not _OPEN:
+                    deadline, what = handshake_deadline, "no handshake within"
+                elif partial:
+                    if frame_mark != stats.requests:
+                        frame_mark = stats.requests
+                        frame_deadline = now + idle
+                    deadline, what = frame_deadline, "a frame unfinished after"
+                else:
+                    deadline, what = now + idle, "idle for"
                 try:
-                    chunk = await self._read(timeout)
+                    chunk = await self._read(deadline)
                 except TimeoutError:
-                    reason = f"idle for {timeout:g}s"
+                    timeout = idle if wire.state is _OPEN else self._config.handshake_timeout_s
+                    reason = f"{what} {timeout:g}s"
                     break
                 if chunk is None:
-                    reason = "broker shutting down"
                     break
                 if not chunk:
+                    reason = "closed by client"
+                    self._client_gone(False)
                     if not self._closing:
                         wire.receive_eof()  # raises if the stream ended inside a frame
                     break
@@ -133,46 +206,87 @@ class Connection:
             reason = f"protocol error: {exc}"
             log.warning("closing connection from %s: %s", self._peer, exc)
         except (ConnectionError, OSError) as exc:
+            self._client_gone(True)
             reason = f"connection error: {exc}"
         finally:
             await self._finish()
+            reason = reason or self._stop_reason or "closed by client"
             log.info("client %s disconnected (%s)", self._peer, reason)
 
-    async def _read(self, timeout: float) -> bytes | None:  # noqa: ASYNC109
+    async def _read(self, deadline: float) -> bytes | None:
         """The next chunk from the client (``b""`` at its EOF), or ``None`` once the broker
-        stops reading. Raises ``TimeoutError`` after ``timeout`` seconds of silence.
+        stops reading. Raises ``TimeoutError`` at ``deadline`` (on the loop's clock).
 
         A plain awaited read, not a task raced against a stop signal: that cost a task, a
-        wait() and an extra loop turn per chunk. :meth:`stop_reading` cancels this task
+        wait() and an extra loop turn per chunk. :meth:`_interrupt` cancels this task
         instead, only while it sits in the read (unread bytes stay in the StreamReader)."""
         if self._closing:
             return None
-        self._in_read = True
+        self._waiting = True
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 return await self._reader.read(READ_CHUNK)
         except asyncio.CancelledError:
-            task = self._task
-            # Ours alone (cancelling() == 1): swallow it. Anyone else's cancel goes on up.
-            if self._read_interrupted and task is not None and task.cancelling() == 1:
-                task.uncancel()
+            if self._interrupted_here():
                 return None
             raise
         finally:
-            self._in_read = False
-            self._read_interrupted = False
+            self._waiting = False
+            self._interrupted = False
+
+    async def _take(self, nbytes: int) -> bool:
+        """Take ``nbytes`` of the broker's budget for the frame being received (or none, to
+        wait), waiting while the budget is spent; False if the connection closed meanwhile."""
+        self._waiting = True
+        try:
+            await self._budget.take(nbytes)
+        except asyncio.CancelledError:
+            if self._interrupted_here():
+                return False
+            raise
+        finally:
+            self._waiting = False
+            self._interrupted = False
+        self._taken += nbytes
+        return True
+
+    def _interrupted_here(self) -> bool:
+        """Whether the cancel being handled is :meth:`_interrupt`'s alone (``cancelling()``
+        is 1): then it is swallowed. Anyone else's cancel goes on up."""
+        task = self._task
+        if self._interrupted and task is not None and task.cancelling() == 1:
+            task.uncancel()
+            return True
+        return False
+
+    def _interrupt(self, reason: str) -> None:
+        """Stop the read loop: it ends at its next wait, or at once if it sits in one."""
+        if not self._closing:
+            self._closing = True
+            self._stop_reason = reason
+        self._room.set()
+        if self._waiting and not self._interrupted and self._task is not None:
+            self._interrupted = True
+            self._task.cancel()
 
     def stop_reading(self) -> None:
         """Graceful shutdown: take no new requests; in-flight ones are answered and the
         socket stays open until they are written."""
-        self._closing = True
-        self._room.set()
+        self._interrupt("broker shutting down")
         transport = cast(asyncio.Transport, self._writer.transport)
         if not transport.is_closing():
             transport.pause_reading()
-        if self._in_read and not self._read_interrupted and self._task is not None:
-            self._read_interrupted = True
-            self._task.cancel()
+
+    def _client_gone(self, lost: bool) -> None:
+        """The client ended its stream (``lost`` False) or the connection is lost: cancel the
+        fetches in flight and build no response any more; after a loss, read nothing more."""
+        if not self._gone:
+            self._gone = True
+            for task, cancel in self._tasks.items():
+                if cancel:
+                    task.cancel()
+        if lost:
+            self._interrupt("connection lost")
 
     async def wait_idle(self) -> None:
         """Wait until every in-flight request of this connection has been answered."""
@@ -186,12 +300,18 @@ class Connection:
 
     async def _finish(self) -> None:
         self._closing = True
+        self._wire.close()  # drops the bytes of frames not served
+        if self._taken:
+            self._budget.release(self._taken)
+            self._taken = 0
         try:
             await self.wait_idle()
         finally:
             self._writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await self._writer.wait_closed()
+            if self._protocol is not None:
+                self._protocol.gone = None  # no cycle through the protocol: freed at once
 
     def _full(self) -> bool:
         """Whether the connection is at its limit of requests or buffered bytes."""
@@ -211,14 +331,28 @@ class Connection:
 
     def _dispatch(self, event: ServerEvent) -> None:
         self.stats.requests += 1
+        taken = self._taken
         if type(event) is not RequestReceived:  # a type test: a third of a match's cost
+            if taken:
+                self._taken = 0
+                self._budget.release(taken)
             self._answered(event)
             return
         header, request, data = event
-        size = header.meta_length + header.data_length + self._core.reserve(request)
+        body = header.meta_length + header.data_length
+        held = FRAME_HEADER_SIZE + body  # the request's bytes, held until its handler returns
+        cancel = type(request) is _FETCH
+        if cancel and self._gone:
+            if taken:
+                self._taken = 0
+                self._budget.release(taken)
+            return  # a fetch for a client that has gone is not served
+        self._budget.used += held - taken
+        self._taken = 0
+        size = body + self._core.reserve(request)
         self._account(size, +1)
-        task = asyncio.create_task(self._serve(header, request, data, size))
-        self._tasks.add(task)
+        task = asyncio.create_task(self._serve(header, request, data, size, held))
+        self._tasks[task] = cancel
         task.add_done_callback(self._forget)
 
     def _answered(self, event: ServerEvent) -> None:
@@ -238,24 +372,31 @@ class Connection:
                     self._reply(reply)
 
     async def _serve(
-        self, header: FrameHeader, request: m.Request, data: bytearray, size: int
+        self, header: FrameHeader, request: m.Request, data: bytearray, size: int, held: int
     ) -> None:
         response_size = 0
+        reply: Reply = None
+        error: tuple[ErrorCode, str] | None = None
         try:
             try:
                 reply = await self._core.handle(request, data, self.session)
             except BrokerError as exc:
-                buffers = self._wire.send_error(header, exc.code, exc.message)
+                error = exc.code, exc.message
             except MalformedMessageError as exc:
-                buffers = self._wire.send_error(header, ErrorCode.INVALID_REQUEST, str(exc))
+                error = ErrorCode.INVALID_REQUEST, str(exc)
             except Exception:
                 log.exception("error handling %s from %s", type(request).__name__, self._peer)
-                buffers = self._wire.send_error(
-                    header, ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected broker error (see logs)"
-                )
+                error = ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected broker error (see logs)"
+            finally:
+                del data  # the request's bytes go back to the broker's budget now
+                self._budget.release(held)
+            if self._gone:
+                return  # nobody will read it: not built
+            if error is not None:
+                buffers = self._wire.send_error(header, *error)
+            elif reply is None:
+                return
             else:
-                if reply is None:
-                    return
                 response, chunks = reply
                 buffers = self._wire.send_response(header, response, data=chunks)
             if not buffers:
@@ -265,25 +406,27 @@ class Connection:
             self._send(buffers)
             await self._writer.drain()
         except (ConnectionError, OSError):
-            pass  # the read loop notices and closes
+            self._client_gone(True)  # the read loop notices and closes
         finally:
             self._account(-size - response_size, -1)
 
     def _reply(self, buffers: Sequence[Buffer]) -> None:
         """Write a reply made without a handler, counted in the connection's buffered bytes
         until it drains: a client that sends junk and never reads is bounded too."""
+        if self._gone:
+            return
         size = sum(len(b) for b in buffers)
         self._account(size, +1)
         self._send(buffers)
         task = asyncio.create_task(self._drain_then_release(size))
-        self._tasks.add(task)
+        self._tasks[task] = False
         task.add_done_callback(self._forget)
 
     async def _drain_then_release(self, size: int) -> None:
         try:
             await self._writer.drain()
         except (ConnectionError, OSError):
-            pass  # the read loop notices and closes
+            self._client_gone(True)  # the read loop notices and closes
         finally:
             self._account(-size, -1)
 

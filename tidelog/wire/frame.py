@@ -45,6 +45,10 @@ PROTOCOL_VERSION: Final = 1
 SUPPORTED_PROTOCOL_VERSIONS: Final = frozenset({1})
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
 """Default bound on meta + data bytes of one frame; brokers and clients may configure it."""
+MAX_HANDSHAKE_FRAME_SIZE: Final = 8 * 1024
+"""Bound on meta + data bytes of a frame a broker takes before a handshake has succeeded: a
+handshake is well under 1 KiB (its API list and two names), so a client that has not said who
+it is cannot make the broker buffer more than this."""
 _U16: Final = 0xFFFF
 _U32: Final = 0xFFFFFFFF
 
@@ -151,9 +155,24 @@ class FrameDecoder:
     more bytes are needed; iterating yields every frame available now. ``close()`` says the
     stream has ended and raises :class:`TruncatedFrameError` if it ended inside a frame.
     ``buffered`` tells how many bytes are held, so an owner can stop reading above a limit.
+    :meth:`set_limit` changes the frame limit (a broker's before and after a handshake).
+
+    A large frame that does not arrive in one piece is received into a buffer of exactly its
+    size, allocated once its header is checked: it costs its size and no more (no growth by
+    reallocation, no copy when it is handed over).
     """
 
-    __slots__ = ("_buf", "_error", "_header", "_pos", "max_frame_size", "versions")
+    __slots__ = (
+        "_buf",
+        "_error",
+        "_fill",
+        "_frame",
+        "_header",
+        "_limit_name",
+        "_pos",
+        "max_frame_size",
+        "versions",
+    )
 
     def __init__(
         self,
@@ -161,16 +180,19 @@ class FrameDecoder:
         versions: frozenset[int] = SUPPORTED_PROTOCOL_VERSIONS,
     ) -> None:
         self.max_frame_size = max_frame_size
+        self._limit_name = "the limit"
         self.versions = versions
         self._buf = bytearray()
         self._pos = 0
         self._header: FrameHeader | None = None
         self._error: FramingError | None = None
+        self._frame: bytearray | None = None  # a large frame being received, at its size
+        self._fill = 0  # bytes of it received
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet handed out as frames."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._fill
 
     @property
     def pending_frame_size(self) -> int:
@@ -178,9 +200,40 @@ class FrameDecoder:
         h = self._header
         return 0 if h is None else FRAME_HEADER_SIZE + h.body_length
 
+    def set_limit(self, max_frame_size: int, name: str = "the limit") -> None:
+        """Take frames up to ``max_frame_size`` bytes from the next header on; ``name`` says
+        which limit it is in the error for a frame above it."""
+        self.max_frame_size = max_frame_size
+        self._limit_name = name
+
+    def discard(self) -> None:
+        """Drop every byte held, at once: the stream is abandoned (its connection is gone)."""
+        self._buf = bytearray()
+        self._pos = 0
+        self._header = None
+        self._frame = None
+        self._fill = 0
+
     def feed(self, data: Buffer) -> None:
         if self._error is not None:
             raise self._error
+        frame = self._frame
+        if frame is not None:
+            # Into the large frame's own buffer; what follows it goes to the stream buffer.
+            fill = self._fill
+            room = len(frame) - fill
+            if len(data) <= room:
+                frame[fill : fill + len(data)] = data
+                self._fill = fill + len(data)
+                return
+            view = memoryview(data)
+            frame[fill:] = view[:room]
+            self._fill = len(frame)
+            data = view[room:]
+        elif (header := self._header) is not None and header.data_length > _HANDOVER_SIZE:
+            self._receive_large(header)
+            self.feed(data)
+            return
         if self._pos:
             # Drop what was handed out; what is left is at most one partial frame.
             if self._pos == len(self._buf):
@@ -214,6 +267,8 @@ class FrameDecoder:
             raise self._error
 
     def _next(self) -> Frame | None:
+        if self._frame is not None:
+            return self._large()
         buf = self._buf
         pos = self._pos
         header = self._header
@@ -250,6 +305,40 @@ class FrameDecoder:
         self._pos = end
         return Frame(header, meta, buf[meta_end:end])
 
+    def _receive_large(self, header: FrameHeader) -> None:
+        """More of a large frame is coming: receive it into a buffer of the frame's size. Only
+        now, not when its header was read: its owner may budget the size before it reads on."""
+        buf = self._buf
+        pos = self._pos
+        frame = self._frame = bytearray(FRAME_HEADER_SIZE + header.body_length)
+        have = len(buf) - pos
+        frame[:have] = memoryview(buf)[pos:]
+        self._fill = have
+        self._buf = bytearray()
+        self._pos = 0
+
+    def _large(self) -> Frame | None:
+        """The large frame being received into its own buffer, once it is whole."""
+        frame = self._frame
+        header = self._header
+        assert frame is not None and header is not None
+        if self._fill < len(frame):
+            return None
+        meta_end = FRAME_HEADER_SIZE + header.meta_length
+        view = memoryview(frame)
+        actual = crc32c(view[FRAME_HEADER_SIZE:meta_end], crc32c(view[:FRAME_CRC_OFFSET]))
+        view.release()
+        if actual != header.crc:
+            raise ChecksumMismatchError(
+                f"frame checksum mismatch: header {header.crc:#010x}, bytes {actual:#010x}"
+            )
+        meta = bytes(frame[FRAME_HEADER_SIZE:meta_end])
+        del frame[:meta_end]  # O(1) for a bytearray's prefix: the data section, not copied
+        self._frame = None
+        self._fill = 0
+        self._header = None
+        return Frame(header, meta, frame)
+
     def _parse_header(self, buf: bytearray, pos: int) -> FrameHeader:
         (
             magic,
@@ -271,7 +360,7 @@ class FrameDecoder:
             )
         if meta_length + data_length > self.max_frame_size:
             raise FrameTooLargeError(
-                f"frame of {meta_length + data_length} bytes is above the limit of "
+                f"frame of {meta_length + data_length} bytes is above {self._limit_name} of "
                 f"{self.max_frame_size} bytes"
             )
         return FrameHeader(

@@ -10,7 +10,9 @@ the protocol rules that sit above single frames (docs/PROTOCOL.md §2-§4):
   handshake itself, from the :class:`BrokerIdentity` it was built with; a client session
   checks the broker's answer and keeps the negotiated API versions;
 * "handshake first": before a handshake has succeeded, a server session answers every other
-  request with ``HANDSHAKE_REQUIRED`` (a ``NO_RESPONSE`` frame is dropped unanswered);
+  request with ``HANDSHAKE_REQUIRED`` (a ``NO_RESPONSE`` frame is dropped unanswered), and
+  takes no frame above :data:`~tidelog.wire.frame.MAX_HANDSHAKE_FRAME_SIZE` (a framing error):
+  a client that has not said who it is cannot make the broker hold a large frame;
 * correlation ids: a client session allocates them and matches each response to the request's
   token; a response to an id with no request in flight is a protocol violation. A server
   session echoes the id of the request it answers;
@@ -56,6 +58,7 @@ from .errors import (
 )
 from .frame import (
     DEFAULT_MAX_FRAME_SIZE,
+    MAX_HANDSHAKE_FRAME_SIZE,
     SUPPORTED_PROTOCOL_VERSIONS,
     FrameDecoder,
     FrameFlags,
@@ -71,6 +74,7 @@ dropped instead of taken for protocol violations."""
 _U32: Final = 0xFFFFFFFF
 _HANDSHAKE: Final = ApiKey.HANDSHAKE
 _NO_RESPONSE: Final = FrameFlags.NO_RESPONSE
+_HANDSHAKE_LIMIT: Final = "the limit before a handshake (MAX_HANDSHAKE_FRAME_SIZE)"
 
 
 class LocalProtocolError(TidelogError):
@@ -201,9 +205,10 @@ _new_tuple: Final = tuple.__new__  # skips a named tuple's Python-level __new__ 
 class WireSession(Generic[T]):
     """One connection's protocol state, for the ``role`` this side plays.
 
-    A server session needs ``identity`` (its frame limit is ``identity.max_frame_size``); a
-    client session takes ``client_id``, ``client_version`` and ``max_frame_size`` and holds
-    one token of type ``T`` (never ``None``) per request awaiting its response.
+    A server session needs ``identity`` (its frame limit is ``identity.max_frame_size`` once
+    a handshake has succeeded, :data:`MAX_HANDSHAKE_FRAME_SIZE` before); a client session
+    takes ``client_id``, ``client_version`` and ``max_frame_size`` and holds one token of
+    type ``T`` (never ``None``) per request awaiting its response.
     """
 
     __slots__ = (
@@ -245,8 +250,12 @@ class WireSession(Generic[T]):
         """Per API, the version both sides speak (only the handshake until one succeeds)."""
         self.protocol_version: int | None = None
         self._is_client = role is Role.CLIENT
-        limit = max_frame_size if identity is None else identity.max_frame_size
-        self._decoder = FrameDecoder(limit, SUPPORTED_PROTOCOL_VERSIONS)
+        if identity is None:
+            self._decoder = FrameDecoder(max_frame_size, SUPPORTED_PROTOCOL_VERSIONS)
+        else:
+            limit = min(MAX_HANDSHAKE_FRAME_SIZE, identity.max_frame_size)
+            self._decoder = FrameDecoder(limit, SUPPORTED_PROTOCOL_VERSIONS)
+            self._decoder.set_limit(limit, _HANDSHAKE_LIMIT)
         self._state = _AWAIT
         self._stop: TidelogError | None = None  # why no more input is taken
         self._outstanding: dict[int, T] = {}
@@ -269,6 +278,12 @@ class WireSession(Generic[T]):
         """Bytes received but not handed out as events yet (at most one frame past the last
         whole one, bounded by the frame limit)."""
         return self._decoder.buffered
+
+    @property
+    def pending_frame_size(self) -> int:
+        """The whole size of the frame being received, once its header has been checked by
+        ``next_event()`` (0 otherwise): an owner can budget the bytes before it reads them."""
+        return self._decoder.pending_frame_size
 
     # --- input ------------------------------------------------------------------------------
 
@@ -377,6 +392,7 @@ class WireSession(Generic[T]):
                 max_frame_size=identity.max_frame_size,
             )
             self._fire(Trigger.HANDSHAKE_ACCEPTED)
+            self._decoder.set_limit(identity.max_frame_size)
         return HandshakeAnswered(request, response, encode_response(response, header))
 
     def _unexpected(self, correlation_id: int) -> None:
@@ -503,11 +519,12 @@ class WireSession(Generic[T]):
     # --- closing ----------------------------------------------------------------------------
 
     def close(self) -> list[T]:
-        """This side closes: no more input is taken. Returns the tokens of the requests still
-        in flight, which will never be answered."""
+        """This side closes: no more input is taken and the bytes held are dropped. Returns
+        the tokens of the requests still in flight, which will never be answered."""
         self._fire(Trigger.CLOSE)
         if self._stop is None:
             self._stop = LocalProtocolError("the session is closed")
+        self._decoder.discard()
         tokens = list(self._outstanding.values())
         self._outstanding.clear()
         return tokens

@@ -194,7 +194,8 @@ def test_a_loop_that_only_sends_still_ships_full_batches_while_it_runs(tmp_path:
     async def main() -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t")
-            async with Producer(b.address, batch_size=1024, linger=60) as producer:
+            # acks=leader (the default before idempotence): the ack must not wait on an fsync
+            async with Producer(b.address, acks="leader", batch_size=1024, linger=60) as producer:
                 await producer.send("t", b"warm")
                 await producer.flush()  # metadata and connection ready
                 futures = [await producer.send("t", b"x" * 100) for _ in range(2000)]
