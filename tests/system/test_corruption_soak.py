@@ -210,8 +210,10 @@ class Tail:
         c = self.consumer
         for p, end in ends.items():
             tp = TopicPartition(TOPIC, p)
-            while await c.position(tp) < end:
+            while True:
                 try:
+                    if await c.position(tp) >= end:
+                        break
                     batch = await c.getmany(tp, timeout=DEADLINE_S)
                 except TidelogError as exc:  # damaged, missing, or the log ends below us
                     figures.tail_seeks += 1

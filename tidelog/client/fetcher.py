@@ -351,8 +351,8 @@ class Fetcher:
         st.error = OffsetOutOfRangeError(
             f"{st.tp.topic}[{st.tp.partition}]: offset {floor} is out of range and "
             f"auto_offset_reset='{self.auto_offset_reset}' would move this consumer back to "
-            f"{offset}, handing out records again: the broker's log lost what follows "
-            f"{offset}. seek() to choose where to go on"
+            f"{offset}, handing out records again: the broker's log no longer reaches the "
+            "records it handed out. seek() to choose where to go on"
         )
         self.data_ready.set()
 

@@ -16,6 +16,7 @@ from tidelog.server.log.damage import DAMAGE_FILE
 from tidelog.wire.errors import DamagedRangeError, MissingRangeError, StorageError
 from tidelog.wire.layouts import (
     BATCH_BASE_OFFSET_OFFSET,
+    BATCH_HEADER,
     BATCH_LENGTH_OFFSET,
     BATCH_MAGIC_OFFSET,
 )
@@ -31,6 +32,9 @@ from .helpers import (
 )
 
 CONFIG = TopicConfig(segment_bytes=3000, index_interval_bytes=150, retention_ms=-1)
+BATCH_LAST_DELTA_OFFSET = BATCH_HEADER.subcons[0].sizeof() + sum(
+    f.sizeof() for f in BATCH_HEADER.subcons[1:6]
+)  # base offset, length, leader epoch, magic, crc, attributes: then last_offset_delta
 
 
 def written_log(directory: str, batches: int = 40, *, clean: bool) -> list[Written]:
@@ -285,4 +289,31 @@ def test_a_time_index_entry_sent_past_its_segment_is_rebuilt(tmp_path: Path, seg
     )
     assert log.offset_for_timestamp(written[-1].max_timestamp) is not None
     assert read_all(log) == b"".join(w.data for w in written)
+    log.close()
+
+
+@pytest.mark.parametrize("segment", [1, -1], ids=["sealed", "active"])
+def test_a_damaged_record_count_does_not_move_where_a_segment_ends(
+    tmp_path: Path, segment: int
+) -> None:
+    """The last batch's last offset delta (under the CRC) says 2**20 more records: a header
+    walk believes it, the CRC does not. (In the newest segment the damaged batch is a bad
+    tail: cut, and its offsets, below the recovery point, a missing range.)"""
+    directory = str(tmp_path)
+    written = written_log(directory, clean=True)
+    files = segment_files(directory)
+    last = batches_of(written, files[segment], files)[-1]
+    position = Path(files[segment]).stat().st_size - len(written[last].data)
+    raw = bytearray(Path(files[segment]).read_bytes())
+    raw[position + BATCH_LAST_DELTA_OFFSET + 1] ^= 0x10
+    Path(files[segment]).write_bytes(bytes(raw))
+
+    log = reopen(directory, clean=True, recovery_point=written[-1].next_offset)
+
+    bad = (written[last].base_offset, written[last].next_offset)
+    assert log.load_report.missing == (() if segment == 1 else (bad,))
+    assert log.log_end_offset == written[-1].next_offset
+    _, refused = read_around_damage(log)
+    kind = "DamagedRangeError" if segment == 1 else "MissingRangeError"
+    assert refused == [(*bad, kind)]
     log.close()

@@ -173,12 +173,17 @@ def load_segments(
     start = len(segments) - 1 if clean_shutdown else max(bisect_right(bases, recovery_point) - 1, 0)
     tail: Damage | None = None
     for i, segment in enumerate(segments):
+        # A header walk trusts the record counts in the headers (the CRC is not checked):
+        # where its end disagrees with what should follow, the segment is checked.
         if i + 1 < len(segments):
-            if i >= start or not _find_end(segment, loader, now):
-                loader.check(segment, segments[i + 1].base_offset)
+            later = segments[i + 1].base_offset
+            walked = i < start and _find_end(segment, loader, now)
+            if not walked or segment.next_offset != later:
+                loader.check(segment, later)
             continue
         segment.make_writable()  # the newest segment: active from now on
-        if not (clean_shutdown and _find_end(segment, loader, now)):
+        walked = clean_shutdown and _find_end(segment, loader, now)
+        if not walked or segment.next_offset != recovery_point:  # a clean close left them equal
             tail = loader.check(segment, None)
     if tail is not None:
         _cut_tail(segments[-1], tail, loader)
