@@ -1,7 +1,9 @@
-"""The data path of the request core: Produce, Fetch and ListOffsets.
+"""The data path of the request core: Produce, Fetch, ListOffsets and InitProducerId.
 
-Produce appends synchronously, before the handler's first ``await``: requests are started in
-arrival order, so pipelined produces to one partition land in order. Its wait for durability is
+Produce appends synchronously, before the handler's first ``await`` (the one exception, waiting
+for a topic to be auto-created, keeps the order too: see ``CoreState.auto_create``): requests
+are started in arrival order, so pipelined produces to one partition land in order. Its wait
+for durability is
 bounded by the request's ``timeout_ms``; fetch's long poll by ``max_wait_ms``. Both deadlines
 run on the injected :class:`~tidelog.server.core.types.DeadlineClock`.
 """
