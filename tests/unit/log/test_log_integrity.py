@@ -262,7 +262,10 @@ def test_a_clean_start_checks_an_active_segment_whose_damage_only_a_later_walk_m
     raw[position + 100] ^= 0x01  # and its records: not restorable
     Path(path).write_bytes(bytes(raw))
 
-    log = PartitionLog.open(directory, config, clock=FakeClock(), clean_shutdown=True)
+    end = written[-1].next_offset
+    log = PartitionLog.open(
+        directory, config, clock=FakeClock(), clean_shutdown=True, recovery_point=end
+    )
 
     with pytest.raises(DamagedRangeError):
         log.read(written[5].base_offset, 1 << 20)
