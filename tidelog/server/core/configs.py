@@ -48,6 +48,11 @@ def parse_topic_configs(raw: dict[str, str]) -> dict[str, Any]:
             if not -_INT64_MAX <= number <= _INT64_MAX:
                 raise InvalidConfigError(f"{key} is out of range")
             out[name] = number
+        elif isinstance(defaults[name], float):
+            try:
+                out[name] = float(str(value).strip())
+            except ValueError:
+                raise InvalidConfigError(f"{key} must be a number, not {value!r}") from None
         else:
             out[name] = str(value).strip()
     return out

@@ -7,6 +7,7 @@ and :class:`TimeIndex`, :class:`PartitionLog`, :class:`LogManager`. Storage is s
 
 from .cache import HandleCache
 from .config import (
+    CleanupPolicy,
     Clock,
     FlushPolicy,
     TopicConfig,
@@ -33,6 +34,7 @@ __all__ = [
     "FetchData",
     "FileSystem",
     "Files",
+    "CleanupPolicy",
     "FlushPolicy",
     "GroupCommitter",
     "HandleCache",

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 
 from tidelog.wire.api import MAX_TOPIC_NAME_LENGTH
 from tidelog.wire.errors import InvalidConfigError, InvalidTopicNameError
@@ -91,6 +91,26 @@ class FlushPolicy(StrEnum):
     """fsync before acknowledging (group commit): an acknowledged batch survives a power loss."""
 
 
+class CleanupPolicy(StrEnum):
+    """What happens to old segments (Kafka's ``cleanup.policy``). See docs/STORAGE.md."""
+
+    DELETE = "delete"
+    """Whole old segments are deleted by ``retention_ms`` and ``retention_bytes``."""
+    COMPACT = "compact"
+    """The cleaner keeps at least the latest record of every key; tombstones (null values)
+    vanish ``delete_retention_ms`` after they were cleaned."""
+    COMPACT_DELETE = "compact,delete"
+    """Both: compacted, and whole segments past retention are deleted too."""
+
+    @property
+    def compacts(self) -> bool:
+        return self is not CleanupPolicy.DELETE
+
+    @property
+    def deletes(self) -> bool:
+        return self is not CleanupPolicy.COMPACT
+
+
 @dataclass(frozen=True, slots=True)
 class TopicConfig:
     """Per-topic log settings. Defaults follow Kafka's; every value is checked on creation and
@@ -116,6 +136,14 @@ class TopicConfig:
     unchanged: only the flush policy decides when an append is on disk."""
     max_message_bytes: int = 1 * MiB + 1 * KiB
     """Largest batch the topic accepts: 1 MiB of records plus room for the batch overhead."""
+    cleanup_policy: CleanupPolicy = CleanupPolicy.DELETE
+    delete_retention_ms: int = DAY_MS
+    """How long a compacted topic keeps a tombstone after cleaning reached it, so that a
+    consumer reading from behind still sees the delete."""
+    min_cleanable_dirty_ratio: float = 0.5
+    """Compact a log only once this share of it (by bytes) has not been cleaned yet."""
+    min_compaction_lag_ms: int = 0
+    """A record stays uncompacted at least this long after it was appended."""
 
     def __post_init__(self) -> None:
         _check_int("segment_bytes", self.segment_bytes, 1, INT32_MAX)
@@ -126,16 +154,18 @@ class TopicConfig:
         _check_int("flush_ms", self.flush_ms, 1, 2**63 - 1)
         _check_int("writeback_bytes", self.writeback_bytes, 0, 2**63 - 1)
         _check_int("max_message_bytes", self.max_message_bytes, 65, INT32_MAX)
-        raw: object = self.flush_policy
-        if not isinstance(raw, FlushPolicy):
-            try:
-                policy = FlushPolicy(raw) if isinstance(raw, str) else None
-            except ValueError:
-                policy = None
-            if policy is None:
-                choices = ", ".join(p.value for p in FlushPolicy)
-                raise InvalidConfigError(f"flush_policy must be one of {choices}, not {raw!r}")
-            object.__setattr__(self, "flush_policy", policy)
+        _check_int("delete_retention_ms", self.delete_retention_ms, 0, 2**63 - 1)
+        _check_int("min_compaction_lag_ms", self.min_compaction_lag_ms, 0, 2**63 - 1)
+        ratio: object = self.min_cleanable_dirty_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+            raise InvalidConfigError(
+                f"min_cleanable_dirty_ratio must be a number from 0 to 1, not {ratio!r}"
+            )
+        object.__setattr__(self, "min_cleanable_dirty_ratio", float(ratio))
+        flush = _choice("flush_policy", FlushPolicy, self.flush_policy)
+        cleanup = _choice("cleanup_policy", CleanupPolicy, self.cleanup_policy, _policy_text)
+        object.__setattr__(self, "flush_policy", flush)
+        object.__setattr__(self, "cleanup_policy", cleanup)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TopicConfig:
         """These settings with some replaced; unknown keys raise :class:`InvalidConfigError`."""
@@ -150,12 +180,36 @@ class TopicConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["flush_policy"] = self.flush_policy.value
+        out["cleanup_policy"] = self.cleanup_policy.value
         return out
 
     def overrides_from(self, defaults: TopicConfig) -> dict[str, Any]:
         """The keys whose value differs from ``defaults``: what a topic persists."""
         mine, theirs = self.to_dict(), defaults.to_dict()
         return {k: v for k, v in mine.items() if theirs[k] != v}
+
+
+_Choice = TypeVar("_Choice", bound=StrEnum)
+
+
+def _policy_text(raw: str) -> str:
+    """``delete,compact`` and ``compact, delete`` mean the same as ``compact,delete``."""
+    return ",".join(sorted({part.strip() for part in raw.split(",")}))
+
+
+def _choice(
+    name: str, enum: type[_Choice], raw: object, normalise: Callable[[str], str] = str.strip
+) -> _Choice:
+    """``raw`` as a member of ``enum``, or an :class:`InvalidConfigError` listing the choices."""
+    if isinstance(raw, enum):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return enum(normalise(raw))
+        except ValueError:
+            pass
+    choices = ", ".join(member.value for member in enum)
+    raise InvalidConfigError(f"{name} must be one of {choices}, not {raw!r}")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:
