@@ -2,10 +2,11 @@
 
 ``wire`` (and ``schemas``) stay sans-IO; ``client``, ``gateway`` and ``cluster`` never import the
 server; the server uses only the client's connection and metadata layer; the server's request
-core never imports the transport; the CLI reaches the wire through the client. Imports count
-wherever they are: at the top, inside a function, under ``if TYPE_CHECKING:``; relative imports
-are resolved, and a name taken from a package (``from tidelog.server import Broker``) counts as
-an import of the module the package took it from (``tidelog.server.broker``).
+core never imports the transport; ``etcd`` imports nothing of tidelog; the CLI reaches the wire
+through the client. Imports count wherever they are: at the top, inside a function, under
+``if TYPE_CHECKING:``; relative imports are resolved, and a name taken from a package (``from
+tidelog.server import Broker``) counts as an import of the module the package took it from
+(``tidelog.server.broker``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ RULES: Final = (
         (CORE,),
         ("tidelog.server.connection", "tidelog.server.broker", "tidelog.server.run", "socket"),
         "the request core does not know about the transport",
+    ),
+    Rule(
+        "etcd-is-a-leaf",
+        ("tidelog.etcd",),
+        (
+            "tidelog.wire",
+            "tidelog.server",
+            "tidelog.client",
+            "tidelog.gateway",
+            "tidelog.cli",
+            "tidelog.cluster",
+        ),
+        "the etcd client stands alone, so the broker and the supervisor can both use it",
     ),
 )
 
