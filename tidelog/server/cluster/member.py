@@ -1,0 +1,380 @@
+"""One broker's part in a cluster: its registration, its view of the cluster, and the
+controller's duties when it holds the controller key.
+
+* **Registration.** The broker's record goes under ``brokers/<id>`` with a lease kept alive by a
+  :class:`~tidelog.etcd.LeaseKeeper` thread. The key's creation revision is the broker's
+  **incarnation**. If the id is still registered (the previous process of this broker, whose
+  lease has not expired yet, or another live process), registering waits until that lease has
+  run out; a registration that outlives its lease's TTL belongs to a live process, and
+  registering fails with :class:`BrokerIdInUseError`.
+* **The view** is read once and then followed by a watch; when the watch breaks it resumes from
+  the next revision, and when that history is compacted it reads everything again.
+* **The controller** is whoever holds the ``controller`` key (created under its lease: when the
+  broker dies the key goes with it, and every broker campaigns again). Each controller write is
+  a transaction that also compares the controller key's creation revision with the one this
+  broker won, so a controller that was paused or cut off and replaced can change nothing.
+* **Topics** are created, deleted and reconfigured by any broker with a compare-and-set on the
+  topic's key; the controller then places or removes the partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, TypeVar
+
+from tidelog.etcd import (
+    Compare,
+    Delete,
+    EtcdClient,
+    EtcdCompactedError,
+    EtcdError,
+    EtcdUnavailableError,
+    Lease,
+    LeaseKeeper,
+    Put,
+    TxnResult,
+)
+from tidelog.wire.errors import (
+    InvalidConfigError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+
+from .decisions import Change, decide
+from .records import BrokerRecord, ClusterKeys, ControllerRecord, TopicRecord, encode
+from .view import ClusterView
+
+logger = logging.getLogger("tidelog.server.cluster")
+T = TypeVar("T")
+
+DEFAULT_LEASE_TTL: Final = 3
+"""Seconds: a dead broker is noticed after about this long (etcd adds up to half a second)."""
+RETRY_DELAY: Final = 0.2
+"""Seconds between attempts while etcd cannot be reached or a registration is still held."""
+
+
+class BrokerIdInUseError(RuntimeError):
+    """Another live process holds this broker id's registration."""
+
+
+class ClusterMember:
+    """A broker's membership in the cluster named by ``keys``."""
+
+    def __init__(
+        self,
+        etcd: EtcdClient,
+        keys: ClusterKeys,
+        me: BrokerRecord,
+        *,
+        lease_ttl: int = DEFAULT_LEASE_TTL,
+        on_change: Callable[[ClusterView], None] = lambda _: None,
+    ) -> None:
+        self.etcd = etcd
+        self.keys = keys
+        self.me = me
+        self.lease_ttl = lease_ttl
+        self.on_change = on_change
+        self.view = ClusterView(keys)
+        self.incarnation = 0
+        self.controller_epoch = 0
+        """The controller key's creation revision while this broker holds it, else 0."""
+        self.controller_writes_refused = 0
+        self._lease: Lease | None = None
+        self._keeper: LeaseKeeper | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reconcile = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._stopping = False
+
+    @property
+    def broker_id(self) -> int:
+        return self.me.broker_id
+
+    @property
+    def is_controller(self) -> bool:
+        controller = self.view.controller
+        return (
+            self.controller_epoch > 0
+            and controller is not None
+            and controller.create_revision == self.controller_epoch
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, register_within: float | None = None) -> None:
+        """Register (waiting out a previous registration of this id; ``TimeoutError`` when
+        etcd cannot be reached within ``register_within`` seconds), read the cluster and start
+        following it."""
+        await self._register(register_within)
+        await self._reload()
+        self._spawn(self._follow(), "watch")
+        self._spawn(self._control(), "controller")
+        self._kick()
+
+    async def stop(self) -> None:
+        """Leave the cluster at once: revoke the lease, so the registration (and the controller
+        key, if held) vanish now rather than after the TTL."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._keeper is not None:
+            await asyncio.to_thread(self._keeper.stop)
+        if self._lease is not None:
+            with contextlib.suppress(EtcdError):
+                await self.etcd.revoke(self._lease.id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"cluster-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- registration --------------------------------------------------------------------
+
+    async def _register(self, within: float | None) -> None:
+        key = self.keys.broker(self.broker_id)
+        deadline = None if within is None else time.monotonic() + within
+        lease = await _retrying(lambda: self.etcd.grant(self.lease_ttl), deadline)
+        waited_since: float | None = None
+        while True:
+            result = await _retrying(
+                lambda: self.etcd.txn([Compare.absent(key)], [Put(key, encode(self.me), lease.id)]),
+                deadline,
+            )
+            if result.succeeded:
+                break
+            held = await self.etcd.get(key)
+            if held is None:
+                continue
+            if held.lease == lease.id:  # an earlier attempt did commit; its answer was lost
+                result = TxnResult(True, held.create_revision, ())
+                break
+            now = time.monotonic()
+            if waited_since is None:
+                waited_since = now
+                logger.info(
+                    "broker id %d is still registered (lease %x): waiting for it to expire",
+                    self.broker_id,
+                    held.lease,
+                )
+            if now - waited_since > self.lease_ttl + max(2, self.lease_ttl):
+                await self.etcd.revoke(lease.id)
+                raise BrokerIdInUseError(
+                    f"broker id {self.broker_id} is registered by another live process "
+                    f"({held.value.decode(errors='replace')}); stop it or give this broker "
+                    "another broker_id"
+                )
+            await asyncio.sleep(RETRY_DELAY)
+        self._lease = lease
+        self.incarnation = result.revision
+        loop = asyncio.get_running_loop()
+
+        def lost(reason: str) -> None:  # on the keeper's thread
+            loop.call_soon_threadsafe(self._lease_lost, reason)
+
+        self._keeper = LeaseKeeper(self.etcd.endpoints, lease, lost).start()
+        logger.info("registered broker %d, incarnation %d", self.broker_id, self.incarnation)
+
+    def _lease_lost(self, reason: str) -> None:
+        if self._stopping:
+            return
+        logger.error(
+            "broker %d lost its etcd lease (%s): registering again", self.broker_id, reason
+        )
+        self.controller_epoch = 0
+        self._spawn(self._reregister(), "reregister")
+
+    async def _reregister(self) -> None:
+        await self._register(None)
+        self._kick()
+
+    # --- following the cluster -----------------------------------------------------------
+
+    async def _reload(self) -> None:
+        kvs, revision = await _retrying(
+            lambda: self.etcd.range(self.keys.prefix, prefix=True), None
+        )
+        self.view = ClusterView.load(self.keys, kvs, revision)
+        await self._notify()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for batch in self.etcd.watch(
+                    self.keys.prefix, start_revision=self.view.revision + 1
+                ):
+                    self.view.apply(batch.events, batch.revision)
+                    await self._notify()
+            except EtcdCompactedError:
+                logger.warning("the etcd watch fell behind compaction: reading the cluster again")
+                await self._reload()
+            except EtcdError as exc:
+                logger.warning("the etcd watch broke (%s): resuming", exc)
+                await asyncio.sleep(RETRY_DELAY)
+
+    async def _notify(self) -> None:
+        try:
+            self.on_change(self.view)
+        except Exception:
+            logger.exception("a cluster change listener failed")
+        self._kick()
+        await self._wake_waiters()
+
+    async def _wake_waiters(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _kick(self) -> None:
+        self._reconcile.set()
+
+    async def wait_for(self, predicate: Callable[[ClusterView], bool], within: float) -> bool:
+        """Wait until ``predicate(view)`` holds; ``False`` after ``within`` seconds."""
+        try:
+            async with asyncio.timeout(within), self._changed:
+                await self._changed.wait_for(lambda: predicate(self.view))
+            return True
+        except TimeoutError:
+            return False
+
+    # --- the controller ------------------------------------------------------------------
+
+    async def _control(self) -> None:
+        while True:
+            await self._reconcile.wait()
+            self._reconcile.clear()
+            try:
+                if self.view.controller is None and self._lease is not None:
+                    await self._campaign()
+                if self.is_controller:
+                    await self._apply(decide(self.view))
+            except EtcdError as exc:
+                logger.warning("controller work failed (%s): retrying", exc)
+                await asyncio.sleep(RETRY_DELAY)
+                self._kick()
+
+    async def _campaign(self) -> None:
+        assert self._lease is not None
+        key = self.keys.controller
+        record = ControllerRecord(self.broker_id, self.incarnation)
+        result = await self.etcd.txn(
+            [Compare.absent(key)], [Put(key, encode(record), self._lease.id)]
+        )
+        if result.succeeded:
+            self.controller_epoch = result.revision
+            logger.info("broker %d is the controller (epoch %d)", self.broker_id, result.revision)
+            await self._wake_waiters()  # the watch may have brought the key before this answer
+
+    async def _apply(self, changes: list[Change]) -> None:
+        for change in changes:
+            if not await self.controller_write(change):
+                return  # the view moved on: the watch brings it and decide() runs again
+
+    async def controller_write(self, change: Change) -> bool:
+        """Write ``change``, fenced by this broker's controller epoch; whether etcd took it."""
+        key = self.keys.partition(change.topic, change.partition)
+        compare = [
+            Compare.created_at(self.keys.controller, self.controller_epoch),
+            Compare.modified_at(key, change.partition_revision),
+        ]
+        if change.topic_revision:
+            compare.append(
+                Compare.modified_at(self.keys.topic(change.topic), change.topic_revision)
+            )
+        op = Delete(key) if change.state is None else Put(key, encode(change.state))
+        result = await self.etcd.txn(compare, [op])
+        if not result.succeeded:
+            self.controller_writes_refused += 1
+            return False
+        logger.info(
+            "controller: %s[%d] %s (%s)",
+            change.topic,
+            change.partition,
+            "deleted" if change.state is None else f"led by {change.state.leader}",
+            change.why,
+        )
+        return True
+
+    # --- topics, through any broker ------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: dict[str, str],
+        place_within: float,
+    ) -> TopicRecord:
+        """Write the topic and wait until the controller has placed its partitions."""
+        if replication_factor > max(1, len(self.view.brokers)):
+            raise InvalidConfigError(
+                f"replication factor {replication_factor} is larger than the "
+                f"{len(self.view.brokers)} live brokers"
+            )
+        record = TopicRecord(uuid.uuid4().hex, partitions, replication_factor, dict(configs))
+        key = self.keys.topic(name)
+        result = await self.etcd.txn([Compare.absent(key)], [Put(key, encode(record))])
+        if not result.succeeded:
+            raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        placed = await self.wait_for(
+            lambda view: (
+                view.topic_ready(name) and view.topics[name].record.topic_id == record.topic_id
+            ),
+            place_within,
+        )
+        if not placed:
+            raise RequestTimedOutError(
+                f"topic {name!r} was created but its partitions were not placed within "
+                f"{place_within:g}s (is a controller alive?); they will be placed when one is"
+            )
+        return record
+
+    async def delete_topic(self, name: str) -> None:
+        key = self.keys.topic(name)
+        current = await self.etcd.get(key)
+        if current is None:
+            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+        result = await self.etcd.txn(
+            [Compare.modified_at(key, current.mod_revision)], [Delete(key)]
+        )
+        if not result.succeeded:
+            raise RequestTimedOutError(f"topic {name!r} changed while it was being deleted: retry")
+
+    async def alter_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        """Replace the topic's config overrides with ``configs``."""
+        topic = self.view.topics.get(name)
+        if topic is None:
+            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+        key = self.keys.topic(name)
+        record = TopicRecord(
+            topic.record.topic_id,
+            topic.record.partitions,
+            topic.record.replication_factor,
+            dict(configs),
+        )
+        result = await self.etcd.txn(
+            [Compare.modified_at(key, topic.mod_revision)], [Put(key, encode(record))]
+        )
+        if not result.succeeded:
+            raise RequestTimedOutError(f"topic {name!r} changed while it was being altered: retry")
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+    """``await call()`` until etcd answers (``EtcdUnavailableError`` is retried after a short
+    delay, with a log line once), or ``TimeoutError`` at ``deadline``."""
+    warned = False
+    while True:
+        try:
+            return await call()
+        except EtcdUnavailableError as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"etcd could not be reached: {exc}") from exc
+            if not warned:
+                logger.warning("etcd cannot be reached (%s): retrying", exc)
+                warned = True
+            await asyncio.sleep(RETRY_DELAY)
