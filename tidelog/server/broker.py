@@ -79,6 +79,13 @@ class Broker:
             await self.core.shutdown()
             raise
         self.core.set_advertised_port(self.port)
+        if self.config.etcd_endpoints:
+            try:
+                await self.core.join_cluster()
+            except BaseException:
+                self._server.close()
+                await self.core.shutdown()
+                raise
         self._started_at = time.monotonic()
         partitions, cached = self.core.manager.descriptors
         log.info(
@@ -103,6 +110,7 @@ class Broker:
         server, self._server = self._server, None
         log.info("broker shutting down")
         server.close()
+        await self.core.leave_cluster()  # others take over its partitions at once
         for conn in self._connections:
             conn.stop_reading()
         self.core.begin_shutdown()

@@ -29,6 +29,7 @@ DEFAULT_PORT: Final = DEFAULT_BROKER_PORT
 DEFAULT_DATA_DIR: Final = Path("./tidelog-data")
 LIMITS: Final = "Limits and timeouts"
 GROUPS: Final = "Consumer groups"
+CLUSTER: Final = "Cluster (etcd)"
 
 T = TypeVar("T")
 
@@ -220,11 +221,42 @@ class BrokerConfig:
         group=GROUPS,
         low=1,
     )
+    etcd: str = _setting(
+        "",
+        "etcd endpoints, comma separated: join the cluster named cluster_id (empty: a single "
+        "broker, no etcd)",
+        "127.0.0.1:2379,127.0.0.1:22379",
+        group=CLUSTER,
+    )
+    rack: str | None = _setting(None, "rack or zone of this broker, told to clients", "eu-1a",
+                                group=CLUSTER)  # fmt: skip
+    etcd_lease_ttl_s: int = _setting(
+        3,
+        "seconds without keepalives after which etcd takes this broker for dead (at least 2)",
+        "5",
+        group=CLUSTER,
+        low=2,
+        high=60,
+    )
+    cluster_join_timeout_s: float = _setting(
+        60.0,
+        "seconds to keep trying etcd at start (and to wait out this broker id's previous "
+        "registration) before giving up",
+        "120",
+        group=CLUSTER,
+        low=0,
+        low_open=True,
+    )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR", "DEBUG")
 
     @property
     def advertised(self) -> str:
         return self.advertised_host or self.host
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        """The etcd endpoints; empty for a single broker."""
+        return [e.strip() for e in self.etcd.split(",") if e.strip()]
 
     def fetch_budget(self, requested: int) -> int:
         """The data bytes one fetch may return: what it asks, capped by ``max_fetch_bytes``

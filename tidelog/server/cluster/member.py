@@ -37,7 +37,6 @@ from tidelog.etcd import (
     Lease,
     LeaseKeeper,
     Put,
-    TxnResult,
 )
 from tidelog.wire.errors import (
     InvalidConfigError,
@@ -57,6 +56,9 @@ DEFAULT_LEASE_TTL: Final = 3
 """Seconds: a dead broker is noticed after about this long (etcd adds up to half a second)."""
 RETRY_DELAY: Final = 0.2
 """Seconds between attempts while etcd cannot be reached or a registration is still held."""
+RELEASE_MARGIN: Final = 2.0
+"""Seconds past an old registration's lease TTL before it counts as held by a live process
+(etcd expires leases in steps of about half a second, later during an etcd leader change)."""
 
 
 class BrokerIdInUseError(RuntimeError):
@@ -141,48 +143,62 @@ class ClusterMember:
         key = self.keys.broker(self.broker_id)
         deadline = None if within is None else time.monotonic() + within
         lease = await _retrying(lambda: self.etcd.grant(self.lease_ttl), deadline)
-        waited_since: float | None = None
+        loop = asyncio.get_running_loop()
+
+        def lost(reason: str) -> None:  # on the keeper's thread
+            loop.call_soon_threadsafe(self._lease_lost, lease.id, reason)
+
+        # Kept alive from the start: waiting out an old registration can outlast its TTL.
+        keeper = LeaseKeeper(self.etcd.endpoints, lease, lost).start()
+        try:
+            incarnation = await self._claim(key, lease, deadline)
+        except BaseException:
+            await asyncio.to_thread(keeper.stop)
+            with contextlib.suppress(EtcdError):
+                await self.etcd.revoke(lease.id)
+            raise
+        self._lease, self._keeper, self.incarnation = lease, keeper, incarnation
+        logger.info("registered broker %d, incarnation %d", self.broker_id, incarnation)
+
+    async def _claim(self, key: bytes, lease: Lease, deadline: float | None) -> int:
+        """Put this broker's record under ``key`` once nobody else holds it; the incarnation.
+
+        An existing registration is waited out for as long as its lease has left plus a
+        margin; one that is still there then is kept alive by a live process."""
+        give_up: float | None = None
         while True:
             result = await _retrying(
                 lambda: self.etcd.txn([Compare.absent(key)], [Put(key, encode(self.me), lease.id)]),
                 deadline,
             )
             if result.succeeded:
-                break
+                return result.revision
             held = await self.etcd.get(key)
             if held is None:
                 continue
             if held.lease == lease.id:  # an earlier attempt did commit; its answer was lost
-                result = TxnResult(True, held.create_revision, ())
-                break
+                return held.create_revision
             now = time.monotonic()
-            if waited_since is None:
-                waited_since = now
+            if give_up is None:
+                left = max(await self.etcd.time_to_live(held.lease), 0)
+                give_up = now + left + RELEASE_MARGIN
                 logger.info(
-                    "broker id %d is still registered (lease %x): waiting for it to expire",
+                    "broker id %d is still registered (lease %x, %ds left): waiting for it to "
+                    "expire",
                     self.broker_id,
                     held.lease,
+                    left,
                 )
-            if now - waited_since > self.lease_ttl + max(2, self.lease_ttl):
-                await self.etcd.revoke(lease.id)
+            elif now > give_up:
                 raise BrokerIdInUseError(
                     f"broker id {self.broker_id} is registered by another live process "
                     f"({held.value.decode(errors='replace')}); stop it or give this broker "
                     "another broker_id"
                 )
             await asyncio.sleep(RETRY_DELAY)
-        self._lease = lease
-        self.incarnation = result.revision
-        loop = asyncio.get_running_loop()
 
-        def lost(reason: str) -> None:  # on the keeper's thread
-            loop.call_soon_threadsafe(self._lease_lost, reason)
-
-        self._keeper = LeaseKeeper(self.etcd.endpoints, lease, lost).start()
-        logger.info("registered broker %d, incarnation %d", self.broker_id, self.incarnation)
-
-    def _lease_lost(self, reason: str) -> None:
-        if self._stopping:
+    def _lease_lost(self, lease: int, reason: str) -> None:
+        if self._stopping or self._lease is None or self._lease.id != lease:
             return
         logger.error(
             "broker %d lost its etcd lease (%s): registering again", self.broker_id, reason

@@ -10,6 +10,8 @@ from tidelog.wire.errors import (
     InvalidPartitionsError,
     InvalidReplicationFactorError,
     InvalidRequestError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
 )
 
 from ..log import TopicPartition, validate_topic_name
@@ -27,6 +29,20 @@ class AdminApis:
     async def metadata(self, request: m.MetadataRequest) -> m.MetadataResponse:
         state = self._state
         config = state.config
+        cluster = state.cluster
+        if cluster is not None:
+            names = cluster.topic_names() if request.topics is None else request.topics
+            failed = await state.auto_create(names) if request.allow_auto_create else {}
+            topics = [
+                m.TopicMetadata(name, error_code=failed[name].code) if name in failed else meta
+                for name, meta in zip(names, cluster.topic_metadata(names), strict=True)
+            ]
+            return m.MetadataResponse(
+                brokers=cluster.brokers(),
+                controller_id=cluster.view.controller_id,
+                cluster_id=config.cluster_id,
+                topics=tuple(topics),
+            )
         names = sorted(state.manager.topics()) if request.topics is None else request.topics
         failed = await state.auto_create(names) if request.allow_auto_create else {}
         topics = []
@@ -72,13 +88,21 @@ class AdminApis:
                     raise InvalidPartitionsError(
                         f"partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
                     )
+                cluster = self._state.cluster
                 if topic.replication_factor not in (-1, 1):
                     raise InvalidReplicationFactorError(
-                        f"replication factor {topic.replication_factor} needs more brokers; "
-                        "a single broker supports 1"
+                        f"replication factor {topic.replication_factor} is not supported yet; "
+                        "every partition has one replica"
                     )
                 overrides = parse_topic_configs(topic.configs)
-                if request.validate_only:
+                if cluster is not None:
+                    validate_topic_name(topic.name)
+                    manager.default_config.with_overrides(overrides)
+                    if topic.name in cluster.view.topics:
+                        raise TopicAlreadyExistsError(f"topic {topic.name!r} already exists")
+                    if not request.validate_only:
+                        await cluster.create_topic(topic.name, partitions, 1, dict(topic.configs))
+                elif request.validate_only:
                     validate_topic_name(topic.name)
                     manager.default_config.with_overrides(overrides)
                     if manager.partition_count(topic.name) is not None:
@@ -91,11 +115,16 @@ class AdminApis:
                 results.append(m.TopicResult(topic.name))
         return m.CreateTopicsResponse(tuple(results))
 
-    def delete_topics(self, request: m.DeleteTopicsRequest) -> m.DeleteTopicsResponse:
+    async def delete_topics(self, request: m.DeleteTopicsRequest) -> m.DeleteTopicsResponse:
         manager = self._state.manager
+        cluster = self._state.cluster
         results = []
         for name in request.names:
             try:
+                if cluster is not None:
+                    await cluster.delete_topic(name)  # the logs go as the brokers see it
+                    results.append(m.TopicResult(name))
+                    continue
                 count = manager.partition_count(name)
                 manager.delete_topic(name)
                 for p in range(count or 0):
@@ -129,7 +158,15 @@ class AdminApis:
         if resource.type != m.ConfigResourceType.TOPIC:
             raise InvalidRequestError(f"unknown config resource type {resource.type}")
         manager = self._state.manager
-        topic_config = manager.topic_config(resource.name)
+        cluster = self._state.cluster
+        if cluster is not None:
+            found = cluster.view.topics.get(resource.name)
+            if found is None:
+                raise UnknownTopicOrPartitionError(f"unknown topic {resource.name!r}")
+            parsed = parse_topic_configs(found.record.configs)
+            topic_config = manager.default_config.with_overrides(parsed)
+        else:
+            topic_config = manager.topic_config(resource.name)
         overrides = topic_config.overrides_from(manager.default_config)
         return [
             m.ConfigEntry(
@@ -140,8 +177,9 @@ class AdminApis:
             for key, value in topic_config.to_dict().items()
         ]
 
-    def alter_configs(self, request: m.AlterConfigsRequest) -> m.AlterConfigsResponse:
+    async def alter_configs(self, request: m.AlterConfigsRequest) -> m.AlterConfigsResponse:
         results = []
+        cluster = self._state.cluster
         for resource in request.resources:
             try:
                 if resource.type != m.ConfigResourceType.TOPIC:
@@ -151,6 +189,10 @@ class AdminApis:
                 if unknown:
                     raise InvalidConfigError(f"unknown topic config {unknown[0]!r}")
                 deletes = [normalise_key(k) for k in resource.delete]
+                if cluster is not None:
+                    await self._alter_in_cluster(resource, deletes, request.validate_only)
+                    results.append(m.ConfigResult(resource.type, resource.name))
+                    continue
                 self._state.manager.alter_topic_config(
                     resource.name, updates, deletes, validate_only=request.validate_only
                 )
@@ -159,6 +201,23 @@ class AdminApis:
             else:
                 results.append(m.ConfigResult(resource.type, resource.name))
         return m.AlterConfigsResponse(tuple(results))
+
+    async def _alter_in_cluster(
+        self, resource: m.AlterConfigsResource, deletes: list[str], validate_only: bool
+    ) -> None:
+        """The topic's config strings in etcd, updated and checked, written back."""
+        cluster = self._state.cluster
+        assert cluster is not None
+        found = cluster.view.topics.get(resource.name)
+        if found is None:
+            raise UnknownTopicOrPartitionError(f"unknown topic {resource.name!r}")
+        raw = {normalise_key(k): v for k, v in found.record.configs.items()}
+        for key in deletes:
+            raw.pop(key, None)
+        raw.update({normalise_key(k): v for k, v in resource.set.items()})
+        self._state.manager.default_config.with_overrides(parse_topic_configs(raw))
+        if not validate_only:
+            await cluster.alter_topic_configs(resource.name, raw)
 
     def describe_log_dirs(self, request: m.DescribeLogDirsRequest) -> m.DescribeLogDirsResponse:
         manager = self._state.manager

@@ -23,7 +23,6 @@ from tidelog.wire.errors import (
     CorruptMessageError,
     InvalidRequestError,
     RequestTimedOutError,
-    UnknownTopicOrPartitionError,
     UnreadableRangeError,
 )
 from tidelog.wire.records import Buffer, batch_size_at
@@ -71,9 +70,7 @@ class DataApis:
             try:
                 if topic in failed:
                     raise failed[topic]
-                count = state.partition_count(topic)
-                if count is None or not 0 <= partition < count:
-                    raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
+                state.serving(topic, partition)
                 appended = writes.append(
                     TopicPartition(topic, partition), _split_batches(section), acks
                 )

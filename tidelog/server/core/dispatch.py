@@ -69,6 +69,24 @@ class BrokerCore:
     def set_advertised_port(self, port: int) -> None:
         self.state.port = port
 
+    async def join_cluster(self) -> None:
+        """Join the cluster named ``cluster_id`` over the ``etcd`` endpoints (after the
+        listener is bound, so the registration carries the real port)."""
+        from ..cluster.role import ClusterRole  # only brokers in a cluster need etcd
+
+        role = ClusterRole(self.config, lambda: self.state.manager, self.state.notifier.notify)
+        try:
+            await role.start(self.config.advertised, self.state.port)
+        except BaseException:
+            await role.stop()
+            raise
+        self.state.cluster = role
+
+    async def leave_cluster(self) -> None:
+        role, self.state.cluster = self.state.cluster, None
+        if role is not None:
+            await role.stop()
+
     def begin_shutdown(self) -> None:
         self.state.shutting_down = True
         self.state.notifier.notify_all()
@@ -122,11 +140,11 @@ class BrokerCore:
             case m.CreateTopicsRequest():
                 return await self._admin.create_topics(request), ()
             case m.DeleteTopicsRequest():
-                return self._admin.delete_topics(request), ()
+                return await self._admin.delete_topics(request), ()
             case m.DescribeConfigsRequest():
                 return self._admin.describe_configs(request), ()
             case m.AlterConfigsRequest():
-                return self._admin.alter_configs(request), ()
+                return await self._admin.alter_configs(request), ()
             case m.DescribeLogDirsRequest():
                 return self._admin.describe_log_dirs(request), ()
             case m.InitProducerIdRequest():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from tidelog.wire.errors import (
     BrokerError,
     BrokerShuttingDownError,
     PolicyViolationError,
+    TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
 
@@ -19,6 +21,9 @@ from .durability import WritePath
 from .idempotence import ProducerIds, ProducerStates
 from .notifier import AppendNotifier
 from .types import DeadlineClock
+
+if TYPE_CHECKING:
+    from ..cluster.role import ClusterRole
 
 log = logging.getLogger("tidelog.server.core")
 
@@ -36,6 +41,8 @@ class CoreState:
         self.port = config.port
         """The advertised port (the bound one once the broker listens)."""
         self.shutting_down = False
+        self.cluster: ClusterRole | None = None
+        """This broker's part in a cluster; ``None`` for a single broker."""
         self._creating: dict[str, asyncio.Future[None]] = {}
         """Topics being auto-created, each with the future its creating request sets once it
         goes on: later requests naming the topic wait for it."""
@@ -61,24 +68,39 @@ class CoreState:
             raise BrokerShuttingDownError("the broker is not running")
         return self.writes
 
-    def log(self, topic: str, partition: int) -> PartitionLog:
-        """An existing partition's log; :class:`UnknownTopicOrPartitionError` otherwise."""
-        count = self.manager.partition_count(topic)
+    def serving(self, topic: str, partition: int) -> None:
+        """Raise unless this broker serves ``topic``/``partition``: it exists and, in a
+        cluster, this broker leads it (NOT_LEADER, LEADER_NOT_AVAILABLE otherwise)."""
+        count = self.partition_count(topic)
         if count is None or not 0 <= partition < count:
             raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
+        if self.cluster is not None:
+            self.cluster.check_leader(topic, partition)
+
+    def log(self, topic: str, partition: int) -> PartitionLog:
+        """The log of a partition this broker serves (see :meth:`serving`)."""
+        self.serving(topic, partition)
         return self.manager.get_log(TopicPartition(topic, partition))
 
     def partition_count(self, name: str) -> int | None:
-        """A topic's partition count, ``None`` if it does not exist. Raises for an invalid
-        name."""
+        """A topic's partition count (the cluster's, in a cluster), ``None`` if it does not
+        exist. Raises for an invalid name."""
         validate_topic_name(name)
+        if self.cluster is not None:
+            topic = self.cluster.view.topics.get(name)
+            return None if topic is None else topic.record.partitions
         return self.manager.partition_count(name)
 
     def creating(self, names: Iterable[str]) -> bool:
         """Whether any of ``names`` is unknown or being auto-created by an earlier request."""
-        manager = self.manager
         creating = self._creating
-        return any(manager.partition_count(n) is None or n in creating for n in names)
+        return any(n in creating or self._unknown(n) for n in names)
+
+    def _unknown(self, name: str) -> bool:
+        try:
+            return self.partition_count(name) is None
+        except BrokerError:
+            return False  # an invalid name: the caller reports it
 
     async def auto_create(self, names: Iterable[str]) -> dict[str, BrokerError]:
         """Create the unknown topics among ``names`` with the default partition count, when
@@ -117,7 +139,12 @@ class CoreState:
             count = self.config.default_partitions
             for name in wanted:
                 try:
-                    await self.manager.create_topic_async(name, count)
+                    if self.cluster is not None:
+                        await self.cluster.create_topic(name, count, 1, {})
+                    else:
+                        await self.manager.create_topic_async(name, count)
+                except TopicAlreadyExistsError:
+                    pass  # another broker created it meanwhile
                 except BrokerError as exc:
                     errors[name] = exc
                 else:

@@ -77,6 +77,8 @@ class TopicInfo:
     partitions: int
     config: TopicConfig
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    topic_id: str = ""
+    """The cluster's id of the topic; empty for a topic of a single broker."""
 
 
 class LogManager:
@@ -234,7 +236,7 @@ class LogManager:
                 "start the broker again"
             ) from exc
         self._topics[record.name] = TopicInfo(
-            record.name, record.partitions, config, record.overrides
+            record.name, record.partitions, config, record.overrides, record.topic_id
         )
 
     def _open_log(
@@ -276,7 +278,9 @@ class LogManager:
         return log
 
     def _write_topic(self, info: TopicInfo) -> None:
-        self._topic_files.write(TopicRecord(info.name, info.partitions, dict(info.overrides)))
+        self._topic_files.write(
+            TopicRecord(info.name, info.partitions, dict(info.overrides), info.topic_id)
+        )
 
     # --- topics -----------------------------------------------------------------------------
 
@@ -301,21 +305,29 @@ class LogManager:
         return None if info is None else info.partitions
 
     def create_topic(
-        self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        partitions: int = 1,
+        config: Mapping[str, Any] | None = None,
+        topic_id: str = "",
     ) -> TopicInfo:
         """Create a topic with ``partitions`` empty logs and ``config`` overrides of the
         defaults. Raises InvalidTopicNameError, InvalidPartitionsError, InvalidConfigError,
         TopicAlreadyExistsError or StorageError (nothing is left behind then)."""
-        info = self._new_topic(name, partitions, config)
+        info = self._new_topic(name, partitions, config, topic_id)
         return self._register_topic(info, self._make_logs(info))
 
     async def create_topic_async(
-        self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        partitions: int = 1,
+        config: Mapping[str, Any] | None = None,
+        topic_id: str = "",
     ) -> TopicInfo:
         """:meth:`create_topic` with the file work in a worker thread, so that creating
         thousands of partitions never stalls the event loop. The topic is invisible until
         all its logs exist; a second create of the same name meanwhile is refused."""
-        info = self._new_topic(name, partitions, config)
+        info = self._new_topic(name, partitions, config, topic_id)
         self._creating.add(name)
         try:
             logs = await asyncio.to_thread(self._make_logs, info)
@@ -323,7 +335,9 @@ class LogManager:
             self._creating.discard(name)
         return self._register_topic(info, logs)
 
-    def _new_topic(self, name: str, partitions: int, config: Mapping[str, Any] | None) -> TopicInfo:
+    def _new_topic(
+        self, name: str, partitions: int, config: Mapping[str, Any] | None, topic_id: str = ""
+    ) -> TopicInfo:
         self._check_open()
         validate_topic_name(name)
         if isinstance(partitions, bool) or not isinstance(partitions, int):
@@ -337,7 +351,8 @@ class LogManager:
             dir_name = TopicPartition(name, p).dir_name
             if self._files.exists(os.path.join(self.data_dir, dir_name)):
                 raise TopicAlreadyExistsError(f"directory {dir_name} already exists")
-        return TopicInfo(name, partitions, effective, effective.overrides_from(self.default_config))
+        overrides = effective.overrides_from(self.default_config)
+        return TopicInfo(name, partitions, effective, overrides, topic_id)
 
     def _make_logs(self, info: TopicInfo) -> list[PartitionLog]:
         """Create a new topic's logs and its topic file; on failure remove what was made.
@@ -389,7 +404,7 @@ class LogManager:
         overrides.update(updates)
         config = self.default_config.with_overrides(overrides)
         updated = TopicInfo(
-            name, info.partitions, config, config.overrides_from(self.default_config)
+            name, info.partitions, config, config.overrides_from(self.default_config), info.topic_id
         )
         if validate_only:
             return updated

@@ -43,6 +43,8 @@ class TopicRecord:
     name: str
     partitions: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    topic_id: str = ""
+    """The cluster's id of the topic (KIP-516); empty on a single broker."""
 
 
 def encode_topic(record: TopicRecord) -> bytes:
@@ -52,6 +54,8 @@ def encode_topic(record: TopicRecord) -> bytes:
         "partitions": record.partitions,
         "config": dict(record.overrides),
     }
+    if record.topic_id:
+        doc["topic_id"] = record.topic_id
     doc["crc32c"] = _checksum(doc)
     return json.dumps(doc, indent=2, sort_keys=True).encode()
 
@@ -75,7 +79,10 @@ def decode_topic(data: bytes | None, name: str) -> TopicRecord:
     config = doc.get("config", {})
     if not isinstance(partitions, int) or partitions < 1 or not isinstance(config, dict):
         raise ValueError("impossible partitions or config")
-    return TopicRecord(name, partitions, config)
+    topic_id = doc.get("topic_id", "")
+    if not isinstance(topic_id, str):
+        raise ValueError("impossible topic_id")
+    return TopicRecord(name, partitions, config, topic_id)
 
 
 def _checksum(doc: dict[str, Any]) -> int:

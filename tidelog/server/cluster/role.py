@@ -1,0 +1,238 @@
+"""The broker's part in a cluster as its request core sees it.
+
+:class:`ClusterRole` joins the cluster (a :class:`~.member.ClusterMember`), keeps the local logs
+in line with the cluster's view, and answers the questions the request core asks: which
+brokers and partitions the metadata lists, whether this broker leads a partition, and how
+topics are created, deleted and reconfigured (through etcd, by any broker).
+
+**Local logs follow the view** (:meth:`ClusterRole._reconcile`, one pass at a time, after every
+change): a topic with a partition this broker holds gets a local topic tagged with the
+cluster's topic id; a local topic whose id the cluster no longer knows (deleted, or deleted and
+created again under the same name while this broker was away) is deleted, so an old log is
+never served for a new topic; config changes are applied. A local topic without an id (data of
+a single broker, before it joined) is left alone and not served: the log says so.
+
+With a replication factor of 1 (this issue's scope), every broker holding one of a topic's
+partitions keeps an empty local log for the topic's other partitions; only the leader serves a
+partition, everyone else answers NOT_LEADER, and a leaderless partition answers
+LEADER_NOT_AVAILABLE (both retriable: the client refreshes its metadata and tries again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from tidelog.etcd import EtcdClient
+from tidelog.wire import messages as m
+from tidelog.wire.errors import (
+    BrokerError,
+    ErrorCode,
+    LeaderNotAvailableError,
+    NotLeaderError,
+    UnknownTopicOrPartitionError,
+)
+
+from ..config import BrokerConfig
+from ..core.configs import parse_topic_configs
+from ..log import LogManager, TopicPartition
+from .member import ClusterMember
+from .records import NO_LEADER, BrokerRecord, ClusterKeys
+from .view import ClusterView
+
+logger = logging.getLogger("tidelog.server.cluster")
+
+PLACE_WITHIN: Final = 10.0
+"""Seconds CreateTopics waits for the controller to place the new partitions."""
+
+
+class ClusterRole:
+    """This broker in the cluster ``config.cluster_id`` over ``config.etcd``."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        logs: Callable[[], LogManager],
+        on_partition_change: Callable[[tuple[str, int]], None],
+    ) -> None:
+        self.config = config
+        self.broker_id = config.broker_id
+        self._logs = logs
+        self._on_partition_change = on_partition_change
+        self.etcd = EtcdClient(config.etcd_endpoints)
+        self.keys = ClusterKeys(config.cluster_id)
+        self.member: ClusterMember | None = None
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unserved: set[str] = set()
+        self.reconciled = asyncio.Event()
+        """Set after each pass that brought the local logs in line with the view."""
+
+    @property
+    def view(self) -> ClusterView:
+        if self.member is None:
+            raise LeaderNotAvailableError("this broker has not joined its cluster yet")
+        return self.member.view
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> None:
+        """Register as ``host:port`` and bring the local logs in line with the cluster."""
+        record = BrokerRecord(self.broker_id, host, port, self.config.rack)
+        self.member = ClusterMember(
+            self.etcd,
+            self.keys,
+            record,
+            lease_ttl=self.config.etcd_lease_ttl_s,
+            on_change=lambda _: self._dirty.set(),
+        )
+        await self.member.start(register_within=self.config.cluster_join_timeout_s)
+        self._task = asyncio.get_running_loop().create_task(self._follow(), name="cluster-logs")
+        self._dirty.set()
+
+    async def stop(self) -> None:
+        """Leave the cluster (the lease is revoked: others notice at once)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.member is not None:
+            await self.member.stop()
+        await self.etcd.close()
+
+    async def _follow(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            self.reconciled.clear()
+            try:
+                await self._reconcile(self.view)
+            except BrokerError as exc:
+                logger.error("could not bring the local logs in line with the cluster: %s", exc)
+                await asyncio.sleep(0.5)
+                self._dirty.set()
+                continue
+            if not self._dirty.is_set():
+                self.reconciled.set()
+
+    async def _reconcile(self, view: ClusterView) -> None:
+        manager = self._logs()
+        local = manager.topics()
+        me = self.broker_id
+        for name, topic in list(view.topics.items()):
+            record = topic.record
+            info = local.get(name)
+            if info is not None and not info.topic_id:
+                if name not in self._unserved:
+                    self._unserved.add(name)
+                    logger.warning(
+                        "topic %s in %s belongs to no cluster (it was made by a single broker): "
+                        "it is not served; move its directories away to let the cluster's "
+                        "topic of that name be served here",
+                        name,
+                        manager.data_dir,
+                    )
+                continue
+            if info is not None and info.topic_id != record.topic_id:
+                self._delete_local(manager, name, "it was deleted and created again")
+                info = None
+            states = view.partitions_of(name)
+            hosted = any(me in s.record.replicas for s in states.values())
+            overrides = parse_topic_configs(record.configs)
+            if info is None:
+                if hosted:
+                    await manager.create_topic_async(
+                        name, record.partitions, overrides, topic_id=record.topic_id
+                    )
+                    for p in range(record.partitions):
+                        self._on_partition_change((name, p))
+            elif dict(info.overrides) != overrides:
+                deletes = [k for k in info.overrides if k not in overrides]
+                manager.alter_topic_config(name, overrides, deletes)
+        for name, info in list(local.items()):
+            if not info.topic_id:
+                continue
+            current = view.topics.get(name)
+            if current is None or current.record.topic_id != info.topic_id:
+                self._delete_local(manager, name, "the cluster deleted it")
+
+    def _delete_local(self, manager: LogManager, name: str, why: str) -> None:
+        count = manager.partition_count(name) or 0
+        manager.delete_topic(name)
+        logger.info("deleted the local log of topic %s: %s", name, why)
+        for p in range(count):
+            self._on_partition_change((name, p))
+
+    # --- what the request core asks ------------------------------------------------------
+
+    def check_leader(self, topic: str, partition: int) -> None:
+        """Raise unless this broker leads ``topic``/``partition`` and its log is ready."""
+        view = self.view
+        found = view.topics.get(topic)
+        if found is None or not 0 <= partition < found.record.partitions:
+            raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
+        state = view.partitions.get((topic, partition))
+        if state is None or state.record.leader == NO_LEADER:
+            holders = "" if state is None else f" (its replicas: {list(state.record.replicas)})"
+            raise LeaderNotAvailableError(f"{topic}[{partition}] has no leader now{holders}")
+        leader = state.record.leader
+        if leader != self.broker_id:
+            raise NotLeaderError(f"{topic}[{partition}] is led by broker {leader}, not this one")
+        info = self._logs().topics().get(topic)
+        if info is None or info.topic_id != state.record.topic_id:
+            raise LeaderNotAvailableError(f"{topic}[{partition}] is being set up on this broker")
+
+    def brokers(self) -> tuple[m.BrokerInfo, ...]:
+        return tuple(
+            m.BrokerInfo(b, v.record.host, v.record.port, v.record.rack)
+            for b, v in sorted(self.view.brokers.items())
+        )
+
+    def topic_names(self) -> list[str]:
+        return sorted(self.view.topics)
+
+    def topic_metadata(self, names: Iterable[str]) -> list[m.TopicMetadata]:
+        view = self.view
+        out = []
+        for name in names:
+            topic = view.topics.get(name)
+            if topic is None:
+                out.append(m.TopicMetadata(name, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            partitions = []
+            for p in range(topic.record.partitions):
+                state = view.partitions.get((name, p))
+                if state is None or state.record.topic_id != topic.record.topic_id:
+                    code = ErrorCode.LEADER_NOT_AVAILABLE
+                    partitions.append(m.PartitionMetadata(p, error_code=code))
+                    continue
+                s = state.record
+                code = ErrorCode.LEADER_NOT_AVAILABLE if s.leader == NO_LEADER else ErrorCode.NONE
+                partitions.append(
+                    m.PartitionMetadata(p, code, s.leader, s.leader_epoch, s.replicas, s.isr)
+                )
+            out.append(m.TopicMetadata(name, partitions=tuple(partitions)))
+        return out
+
+    async def create_topic(
+        self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]
+    ) -> None:
+        member = self.member
+        if member is None:
+            raise LeaderNotAvailableError("this broker has not joined its cluster yet")
+        await member.create_topic(name, partitions, replication_factor, configs, PLACE_WITHIN)
+
+    async def delete_topic(self, name: str) -> None:
+        if self.member is None:
+            raise LeaderNotAvailableError("this broker has not joined its cluster yet")
+        await self.member.delete_topic(name)
+
+    async def alter_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        if self.member is None:
+            raise LeaderNotAvailableError("this broker has not joined its cluster yet")
+        await self.member.alter_topic_configs(name, configs)
+
+    def hosts(self, tp: TopicPartition) -> bool:
+        state = self.view.partitions.get(tp)
+        return state is not None and self.broker_id in state.record.replicas
