@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -48,7 +49,8 @@ class BrokerProcess:
             preexec_fn=self.preexec,
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True).start()
+        drain = threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True)
+        drain.start()
         found = threading.Event()
 
         def read_banner() -> None:
@@ -60,9 +62,15 @@ class BrokerProcess:
                     return
 
         threading.Thread(target=read_banner, daemon=True).start()
-        if not found.wait(START_TIMEOUT_S):
-            self.kill()
-            raise AssertionError(f"broker did not start: {''.join(self.stderr_lines)}")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not found.wait(0.05):
+            exited = self.proc.poll() is not None
+            if exited or time.monotonic() > deadline:
+                self.kill()
+                if exited:
+                    drain.join(START_TIMEOUT_S)  # its last words
+                self.close()
+                raise AssertionError(f"broker did not start: {''.join(self.stderr_lines)}")
         return self
 
     def _drain(self, stream: IO[str]) -> None:
@@ -90,6 +98,10 @@ class BrokerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """SIGKILL (if still running) and close the pipes."""
         self.kill()
         if self.proc is not None:
             for stream in (self.proc.stdout, self.proc.stderr):

@@ -360,7 +360,12 @@ class Sender:
         last = batch.last_error if last is None else last
         if last is None and self.idempotence is not None:
             last = self.idempotence.last_error  # waiting for a producer id
-        why = f"; last error: {last}" if last is not None else ""
+        if last is not None:
+            why = f"; last error: {last}"
+        elif self.cluster.metadata.leader_for(tp) is None:
+            why = "; the partition has no leader now (is its broker down?)"
+        else:
+            why = ""
         exc = DeliveryTimeoutError(
             f"{batch.record_count} records for {tp.topic}[{tp.partition}] were not acknowledged "
             f"within delivery_timeout ({self.accumulator.delivery_timeout:g}s, "

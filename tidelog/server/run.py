@@ -26,6 +26,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every etcd request (keepalives each second) at INFO: only its warnings.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def serve(config: BrokerConfig, on_started: Callable[[Broker], None] | None = None) -> int:

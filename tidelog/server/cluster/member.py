@@ -41,6 +41,7 @@ from tidelog.etcd import (
 from tidelog.wire.errors import (
     InvalidConfigError,
     RequestTimedOutError,
+    TidelogError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -61,7 +62,11 @@ RELEASE_MARGIN: Final = 2.0
 (etcd expires leases in steps of about half a second, later during an etcd leader change)."""
 
 
-class BrokerIdInUseError(RuntimeError):
+class ClusterJoinError(TidelogError):
+    """The broker could not join its cluster: etcd unreachable, or its id taken."""
+
+
+class BrokerIdInUseError(ClusterJoinError):
     """Another live process holds this broker id's registration."""
 
 
@@ -110,7 +115,7 @@ class ClusterMember:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self, register_within: float | None = None) -> None:
-        """Register (waiting out a previous registration of this id; ``TimeoutError`` when
+        """Register (waiting out a previous registration of this id; :class:`ClusterJoinError` when
         etcd cannot be reached within ``register_within`` seconds), read the cluster and start
         following it."""
         await self._register(register_within)
@@ -382,14 +387,16 @@ class ClusterMember:
 
 async def _retrying(call: Callable[[], Awaitable[T]], deadline: float | None) -> T:
     """``await call()`` until etcd answers (``EtcdUnavailableError`` is retried after a short
-    delay, with a log line once), or ``TimeoutError`` at ``deadline``."""
+    delay, with a log line once), or :class:`ClusterJoinError` at ``deadline``."""
     warned = False
     while True:
         try:
             return await call()
         except EtcdUnavailableError as exc:
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"etcd could not be reached: {exc}") from exc
+                raise ClusterJoinError(
+                    f"etcd could not be reached ({exc}); is it running? (--etcd)"
+                ) from exc
             if not warned:
                 logger.warning("etcd cannot be reached (%s): retrying", exc)
                 warned = True

@@ -1,0 +1,204 @@
+"""A real cluster for system tests: one etcd and N broker processes, each stopped by PID.
+
+Brokers listen on ephemeral loopback ports (a restarted broker gets a new one and registers it
+again); etcd runs from Debian's ``etcd-server`` (installed by ``.ci/run``). Without the etcd
+binary these tests are skipped locally and fail under CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tidelog.etcd import EtcdClient, EtcdProcess
+from tidelog.etcd.process import INSTALL_HINT
+from tidelog.server.cluster.records import (
+    ClusterKeys,
+    ControllerRecord,
+    PartitionState,
+    decode,
+)
+
+from .procs import BrokerProcess
+
+T = TypeVar("T")
+LEASE_TTL_S = 2
+DEADLINE_S = 30.0
+
+
+def need_etcd() -> None:
+    if shutil.which("etcd") is None:
+        if os.environ.get("CI"):
+            pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
+
+
+class Cluster:
+    """Brokers 1..N of cluster ``name`` over ``etcd``."""
+
+    def __init__(self, root: Path, etcd: EtcdProcess, name: str = "test") -> None:
+        self.root = root
+        self.etcd = etcd
+        self.name = name
+        self.keys = ClusterKeys(name)
+        self.brokers: dict[int, BrokerProcess] = {}
+
+    def endpoint_for(self, broker_id: int) -> str:
+        return self.etcd.endpoint
+
+    def start(self, broker_id: int, *extra: str, endpoint: str | None = None) -> BrokerProcess:
+        proc = BrokerProcess(
+            self.root / f"broker-{broker_id}",
+            "--broker-id", str(broker_id),
+            "--etcd", endpoint or self.etcd.endpoint,
+            "--cluster-id", self.name,
+            "--etcd-lease-ttl-s", str(LEASE_TTL_S),
+            *extra,
+        ).start()  # fmt: skip
+        self.brokers[broker_id] = proc
+        return proc
+
+    def kill(self, broker_id: int) -> None:
+        self.brokers[broker_id].close()
+
+    def address(self, broker_id: int) -> str:
+        return self.brokers[broker_id].address
+
+    def stop_all(self) -> None:
+        for proc in self.brokers.values():
+            proc.close()
+
+    # --- what etcd says ------------------------------------------------------------------
+
+    def etcd_call(self, call: Callable[[EtcdClient], Coroutine[Any, Any, T]]) -> T:
+        async def main() -> T:
+            async with EtcdClient([self.etcd.endpoint]) as client:
+                return await call(client)
+
+        return asyncio.run(main())
+
+    def controller(self) -> ControllerRecord | None:
+        kv = self.etcd_call(lambda c: c.get(self.keys.controller))
+        return None if kv is None else decode(kv.value, ControllerRecord)
+
+    def live_brokers(self) -> list[int]:
+        kvs, _ = self.etcd_call(lambda c: c.range(self.keys.brokers, prefix=True))
+        return sorted(int(kv.key.rsplit(b"/", 1)[1]) for kv in kvs)
+
+    def partitions(self, topic: str) -> dict[int, PartitionState]:
+        kvs, _ = self.etcd_call(lambda c: c.range(self.keys.partitions_of(topic), prefix=True))
+        return {int(kv.key.rsplit(b"/", 1)[1]): decode(kv.value, PartitionState) for kv in kvs}
+
+    def wait_until(self, what: str, check: Callable[[], bool], within: float = DEADLINE_S) -> float:
+        """Poll ``check`` until it holds; the seconds it took. Fails naming ``what``."""
+        start = time.monotonic()
+        while not check():
+            if time.monotonic() - start > within:
+                raise AssertionError(f"{what}: not within {within:g}s")
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+
+@contextmanager
+def cluster(root: Path, brokers: int, name: str = "test") -> Iterator[Cluster]:
+    need_etcd()
+    with EtcdProcess(root / "etcd") as etcd:
+        c = Cluster(root, etcd, name)
+        try:
+            for b in range(1, brokers + 1):
+                c.start(b)
+            c.wait_until("every broker registered", lambda: len(c.live_brokers()) == brokers)
+            c.wait_until("a controller", lambda: c.controller() is not None)
+            yield c
+        finally:
+            c.stop_all()
+
+
+class TcpProxy:
+    """A plain TCP proxy on a thread of its own, in front of etcd: :meth:`cut` closes every
+    connection through it, :meth:`block` refuses new ones until :meth:`unblock`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.unblock()
+        return self
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def unblock(self) -> None:
+        async def listen() -> None:
+            self._server = await asyncio.start_server(
+                self._accept, "127.0.0.1", self.port, reuse_address=True
+            )
+
+        self._run(listen())
+
+    def block(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+                self._server = None
+
+        self._run(close())
+
+    def cut(self) -> None:
+        async def cut() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._run(cut())
+
+    def stop(self) -> None:
+        self.block()
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
