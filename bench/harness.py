@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 START_TIMEOUT_S = 60.0
 
@@ -32,8 +32,9 @@ class BrokerProc:
 
 
 @contextlib.contextmanager
-def broker_process(*args: str) -> Iterator[BrokerProc]:
-    """A ``python -m tidelog.server`` process; yields once it listens; SIGTERM at the end."""
+def broker_process(*args: str, stderr: IO[str] | None = None) -> Iterator[BrokerProc]:
+    """A ``python -m tidelog.server`` process; yields once it listens; SIGTERM at the end.
+    Its log goes to ``stderr`` (default: this process's)."""
     with tempfile.TemporaryDirectory(prefix="tidelog-bench-") as data_dir:
         proc = subprocess.Popen(
             [
@@ -51,6 +52,7 @@ def broker_process(*args: str) -> Iterator[BrokerProc]:
                 *args,
             ],
             stdout=subprocess.PIPE,
+            stderr=stderr,
             text=True,
         )
         found = threading.Event()
