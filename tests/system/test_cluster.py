@@ -226,6 +226,10 @@ def test_a_broker_whose_watch_was_cut_past_a_compaction_catches_up(tmp_path: Pat
             # everything again: the history it missed is gone.
             lines = c.brokers[2].stderr_lines
             c.wait_until("broker 2 reads again", lambda: any("compaction" in x for x in lines))
+            c.wait_until(
+                "broker 2 knows the topic",
+                lambda: "while-cut" in asyncio.run(_topics(c.address(2))),
+            )
             asyncio.run(produce(c.address(2), "while-cut", 100))
             got = asyncio.run(consume_all(c.address(2), "while-cut", 100))
             assert sum(len(r) for r in got.values()) == 100
