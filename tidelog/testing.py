@@ -7,6 +7,12 @@ enough), it provides the fixtures:
   ``tidelog_broker.address`` (``"127.0.0.1:PORT"``) in your client code.
 * ``tidelog_broker_factory`` -- a callable to start more (or differently configured) brokers.
 
+``--tidelog-storage=memory`` starts these brokers with in-memory storage (no data dir; faster,
+and nothing kept across restarts) unless a test names ``storage`` itself. Tests where storage is
+the thing under test (restarts, files on disk, disk faults) carry the marker
+``@pytest.mark.storage_bound``: that run leaves them out, as they ran on disk already.
+:func:`default_storage` is the storage a test should give brokers it builds itself.
+
 The broker runs on its own event loop in a background thread, so it works in synchronous and
 asynchronous tests alike, with or without pytest-asyncio. Inside an asyncio program you can
 also embed one directly: ``async with Broker(BrokerConfig(port=0, data_dir=...)) as broker``.
@@ -24,8 +30,48 @@ from typing import Any, Self
 import pytest
 
 from tidelog.server import Broker, BrokerConfig
+from tidelog.server.config import DISK, MEMORY
 
 START_TIMEOUT_S = 30.0
+STORAGE_OPTION = "--tidelog-storage"
+STORAGE_BOUND = "storage_bound"
+
+_storage = DISK
+
+
+def default_storage() -> str:
+    """The storage of brokers started by this run's tests: ``disk``, or ``memory`` under
+    ``--tidelog-storage=memory``."""
+    return _storage
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("tidelog").addoption(
+        STORAGE_OPTION,
+        choices=(DISK, MEMORY),
+        default=DISK,
+        help="storage of the brokers the tidelog fixtures start (default: disk); with memory, "
+        f"tests marked {STORAGE_BOUND} are deselected",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _storage
+    _storage = config.getoption(STORAGE_OPTION)
+    config.addinivalue_line(
+        "markers",
+        f"{STORAGE_BOUND}: storage is under test (restarts, files, disk faults): left out of "
+        f"a {STORAGE_OPTION}=memory run",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _storage == DISK:
+        return
+    bound = [item for item in items if item.get_closest_marker(STORAGE_BOUND) is not None]
+    if bound:
+        config.hook.pytest_deselected(items=bound)
+        items[:] = [item for item in items if item.get_closest_marker(STORAGE_BOUND) is None]
 
 
 class BrokerThread:
@@ -117,13 +163,15 @@ class BrokerThread:
 
 @pytest.fixture
 def tidelog_broker_factory(tmp_path: Path) -> Iterator[Callable[..., BrokerThread]]:
-    """Start brokers with ``factory(**settings)``; each gets its own data dir; all are
-    stopped at the end of the test."""
+    """Start brokers with ``factory(**settings)``; each gets its own data dir (and the run's
+    :func:`default_storage` unless ``storage`` is given); all are stopped at the end of the
+    test."""
     started: list[BrokerThread] = []
 
     def factory(**settings: Any) -> BrokerThread:
         settings.setdefault("host", "127.0.0.1")
         settings.setdefault("port", 0)
+        settings.setdefault("storage", _storage)
         settings.setdefault("data_dir", tmp_path / f"broker-{len(started)}")
         config = BrokerConfig(**settings)
         config.validate()

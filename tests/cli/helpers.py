@@ -23,6 +23,7 @@ from typing import IO, Any, TypeVar
 from typer.testing import CliRunner, Result
 
 from tidelog.cli.main import app
+from tidelog.testing import default_storage
 
 T = TypeVar("T")
 DEADLINE_S = 30.0
@@ -55,6 +56,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{TIDELOG.parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("TIDELOG_BROKER", None)
+    if default_storage() != "disk":  # for the brokers `tidelog serve` starts
+        env["TIDELOG_STORAGE"] = default_storage()
     env.update(extra)
     return env
 

@@ -79,17 +79,23 @@ def test_the_readme_quick_start_works(tmp_path: Path) -> None:
     assert "broker stopped cleanly" in server.output()
 
 
-def test_serve_banner_and_graceful_sigterm(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    first = ServeProcess(tmp_path, "--data-dir", str(data))
-    address = first.wait_ready()
-    created = subprocess.run(
-        [str(TIDELOG), "--broker", address, "topic", "create", "orders"],
+def tidelog(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tidelog --broker ADDRESS ARGS`` as a subprocess, with a deadline."""
+    return subprocess.run(
+        [str(TIDELOG), "--broker", address, *args],
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,
         check=False,
     )
+
+
+@pytest.mark.storage_bound
+def test_serve_banner_and_graceful_sigterm(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = ServeProcess(tmp_path, "--data-dir", str(data))
+    address = first.wait_ready()
+    created = tidelog(address, "topic", "create", "orders")
     assert created.returncode == 0, created.stderr
     assert first.stop() == 0
 
@@ -100,6 +106,20 @@ def test_serve_banner_and_graceful_sigterm(tmp_path: Path) -> None:
     assert f"tidelog {__version__} listening on {address}" in banner
     assert f"data dir  {data}" in banner
     assert "topics    1 (orders)" in banner
+
+
+@pytest.mark.storage_bound
+def test_serve_with_memory_storage_writes_no_file_and_forgets_on_restart(tmp_path: Path) -> None:
+    for _ in range(2):
+        server = ServeProcess(tmp_path, "--storage", "memory")
+        address = server.wait_ready()
+        listed = tidelog(address, "topic", "list")
+        created = tidelog(address, "topic", "create", "orders")
+        assert server.stop() == 0, server.output()
+        assert created.returncode == 0, created.stderr
+        assert "orders" not in listed.stdout, "a restarted memory broker starts empty"
+        assert "storage   memory: nothing is kept when the broker stops" in server.output()
+    assert list(tmp_path.iterdir()) == [], "not even the default data dir is created"
 
 
 def test_serve_errors(tmp_path: Path, tidelog_broker: BrokerThread) -> None:

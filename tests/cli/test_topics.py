@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tidelog.client import AdminClient, Producer
 from tidelog.testing import BrokerThread
 
@@ -118,6 +120,7 @@ def test_bad_key_value_is_a_usage_error(tidelog_broker: BrokerThread) -> None:
     assert run(topics()) == []  # nothing was created
 
 
+@pytest.mark.storage_bound
 def test_describe_reports_the_ranges_the_broker_cannot_read(
     tidelog_broker_factory: Callable[..., BrokerThread], tmp_path: Path
 ) -> None:

@@ -52,6 +52,7 @@ async def wait_for(condition: threading.Event) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.storage_bound
 def test_produce_goes_on_while_a_10000_partition_create_is_outstanding(tmp_path: Path) -> None:
     fs = GatedFileSystem("big", after=BIG // 2)
 
@@ -92,6 +93,7 @@ def test_one_request_auto_creates_at_most_the_cap(
     assert codes == [0, 0, 0] + [ErrorCode.POLICY_VIOLATION] * 5
 
 
+@pytest.mark.storage_bound
 def test_the_longest_legal_topic_name_works_end_to_end(tmp_path: Path) -> None:
     name = "n" * MAX_TOPIC_NAME_LENGTH
 

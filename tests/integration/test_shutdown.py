@@ -32,6 +32,7 @@ async def read_response(reader: asyncio.StreamReader, decoder: FrameDecoder) -> 
         decoder.feed(chunk)
 
 
+@pytest.mark.storage_bound  # it checks the clean-shutdown marker on disk
 def test_stop_answers_in_flight_requests_and_ignores_late_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -57,7 +57,11 @@ def _banner(settings: BrokerConfig, broker: Broker) -> None:
             " listening on ",
             (broker.address, "bold"),
         ),
-        Text(f"  data dir  {settings.data_dir.resolve()}"),
+        Text(
+            "  storage   memory: nothing is kept when the broker stops"
+            if settings.in_memory
+            else f"  data dir  {settings.data_dir.resolve()}"
+        ),
         Text(f"  topics    {len(topics)}" + (f" ({shown})" if topics else "")),
         Text("  Ctrl-C or SIGTERM stops the broker gracefully.", style="dim"),
     ]
@@ -108,6 +112,9 @@ def serve(
 
     Settings come from defaults, then the TOML file (--config), then `TIDELOG_<SETTING>`
     environment variables, then these options. `make run` calls this.
+
+    With `--storage memory` every log lives in memory, for tests and demos: nothing is kept
+    across restarts, and the data dir is neither used nor created.
 
     Example: `tidelog serve --port 7070 --data-dir ./data`
     """

@@ -64,7 +64,8 @@ class Broker:
         return list(self._connections)
 
     async def start(self) -> None:
-        check_descriptors(partitions_on_disk(self.config.data_dir), MAX_OPEN_SEGMENTS)
+        if not self.config.in_memory:  # in memory, the logs hold no file descriptors
+            check_descriptors(partitions_on_disk(self.config.data_dir), MAX_OPEN_SEGMENTS)
         await self.core.open()
         loop = asyncio.get_running_loop()
 
@@ -87,7 +88,7 @@ class Broker:
                 await self.core.shutdown()
                 raise
         self._started_at = time.monotonic()
-        partitions, cached = self.core.manager.descriptors
+        partitions, cached = self._log_descriptors()
         log.info(
             "the logs hold %d file descriptors (one per partition) and up to %d more for older "
             "segments; the limit is %d, which leaves room for %d connections",
@@ -100,7 +101,9 @@ class Broker:
             "broker %d listening on %s (data in %s)",
             self.config.broker_id,
             self.address,
-            self.config.data_dir,
+            "memory, kept until the broker stops"
+            if self.config.in_memory
+            else self.config.data_dir,
         )
 
     async def stop(self) -> None:
@@ -146,11 +149,14 @@ class Broker:
 
     def _capacity(self) -> int:
         """How many connections may be open now (none once the logs are closed)."""
-        logs = self.core.logs
-        if logs is None:
+        if self.core.logs is None:
             return 0
-        partitions, cached = logs.descriptors
+        partitions, cached = self._log_descriptors()
         return connection_capacity(self.config.max_connections, partitions, cached)
+
+    def _log_descriptors(self) -> tuple[int, int]:
+        """The file descriptors the logs may hold (none in memory): see ``LogManager``."""
+        return (0, 0) if self.config.in_memory else self.core.manager.descriptors
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._connections) >= self._capacity():

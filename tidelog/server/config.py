@@ -30,6 +30,8 @@ DEFAULT_DATA_DIR: Final = Path("./tidelog-data")
 LIMITS: Final = "Limits and timeouts"
 GROUPS: Final = "Consumer groups"
 CLUSTER: Final = "Cluster (etcd)"
+DISK: Final = "disk"
+MEMORY: Final = "memory"
 
 T = TypeVar("T")
 
@@ -47,11 +49,12 @@ def _setting(
     low: float | None = None,
     high: float | None = None,
     low_open: bool = False,
+    choices: tuple[str, ...] = (),
 ) -> T:
     """A field of :class:`BrokerConfig`; the keywords after ``default`` become a
     :class:`Setting` (see there)."""
     meta = {"doc": doc, "example": example, "group": group, "low": low, "high": high}
-    return field(default=default, metadata=meta | {"low_open": low_open})
+    return field(default=default, metadata=meta | {"low_open": low_open, "choices": choices})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,22 @@ class BrokerConfig:
         DEFAULT_PORT, "TCP port to listen on (0 picks a free one)", "7070", low=0, high=65535
     )
     data_dir: Path = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
-        DEFAULT_DATA_DIR, "directory holding the topic logs", "./data"
+        DEFAULT_DATA_DIR, "directory holding the topic logs (unused with storage memory)", "./data"
+    )
+    storage: str = _setting(
+        DISK,
+        "where the logs live: disk, in data_dir, or memory, for tests and demos: memory keeps "
+        "nothing across restarts and never uses or creates the data dir",
+        MEMORY,
+        choices=(DISK, MEMORY),
+    )
+    max_memory_storage_bytes: int = _setting(
+        1 << 30,
+        "with storage memory, most bytes all logs may hold; appends beyond fail with a "
+        "storage-full error, as on a full disk, until retention frees room (0: no bound)",
+        "268435456",
+        group=LIMITS,
+        low=0,
     )
     broker_id: int = _setting(0, "this broker's id in a cluster", "1", low=0)
     cluster_id: str = _setting("tidelog", "name of the cluster, reported to clients", "prod")
@@ -250,6 +268,11 @@ class BrokerConfig:
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR", "DEBUG")
 
     @property
+    def in_memory(self) -> bool:
+        """Whether the logs live in memory (``storage = "memory"``), not in ``data_dir``."""
+        return self.storage == MEMORY
+
+    @property
     def advertised(self) -> str:
         return self.advertised_host or self.host
 
@@ -319,6 +342,7 @@ class Setting:
     low: float | None = None  # the allowed range, when there is one
     high: float | None = None
     low_open: bool = False  # ``low`` itself is refused
+    choices: tuple[str, ...] = ()  # the values allowed, when they are a list of names
 
     @property
     def env(self) -> str:
@@ -327,7 +351,10 @@ class Setting:
 
     @property
     def range(self) -> str:
-        """The allowed values as text (``0..65535``, ``>= 1``, ``> 0``); empty: anything."""
+        """The allowed values as text (``0..65535``, ``>= 1``, ``> 0``, ``disk or memory``);
+        empty: anything."""
+        if self.choices:
+            return " or ".join(self.choices)
         if self.low is None:
             return "" if self.high is None else f"<= {self.high}"
         if self.high is not None:
@@ -336,6 +363,8 @@ class Setting:
 
     def allows(self, value: Any) -> bool:
         """Whether ``value`` is within :attr:`range`."""
+        if self.choices:
+            return value in self.choices
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or value <= self.high

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from tidelog.client import AdminClient, Consumer, ConsumerRecord, TopicPartition
 from tidelog.server import Broker
 from tidelog.server.config import BrokerConfig
+from tidelog.testing import default_storage
 
 T = TypeVar("T")
 TEST_TIMEOUT = 60.0
@@ -26,6 +27,7 @@ async def broker(data_dir: Path, **config: Any) -> AsyncIterator[Broker]:
     config.setdefault("host", "127.0.0.1")
     config.setdefault("port", 0)
     config.setdefault("log_level", "WARNING")
+    config.setdefault("storage", default_storage())
     async with Broker(BrokerConfig(data_dir=data_dir, **config)) as b:
         yield b
 

@@ -247,6 +247,7 @@ def test_iteration_ends_when_the_consumer_closes(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.storage_bound
 def test_consumption_resumes_after_a_broker_restart(tmp_path: Path) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:

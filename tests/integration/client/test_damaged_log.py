@@ -8,11 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tidelog.client import AdminClient, Consumer, Producer, TopicPartition
 from tidelog.wire.errors import DamagedRangeError, MissingRangeError, TidelogError
 from tidelog.wire.records import iter_batches
 
 from .helpers import broker, create_topic, run
+
+pytestmark = pytest.mark.storage_bound  # damaged files on disk
 
 TP = TopicPartition("events", 0)
 RECORDS = 300

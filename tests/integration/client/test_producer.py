@@ -256,6 +256,7 @@ def test_send_after_close_is_refused(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.storage_bound
 def test_records_survive_a_broker_restart(tmp_path: Path) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:

@@ -279,6 +279,7 @@ def test_pattern_subscription_follows_new_topics(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.storage_bound
 def test_auto_commit_and_committed_offsets_survive_a_restart(tmp_path: Path) -> None:
     async def main() -> None:
         async with group_broker(tmp_path) as b:

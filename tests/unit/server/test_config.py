@@ -81,6 +81,13 @@ def test_each_declared_range_is_enforced_at_its_bounds(setting: Setting) -> None
                 config.validate()
 
 
+def test_storage_is_disk_or_memory() -> None:
+    assert BrokerConfig().storage == "disk" and not BrokerConfig().in_memory
+    assert BrokerConfig.load(environ={"TIDELOG_STORAGE": "memory"}).in_memory
+    with pytest.raises(ConfigError, match=r"^storage must be disk or memory$"):
+        BrokerConfig.load(overrides={"storage": "tape"}, environ={})
+
+
 def test_the_session_timeout_bounds_are_in_order() -> None:
     config = BrokerConfig(group_min_session_timeout_ms=5_000, group_max_session_timeout_ms=4_000)
     with pytest.raises(ConfigError, match="group_min_session_timeout_ms must be <="):

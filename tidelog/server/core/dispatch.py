@@ -12,7 +12,8 @@ from tidelog.wire.errors import BrokerShuttingDownError, UnknownApiError
 
 from ..config import BrokerConfig
 from ..groups import GroupCoordinator
-from ..log import FileSystem, LogManager, TopicConfig
+from ..log import FileSystem, LogManager, MemoryFileSystem, TopicConfig
+from ..log.memfs import MEMORY_DATA_DIR
 from .admin import AdminApis
 from .configs import parse_topic_configs
 from .data import DataApis, fetch_reservation
@@ -35,6 +36,8 @@ class BrokerCore:
         """``clock`` times request deadlines; ``fs`` and ``flush_executor`` go to the
         :class:`LogManager` (tests inject faults and hold fsyncs with them)."""
         self.config = config
+        if fs is None and config.in_memory:
+            fs = MemoryFileSystem(config.max_memory_storage_bytes)
         self._fs = fs
         self._flush_executor = flush_executor
         self.state = CoreState(config, LoopClock() if clock is None else clock)
@@ -46,11 +49,13 @@ class BrokerCore:
 
     async def open(self) -> None:
         defaults = TopicConfig().with_overrides(parse_topic_configs(self.config.topic_defaults))
+        memory = self.config.in_memory
         manager = LogManager(
-            self.config.data_dir,
+            MEMORY_DATA_DIR if memory else self.config.data_dir,
             defaults=defaults,
             retention_check_interval_ms=self.config.retention_check_interval_ms,
-            scrub_bytes_per_second=self.config.scrub_bytes_per_second,
+            # Scrubbing looks for bytes a disk changed; memory has no such failure.
+            scrub_bytes_per_second=0 if memory else self.config.scrub_bytes_per_second,
             fs=self._fs,
             flush_executor=self._flush_executor,
         )

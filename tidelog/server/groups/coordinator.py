@@ -86,7 +86,7 @@ class GroupCoordinator:
     ) -> None:
         self._logs = logs
         self.settings = settings or GroupSettings()
-        self.offsets = OffsetStore(data_dir, snapshot_records=snapshot_records)
+        self.offsets = OffsetStore(data_dir, snapshot_records=snapshot_records, files=logs.files)
         self.metadata_max_bytes = metadata_max_bytes
         self._clock = clock
         self._tick_ms = tick_ms
@@ -107,7 +107,7 @@ class GroupCoordinator:
         )
         return cls(
             logs,
-            str(config.data_dir),
+            logs.data_dir,
             settings=settings,
             snapshot_records=config.offsets_snapshot_records,
             metadata_max_bytes=config.offset_metadata_max_bytes,

@@ -95,10 +95,17 @@ class OffsetStore:
     """Every group's committed offsets. Synchronous except :meth:`commit`, :meth:`delete` and
     :meth:`snapshot`, which wait for the disk."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, snapshot_records: int = 10_000) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        snapshot_records: int = 10_000,
+        files: Files | None = None,
+    ) -> None:
+        """``files``: the logs' file layer (in-memory storage keeps the offsets there too)."""
         self.directory = os.path.join(os.fspath(data_dir), OFFSETS_DIR)
         self.snapshot_records = snapshot_records
-        self._files = Files()
+        self._files = Files() if files is None else files
         self._table: dict[str, dict[TopicPartition, OffsetValue]] = {}
         self._log: PartitionLog | None = None
         self._committer: GroupCommitter | None = None
@@ -133,6 +140,7 @@ class OffsetStore:
             recovery_point=base.log_offset if base else 0,
             clean_shutdown=clean,
             name=OFFSETS_DIR,
+            files=self._files,
         )
         snapshot = self._usable(log, current, previous)
         self._has_snapshot = snapshot is current and current is not None

@@ -22,6 +22,7 @@ from .index import OffsetIndex, TimeIndex
 from .loader import LoadReport
 from .logfile import LogOfflineError
 from .manager import LogManager, TopicInfo
+from .memfs import MemoryFileSystem
 from .partition import PartitionLog
 from .results import AppendInfo, FetchData, LogReadResult, TimestampOffset, Unreadable
 from .segment import LogSegment
@@ -43,6 +44,7 @@ __all__ = [
     "LogOfflineError",
     "LogReadResult",
     "LogSegment",
+    "MemoryFileSystem",
     "OffsetIndex",
     "OsFileSystem",
     "PartitionLog",

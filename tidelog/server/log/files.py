@@ -139,6 +139,11 @@ class OsFileSystem:
         return os.path.isdir(path)
 
 
+class MemoryFullError(OSError):
+    """ENOSPC from in-memory storage (:mod:`.memfs`): its bound, ``max_memory_storage_bytes``,
+    is reached. The log handles it exactly as a full disk."""
+
+
 def descriptor_limit_hint() -> str:
     """What to do about running out of file descriptors, naming this process's limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -154,7 +159,9 @@ def storage_error(exc: OSError, action: str, path: str) -> StorageError:
     name = errno.errorcode.get(code, "") if code is not None else ""
     reason = exc.strerror or str(exc) or type(exc).__name__
     hint = ""
-    if code == errno.ENOSPC:
+    if isinstance(exc, MemoryFullError):
+        hint = " (raise max_memory_storage_bytes, or lower the topics' retention)"
+    elif code == errno.ENOSPC:
         hint = " (the disk is full)"
     elif code == errno.EIO:
         hint = " (the disk reported an I/O error)"

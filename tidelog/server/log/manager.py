@@ -55,6 +55,7 @@ from .damage import Damage
 from .files import DirectoryLock, Files, FileSystem, lock_directory
 from .flush import GroupCommitter
 from .housekeeping import Housekeeping
+from .memfs import MemoryFileSystem
 from .partition import PartitionLog
 from .scrub import DEFAULT_SCRUB_BYTES_PER_SECOND, DEFAULT_SCRUB_INTERVAL_MS, Scrubber
 from .topicfiles import TOPICS_DIR, TopicFiles, TopicRecord
@@ -167,6 +168,8 @@ class LogManager:
         return self
 
     def _lock(self) -> None:
+        if isinstance(self._files.fs, MemoryFileSystem):
+            return  # its files belong to this process alone: there is nothing to share
         self._dir_lock = lock_directory(self.data_dir, LOCK_FILE)
 
     def _unlock(self) -> None:
