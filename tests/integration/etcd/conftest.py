@@ -14,6 +14,13 @@ from tidelog.etcd import EtcdProcess
 from tidelog.etcd.process import INSTALL_HINT
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """These tests start no broker: the in-memory run of the suite has nothing to add."""
+    for item in items:
+        if "integration/etcd/" in str(item.path):
+            item.add_marker(pytest.mark.storage_bound)
+
+
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
     if shutil.which("etcd") is None:
