@@ -51,6 +51,7 @@ class BrokerCore:
             defaults=defaults,
             retention_check_interval_ms=self.config.retention_check_interval_ms,
             scrub_bytes_per_second=self.config.scrub_bytes_per_second,
+            cleaner=self.config.cleaner,
             fs=self._fs,
             flush_executor=self._flush_executor,
         )

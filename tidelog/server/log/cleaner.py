@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Final
+from weakref import WeakKeyDictionary
 
 from tidelog.wire.errors import StorageError
 
@@ -48,7 +48,7 @@ from .config import Clock
 from .files import Files
 from .offsetmap import OffsetMap
 from .partition import PartitionLog
-from .segment import DELETED_SUFFIX, LogSegment
+from .segment import LogSegment
 from .throttle import Throttler, ThrottleStopped
 
 logger = logging.getLogger("tidelog.server.log")
@@ -237,22 +237,28 @@ class LogCleaner:
         settings: CleanerSettings | None = None,
         *,
         executor: Executor | None = None,
+        throttle: Throttler | None = None,
     ) -> None:
+        """``throttle``: the I/O bound to use (tests inject one on a manual clock); by
+        default one of ``settings.io_bytes_per_second`` on ``clock``."""
         self._logs = logs
         self._files = files
         self._clock = clock
         self.settings = CleanerSettings() if settings is None else settings
         self._executor = executor
         self._stop = threading.Event()
-        self._states: dict[str, CleanerState] = {}
+        self._states: WeakKeyDictionary[PartitionLog, CleanerState] = WeakKeyDictionary()
+        """Per open log (a topic deleted and made again is a new log, with a new state)."""
         self._map: OffsetMap | None = None
-        self.throttle = Throttler(self.settings.io_bytes_per_second, clock, stop=self._stop)
+        self.throttle = throttle or Throttler(
+            self.settings.io_bytes_per_second, clock, stop=self._stop
+        )
         self.cleanings = 0
 
     def state(self, log: PartitionLog) -> CleanerState:
-        state = self._states.get(log.directory)
+        state = self._states.get(log)
         if state is None:
-            state = self._states[log.directory] = read_cleaner_state(self._files, log.directory)
+            state = self._states[log] = read_cleaner_state(self._files, log.directory)
         return state
 
     def _offset_map(self) -> OffsetMap:
@@ -335,10 +341,3 @@ class LogCleaner:
     def stop(self) -> None:
         """Make a running cleaning give up at its next read or write."""
         self._stop.set()
-
-    def forget(self, directory: str) -> None:
-        self._states.pop(os.path.normpath(directory), None)
-        self._states.pop(directory, None)
-
-
-__all__ = ["DELETED_SUFFIX", "CleanerSettings", "LogCleaner"]

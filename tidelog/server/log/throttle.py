@@ -1,7 +1,8 @@
 """A token bucket over bytes, by an injected clock: what bounds the cleaner's I/O (Kafka's
 ``Throttler``). Every byte read or written is counted; the caller waits whenever it is ahead
-of ``bytes_per_second``, so over any window of the clock the bytes stay within the rate plus
-one burst.
+of ``bytes_per_second``, so over any window of the clock the bytes moved stay within the rate
+times the window, plus one burst, plus the one read or write paid for before the window began
+(the cleaner reads and writes in chunks of at most 256 KiB, or one batch).
 """
 
 from __future__ import annotations
