@@ -311,7 +311,7 @@ def test_a_half_done_swap_is_finished_or_discarded_on_open(log_dir: str, clock: 
     # A crash here: old segments all there, plus .swap files. Rename one old segment away
     # too, as a crash in the middle of the swap would.
     log.abandon()
-    group, swap, _ = result.groups[0]
+    group, _, _ = result.groups[0]
     os.rename(group[-1].path, group[-1].path + ".deleted")
     reopened = PartitionLog.open(log_dir, compact_config(), clock=clock)
     assert not [n for n in os.listdir(log_dir) if n.endswith((".swap", ".cleaned", ".deleted"))]
