@@ -50,7 +50,7 @@ def test_a_changelog_of_a_million_updates_shrinks_to_one_record_per_key(
     )
 
     after = count_records(read_all(log))
-    print(  # noqa: T201 (the numbers the issue asks to see; pytest -s shows them)
+    print(
         f"\n{before} records in {segments_before} segments before cleaning, "
         f"{after} in {len(log.segments)} after ({active} in the active segment)"
     )
