@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from tidelog.wire.batch_format import COMPACTED
 from tidelog.wire.gcpause import gc_paused
 from tidelog.wire.records import Record, RecordBatch
 
@@ -129,7 +130,9 @@ class RecordCollector:
         raw: list[Record] = batch.records()
         skip = position - batch.base_offset
         if skip > 0:
-            raw = raw[skip:]
+            # A cleaned batch's records are not one per offset: skip by offset, not index.
+            compacted = batch.attributes & COMPACTED
+            raw = [r for r in raw if r.offset >= position] if compacted else raw[skip:]
         if not raw:
             return [], True
         try:

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tidelog.server.log import PartitionLog, TopicConfig
@@ -25,14 +25,14 @@ from tidelog.wire.records import RecordBatch, RecordBatchBuilder, iter_batches
 from .helpers import PROPERTY, FakeClock, read_all
 
 RETENTION = 1000
-KEYS = [b"a", b"b", b"c", b"d", b"e"]
+KEYS = [b"a", b"b", b"c"]
 
 Entry = tuple[int, bytes, bytes | None]
 
 
 def compact_config(**overrides: object) -> TopicConfig:
     base: dict[str, object] = {
-        "segment_bytes": 700,
+        "segment_bytes": 400,
         "index_interval_bytes": 100,
         "cleanup_policy": "compact",
         "delete_retention_ms": RETENTION,
@@ -110,12 +110,25 @@ operation = st.one_of(
         ),
     ),
     st.tuples(st.just("clean"), st.just([])),
-    st.tuples(st.just("wait"), st.sampled_from([300, 700, 1500])),
+    st.tuples(st.just("wait"), st.sampled_from([400, 1500])),
 )
 
 
 @PROPERTY
 @given(ops=st.lists(operation, max_size=60), slots=st.integers(3, 12))
+@example(  # a tombstone's whole life: passed, kept while its retention runs, then gone
+    ops=[
+        ("append", [(b"a", b"1"), (b"a", None)]),
+        ("clean", []),
+        ("wait", 400),
+        ("append", [(b"b", b"2")]),
+        ("clean", []),
+        ("wait", 1500),
+        ("append", [(b"c", b"3")]),
+        ("clean", []),
+    ],
+    slots=3,
+)
 def test_compaction_matches_the_model(
     tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, object]], slots: int
 ) -> None:
@@ -136,6 +149,8 @@ def test_compaction_matches_the_model(
                 assert isinstance(arg, int)
                 clock.advance(arg)
             else:
+                log.roll()  # so what was appended is cleanable
+                log.update_high_watermark(log.log_end_offset)
                 result = cleaner.clean_now(log)
                 if result is not None:
                     model.cleaned(result.end_offset, clock.now)
@@ -321,3 +336,26 @@ def test_a_half_done_swap_is_finished_or_discarded_on_open(log_dir: str, clock: 
     assert len(found) == 4
     assert reopened.load_report.missing == () and reopened.load_report.damaged == ()
     reopened.abandon()
+
+
+def test_a_tombstone_goes_delete_retention_ms_after_the_cleaning_that_passed_it(
+    log_dir: str, clock: FakeClock
+) -> None:
+    log = PartitionLog.open(log_dir, compact_config(), clock=clock)
+    cleaner = LogCleaner(lambda: [log], Files(), clock, CleanerSettings(io_bytes_per_second=0))
+
+    def clean_with_more_data(tag: bytes) -> list[Entry]:
+        append(log, [(b"other", tag)])
+        log.roll()
+        log.update_high_watermark(log.log_end_offset)
+        assert cleaner.clean_now(log) is not None
+        return [e for e in entries(log) if e[1] == b"a"]
+
+    append(log, [(b"a", b"1")])
+    append(log, [(b"a", None)])
+    assert clean_with_more_data(b"x") == [(1, b"a", None)]  # passed now: stays
+    clock.advance(RETENTION - 1)
+    assert clean_with_more_data(b"y") == [(1, b"a", None)]  # not yet
+    clock.advance(1)
+    assert clean_with_more_data(b"z") == []  # its retention is over
+    log.abandon()
