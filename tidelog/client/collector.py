@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from tidelog.wire.batch_format import COMPACTED
 from tidelog.wire.gcpause import gc_paused
 from tidelog.wire.records import Record, RecordBatch
 
@@ -64,11 +65,15 @@ class RecordCollector:
     def _take(self, state: PartitionState, limit: int) -> list[AnyRecord]:
         """Up to ``limit`` records of ``state`` from its position on; advances the position."""
         taken: list[AnyRecord] = []
+        # Where the position goes once a batch is used up: its end, past any offsets a
+        # compacted batch no longer holds (none, for an empty one).
+        end = -1
         pending = state.pending
         if pending:
             if len(pending) <= limit:
                 taken = list(pending)
                 pending.clear()
+                end = state.pending_end
             else:
                 popleft = pending.popleft
                 taken = [popleft() for _ in range(limit)]
@@ -85,10 +90,14 @@ class RecordCollector:
                 # and keep the batch; the next call starts at the bad record and raises.
                 taken.extend(records[:room])
                 break
-            state.take_batch()
+            batch = state.take_batch()
             if len(records) > room:
                 state.pending = deque(records[room:])
+                state.pending_end = batch.next_offset
                 records = records[:room]
+                end = -1
+            else:
+                end = batch.next_offset
             if taken:
                 taken.extend(records)
             else:
@@ -96,6 +105,9 @@ class RecordCollector:
         if taken:
             assert state.position is not None
             state.position = taken[-1].offset + 1
+        if end >= 0:
+            assert state.position is not None
+            state.position = max(state.position, end)
         return taken
 
     def _convert(self, state: PartitionState, batch: RecordBatch) -> tuple[list[AnyRecord], bool]:
@@ -118,7 +130,9 @@ class RecordCollector:
         raw: list[Record] = batch.records()
         skip = position - batch.base_offset
         if skip > 0:
-            raw = raw[skip:]
+            # A cleaned batch's records are not one per offset: skip by offset, not index.
+            compacted = batch.attributes & COMPACTED
+            raw = [r for r in raw if r.offset >= position] if compacted else raw[skip:]
         if not raw:
             return [], True
         try:

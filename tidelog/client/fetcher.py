@@ -80,6 +80,7 @@ class PartitionState:
         "log_start_offset",
         "paused",
         "pending",
+        "pending_end",
         "position",
         "reset_to",
         "retry_at",
@@ -97,6 +98,7 @@ class PartitionState:
         self.batches: deque[RecordBatch] = deque()
         self.buffered = 0
         self.pending: deque[Any] = deque()  # records decoded, not yet returned (the consumer's)
+        self.pending_end = -1  # the end of the batch ``pending`` came from
         self.epoch = 0
         self.error: BaseException | None = None
         self.high_watermark = -1

@@ -22,7 +22,14 @@ from tidelog.wire.api import DEFAULT_BROKER_PORT
 from tidelog.wire.frame import DEFAULT_MAX_FRAME_SIZE
 
 from .budget import DEFAULT_MAX_QUEUED_REQUEST_BYTES
+from .log.cleaner import (
+    DEFAULT_BACKOFF_MS,
+    DEFAULT_DEDUPE_BUFFER_BYTES,
+    DEFAULT_IO_BYTES_PER_SECOND,
+    CleanerSettings,
+)
 from .log.manager import MAX_PARTITIONS
+from .log.offsetmap import ENTRY_BYTES
 
 ENV_PREFIX: Final = "TIDELOG_"
 DEFAULT_PORT: Final = DEFAULT_BROKER_PORT
@@ -32,6 +39,7 @@ GROUPS: Final = "Consumer groups"
 CLUSTER: Final = "Cluster (etcd)"
 DISK: Final = "disk"
 MEMORY: Final = "memory"
+LOG_CLEANER: Final = "LOG CLEANER"
 
 T = TypeVar("T")
 
@@ -204,6 +212,27 @@ class BrokerConfig:
         group=LIMITS,
         low=0,
     )
+    log_cleaner_dedupe_buffer_bytes: int = _setting(
+        DEFAULT_DEDUPE_BUFFER_BYTES,
+        "memory for the log cleaner's key map; a log with more keys to clean is cleaned in passes",
+        "268435456",
+        group=LOG_CLEANER,
+        low=ENTRY_BYTES,
+    )
+    log_cleaner_io_bytes_per_second: int = _setting(
+        DEFAULT_IO_BYTES_PER_SECOND,
+        "bytes per second the log cleaner reads plus writes (0: no limit)",
+        "16777216",
+        group=LOG_CLEANER,
+        low=0,
+    )
+    log_cleaner_backoff_ms: int = _setting(
+        DEFAULT_BACKOFF_MS,
+        "how long the log cleaner sleeps when no compacted log is dirty enough",
+        "5000",
+        group=LOG_CLEANER,
+        low=1,
+    )
     group_heartbeat_interval_ms: int = _setting(
         3_000,
         "heartbeat interval given to group members (at most a third of their session timeout)",
@@ -280,6 +309,15 @@ class BrokerConfig:
     def etcd_endpoints(self) -> list[str]:
         """The etcd endpoints; empty for a single broker."""
         return [e.strip() for e in self.etcd.split(",") if e.strip()]
+
+    @property
+    def cleaner(self) -> CleanerSettings:
+        """The ``log_cleaner_*`` settings, for the log manager."""
+        return CleanerSettings(
+            self.log_cleaner_dedupe_buffer_bytes,
+            self.log_cleaner_io_bytes_per_second,
+            self.log_cleaner_backoff_ms,
+        )
 
     def fetch_budget(self, requested: int) -> int:
         """The data bytes one fetch may return: what it asks, capped by ``max_fetch_bytes``

@@ -42,13 +42,15 @@ class BatchAttributes(IntFlag):
     TRANSACTIONAL = 0x10
     CONTROL = 0x20
     HAS_HEADERS = 0x40  # the records section has a header-length array and header blocks
+    COMPACTED = 0x100  # written by the log cleaner: records carry offset deltas (see records)
 
 
-KNOWN_ATTRIBUTES: Final = 0x7F
+KNOWN_ATTRIBUTES: Final = 0x17F
 # Plain ints for the hot path: IntFlag arithmetic goes through Python-level enum code.
 CODEC_MASK: Final = int(BatchAttributes.COMPRESSION_MASK)
 HAS_HEADERS: Final = int(BatchAttributes.HAS_HEADERS)
 LOG_APPEND_TIME: Final = int(BatchAttributes.LOG_APPEND_TIME)
+COMPACTED: Final = int(BatchAttributes.COMPACTED)
 MAX_CODEC: Final = max(Compression)
 
 

@@ -3,7 +3,9 @@
 A batch is a fixed 65-byte header (``layouts.BATCH_HEADER``) followed by a records section,
 compressed as a whole when the batch says so. The records section is *columnar*: one array of
 timestamp deltas, one of key lengths, one of value lengths (and one of header-block lengths when
-any record has headers), then the keys, the values and the header blocks back to back. Reading
+any record has headers), then the keys, the values and the header blocks back to back. A batch
+the log cleaner rewrote (``COMPACTED``) keeps its offset range with fewer records, maybe none:
+an array of offset deltas follows the other arrays, so every record keeps its offset. Reading
 a batch is a handful of ``struct`` calls and slices, never a per-field parse: this is what lets
 Python build a million records a second and read two.
 
@@ -27,6 +29,7 @@ from .batch_builder import RecordBatchBuilder, build_batch
 from .batch_format import (
     BYTES_LIKE,
     CODEC_MASK,
+    COMPACTED,
     KNOWN_ATTRIBUTES,
     MAX_CODEC,
     MAX_HEADER_KEY_SIZE,
@@ -192,7 +195,10 @@ class RecordBatch:
                 raise CorruptBatchError(
                     f"batch CRC mismatch: header {crc:#010x}, data {actual:#010x}"
                 )
-        if record_count < 1 or last_offset_delta != record_count - 1:
+        if (record_count < 1 or last_offset_delta != record_count - 1) and not (
+            # A cleaned batch keeps its offset range, with fewer records (maybe none) in it.
+            attributes & COMPACTED and 0 <= record_count <= last_offset_delta + 1
+        ):
             raise CorruptBatchError(
                 f"bad record count {record_count} / last offset delta {last_offset_delta}"
             )

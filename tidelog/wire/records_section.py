@@ -2,12 +2,14 @@
 (:class:`Columns`) records are built from, and :func:`check_records` (what the broker checks).
 
 The section is columnar (see :mod:`.records`): arrays of timestamp deltas, key lengths, value
-lengths (and header-block lengths), then the keys, the values and the header blocks.
+lengths (and header-block lengths), then -- only in a batch the log cleaner rewrote
+(``COMPACTED``) -- the records' offset deltas, then the keys, the values and the header blocks.
 """
 
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import Iterator
 from functools import lru_cache
 from itertools import accumulate, islice, pairwise, repeat
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from .batch_format import (
     CODEC_MASK,
+    COMPACTED,
     HAS_HEADERS,
     INT64_MAX,
     LOG_APPEND_TIME,
@@ -36,7 +39,15 @@ Row = TypeVar("Row", bound=tuple[object, ...])
 class Columns:
     """The decoded arrays of a records section, for reading records out of it."""
 
-    __slots__ = ("deltas", "header_lengths", "key_lengths", "section", "start", "value_lengths")
+    __slots__ = (
+        "deltas",
+        "header_lengths",
+        "key_lengths",
+        "offset_deltas",
+        "section",
+        "start",
+        "value_lengths",
+    )
 
     def __init__(
         self,
@@ -46,6 +57,7 @@ class Columns:
         value_lengths: tuple[int, ...],
         header_lengths: tuple[int, ...] | None,
         start: int,
+        offset_deltas: tuple[int, ...] | None = None,
     ) -> None:
         self.section = section
         self.deltas = deltas
@@ -53,6 +65,8 @@ class Columns:
         self.value_lengths = value_lengths
         self.header_lengths = header_lengths
         self.start = start
+        self.offset_deltas = offset_deltas
+        """Each record's offset minus the base offset (``None``: 0, 1, 2, ...)."""
 
     @classmethod
     def parse(cls, batch: RecordBatch) -> Columns:
@@ -66,7 +80,19 @@ class Columns:
         key_lengths = _array("i", n).unpack_from(section, base + 8 * n)
         value_lengths = _array("i", n).unpack_from(section, base + 12 * n)
         arrays = 20 * n if header_lengths is not None else 16 * n
-        return cls(section, deltas, key_lengths, value_lengths, header_lengths, base + arrays)
+        offset_deltas = None
+        if batch.attributes & COMPACTED:
+            offset_deltas = _array("i", n).unpack_from(section, base + arrays)
+            arrays += 4 * n
+        return cls(
+            section,
+            deltas,
+            key_lengths,
+            value_lengths,
+            header_lengths,
+            base + arrays,
+            offset_deltas,
+        )
 
     def rows(
         self,
@@ -83,7 +109,12 @@ class Columns:
             timestamps: Iterator[int] | list[int] = [batch.max_timestamp] * n
         else:
             timestamps = map(batch.base_timestamp.__add__, self.deltas)
-        offsets = range(batch.base_offset, batch.base_offset + n)
+        skip = 0 if since is None else since - batch.base_offset
+        if self.offset_deltas is None:
+            offsets: range | map[int] = range(batch.base_offset, batch.base_offset + n)
+        else:
+            offsets = map(batch.base_offset.__add__, self.offset_deltas)
+            skip = bisect_left(self.offset_deltas, skip)  # records, not offsets, to skip
         if self.header_lengths is None:
             headers: Iterator[Headers] | list[Headers] = repeat(())
         else:
@@ -94,7 +125,6 @@ class Columns:
         )
         if prefix:
             rows = map(prefix.__add__, rows)
-        skip = 0 if since is None else since - batch.base_offset
         if skip > 0:
             rows = islice(rows, skip, None)
         return list(map(tuple.__new__, repeat(into), rows))
@@ -136,6 +166,12 @@ def _check_lengths(
     runs. Returns the header block lengths (``None`` without headers) and their sum."""
     has_headers = attributes & HAS_HEADERS
     arrays = 20 * n if has_headers else 16 * n
+    if attributes & COMPACTED:
+        arrays += 4 * n  # the offset deltas
+        if n == 0:
+            if size:
+                raise CorruptBatchError(f"an empty batch has a records section of {size} bytes")
+            return (() if has_headers else None), 0
     if arrays > size:
         raise CorruptBatchError(f"records section too short for {n} records")
     # All lengths are read unsigned: a length below -1 then reads as 2**31 or more, above any
@@ -186,6 +222,12 @@ def check_records(batch: RecordBatch) -> None:
     size = batch.records_size
     section, base = _records_section(batch)
     header_lengths, header_total = _check_lengths(section, base, n, size, batch.attributes)
+    if batch.attributes & COMPACTED:
+        if n == 0:
+            return
+        _check_offset_deltas(
+            section, base + (20 * n if header_lengths is not None else 16 * n), batch
+        )
     span = batch.max_timestamp - batch.base_timestamp
     if span == 0:
         # Every record in one millisecond (a busy producer's batch): every delta is 0.
@@ -200,6 +242,15 @@ def check_records(batch: RecordBatch) -> None:
         # The header blocks sit at the end of the section.
         end = base + size
         decode_header_blocks(bytes(section[end - header_total : end]), 0, header_lengths)
+
+
+def _check_offset_deltas(section: Buffer, at: int, batch: RecordBatch) -> None:
+    """A cleaned batch's offset deltas rise strictly within [0, last_offset_delta]."""
+    deltas = _array("i", batch.record_count).unpack_from(section, at)
+    if deltas[0] < 0 or deltas[-1] > batch.last_offset_delta:
+        raise CorruptBatchError("a record offset lies outside the batch's range")
+    if any(a >= b for a, b in pairwise(deltas)):
+        raise CorruptBatchError("record offsets do not rise within the batch")
 
 
 def _slices(section: bytes, pos: int, lengths: tuple[int, ...]) -> tuple[list[bytes | None], int]:

@@ -37,3 +37,36 @@ def test_deserializing_a_batch_runs_no_collection() -> None:
     # one that runs at the first allocation after the pause.
     assert len(collections) <= 1
     assert gc.isenabled()
+
+
+def test_the_position_moves_past_offsets_a_cleaned_batch_no_longer_holds() -> None:
+    from tidelog.wire.compaction import BatchRows, empty_batch, filter_batch
+
+    full = RecordBatch.parse(build_batch([(b"k%d" % i, b"v%d" % i) for i in range(6)]))
+    kept = RecordBatch.parse(filter_batch(full, BatchRows(full), [1, 3]))  # holds 0..5
+    empty = RecordBatch.parse(empty_batch(6, 3, base_timestamp=0, max_timestamp=0))  # 6..9
+    for deserializer in (None, bytes.upper):
+        state = PartitionState(TP)
+        state.seek(0)
+        state.batches.extend([kept, empty])
+        collector = RecordCollector(deserializer, deserializer)
+        out = collector.collect([state], 1)  # one record: the rest of the batch waits
+        assert [r.offset for r in out[TP]] == [1]
+        assert state.position == 2
+        out = collector.collect([state], 100)
+        assert [r.offset for r in out[TP]] == [3]
+        assert state.position == 10  # past the batch's cleaned tail and the empty batch
+
+
+def test_a_position_inside_a_cleaned_batch_skips_by_offset() -> None:
+    from tidelog.wire.compaction import BatchRows, filter_batch
+
+    full = RecordBatch.parse(build_batch([(b"k%d" % i, b"v%d" % i) for i in range(6)]))
+    kept = RecordBatch.parse(filter_batch(full, BatchRows(full), [1, 3, 4]))
+    for deserializer in (None, bytes.upper):
+        state = PartitionState(TP)
+        state.seek(2)
+        state.batches.append(kept)
+        out = RecordCollector(deserializer, deserializer).collect([state], 100)
+        assert [r.offset for r in out[TP]] == [3, 4]
+        assert state.position == 6

@@ -56,6 +56,7 @@ class BrokerCore:
             retention_check_interval_ms=self.config.retention_check_interval_ms,
             # Scrubbing looks for bytes a disk changed; memory has no such failure.
             scrub_bytes_per_second=0 if memory else self.config.scrub_bytes_per_second,
+            cleaner=self.config.cleaner,
             fs=self._fs,
             flush_executor=self._flush_executor,
         )

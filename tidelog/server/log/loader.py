@@ -28,6 +28,8 @@ from tidelog.wire.errors import StorageError
 
 from .cache import HandleCache
 from .check import report_check
+from .cleanerstate import CLEANER_CHECKPOINT_FILE
+from .cleaning import finish_interrupted_swaps
 from .damage import DAMAGE_FILE, Damage, read_damage
 from .files import Files, Handle
 from .index import INDEX_SUFFIX, TIME_INDEX_SUFFIX
@@ -38,8 +40,9 @@ from .segments import delete_segments
 logger = logging.getLogger("tidelog.server.log")
 
 LEFTOVER_SUFFIXES: Final = (DELETED_SUFFIX, ".tmp", ".cleaned", ".swap")
-"""Files of an interrupted delete (or write, or a future compaction): removed on open."""
-KNOWN_FILES: Final = frozenset({DAMAGE_FILE, "partition.metadata"})
+"""Files of an interrupted delete (or write): removed on open (after a cleaning's swap was
+finished: :func:`~.cleaning.finish_interrupted_swaps`)."""
+KNOWN_FILES: Final = frozenset({DAMAGE_FILE, "partition.metadata", CLEANER_CHECKPOINT_FILE})
 """Files of a partition directory that are not segments."""
 
 
@@ -154,6 +157,7 @@ def load_segments(
     ``log_start`` is the checkpointed log start offset, if known. Raises
     :class:`StorageError` if segments overlap (which copy is right cannot be told)."""
     loader = _Loader(directory, files, cache, index_interval_bytes, name, now)
+    finish_interrupted_swaps(files, directory, name)
     bases = loader.list_segments()
     known_damage = read_damage(files, directory, name)
     segments = [

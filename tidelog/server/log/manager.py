@@ -44,6 +44,7 @@ from .checkpoint import (
     RECOVERY_POINT_FILE,
     read_offsets,
 )
+from .cleaner import CleanerSettings, LogCleaner
 from .config import (
     Clock,
     TopicConfig,
@@ -102,6 +103,7 @@ class LogManager:
         flush_executor: Executor | None = None,
         scrub_bytes_per_second: int = DEFAULT_SCRUB_BYTES_PER_SECOND,
         scrub_interval_ms: int = DEFAULT_SCRUB_INTERVAL_MS,
+        cleaner: CleanerSettings | None = None,
     ) -> None:
         """Configure; nothing touches the disk until :meth:`open`.
 
@@ -111,7 +113,8 @@ class LogManager:
         retention and checkpoints run at their own intervals, by the injected ``clock``.
         ``flush_executor`` runs the fsyncs (default: the event loop's thread pool).
         ``scrub_bytes_per_second`` bounds the background scrubber's reads (0: no scrubbing);
-        ``scrub_interval_ms`` is how often it checks each segment again.
+        ``scrub_interval_ms`` is how often it checks each segment again. ``cleaner`` bounds
+        the log cleaner of compacted topics (:mod:`.cleaner`).
         """
         self.data_dir = os.fspath(data_dir)
         self.default_config = TopicConfig() if defaults is None else defaults
@@ -144,6 +147,8 @@ class LogManager:
             clock=clock,
         )
         self._scrub_task: asyncio.Task[None] | None = None
+        self.cleaner = LogCleaner(self._logs.values, self._files, clock, cleaner)
+        self._clean_task: asyncio.Task[None] | None = None
         self._opened = False
         self._closed = False
         self.had_clean_shutdown = False
@@ -500,6 +505,10 @@ class LogManager:
 
     # --- housekeeping -----------------------------------------------------------------------
 
+    async def run_cleaner(self) -> int:
+        """Clean every compacted log that is due now; returns how many were cleaned."""
+        return await self.cleaner.clean_once()
+
     def run_retention(self) -> int:
         """Apply every topic's retention now; returns how many segments were deleted."""
         return self._housekeeping.run_retention()
@@ -528,12 +537,15 @@ class LogManager:
             self._task = asyncio.create_task(self._housekeeping.run(), name="log-housekeeping")
         if self._scrub_task is None and self.scrubber.bytes_per_second > 0:
             self._scrub_task = asyncio.create_task(self.scrubber.run(), name="log-scrubber")
+        if self._clean_task is None:
+            self._clean_task = asyncio.create_task(self.cleaner.run(), name="log-cleaner")
 
     async def stop(self) -> None:
         """Stop housekeeping, let running fsyncs end, then :meth:`close` off the loop."""
         self.scrubber.stop()
-        tasks = [t for t in (self._task, self._scrub_task) if t is not None]
-        self._task = self._scrub_task = None
+        self.cleaner.stop()
+        tasks = [t for t in (self._task, self._scrub_task, self._clean_task) if t is not None]
+        self._task = self._scrub_task = self._clean_task = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

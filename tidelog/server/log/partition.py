@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from contextlib import suppress
 
+from tidelog.wire.batch_format import COMPACTED
 from tidelog.wire.errors import (
     CorruptBatchError,
     CorruptMessageError,
@@ -32,7 +33,8 @@ from tidelog.wire.records import Buffer, RecordBatch
 
 from .cache import HandleCache
 from .check import CheckJob, SegmentCheck, report_check
-from .config import INT32_MAX, Clock, TopicConfig, system_clock
+from .cleaning import SWAP_SUFFIX, check_compactable, swap_names
+from .config import INT32_MAX, CleanupPolicy, Clock, TopicConfig, system_clock
 from .damage import Damage, missing_range, unreadable_ranges, write_damage
 from .files import Files, SyncJob
 from .loader import LoadReport, load_segments
@@ -199,6 +201,15 @@ class PartitionLog:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever the log is truncated: work planned before must not apply."""
+        return self._generation
+
+    @property
+    def files(self) -> Files:
+        return self._files
+
     def _check_usable(self) -> None:
         if self._closed:
             raise StorageError(f"log {self.name} is closed")
@@ -259,6 +270,8 @@ class PartitionLog:
                     f"batch starts at offset {base}, the log of {self.name} ends at {leo}"
                 )
             data = [batch]
+        if config.cleanup_policy is not CleanupPolicy.DELETE or parsed.attributes & COMPACTED:
+            check_compactable(parsed, self.name, config.cleanup_policy.compacts, assign_offsets)
         count = parsed.record_count
         max_timestamp = parsed.max_timestamp
         now = self._clock()
@@ -435,6 +448,8 @@ class PartitionLog:
         that break either, never the active one nor data at or above the high watermark.
         Advances the log start offset; returns how many segments were deleted."""
         self._check_usable()
+        if not self._config.cleanup_policy.deletes:
+            return 0  # compact alone: the cleaner keeps the log small, not retention
         try:
             doomed = self._segments.expired(self._config, self._clock(), self._hw)
         except SuspectedDamageError as exc:  # a largest timestamp could not be read
@@ -505,6 +520,31 @@ class PartitionLog:
         self._hw = min(self._hw, leo)
         self._rp = min(self._rp, leo)
         self._generation += 1  # a flush running now must not move the recovery point
+
+    def replace_segments(self, old: list[LogSegment], swap_path: str, size: int) -> list[str]:
+        """Swap in a cleaned segment (``<base>.log.swap``, fsynced) for the sealed segments
+        ``old`` it was made from, which must still follow on in the log: their files are
+        renamed ``*.deleted`` (returned, for the caller to remove), then the swap files take
+        the segment's names (:mod:`.cleaner`). A crash in between is finished by the loader."""
+        self._check_usable()
+        doomed: list[str] = []
+        for segment in old:
+            doomed.extend(segment.rename_for_deletion())
+        for src, dst in swap_names(swap_path, SWAP_SUFFIX, ""):
+            self._files.rename(src, dst)
+        new = LogSegment.existing(
+            self.directory,
+            old[0].base_offset,
+            self._files,
+            self._cache,
+            self._config.index_interval_bytes,
+            size,
+        )
+        new.next_offset = old[-1].next_offset
+        self._segments.replace(old, new)
+        self._sealed.append(new)  # the next background flush fsyncs its index files
+        self._dir_dirty = True
+        return doomed
 
     # --- flushing ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ sequence, as a new one does.
 from __future__ import annotations
 
 import logging
+import struct
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ MAX_BATCHES_PER_PRODUCER: Final = 5
 SNAPSHOT_SUFFIX: Final = ".snapshot"
 SNAPSHOT_VERSION: Final = 1
 _SEQUENCE_WRAP: Final = 2**31
+_DELTA: Final = struct.Struct(">i")
+"""The ``last_offset_delta`` field."""
 
 
 def next_sequence(sequence: int) -> int:
@@ -87,11 +90,14 @@ class ProducerBatch(msgspec.Struct, array_like=True, frozen=True):
 
 
 def producer_batch(batch: Buffer) -> ProducerBatch | None:
-    """The producer fields of a (validated) batch, ``None`` for a non-idempotent one."""
-    pid, epoch, base_seq, count = BATCH_PRODUCER_STRUCT.unpack_from(batch, BATCH_PRODUCER_OFFSET)
+    """The producer fields of a (validated) batch, ``None`` for a non-idempotent one. The last
+    sequence follows from the last offset delta, not the record count: a batch the cleaner
+    rewrote keeps its offset range (and so its sequences) with fewer records."""
+    pid, epoch, base_seq, _ = BATCH_PRODUCER_STRUCT.unpack_from(batch, BATCH_PRODUCER_OFFSET)
     if pid == NO_PRODUCER_ID:
         return None
-    return ProducerBatch(pid, epoch, base_seq, last_sequence(base_seq, count))
+    (delta,) = _DELTA.unpack_from(batch, BATCH_LAST_OFFSET_DELTA_OFFSET)
+    return ProducerBatch(pid, epoch, base_seq, last_sequence(base_seq, delta + 1))
 
 
 class ProducerStateTable:

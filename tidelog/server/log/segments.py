@@ -120,6 +120,13 @@ class LogSegments:
         finally:
             self._changed()
 
+    def replace(self, old: list[LogSegment], new: LogSegment) -> None:
+        """Put ``new`` where the consecutive sealed segments ``old`` were (a cleaning)."""
+        first = self._segments.index(old[0])
+        assert self._segments[first : first + len(old)] == old and new is not self.active
+        self._segments[first : first + len(old)] = [new]
+        self._changed()
+
     def _drop(self, segment: LogSegment) -> None:
         self._segments.remove(segment)
 
