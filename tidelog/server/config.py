@@ -26,6 +26,12 @@ from .log.manager import MAX_PARTITIONS
 
 ENV_PREFIX: Final = "TIDELOG_"
 DEFAULT_PORT: Final = DEFAULT_BROKER_PORT
+DEFAULT_ADMIN_PORT: Final = 9644
+"""The admin HTTP port (``/metrics``, ``/health``, ``/ready``): Redpanda's admin port."""
+ADMIN_PORT_OFF: Final = 0
+ADMIN_PORT_ANY: Final = -1
+"""``admin_port`` asking for a free port (tests, several brokers on one host)."""
+LOG_FORMATS: Final = ("text", "json")
 DEFAULT_DATA_DIR: Final = Path("./tidelog-data")
 LIMITS: Final = "Limits and timeouts"
 GROUPS: Final = "Consumer groups"
@@ -63,6 +69,14 @@ class BrokerConfig:
     )
     data_dir: Path = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
         DEFAULT_DATA_DIR, "directory holding the topic logs", "./data"
+    )
+    admin_port: int | None = _setting(
+        None,
+        "admin HTTP port on the broker's host, serving /metrics, /health and /ready (0: off; "
+        "-1: a free port; default: 9644, or off when port is 0)",
+        "9645",
+        low=ADMIN_PORT_ANY,
+        high=65535,
     )
     broker_id: int = _setting(0, "this broker's id in a cluster", "1", low=0)
     cluster_id: str = _setting("tidelog", "name of the cluster, reported to clients", "prod")
@@ -221,10 +235,22 @@ class BrokerConfig:
         low=1,
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR", "DEBUG")
+    log_format: str = _setting(
+        "text", "text (one line per event) or json (one JSON object per line)", "json"
+    )
 
     @property
     def advertised(self) -> str:
         return self.advertised_host or self.host
+
+    @property
+    def admin(self) -> int:
+        """The admin port to serve: ``admin_port``, or when not set 9644 -- except for a
+        broker on a free port (``port=0``: tests and embedded brokers), whose admin port is
+        off unless asked for, so that several of them never fight over 9644."""
+        if self.admin_port is not None:
+            return self.admin_port
+        return ADMIN_PORT_OFF if self.port == 0 else DEFAULT_ADMIN_PORT
 
     def fetch_budget(self, requested: int) -> int:
         """The data bytes one fetch may return: what it asks, capped by ``max_fetch_bytes``
@@ -268,6 +294,8 @@ class BrokerConfig:
         for setting in SETTINGS.values():
             if not setting.allows(getattr(self, setting.name)):
                 raise ConfigError(f"{setting.name} must be {setting.range}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
             raise ConfigError(
                 "group_min_session_timeout_ms must be <= group_max_session_timeout_ms"
@@ -303,7 +331,9 @@ class Setting:
         return f"{'>' if self.low_open else '>='} {self.low}"
 
     def allows(self, value: Any) -> bool:
-        """Whether ``value`` is within :attr:`range`."""
+        """Whether ``value`` is within :attr:`range` (``None``, "not set", always is)."""
+        if value is None:
+            return True
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or value <= self.high

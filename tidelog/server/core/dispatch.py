@@ -13,6 +13,7 @@ from tidelog.wire.errors import BrokerShuttingDownError, UnknownApiError
 from ..config import BrokerConfig
 from ..groups import GroupCoordinator
 from ..log import FileSystem, LogManager, TopicConfig
+from ..metrics import BrokerMetrics
 from .admin import AdminApis
 from .configs import parse_topic_configs
 from .data import DataApis, fetch_reservation
@@ -65,6 +66,10 @@ class BrokerCore:
             await manager.stop()
             raise
         self.groups = groups
+
+    def count_into(self, metrics: BrokerMetrics | None) -> None:
+        """Count records and bytes per topic into ``metrics`` (``None``: count nothing)."""
+        self._data.metrics = metrics
 
     def set_advertised_port(self, port: int) -> None:
         self.state.port = port
