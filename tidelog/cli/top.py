@@ -29,6 +29,7 @@ from rich.text import Text
 
 from . import context, render, scrape
 from .errors import command
+from .stopping import Stopped
 
 SORTS: Final = ("name", "in", "out")
 ESC: Final = "\x1b"
@@ -287,4 +288,5 @@ def top(
         wake.set()
 
     address = scrape.admin_address(admin, settings.broker)
-    context.run(run_top(address, interval, settings.timeout, stop, wake), on_stop=on_stop)
+    with contextlib.suppress(Stopped):  # Ctrl-C is one way top ends, like tail: exit 0
+        context.run(run_top(address, interval, settings.timeout, stop, wake), on_stop=on_stop)
