@@ -4,6 +4,8 @@ Prometheus text parser: every family present with its labels, exact values where
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from tidelog.testing import BrokerThread
 
 RECORDS = 50
 TOPIC = "orders"
+DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -215,3 +218,17 @@ def test_admin_port_is_off_for_a_free_broker_port_unless_asked(
     assert broker.broker.metrics is None  # nothing counted either
     assert BrokerConfig().admin == 9644
     assert BrokerConfig(port=0, admin_port=9700).admin == 9700
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_broker_exports(
+    tidelog_broker_factory: Callable[..., BrokerThread],
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs.append(dashboard["templating"]["list"][1]["query"]["query"])
+    used = {name for e in exprs for name in re.findall(r"\btidelog_\w+", e)}
+    assert len(used) >= 20, used
+    broker = tidelog_broker_factory(admin_port=-1)
+    samples, _ = run_with_member(broker.address, lambda: scrape(broker.admin_address))
+    missing = sorted(used - set(samples))
+    assert not missing, f"the dashboard queries series no scrape has: {missing}"

@@ -4,6 +4,7 @@ broker on loopback, and the consumer-group lag is read back through Prometheus's
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -23,8 +24,9 @@ RECORDS = 30
 COMMITTED = 12
 
 pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None,
-    reason="the prometheus binary is missing (apt-get install prometheus; .ci/run does)",
+    PROMETHEUS is None and not os.environ.get("CI"),
+    reason="the prometheus binary is missing (apt-get install prometheus; .ci/run does, and "
+    "under CI this test fails instead)",
 )
 
 
