@@ -22,7 +22,9 @@ from . import context, render
 from .errors import command
 
 EXIT_UNHEALTHY: Final = 10
-app = typer.Typer(help="The cluster as a whole: `tidelog cluster health`.", no_args_is_help=True)
+app = typer.Typer(
+    help="The cluster as a whole. Example: `tidelog cluster health --json`", no_args_is_help=True
+)
 
 
 @dataclass(slots=True)
@@ -102,16 +104,28 @@ async def watch(
 def health(
     ctx: typer.Context,
     watch_: Annotated[
-        bool, typer.Option("--watch", "-w", help="Check again every --interval seconds.")
+        bool,
+        typer.Option(
+            "--watch", "-w", help="Check again every --interval seconds. Example: --watch"
+        ),
     ] = False,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.1, help="Seconds between checks with --watch.")
+        float,
+        typer.Option(
+            "--interval", min=0.1, help="Seconds between checks with --watch. Example: --interval 5"
+        ),
     ] = 2.0,
     exit_when_healthy: Annotated[
         bool,
-        typer.Option("--exit-when-healthy", help="With --watch: stop at the first healthy check."),
+        typer.Option(
+            "--exit-when-healthy",
+            help="With --watch: stop at the first healthy check. "
+            "Example: --watch --exit-when-healthy",
+        ),
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print each check as JSON.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print each check as JSON. Example: --json")
+    ] = False,
 ) -> None:
     """Healthy when every broker answers, every partition has a leader and a controller
     exists; otherwise print the reasons and exit 10.

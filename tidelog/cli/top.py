@@ -272,7 +272,10 @@ def top(
     ctx: typer.Context,
     admin: scrape.AdminOption = None,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")
+        float,
+        typer.Option(
+            "--interval", min=0.1, help="Seconds between refreshes. Example: --interval 2"
+        ),
     ] = 1.0,
 ) -> None:
     """A live view of the broker: topics' records/s and bytes/s in and out, groups with their
