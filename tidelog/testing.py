@@ -5,7 +5,8 @@ enough), it provides the fixtures:
 
 * ``tidelog_broker`` -- a fresh broker per test, data in the test's ``tmp_path``; use
   ``tidelog_broker.address`` (``"127.0.0.1:PORT"``) in your client code.
-* ``tidelog_broker_factory`` -- a callable to start more (or differently configured) brokers.
+* ``tidelog_broker_factory`` -- a callable to start more (or differently configured) brokers;
+  ``factory(admin_port=-1)`` also serves ``/metrics`` on a free port (``.admin_address``).
 
 ``--tidelog-storage=memory`` starts these brokers with in-memory storage (no data dir; faster,
 and nothing kept across restarts) unless a test names ``storage`` itself. Tests where storage is
@@ -99,6 +100,14 @@ class BrokerThread:
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
+
+    @property
+    def admin_address(self) -> str:
+        """``host:port`` of the admin HTTP port (start the broker with ``admin_port=-1``)."""
+        address = self.broker.admin_address
+        if address is None:
+            raise RuntimeError("the admin port is off: pass admin_port=-1 for a free one")
+        return address
 
     def start(self) -> Self:
         self._thread = threading.Thread(target=self._run, name="tidelog-broker", daemon=True)

@@ -12,7 +12,7 @@ import typer
 
 from tidelog import __version__
 
-from . import consume, context, groups, produce, serve, tail, topics
+from . import consume, context, groups, health, produce, serve, status, tail, top, topics
 
 app = typer.Typer(
     name="tidelog",
@@ -28,7 +28,9 @@ app = typer.Typer(
     "* `tidelog produce events hello world`\n"
     "* `tidelog consume events --from-beginning`\n"
     "* `tidelog consume events --group billing`\n"
-    "* `tidelog --broker 10.0.0.5:7070 tail events`",
+    "* `tidelog --broker 10.0.0.5:7070 tail events`\n"
+    "* `tidelog status`, `tidelog top`, `tidelog cluster health` (metrics from the admin "
+    "port, `--admin host:9644`)",
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
@@ -40,6 +42,9 @@ app.command("serve")(serve.serve)
 app.command("produce")(produce.produce)
 app.command("consume")(consume.consume)
 app.command("tail")(tail.tail)
+app.command("status")(status.status)
+app.command("top")(top.top)
+app.add_typer(health.app, name="cluster")
 
 
 def _version(value: bool) -> None:

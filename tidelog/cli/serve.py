@@ -128,7 +128,7 @@ def serve(
             **parsing.key_values(topic_default, "--topic-default"),
         }
         broker_config = dataclasses.replace(broker_config, topic_defaults=table)
-    configure_logging(broker_config.log_level)
+    configure_logging(broker_config.log_level, broker_config.log_format)
     try:
         code = run_broker(broker_config, lambda broker: _banner(broker_config, broker))
     except OSError as exc:

@@ -14,13 +14,18 @@ import time
 from types import TracebackType
 from typing import Final, Self
 
+from prometheus_client.registry import CollectorRegistry
+
+from .admin_http import AdminServer, admin_app
 from .budget import RequestBudget
-from .config import BrokerConfig
+from .config import ADMIN_PORT_ANY, ADMIN_PORT_OFF, BrokerConfig
 from .connection import ClientProtocol, Connection
 from .core import BrokerCore
 from .limits import check_descriptors, connection_capacity, descriptor_limit, partitions_on_disk
 from .log import FileSystem
 from .log.manager import MAX_OPEN_SEGMENTS
+from .metrics import BrokerMetrics
+from .metrics_export import BrokerCollector
 
 log = logging.getLogger("tidelog.server")
 
@@ -43,6 +48,17 @@ class Broker:
         self._started_at = 0.0
         self.refused_connections = 0
         """Connections closed at accept because the broker was full."""
+        self.metrics: BrokerMetrics | None = None
+        """The counters behind ``/metrics``; ``None`` (nothing counted) without an admin
+        port."""
+        self.registry: CollectorRegistry | None = None
+        """This broker's own Prometheus registry (never the process-wide one)."""
+        self._admin: AdminServer | None = None
+        if self.config.admin != ADMIN_PORT_OFF:
+            self.metrics = BrokerMetrics()
+            self.registry = CollectorRegistry(auto_describe=False)
+            self.registry.register(BrokerCollector(self, self.metrics))
+            self.core.count_into(self.metrics)
 
     @property
     def port(self) -> int:
@@ -58,6 +74,21 @@ class Broker:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def admin_address(self) -> str | None:
+        """``host:port`` of the admin HTTP port, ``None`` when it is off."""
+        if self._admin is None:
+            return None
+        return f"{self.host}:{self._admin.port}"
+
+    def not_ready(self) -> str | None:
+        """Why the broker is not ready to serve (``/ready``), or ``None`` when it is."""
+        if self._server is None or self.core.logs is None or self.core.groups is None:
+            return "starting or stopping: the logs are not loaded"
+        if self.core.state.shutting_down:
+            return "shutting down"
+        return None
 
     @property
     def connections(self) -> list[Connection]:
@@ -88,6 +119,12 @@ class Broker:
                 await self.core.shutdown()
                 raise
         self._started_at = time.monotonic()
+        if self.registry is not None:
+            try:
+                await self._start_admin(self.registry)
+            except OSError:
+                await self.stop()
+                raise
         partitions, cached = self._log_descriptors()
         log.info(
             "the logs hold %d file descriptors (one per partition) and up to %d more for older "
@@ -112,6 +149,9 @@ class Broker:
             return
         server, self._server = self._server, None
         log.info("broker shutting down")
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            await admin.stop()
         server.close()
         await self.core.leave_cluster()  # others take over its partitions at once
         for conn in self._connections:
@@ -147,6 +187,14 @@ class Broker:
     ) -> None:
         await self.stop()
 
+    async def _start_admin(self, registry: CollectorRegistry) -> None:
+        port = self.config.admin
+        admin = AdminServer(
+            admin_app(registry, self.not_ready), self.host, 0 if port == ADMIN_PORT_ANY else port
+        )
+        await admin.start()
+        self._admin = admin
+
     def _capacity(self) -> int:
         """How many connections may be open now (none once the logs are closed)."""
         if self.core.logs is None:
@@ -171,7 +219,7 @@ class Broker:
                 )
             writer.transport.abort()
             return
-        conn = Connection(reader, writer, self.core, self.config, self.budget)
+        conn = Connection(reader, writer, self.core, self.config, self.budget, self.metrics)
         task = asyncio.current_task()
         assert task is not None
         self._connections[conn] = task

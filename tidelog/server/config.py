@@ -33,6 +33,12 @@ from .log.offsetmap import ENTRY_BYTES
 
 ENV_PREFIX: Final = "TIDELOG_"
 DEFAULT_PORT: Final = DEFAULT_BROKER_PORT
+DEFAULT_ADMIN_PORT: Final = 9644
+"""The admin HTTP port (``/metrics``, ``/health``, ``/ready``): Redpanda's admin port."""
+ADMIN_PORT_OFF: Final = 0
+ADMIN_PORT_ANY: Final = -1
+"""``admin_port`` asking for a free port (tests, several brokers on one host)."""
+LOG_FORMATS: Final = ("text", "json")
 DEFAULT_DATA_DIR: Final = Path("./tidelog-data")
 LIMITS: Final = "Limits and timeouts"
 GROUPS: Final = "Consumer groups"
@@ -90,6 +96,14 @@ class BrokerConfig:
         "268435456",
         group=LIMITS,
         low=0,
+    )
+    admin_port: int | None = _setting(
+        None,
+        "admin HTTP port on the broker's host, serving /metrics, /health and /ready (0: off; "
+        "-1: a free port; default: 9644, or off when port is 0)",
+        "9645",
+        low=ADMIN_PORT_ANY,
+        high=65535,
     )
     broker_id: int = _setting(0, "this broker's id in a cluster", "1", low=0)
     cluster_id: str = _setting("tidelog", "name of the cluster, reported to clients", "prod")
@@ -295,6 +309,9 @@ class BrokerConfig:
         low_open=True,
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR", "DEBUG")
+    log_format: str = _setting(
+        "text", "text (one line per event) or json (one JSON object per line)", "json"
+    )
 
     @property
     def in_memory(self) -> bool:
@@ -318,6 +335,15 @@ class BrokerConfig:
             self.log_cleaner_io_bytes_per_second,
             self.log_cleaner_backoff_ms,
         )
+
+    @property
+    def admin(self) -> int:
+        """The admin port to serve: ``admin_port``, or when not set 9644 -- except for a
+        broker on a free port (``port=0``: tests and embedded brokers), whose admin port is
+        off unless asked for, so that several of them never fight over 9644."""
+        if self.admin_port is not None:
+            return self.admin_port
+        return ADMIN_PORT_OFF if self.port == 0 else DEFAULT_ADMIN_PORT
 
     def fetch_budget(self, requested: int) -> int:
         """The data bytes one fetch may return: what it asks, capped by ``max_fetch_bytes``
@@ -361,6 +387,8 @@ class BrokerConfig:
         for setting in SETTINGS.values():
             if not setting.allows(getattr(self, setting.name)):
                 raise ConfigError(f"{setting.name} must be {setting.range}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
             raise ConfigError(
                 "group_min_session_timeout_ms must be <= group_max_session_timeout_ms"
@@ -403,6 +431,9 @@ class Setting:
         """Whether ``value`` is within :attr:`range`."""
         if self.choices:
             return value in self.choices
+        """Whether ``value`` is within :attr:`range` (``None``, "not set", always is)."""
+        if value is None:
+            return True
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or value <= self.high

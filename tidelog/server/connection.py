@@ -53,6 +53,7 @@ from tidelog.wire.session import (
 from .budget import RequestBudget
 from .config import BrokerConfig
 from .core import Reply, RequestCore, Session
+from .metrics import BrokerMetrics
 
 log = logging.getLogger("tidelog.server.connection")
 
@@ -102,15 +103,18 @@ class Connection:
         core: RequestCore,
         config: BrokerConfig,
         budget: RequestBudget | None = None,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         """``budget`` is the broker's, shared by its connections (a connection of its own if
-        not given)."""
+        not given); ``metrics``, when given, counts each served request."""
         self._reader = reader
         self._writer = writer
         self._core = core
         self._config = config
         self._budget = RequestBudget(config.max_queued_request_bytes) if budget is None else budget
         self._taken = 0  # budget bytes taken for the frame being received
+        self._metrics = metrics
+        self._now = asyncio.get_running_loop().time
         peer = writer.get_extra_info("peername")
         self.session = Session(peer[0], peer[1]) if peer else Session("?", 0)
         self._peer = self.session.peer  # for log lines
@@ -351,7 +355,8 @@ class Connection:
         self._taken = 0
         size = body + self._core.reserve(request)
         self._account(size, +1)
-        task = asyncio.create_task(self._serve(header, request, data, size, held))
+        received = 0.0 if self._metrics is None else self._now()
+        task = asyncio.create_task(self._serve(header, request, data, size, held, received))
         self._tasks[task] = cancel
         task.add_done_callback(self._forget)
 
@@ -372,11 +377,20 @@ class Connection:
                     self._reply(reply)
 
     async def _serve(
-        self, header: FrameHeader, request: m.Request, data: bytearray, size: int, held: int
+        self,
+        header: FrameHeader,
+        request: m.Request,
+        data: bytearray,
+        size: int,
+        held: int,
+        received: float,
     ) -> None:
+        """Handle one request and write its response; ``received`` is when its frame was
+        decoded (on the loop's clock; only read when metrics are kept)."""
         response_size = 0
         reply: Reply = None
         error: tuple[ErrorCode, str] | None = None
+        started = 0.0 if self._metrics is None else self._now()
         try:
             try:
                 reply = await self._core.handle(request, data, self.session)
@@ -409,6 +423,13 @@ class Connection:
             self._client_gone(True)  # the read loop notices and closes
         finally:
             self._account(-size - response_size, -1)
+            metrics = self._metrics
+            if metrics is not None:
+                code = 0 if error is None else int(error[0])
+                queued = started - received
+                metrics.request(
+                    type(request), code, held, response_size, queued, self._now() - received
+                )
 
     def _reply(self, buffers: Sequence[Buffer]) -> None:
         """Write a reply made without a handler, counted in the connection's buffered bytes

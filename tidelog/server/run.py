@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import uvloop
 
@@ -18,14 +20,33 @@ from .broker import Broker
 from .config import SETTINGS_DOC, BrokerConfig, ConfigError
 from .limits import raise_descriptor_limit
 
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
-def configure_logging(level: str) -> None:
-    """One line per event: time, level, component, message (structured enough to grep)."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the text format's fields: ``time`` (as asctime writes
+    it), ``level``, ``component`` (the logger), ``message``; ``traceback`` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "component": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One line per event: time, level, component, message (structured enough to grep), as
+    text or (``log_format="json"``) as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # httpx logs every etcd request (keepalives each second) at INFO: only its warnings.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -84,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tidelog: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     try:
         return serve(
             config, lambda b: print(f"tidelog broker listening on {b.address}", flush=True)

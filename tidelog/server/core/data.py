@@ -29,6 +29,7 @@ from tidelog.wire.records import Buffer, batch_size_at
 
 from ..config import BrokerConfig
 from ..log import TopicPartition
+from ..metrics import BrokerMetrics
 from .idempotence import MAX_EPOCH
 from .state import CoreState
 from .types import Reply
@@ -47,6 +48,9 @@ class DataApis:
 
     def __init__(self, state: CoreState) -> None:
         self._state = state
+        self.metrics: BrokerMetrics | None = None
+        """Counts records and bytes in and out per topic, when set (per partition, never per
+        record: a partition's records are the change of its log end offset)."""
 
     # --- produce ------------------------------------------------------------------------
 
@@ -63,6 +67,7 @@ class DataApis:
             failed = await state.auto_create(p.topic for p in request.partitions)
         # From here to the first await below, nothing else runs: batches land in request order.
         writes = state.write_path
+        metrics = self.metrics
         results: list[m.ProducePartitionResult] = []
         waits: list[tuple[int, asyncio.Future[None]]] = []
         for index, (target, section) in enumerate(zip(request.partitions, sections, strict=True)):
@@ -71,9 +76,15 @@ class DataApis:
                 if topic in failed:
                     raise failed[topic]
                 state.serving(topic, partition)
-                appended = writes.append(
-                    TopicPartition(topic, partition), _split_batches(section), acks
-                )
+                tp = TopicPartition(topic, partition)
+                if metrics is not None:  # before: the log end, to count what is appended
+                    plog = state.manager.get_log(tp)
+                    end = plog.log_end_offset
+                appended = writes.append(tp, _split_batches(section), acks)
+                if metrics is not None:
+                    counts = metrics.topic(topic)
+                    counts.records_in += plog.log_end_offset - end
+                    counts.bytes_in += len(section)
             except BrokerError as exc:
                 log.debug("produce to %s-%d failed: %s", topic, partition, exc)
                 results.append(m.ProducePartitionResult(topic, partition, exc.code, exc.message))
@@ -135,8 +146,11 @@ class DataApis:
         max_bytes = fetch_reservation(request, state.config)
         if any(p.verify for p in request.partitions):
             await self._verify(request.partitions, max_bytes)
+        metrics = self.metrics
+        sent: list[tuple[str, int, int]] | None = None if metrics is None else []
+        waited_from = -1.0
         while True:
-            results, chunks, total = self._read(request.partitions, max_bytes)
+            results, chunks, total = self._read(request.partitions, max_bytes, sent)
             remaining = deadline - clock.monotonic()
             if (
                 total >= min_bytes
@@ -144,7 +158,13 @@ class DataApis:
                 or state.shutting_down
                 or any(r.error_code for r in results)
             ):
+                if metrics is not None and sent is not None:
+                    _count_fetch(metrics, sent, clock.monotonic() - waited_from, waited_from)
                 return m.FetchResponse(tuple(results)), chunks
+            if sent is not None:
+                sent.clear()  # read again after the wait: only the last read is sent
+                if waited_from < 0:
+                    waited_from = clock.monotonic()
             # No await since the read: no append can have slipped in between.
             with state.notifier.watch((p.topic, p.partition) for p in request.partitions) as woken:
                 await clock.wait(woken, remaining)
@@ -162,8 +182,13 @@ class DataApis:
                     log.debug("verifying %s at %d: %s", tp, p.offset, exc)
 
     def _read(
-        self, partitions: Sequence[m.FetchPartition], max_bytes: int
+        self,
+        partitions: Sequence[m.FetchPartition],
+        max_bytes: int,
+        sent: list[tuple[str, int, int]] | None = None,
     ) -> tuple[list[m.FetchPartitionResult], list[Buffer], int]:
+        """Read each partition; ``sent`` (when given) gets ``(topic, records, bytes)`` for each
+        partition with data (records: the offsets its batches span)."""
         state = self._state
         results: list[m.FetchPartitionResult] = []
         chunks: list[Buffer] = []
@@ -180,6 +205,8 @@ class DataApis:
                         p.offset, budget, max_offset=plog.high_watermark, min_one_batch=total == 0
                     )
                     payload = read.records
+                    if sent is not None and payload:
+                        sent.append((p.topic, read.next_offset - read.first_offset, len(payload)))
             except UnreadableRangeError as exc:  # damaged or missing: say where data resumes
                 results.append(
                     m.FetchPartitionResult(
@@ -256,6 +283,18 @@ class DataApis:
                     m.ListOffsetsPartitionResult(p.topic, p.partition, offset=offset, timestamp=ts)
                 )
         return m.ListOffsetsResponse(tuple(results))
+
+
+def _count_fetch(
+    metrics: BrokerMetrics, sent: list[tuple[str, int, int]], waited: float, waited_from: float
+) -> None:
+    """Count a fetch's records and bytes per topic, and its long-poll wait if it waited."""
+    for topic, records, nbytes in sent:
+        counts = metrics.topic(topic)
+        counts.records_out += records
+        counts.bytes_out += nbytes
+    if waited_from >= 0:
+        metrics.fetch_wait.observe(waited)
 
 
 def _split_batches(section: memoryview) -> list[memoryview]:

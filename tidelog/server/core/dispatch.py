@@ -14,6 +14,7 @@ from ..config import BrokerConfig
 from ..groups import GroupCoordinator
 from ..log import FileSystem, LogManager, MemoryFileSystem, TopicConfig
 from ..log.memfs import MEMORY_DATA_DIR
+from ..metrics import BrokerMetrics
 from .admin import AdminApis
 from .configs import parse_topic_configs
 from .data import DataApis, fetch_reservation
@@ -71,6 +72,10 @@ class BrokerCore:
             await manager.stop()
             raise
         self.groups = groups
+
+    def count_into(self, metrics: BrokerMetrics | None) -> None:
+        """Count records and bytes per topic into ``metrics`` (``None``: count nothing)."""
+        self._data.metrics = metrics
 
     def set_advertised_port(self, port: int) -> None:
         self.state.port = port

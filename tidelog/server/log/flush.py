@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Executor
 
 from tidelog.wire.errors import StorageError
 
+from ..metrics import COUNT_BUCKETS, Histogram
 from .partition import PartitionLog
 
 logger = logging.getLogger("tidelog.server.log")
@@ -38,6 +40,11 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self.fsyncs = 0
         """How many flushes this committer has run (the group commit's denominator)."""
+        self.fsync_seconds = Histogram()
+        """How long each flush's worker-thread job took (``tidelog_fsync_duration_seconds``)."""
+        self.waiters_per_fsync = Histogram(COUNT_BUCKETS)
+        """How many appends waiting for durability each flush released
+        (``tidelog_batches_per_fsync``): the group commit at work."""
 
     @property
     def log(self) -> PartitionLog:
@@ -94,6 +101,7 @@ class GroupCommitter:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 job = log.begin_flush()
+                began = time.perf_counter()
                 try:
                     done = loop.run_in_executor(self._executor, job.run)
                 except BaseException:
@@ -103,6 +111,8 @@ class GroupCommitter:
                 # handles; the waiters are cancelled below.
                 await done
                 self.fsyncs += 1
+                self.fsync_seconds.observe(time.perf_counter() - began)
+                self.waiters_per_fsync.observe(len(batch))
                 log.complete_flush(job)
                 point, end = log.recovery_point, log.log_end_offset
                 for offset, future in batch:

@@ -1,0 +1,295 @@
+"""``tidelog top``: a live view of a broker, read from its ``/metrics`` every second.
+
+Rates are the change of the counters between two scrapes; latencies the mean and the p99 of the
+requests of the last interval (from the histogram buckets). Keys: ``q`` quits, ``s`` cycles the
+topics' sort order, ``/`` starts a filter on topic and group names (Enter ends it, Esc clears
+it). It draws on the terminal's alternate screen, which it leaves (with the terminal's modes
+restored) on ``q``, Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import termios
+import time
+import tty
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Final
+
+import httpx
+import typer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from . import context, render, scrape
+from .errors import command
+from .stopping import Stopped
+
+SORTS: Final = ("name", "in", "out")
+ESC: Final = "\x1b"
+
+
+@dataclass(slots=True)
+class Keys:
+    """What the keys asked for so far."""
+
+    sort: int = 0
+    filter: str = ""
+    typing: bool = False
+    quit: bool = False
+
+    def press(self, key: str) -> None:
+        if self.typing:
+            if key in ("\r", "\n"):
+                self.typing = False
+            elif key == ESC:
+                self.typing, self.filter = False, ""
+            elif key in ("\x7f", "\b"):
+                self.filter = self.filter[:-1]
+            elif key.isprintable():
+                self.filter += key
+            return
+        match key:
+            case "q" | "Q":
+                self.quit = True
+            case "s":
+                self.sort = (self.sort + 1) % len(SORTS)
+            case "/":
+                self.typing, self.filter = True, ""
+            case "\x1b":
+                self.filter = ""
+
+
+def _rate(now: float, before: float | None, dt: float) -> float:
+    return 0.0 if before is None or dt <= 0 else max(now - before, 0.0) / dt
+
+
+@dataclass(slots=True)
+class Frame:
+    """Two scrapes and the seconds between them: what one screen shows."""
+
+    now: scrape.Scrape
+    before: scrape.Scrape | None
+    dt: float
+    admin: str
+    keys: Keys = field(default_factory=Keys)
+
+    def _rates(self, name: str, *keys: str) -> dict[tuple[str, ...], float]:
+        cur = self.now.by(name, *keys)
+        old = self.before.by(name, *keys) if self.before is not None else {}
+        return {k: _rate(v, old.get(k) if self.before else None, self.dt) for k, v in cur.items()}
+
+    def _shown(self, name: str) -> bool:
+        return self.keys.filter.lower() in name.lower()
+
+    def broker(self) -> Table:
+        m = self.now
+        version = next((labels["version"] for labels, _ in m.series("build_info")), "?")
+        started = m.value("start_time_seconds")
+        requests = sum(self._rates("requests").values())
+        table = Table(title="brokers", title_justify="left", expand=True)
+        for col in ("admin", "version", "uptime", "connections", "in flight", "requests/s"):
+            table.add_column(col, justify="left" if col in ("admin", "version") else "right")
+        table.add_row(
+            self.admin,
+            version,
+            f"{max(time.time() - started, 0):.0f}s" if started else "?",
+            f"{m.value('connections'):.0f}",
+            f"{m.value('inflight_requests'):.0f}",
+            f"{requests:.1f}",
+        )
+        return table
+
+    def topics(self) -> Table:
+        rin, bin_ = self._rates("records_in_total", "topic"), self._rates("bytes_in_total", "topic")
+        rout = self._rates("records_out_total", "topic")
+        bout = self._rates("bytes_out_total", "topic")
+        size = self.now.by("log_size_bytes", "topic")
+        counts: dict[tuple[str, ...], int] = {}
+        for labels, _ in self.now.series("log_end_offset"):  # one sample per partition
+            key = (labels["topic"],)
+            counts[key] = counts.get(key, 0) + 1
+        names = sorted({k for k in (*rin, *rout, *size)}, key=lambda k: k[0])
+        sort = SORTS[self.keys.sort]
+        if sort == "in":
+            names.sort(key=lambda k: -rin.get(k, 0.0))
+        elif sort == "out":
+            names.sort(key=lambda k: -rout.get(k, 0.0))
+        table = Table(title=f"topics (sorted by {sort})", title_justify="left", expand=True)
+        for col in (
+            "topic",
+            "partitions",
+            "records/s in",
+            "bytes/s in",
+            "records/s out",
+            "bytes/s out",
+            "size",
+        ):
+            table.add_column(col, justify="left" if col == "topic" else "right")
+        for k in names:
+            if not self._shown(k[0]):
+                continue
+            table.add_row(
+                k[0],
+                str(counts.get(k, 0)),
+                f"{rin.get(k, 0.0):.1f}",
+                render.human_bytes(int(bin_.get(k, 0.0))),
+                f"{rout.get(k, 0.0):.1f}",
+                render.human_bytes(int(bout.get(k, 0.0))),
+                render.human_bytes(int(size.get(k, 0.0))),
+            )
+        return table
+
+    def groups(self) -> Table:
+        lag = self.now.by("consumer_group_lag", "group")
+        members = self.now.by("consumer_group_members", "group")
+        states = {
+            labels["group"]: labels["state"]
+            for labels, v in self.now.series("consumer_group_state")
+            if v == 1
+        }
+        table = Table(title="groups", title_justify="left", expand=True)
+        for col in ("group", "state", "members", "lag"):
+            table.add_column(col, justify="left" if col in ("group", "state") else "right")
+        for (group,), count in sorted(members.items()):
+            if self._shown(group):
+                table.add_row(
+                    group, states.get(group, "?"), f"{count:.0f}", f"{lag.get((group,), 0):.0f}"
+                )
+        return table
+
+    def latencies(self) -> Table:
+        table = Table(title="request latency (last interval)", title_justify="left", expand=True)
+        for col in ("api", "requests/s", "mean ms", "p99 ms", "errors/s"):
+            table.add_column(col, justify="left" if col == "api" else "right")
+        counts = self._rates("request_duration_seconds_count", "api")
+        sums = self._rates("request_duration_seconds_sum", "api")
+        errors = {
+            k: v for k, v in self._rates("requests_total", "api", "error").items() if k[1] != "none"
+        }
+        for (api,), rate in sorted(counts.items(), key=lambda kv: -kv[1]):
+            buckets = self._bucket_deltas(api)
+            p99 = scrape.histogram_quantile(buckets, 0.99)
+            mean = sums.get((api,), 0.0) / rate if rate else None
+            failed = sum(v for (a, _), v in errors.items() if a == api)
+            table.add_row(
+                api,
+                f"{rate:.1f}",
+                "-" if mean is None else f"{mean * 1000:.2f}",
+                "-" if p99 is None else f"{p99 * 1000:.2f}",
+                f"{failed:.1f}",
+            )
+        return table
+
+    def _bucket_deltas(self, api: str) -> dict[str, float]:
+        def buckets(s: scrape.Scrape | None) -> dict[str, float]:
+            if s is None:
+                return {}
+            return {
+                labels["le"]: v
+                for labels, v in s.series("request_duration_seconds_bucket")
+                if labels.get("api") == api
+            }
+
+        now, old = buckets(self.now), buckets(self.before)
+        return {le: v - old.get(le, 0.0) for le, v in now.items()}
+
+    def render(self) -> RenderableType:
+        keys = self.keys
+        hint = (
+            f"filter: {keys.filter}{'_' if keys.typing else ''}"
+            if keys.typing or keys.filter
+            else ""
+        )
+        footer = Text(f"q quit · s sort · / filter · Esc clear   {hint}", style="dim")
+        return Group(self.broker(), self.topics(), self.groups(), self.latencies(), footer)
+
+
+@contextlib.contextmanager
+def _cbreak(keys: Keys, wake: asyncio.Event, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Keys as they are typed (no echo, no Enter needed) when stdin is a terminal; the
+    terminal's modes are restored on the way out, however it is left."""
+    fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    if fd < 0 or not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def read() -> None:
+        data = os.read(fd, 64).decode(errors="replace")
+        for ch in data:
+            keys.press(ch)
+        wake.set()  # redraw now
+
+    loop.add_reader(fd, read)
+    try:
+        yield
+    finally:
+        loop.remove_reader(fd)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def run_top(
+    admin: str, interval: float, http_timeout: float, stop: asyncio.Event, wake: asyncio.Event
+) -> None:
+    """Redraw every ``interval`` seconds and at each key, until ``q`` or ``stop`` (whoever
+    sets ``stop`` sets ``wake`` too)."""
+    loop = asyncio.get_running_loop()
+    keys = Keys()
+    before: scrape.Scrape | None = None
+    then = time.monotonic()
+    async with httpx.AsyncClient(timeout=http_timeout) as http:
+        first = await scrape.fetch(http, admin)  # fails before the screen is switched
+        with (
+            _cbreak(keys, wake, loop),
+            Live(console=context.stdout, screen=True, auto_refresh=False) as live,
+        ):
+            current = first
+            while not keys.quit and not stop.is_set():
+                now = time.monotonic()
+                frame = Frame(current, before, now - then, admin, keys)
+                live.update(frame.render(), refresh=True)
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await wake.wait()
+                if keys.quit or stop.is_set():
+                    break
+                if time.monotonic() - now >= interval:
+                    before, then = current, now
+                    current = await scrape.fetch(http, admin)
+
+
+@command
+def top(
+    ctx: typer.Context,
+    admin: scrape.AdminOption = None,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", min=0.1, help="Seconds between refreshes. Example: --interval 2"
+        ),
+    ] = 1.0,
+) -> None:
+    """A live view of the broker: topics' records/s and bytes/s in and out, groups with their
+    lag, request latencies. Keys: q quit, s sort, / filter, Esc clear the filter.
+
+    Example: `tidelog top` (`--admin host:9644` when the admin port is elsewhere)
+    """
+    settings = context.settings(ctx)
+    stop, wake = asyncio.Event(), asyncio.Event()
+
+    def on_stop() -> None:
+        stop.set()
+        wake.set()
+
+    address = scrape.admin_address(admin, settings.broker)
+    with contextlib.suppress(Stopped):  # Ctrl-C is one way top ends, like tail: exit 0
+        context.run(run_top(address, interval, settings.timeout, stop, wake), on_stop=on_stop)
