@@ -6,6 +6,8 @@ enough), it provides the fixtures:
 * ``tidelog_broker`` -- a fresh broker per test, data in the test's ``tmp_path``; use
   ``tidelog_broker.address`` (``"127.0.0.1:PORT"``) in your client code.
 * ``tidelog_broker_factory`` -- a callable to start more (or differently configured) brokers.
+* ``tidelog_gateway`` and ``tidelog_gateway_factory`` -- the HTTP gateway in front of it, on
+  an ephemeral port (:mod:`tidelog.gateway.testing`).
 
 The broker runs on its own event loop in a background thread, so it works in synchronous and
 asynchronous tests alike, with or without pytest-asyncio. Inside an asyncio program you can
@@ -23,6 +25,7 @@ from typing import Any, Self
 
 import pytest
 
+from tidelog.gateway.testing import tidelog_gateway, tidelog_gateway_factory  # noqa: F401
 from tidelog.server import Broker, BrokerConfig
 
 START_TIMEOUT_S = 30.0
