@@ -55,6 +55,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{TIDELOG.parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("TIDELOG_BROKER", None)
+    env.setdefault("TIDELOG_HTTP_PORT", "0")  # `tidelog serve`'s gateway: never the fixed 8080
     env.update(extra)
     return env
 

@@ -35,9 +35,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class _Embedded(uvicorn.Server):
+    on_started: asyncio.Event | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # the embedding program handles signals
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.on_started is not None:
+            self.on_started.set()
 
 
 class GatewayServer:
@@ -73,8 +80,10 @@ class GatewayServer:
     def started(self) -> bool:
         return self._server.started
 
-    async def serve(self) -> None:
-        """Serve until :meth:`stop` (or cancellation, which stops it gracefully too)."""
+    async def serve(self, started: asyncio.Event | None = None) -> None:
+        """Serve until :meth:`stop` (or cancellation, which stops it gracefully too);
+        ``started`` is set once it serves."""
+        self._server.on_started = started
         try:
             await self._server.serve(sockets=[self.socket])
         except asyncio.CancelledError:

@@ -51,13 +51,18 @@ class GatewayThread:
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(self.server.serve())
+        started = asyncio.Event()
+        task = asyncio.ensure_future(self.server.serve(started))
+        waiter = asyncio.ensure_future(started.wait())
         try:
-            while not self.server.started and not task.done():
-                await asyncio.sleep(0.01)  # uvicorn offers no started event to await
+            await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+            if task.done() and task.exception() is not None:
+                self._error = task.exception()
         finally:
+            waiter.cancel()
             self._ready.set()
-        await task
+        if self._error is None:
+            await task
 
     def stop(self) -> None:
         loop = self._loop
