@@ -19,6 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tidelog.client import errors as ce
 from tidelog.client.group import CommitFailedError
 from tidelog.wire import errors as we
+from tidelog.wire.errors import TidelogError
+
+from .formats import UndecodableError
 
 logger = logging.getLogger("tidelog.gateway")
 
@@ -59,6 +62,7 @@ ERROR_TABLE: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
     (we.InvalidCommitOffsetError, 400, "invalid_commit_offset"),
     (we.UnreadableRangeError, 422, "unreadable_range"),
     (ce.RecordDeserializationError, 406, "undecodable_record"),
+    (UndecodableError, 406, "undecodable_record"),
     (ce.TidelogConnectionError, 503, "broker_unavailable"),
     (ce.RequestTimeoutError, 503, "broker_timeout"),
     (ce.DeliveryTimeoutError, 503, "delivery_timeout"),
@@ -125,6 +129,10 @@ def install_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
+    # Expected failures, answered by the exception middleware. Anything else reaches the
+    # handler for Exception, which answers 500 and lets the server log the error.
+    for cls in (GatewayError, TidelogError, UndecodableError, ConnectionError, TimeoutError):
+        app.add_exception_handler(cls, on_any)
     app.add_exception_handler(Exception, on_any)
 
 

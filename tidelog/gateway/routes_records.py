@@ -73,9 +73,13 @@ async def fetch(
         if value > limit:
             raise GatewayError(422, "invalid_request", f"{name} is at most {limit}, not {value}")
     tp = TopicPartition(topic, partition)
+    admin = await gw.clients.admin()
+    (described,) = await admin.describe_topics([topic])
+    if partition >= len(described.partitions):
+        raise GatewayError(
+            404, "unknown_topic_or_partition", f"topic {topic!r} has no partition {partition}"
+        )
     if offset in ("earliest", "latest"):
-        admin = await gw.clients.admin()
-        await admin.describe_topics([topic])
         spec = OffsetSpec.EARLIEST if offset == "earliest" else OffsetSpec.LATEST
         start = (await admin.list_offsets({tp: spec}))[tp].offset
     else:
