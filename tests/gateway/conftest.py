@@ -37,3 +37,13 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert body["error_code"] == code, body
     assert "Traceback" not in body["message"]
     return body  # type: ignore[no-any-return]
+
+
+def eventually(check: Callable[[], bool], what: str, deadline_s: float = TIMEOUT_S) -> None:
+    """Poll ``check`` until it holds (a condition with a deadline, not a timed wait)."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    while not check():
+        assert time.monotonic() < end, f"never happened: {what}"
+        time.sleep(0.02)

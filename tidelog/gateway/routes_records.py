@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Response
 
@@ -15,6 +15,8 @@ from .producing import enqueue, settle
 from .routes_admin import ERRORS, State, TopicPath
 
 router = APIRouter(tags=["records"])
+DEFAULT_MAX_RECORDS: Final = 500
+DEFAULT_MAX_BYTES: Final = 1024 * 1024
 RECORD_ERRORS = {
     **ERRORS,
     406: {"model": mo.ErrorBody, "description": "a record does not decode in this format"},
@@ -56,8 +58,8 @@ async def fetch(
             description="the first offset to read, or earliest / latest",
         ),
     ] = "earliest",
-    max_records: Annotated[int, Query(ge=1)] = 500,
-    max_bytes: Annotated[int, Query(ge=1)] = 1024 * 1024,
+    max_records: Annotated[int | None, Query(ge=1, description="default 500")] = None,
+    max_bytes: Annotated[int | None, Query(ge=1, description="default 1 MiB")] = None,
     wait_ms: Annotated[int, Query(ge=0, description="long-poll for records this long")] = 0,
     format: Annotated[Format, Query()] = Format.JSON,
 ) -> Response:
@@ -65,6 +67,8 @@ async def fetch(
     (at least one record if there is one), waiting up to ``wait_ms`` for some to arrive. 400
     for an offset outside the log."""
     s = gw.settings
+    max_records = max_records or min(DEFAULT_MAX_RECORDS, s.max_fetch_records)
+    max_bytes = max_bytes or min(DEFAULT_MAX_BYTES, s.max_fetch_bytes)
     for name, value, limit in (
         ("max_records", max_records, s.max_fetch_records),
         ("max_bytes", max_bytes, s.max_fetch_bytes),

@@ -257,6 +257,8 @@ class Session:
                     if tp not in tps:
                         raise OpError("invalid_message", f"{o.topic}[{o.partition}] not streamed")
                     consumer.seek(tp, o.offset)
+                for tp in tps:  # "latest" means the end as of the answer, not a later fetch
+                    await consumer.position(tp)
         except BaseException:
             await consumer.close()
             raise
