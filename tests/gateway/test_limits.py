@@ -108,6 +108,4 @@ def test_websocket_limits(small: httpx.Client) -> None:
             while True:
                 ws.recv(timeout=TIMEOUT_S)
         assert too_big.value.rcvd is not None and too_big.value.rcvd.code == 1009
-    eventually(
-        lambda: small.get("/v1/gateway").json()["ws_connections"] == 0, "the sockets closed"
-    )
+    eventually(lambda: small.get("/v1/gateway").json()["ws_connections"] == 0, "the sockets closed")
