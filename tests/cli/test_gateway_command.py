@@ -9,9 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tidelog.testing import BrokerThread
-
 from tests.gateway.conftest import eventually
+from tidelog.testing import BrokerThread
 
 from .helpers import DEADLINE_S, TIDELOG, ServeProcess, subprocess_env
 

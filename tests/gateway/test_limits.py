@@ -105,7 +105,12 @@ def test_websocket_limits(small: httpx.Client) -> None:
         assert answer(ws, "p")["type"] == "produced"
         send(ws, op="produce", id="q", topic="events", records=[{"value": "x" * 1100}])
         with pytest.raises(ConnectionClosed) as too_big:  # max_ws_message_bytes=1000
-            while True:
-                ws.recv(timeout=TIMEOUT_S)
+            _drain(ws)
         assert too_big.value.rcvd is not None and too_big.value.rcvd.code == 1009
     eventually(lambda: small.get("/v1/gateway").json()["ws_connections"] == 0, "the sockets closed")
+
+
+def _drain(ws: Any) -> None:
+    """Read frames until the socket closes (raises ``ConnectionClosed`` then)."""
+    while True:
+        ws.recv(timeout=TIMEOUT_S)
