@@ -7,6 +7,8 @@ enough), it provides the fixtures:
   ``tidelog_broker.address`` (``"127.0.0.1:PORT"``) in your client code.
 * ``tidelog_broker_factory`` -- a callable to start more (or differently configured) brokers;
   ``factory(admin_port=-1)`` also serves ``/metrics`` on a free port (``.admin_address``).
+* ``tidelog_gateway`` and ``tidelog_gateway_factory`` -- the HTTP gateway in front of it, on
+  an ephemeral port (:mod:`tidelog.gateway.testing`).
 
 ``--tidelog-storage=memory`` starts these brokers with in-memory storage (no data dir; faster,
 and nothing kept across restarts) unless a test names ``storage`` itself. Tests where storage is
@@ -30,6 +32,7 @@ from typing import Any, Self
 
 import pytest
 
+from tidelog.gateway.testing import tidelog_gateway, tidelog_gateway_factory  # noqa: F401
 from tidelog.server import Broker, BrokerConfig
 from tidelog.server.config import DISK, MEMORY
 

@@ -58,6 +58,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.pop("TIDELOG_BROKER", None)
     if default_storage() != "disk":  # for the brokers `tidelog serve` starts
         env["TIDELOG_STORAGE"] = default_storage()
+    env.setdefault("TIDELOG_HTTP_PORT", "0")  # `tidelog serve`'s gateway: never the fixed 8080
     env.update(extra)
     return env
 

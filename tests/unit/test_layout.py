@@ -64,6 +64,12 @@ RULES: Final = (
         "client, gateway and cluster talk to brokers over the wire only",
     ),
     Rule(
+        "gateway-is-below-the-cli",
+        ("tidelog.gateway",),
+        ("tidelog.cli", "tidelog.cluster", "tidelog.testing"),
+        "the gateway is a library the CLI, the cluster supervisor and the fixtures use",
+    ),
+    Rule(
         "server-uses-only-the-client-network-layer",
         ("tidelog.server",),
         ("tidelog.client",),
@@ -247,6 +253,18 @@ BROKEN = [
     ),
     (
         "clients-never-import-the-server",
+        "tidelog.gateway.routes_admin",
+        "from ..server.config import BrokerConfig",
+        "tidelog.server.config",
+    ),
+    (
+        "gateway-is-below-the-cli",
+        "tidelog.gateway.app",
+        "from tidelog.cli import context",
+        "tidelog.cli.context",
+    ),
+    (
+        "clients-never-import-the-server",
         "tidelog.cluster.supervisor",
         "from tidelog.server.log import LogManager",
         "tidelog.server.log.manager",
@@ -310,6 +328,7 @@ ALLOWED = [
     ("wire-is-sans-io", "tidelog.server.connection", "import asyncio\nimport socket"),
     ("clients-never-import-the-server", "tidelog.client.admin", "from tidelog.wire import api"),
     ("clients-never-import-the-server", "tidelog.cli.serve", "from tidelog.server import Broker"),
+    ("gateway-is-below-the-cli", "tidelog.cli.serve", "from tidelog.gateway import create_app"),
     (
         "server-uses-only-the-client-network-layer",
         "tidelog.server.replica",

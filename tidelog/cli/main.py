@@ -12,7 +12,7 @@ import typer
 
 from tidelog import __version__
 
-from . import consume, context, groups, health, produce, serve, status, tail, top, topics
+from . import consume, context, gateway, groups, health, produce, serve, status, tail, top, topics
 
 app = typer.Typer(
     name="tidelog",
@@ -23,7 +23,8 @@ app = typer.Typer(
     "producer sends what it has read): `serve`, `consume`, `tail` and the `produce` prompt "
     "exit 0, other commands 130 or 143.\n\n"
     "Examples:\n\n"
-    "* `tidelog serve --data-dir ./data`\n"
+    "* `tidelog serve --data-dir ./data` (HTTP gateway on :8080; `--no-http` for none)\n"
+    "* `tidelog gateway --broker 10.0.0.5:7070 --http-port 8080`\n"
     "* `tidelog topic create events --partitions 3`\n"
     "* `tidelog produce events hello world`\n"
     "* `tidelog consume events --from-beginning`\n"
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.add_typer(topics.app, name="topic")
 app.add_typer(groups.app, name="group")
 app.command("serve")(serve.serve)
+app.command("gateway")(gateway.gateway)
 app.command("produce")(produce.produce)
 app.command("consume")(consume.consume)
 app.command("tail")(tail.tail)

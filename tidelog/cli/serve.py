@@ -1,14 +1,23 @@
-"""``tidelog serve``: run a broker in the foreground.
+"""``tidelog serve``: run a broker in the foreground, with the HTTP gateway beside it (on
+``--http-port``, default 8080, on the broker's host; ``--no-http`` turns it off).
 
-Its options are generated from :data:`tidelog.server.config.SETTINGS`, one per broker setting,
-so a setting is declared once (default, doc, example, range) in ``server/config.py``.
+The gateway is a client of the broker over loopback, in the same process and event loop; its
+socket is bound before the broker starts, so a busy HTTP port fails at once.
+
+Its broker options are generated from :data:`tidelog.server.config.SETTINGS`, one per broker
+setting, so a setting is declared once (default, doc, example, range) in ``server/config.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import errno
 import inspect
+import logging
+import signal
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -17,6 +26,7 @@ from rich.text import Text
 
 from tidelog import __version__
 from tidelog.client import TidelogError
+from tidelog.gateway import DEFAULT_HTTP_PORT, GatewayServer, GatewaySettings
 from tidelog.server import Broker
 from tidelog.server.config import SETTINGS, BrokerConfig, ConfigError, Setting
 from tidelog.server.run import configure_logging
@@ -24,6 +34,7 @@ from tidelog.server.run import serve as run_broker
 
 from . import context, parsing
 from .errors import CliError, CliUsageError, command
+from .gateway import Http, HttpPort, banner_line, bind_http
 
 _BANNER_TOPICS: Final = 5
 _TABLE: Final = "topic_defaults"  # a TOML table: its option is --topic-default key=value
@@ -48,7 +59,7 @@ TopicDefaults = Annotated[
 ]
 
 
-def _banner(settings: BrokerConfig, broker: Broker) -> None:
+def _banner(settings: BrokerConfig, broker: Broker, http: GatewayServer | None) -> None:
     topics = sorted(broker.core.manager.topics())
     shown = ", ".join(topics[:_BANNER_TOPICS]) + (", …" if len(topics) > _BANNER_TOPICS else "")
     lines = [
@@ -63,6 +74,7 @@ def _banner(settings: BrokerConfig, broker: Broker) -> None:
             else f"  data dir  {settings.data_dir.resolve()}"
         ),
         Text(f"  topics    {len(topics)}" + (f" ({shown})" if topics else "")),
+        Text(banner_line(http) if http is not None else "  http      off (--no-http)"),
         Text("  Ctrl-C or SIGTERM stops the broker gracefully.", style="dim"),
     ]
     for line in lines:
@@ -106,6 +118,8 @@ def serve(
     ctx: typer.Context,
     config: ConfigFile = None,
     topic_default: TopicDefaults = None,
+    http_port: HttpPort = DEFAULT_HTTP_PORT,
+    http: Http = True,
     **settings: Any,
 ) -> None:
     """Start a broker in the foreground; Ctrl-C or SIGTERM shuts it down gracefully.
@@ -116,7 +130,10 @@ def serve(
     With `--storage memory` every log lives in memory, for tests and demos: nothing is kept
     across restarts, and the data dir is neither used nor created.
 
-    Example: `tidelog serve --port 7070 --data-dir ./data`
+    The HTTP gateway (REST + WebSocket, docs/HTTP.md) runs beside it on --http-port, on the
+    broker's host; --no-http turns it off.
+
+    Example: `tidelog serve --port 7070 --data-dir ./data --http-port 8080`
     """
     try:
         broker_config = BrokerConfig.load(overrides=settings, config_file=config)
@@ -129,8 +146,17 @@ def serve(
         }
         broker_config = dataclasses.replace(broker_config, topic_defaults=table)
     configure_logging(broker_config.log_level, broker_config.log_format)
+    sock = bind_http(broker_config.host, http_port) if http else None
+
+    def started(broker: Broker) -> None:
+        server = None
+        if sock is not None:
+            server = _gateway_beside(broker, sock)
+            _stop_gateway_first(broker, server)
+        _banner(broker_config, broker, server)
+
     try:
-        code = run_broker(broker_config, lambda broker: _banner(broker_config, broker))
+        code = run_broker(broker_config, started)
     except OSError as exc:
         hint = ""
         if exc.errno == errno.EADDRINUSE:
@@ -138,7 +164,39 @@ def serve(
         raise CliError(f"cannot start the broker: {exc.strerror or exc}{hint}") from None
     except TidelogError as exc:
         raise CliError(f"cannot start the broker: {exc}") from None
+    finally:
+        if sock is not None:
+            sock.close()
     raise typer.Exit(code)
+
+
+def _stop_gateway_first(broker: Broker, server: GatewayServer) -> None:
+    """Serve the gateway, and take over SIGINT and SIGTERM so that a stop ends the gateway
+    first (its in-flight requests answered, its clients closed), then the broker."""
+    loop = asyncio.get_running_loop()
+    serving = loop.create_task(server.serve())
+    stopping: list[asyncio.Task[None]] = []
+
+    async def stop_both() -> None:
+        server.stop()
+        with contextlib.suppress(Exception):
+            await serving
+        await broker.stop()
+
+    def on_signal(name: str) -> None:
+        if not stopping:
+            logging.getLogger("tidelog.server").info("received %s", name)
+            stopping.append(loop.create_task(stop_both()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+
+def _gateway_beside(broker: Broker, sock: socket.socket) -> GatewayServer:
+    """The gateway for ``tidelog serve``: a client of this broker over loopback."""
+    host, port = sock.getsockname()[:2]
+    settings = GatewaySettings(bootstrap=broker.address, host=host, port=port)
+    return GatewayServer(settings, sock)
 
 
 _given = inspect.signature(serve, eval_str=True).parameters
@@ -148,5 +206,7 @@ serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typer 
         _given["config"],
         *(_option(s) for s in SETTINGS.values() if s.name != _TABLE),
         _given["topic_default"],
+        _given["http_port"],
+        _given["http"],
     ]
 )

@@ -417,6 +417,15 @@ class AdminClient(AsyncClient):
         conn = await self._controller()
         return await fetch_offsets(conn, group_id, timeout=self.request_timeout)
 
+    async def commit_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """Commit ``offsets`` (the next offset to consume, per partition) for ``group_id`` as
+        an administrator: only while the group has no members (``NonEmptyGroupError``
+        otherwise). The broker's error for the first partition refused is raised."""
+        conn = await self._controller()
+        await commit_offsets(conn, group_id, offsets, timeout=self.request_timeout)
+
     async def reset_offsets(
         self,
         group_id: str,

@@ -1,0 +1,50 @@
+"""The ASGI application: routes, error handlers, the body limit and the shared state's
+lifespan. ``create_app(settings)`` is all a server (uvicorn, a test) needs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tidelog import __version__
+
+from . import models, routes_admin, routes_consumers, routes_records, ws
+from .errors import BodyLimitMiddleware, install_handlers
+from .settings import GatewaySettings
+from .state import Gateway
+
+DESCRIPTION = (
+    "REST and WebSocket access to tidelog: topics, produce, fetch, consumer groups, cluster "
+    "metadata and health. Every error is `{error_code, message}`. See docs/HTTP.md."
+)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """The gateway as an ASGI app; its clients connect to ``settings.bootstrap`` on first
+    use."""
+    settings = (settings or GatewaySettings()).validate()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw = Gateway.create(settings)
+        app.state.gateway = gw
+        gw.start()
+        try:
+            yield
+        finally:
+            await gw.close()
+
+    app = FastAPI(
+        title="tidelog HTTP gateway",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={422: {"model": models.ErrorBody, "description": "invalid request"}},
+    )
+    install_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    for module in (routes_admin, routes_records, routes_consumers, ws):
+        app.include_router(module.router)
+    return app

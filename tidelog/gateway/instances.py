@@ -1,0 +1,150 @@
+"""Stateful consumer instances (REST Proxy v2 style): one :class:`~tidelog.client.Consumer`
+each, in a group, created, used and deleted over HTTP; an instance unused for
+``consumer_idle_timeout_s`` is closed (it leaves its group), at the latest when it is next
+looked up or by the reaper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from tidelog.client import Consumer
+
+from .errors import GatewayError
+from .formats import Format
+from .settings import GatewaySettings
+
+REAP_INTERVAL_MAX_S: Final = 10.0
+EXPIRED_REMEMBERED: Final = 4096
+"""Names of expired instances kept to answer "expired" rather than "not found"."""
+
+
+@dataclass(slots=True)
+class Instance:
+    """One consumer instance: its consumer, its render format and when it was last used."""
+
+    group: str
+    name: str
+    format: Format
+    consumer: Consumer
+    last_used: float
+    topics: list[str] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Requests on one instance run one at a time (a poll and a commit never interleave)."""
+
+
+class Instances:
+    """The registry, bounded by ``max_consumer_instances``."""
+
+    def __init__(self, settings: GatewaySettings, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._live: dict[tuple[str, str], Instance] = {}
+        self._expired: dict[tuple[str, str], None] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+
+    async def create(
+        self, group: str, name: str | None, fmt: Format, reset: str, auto_commit: bool
+    ) -> Instance:
+        """A new started instance. 409 if the name is taken in the group, 429 at the limit."""
+        await self.expire_idle()
+        name = name or f"gw-{secrets.token_hex(8)}"
+        key = (group, name)
+        if key in self._live:
+            raise GatewayError(409, "instance_exists", f"consumer instance {name!r} exists")
+        if len(self._live) >= self.settings.max_consumer_instances:
+            raise GatewayError(
+                429,
+                "too_many_instances",
+                f"{len(self._live)} consumer instances are open "
+                "(max_consumer_instances): delete some first",
+            )
+        s = self.settings
+        consumer = Consumer(
+            s.bootstrap,
+            client_id=f"tidelog-gateway-{name}",
+            group_id=group,
+            auto_offset_reset=reset,  # type: ignore[arg-type]  # checked by the model
+            auto_commit=auto_commit,
+            request_timeout=s.request_timeout_s,
+            connect_timeout=s.request_timeout_s,
+            prefetch_bytes=s.ws_prefetch_bytes,
+            max_partition_fetch_bytes=s.ws_prefetch_bytes,
+        )
+        instance = Instance(group, name, fmt, consumer, self.clock())
+        self._live[key] = instance  # reserve the name while it connects
+        self._expired.pop(key, None)
+        try:
+            await consumer.start()
+        except BaseException:
+            self._live.pop(key, None)
+            await consumer.close()
+            raise
+        return instance
+
+    async def get(self, group: str, name: str) -> Instance:
+        """The instance, its idle clock reset. 404 if unknown or expired (the message says
+        which)."""
+        await self.expire_idle()
+        instance = self._live.get((group, name))
+        if instance is None:
+            if (group, name) in self._expired:
+                raise GatewayError(
+                    404,
+                    "consumer_instance_expired",
+                    f"consumer instance {name!r} of group {group!r} expired after "
+                    f"{self.settings.consumer_idle_timeout_s:g}s unused: create a new one",
+                )
+            raise GatewayError(
+                404,
+                "consumer_instance_not_found",
+                f"no consumer instance {name!r} in group {group!r}",
+            )
+        instance.last_used = self.clock()
+        return instance
+
+    async def delete(self, group: str, name: str) -> None:
+        instance = await self.get(group, name)
+        self._live.pop((group, name), None)
+        async with instance.lock:
+            await instance.consumer.close()
+
+    async def expire_idle(self) -> None:
+        """Close every instance unused for longer than the idle timeout."""
+        limit = self.settings.consumer_idle_timeout_s
+        now = self.clock()
+        idle = [
+            k for k, i in self._live.items() if now - i.last_used > limit and not i.lock.locked()
+        ]
+        for key in idle:
+            instance = self._live.pop(key)
+            self._expired[key] = None
+            if len(self._expired) > EXPIRED_REMEMBERED:
+                del self._expired[next(iter(self._expired))]
+            await instance.consumer.close()
+
+    async def _reap_loop(self) -> None:
+        interval = min(REAP_INTERVAL_MAX_S, self.settings.consumer_idle_timeout_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            await self.expire_idle()
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        live = list(self._live.values())
+        self._live.clear()
+        await asyncio.gather(*(i.consumer.close() for i in live), return_exceptions=True)
