@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.storage_bound  # the storage option itself is under test
 
-CHECKS = '''
+CHECKS = """
 import pytest
 
 from tidelog.testing import default_storage
@@ -31,7 +31,7 @@ def test_explicit_storage_wins(tidelog_broker_factory):
 @pytest.mark.storage_bound
 def test_bound():
     assert default_storage() == "disk"
-'''
+"""
 
 
 def pytest_run(directory: Path, *args: str) -> str:
