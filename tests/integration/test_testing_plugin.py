@@ -36,7 +36,8 @@ def test_bound():
 
 def pytest_run(directory: Path, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        # Its own basetemp: never the shared one, whose old directories pytest deletes.
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp=tmp", *args],
         cwd=directory,
         capture_output=True,
         text=True,
