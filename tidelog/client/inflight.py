@@ -13,6 +13,10 @@ one, the next is already on its way. The sequences keep the order, with these ru
 Kafka's ``RecordAccumulator.shouldStopDrainBatchesForPartition`` and
 ``TransactionManager.canRetry``):
 
+* A partition pipelines only once a batch of the producer's current id and epoch has been
+  acknowledged on it: the broker accepts the first batch of a producer it does not know (and
+  of a new epoch) without checking it follows anything, so a later request must not be able to
+  arrive before it.
 * A retried *group* (a partition's batches of one earlier request, which the broker appended
   all or none) is resent whole and alone, only once nothing else of its partition is in
   flight; while it is in flight nothing else of the partition goes. Once the partition's
@@ -53,6 +57,9 @@ class _Partition:
     producer_id: int = -1
     producer_epoch: int = -1
     """The producer id and epoch of the batches in flight (all share them)."""
+    acked_id: int = -1
+    acked_epoch: int = -1
+    """The producer id and epoch of the last batch acknowledged on the partition."""
     broken: tuple[int, int, int] | None = None
     """(producer id, epoch, group) of the first stamped batch that failed for good."""
 
@@ -100,8 +107,11 @@ class PartitionFlights:
             return UNLIMITED if not flying else 0
         if not flying or part is None:
             return min(self.per_request, self.max_batches)
-        if part.retry_group >= 0 or (
-            part.producer_id != idem.producer_id or part.producer_epoch != idem.producer_epoch
+        pid, epoch = idem.producer_id, idem.producer_epoch
+        if (
+            part.retry_group >= 0
+            or (part.producer_id, part.producer_epoch) != (pid, epoch)
+            or (part.acked_id, part.acked_epoch) != (pid, epoch)
         ):
             return 0
         return min(self.per_request, self.max_batches - flying)
@@ -132,6 +142,12 @@ class PartitionFlights:
         if part.retry_group == first:
             part.retry_group = -1
         self._racing.discard(first)
+
+    def acknowledged(self, tp: TopicPartition, batch: ProducerBatch) -> None:
+        """``batch`` of ``tp`` is acknowledged: the broker knows its producer id and epoch."""
+        part = self._part(tp)
+        part.acked_id = batch.producer_id
+        part.acked_epoch = batch.producer_epoch
 
     def broke(self, batch: ProducerBatch) -> bool:
         """The stamped ``batch`` failed for good; ``True`` if that dooms the later batches of

@@ -328,6 +328,7 @@ class Sender:
                 self._retry_or_fail(group, self._partition_error(tp, result), ours=ours)
                 continue
             offset = result.base_offset
+            self.flights.acknowledged(tp, group[0])
             for batch in group:
                 batch.succeed(offset, result.log_append_time)
                 offset += batch.record_count

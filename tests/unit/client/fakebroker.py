@@ -67,10 +67,11 @@ class FakeBroker:
 
     async def until(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds, looking each time a produce request arrives at
-        the (unset) gate."""
-        while not condition():
-            self._arrival.clear()
-            await self._arrival.wait()
+        the (unset) gate; fail after 10 s (it never came: a test failure, not a sleep)."""
+        async with asyncio.timeout(10):
+            while not condition():
+                self._arrival.clear()
+                await self._arrival.wait()
 
     async def produce(self, request: m.ProduceRequest, data: Sequence[Buffer]) -> m.ProduceResponse:
         sections = _sections(request, data)

@@ -213,10 +213,14 @@ def test_lost_responses_are_retried_with_the_same_sequences_and_written_once() -
 def test_five_batches_in_flight_per_partition_keep_their_order_across_retries() -> None:
     async def main() -> None:
         broker = FakeBroker()
-        broker.gate = asyncio.Event()
-        broker.faults.extend([None, LOST, REFUSED, None, LOST, LOST, None, LOST])
         async with producer(broker, max_in_flight=20) as p:  # the partitions' bound binds
-            futures = [await p.send(TOPIC, v, partition=i % 2) for i, v in enumerate(VALUES)]
+            await send_all(p, VALUES[:1], partition=0)  # acknowledged: now they pipeline
+            await send_all(p, VALUES[1:2], partition=1)
+            broker.gate = asyncio.Event()
+            broker.faults.extend([None, LOST, REFUSED, None, LOST, LOST, None, LOST])
+            futures = [
+                await p.send(TOPIC, v, partition=i % 2) for i, v in enumerate(VALUES) if i > 1
+            ]
             await broker.until(lambda: broker.flying[TP0] + broker.flying[TP1] == 10)
             broker.gate.set()
             await asyncio.gather(*(_wait(f) for f in futures))
