@@ -16,13 +16,13 @@ Kafka's ``RecordAccumulator.shouldStopDrainBatchesForPartition`` and
 * A partition pipelines only once a batch of the producer's current id and epoch has been
   acknowledged on it: the broker accepts the first batch of a producer it does not know (and
   of a new epoch) without checking it follows anything, so a later request must not be able to
-  arrive before it.
+  arrive before it. So the first batch of a new epoch goes only when the partition is quiet,
+  and no batch of a new epoch can meet batches of the old one in flight (the broker would
+  fence those).
 * A retried *group* (a partition's batches of one earlier request, which the broker appended
   all or none) is resent whole and alone, only once nothing else of its partition is in
   flight; while it is in flight nothing else of the partition goes. Once the partition's
   retries are done, pipelining resumes.
-* No batch of a new epoch goes while batches of the partition's older epoch are in flight: the
-  broker would fence those.
 * A group answered ``OUT_OF_ORDER_SEQUENCE`` that was sent while an earlier group of its
   partition was in flight *raced* it (the earlier one failed, or the broker took them out of
   order): the gap is ours and the group is retried, alone, so it cannot race again. A group
@@ -54,9 +54,6 @@ class _Partition:
     """Batches of the partition in flight."""
     retry_group: int = -1
     """The retried group in flight, if any (-1: none): nothing else goes beside it."""
-    producer_id: int = -1
-    producer_epoch: int = -1
-    """The producer id and epoch of the batches in flight (all share them)."""
     acked_id: int = -1
     acked_epoch: int = -1
     """The producer id and epoch of the last batch acknowledged on the partition."""
@@ -107,11 +104,9 @@ class PartitionFlights:
             return UNLIMITED if not flying else 0
         if not flying or part is None:
             return min(self.per_request, self.max_batches)
-        pid, epoch = idem.producer_id, idem.producer_epoch
-        if (
-            part.retry_group >= 0
-            or (part.producer_id, part.producer_epoch) != (pid, epoch)
-            or (part.acked_id, part.acked_epoch) != (pid, epoch)
+        if part.retry_group >= 0 or (part.acked_id, part.acked_epoch) != (
+            idem.producer_id,
+            idem.producer_epoch,
         ):
             return 0
         return min(self.per_request, self.max_batches - flying)
@@ -125,8 +120,6 @@ class PartitionFlights:
                 self._racing.add(first.group)
             if first.attempts > 1:
                 part.retry_group = first.group
-            part.producer_id = first.producer_id
-            part.producer_epoch = first.producer_epoch
         part.batches += len(group)
 
     def raced(self, group: list[ProducerBatch]) -> bool:
