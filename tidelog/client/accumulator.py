@@ -9,8 +9,9 @@ Shape after aiokafka's ``producer/message_accumulator.py``:
   everything now; :meth:`Accumulator.drain` takes the ready batches, grouped by leader broker;
 * memory is accounted in :class:`MemoryBudget`: ``send()`` waits there for room, which is how
   a fast producer is slowed down to the speed of the brokers (back-pressure);
-* a batch that failed with a retriable error goes back to the *front* of its partition's
-  deque (:meth:`Accumulator.reenqueue`), so records keep their order;
+* a batch that failed with a retriable error goes back to the front of its partition's
+  deque, behind only the batches of earlier requests also waiting for a retry
+  (:meth:`Accumulator.reenqueue`), so records keep their order;
 * with idempotence, :meth:`Accumulator.drain` has each batch stamped (producer id, epoch, base
   sequence) as it takes it for the first time, takes at most ``max_batches`` of a partition,
   and sends a retried group of stamped batches again alone and whole (see :meth:`drain`).
