@@ -74,6 +74,8 @@ class Proxy(AsyncClient):
         self.policy = policy
         self.connections = 0
         """Client connections accepted so far."""
+        self.peak_in_flight: dict[int, int] = {}
+        """Per API key: the most requests of one connection ever waiting for a response."""
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -116,9 +118,10 @@ class Proxy(AsyncClient):
             return
         writers = (writer, up_writer)
         self._writers.update(writers)
+        in_flight: dict[int, int] = {}  # this connection's requests waiting, per API key
         tasks = [
-            asyncio.ensure_future(self._requests(reader, up_writer)),
-            asyncio.ensure_future(self._responses(up_reader, writer)),
+            asyncio.ensure_future(self._requests(reader, up_writer, in_flight)),
+            asyncio.ensure_future(self._responses(up_reader, writer, in_flight)),
         ]
         self._pumps.update(tasks)
         try:
@@ -134,16 +137,29 @@ class Proxy(AsyncClient):
                 with contextlib.suppress(OSError):
                     await w.wait_closed()
 
-    async def _requests(self, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:
+    async def _requests(
+        self, reader: asyncio.StreamReader, up: asyncio.StreamWriter, in_flight: dict[int, int]
+    ) -> None:
+        decoder = FrameDecoder()
+        peak = self.peak_in_flight
         while chunk := await reader.read(CHUNK):
             up.write(chunk)
+            decoder.feed(chunk)
+            while (frame := decoder.next_frame()) is not None:
+                api = frame.header.api_key
+                in_flight[api] = count = in_flight.get(api, 0) + 1
+                peak[api] = max(peak.get(api, 0), count)
             await up.drain()
 
-    async def _responses(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+    async def _responses(
+        self, reader: asyncio.StreamReader, client: asyncio.StreamWriter, in_flight: dict[int, int]
+    ) -> None:
         decoder = FrameDecoder()
         while chunk := await reader.read(CHUNK):
             decoder.feed(chunk)
             while (frame := decoder.next_frame()) is not None:
+                api = frame.header.api_key
+                in_flight[api] = in_flight.get(api, 0) - 1
                 action = self.policy(frame)
                 if action is Action.DROP_AND_CLOSE:
                     return  # the caller closes both sides

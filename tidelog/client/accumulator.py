@@ -9,8 +9,9 @@ Shape after aiokafka's ``producer/message_accumulator.py``:
   everything now; :meth:`Accumulator.drain` takes the ready batches, grouped by leader broker;
 * memory is accounted in :class:`MemoryBudget`: ``send()`` waits there for room, which is how
   a fast producer is slowed down to the speed of the brokers (back-pressure);
-* a batch that failed with a retriable error goes back to the *front* of its partition's
-  deque (:meth:`Accumulator.reenqueue`), so records keep their order;
+* a batch that failed with a retriable error goes back to the front of its partition's
+  deque, behind only the batches of earlier requests also waiting for a retry
+  (:meth:`Accumulator.reenqueue`), so records keep their order;
 * with idempotence, :meth:`Accumulator.drain` has each batch stamped (producer id, epoch, base
   sequence) as it takes it for the first time, takes at most ``max_batches`` of a partition,
   and sends a retried group of stamped batches again alone and whole (see :meth:`drain`).
@@ -30,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Final, Protocol
 
 from tidelog.wire.compression import Compression
 from tidelog.wire.layouts import BATCH_HEADER_SIZE
@@ -57,12 +58,14 @@ UNBOUNDED: Final = 2**31 - 1
 def _take_group(
     dq: deque[ProducerBatch], taken: list[ProducerBatch], total: int, max_request_size: int
 ) -> int:
-    """Move the stamped batches at the front of ``dq`` (a retried group) to ``taken``, all of
-    them or, if they do not fit beside what ``taken`` holds, none; returns the new total."""
+    """Move the retried group at the front of ``dq`` (the stamped batches one earlier request
+    carried) to ``taken``, all of them or, if they do not fit beside what ``taken`` holds,
+    none; returns the new total."""
     group: list[ProducerBatch] = []
     size = 0
+    first = dq[0].group
     for batch in dq:
-        if batch.sequence < 0:
+        if batch.sequence < 0 or batch.group != first:
             break
         group.append(batch)
         size += batch.size
@@ -74,6 +77,20 @@ def _take_group(
         batch.attempts += 1
         taken.append(batch)
     return total + size
+
+
+class PartitionGate(Protocol):
+    """What the sender tells :meth:`Accumulator.drain` about each partition (its
+    :class:`~.inflight.PartitionFlights`)."""
+
+    def limit(self, tp: TopicPartition, first: ProducerBatch) -> int:
+        """Batches of ``tp`` that may be taken now, ``first`` at the front of its queue (0:
+        none; a retried group is taken whole when it is not 0)."""
+        ...
+
+    def in_flight(self, tp: TopicPartition) -> int:
+        """Batches of ``tp`` in flight."""
+        ...
 
 
 class MemoryBudget:
@@ -174,6 +191,7 @@ class Accumulator:
         self._room = batch_size - BATCH_HEADER_SIZE
         self._incomplete: set[ProducerBatch] = set()
         self._drain_start = 0
+        self._next_group = 0
 
     # --- adding records ----------------------------------------------------------------------
 
@@ -242,6 +260,7 @@ class Accumulator:
         max_request_size: int = 1024 * 1024,
         max_batches: int = UNBOUNDED,
         stamp: Callable[[ProducerBatch], bool] | None = None,
+        gate: PartitionGate | None = None,
     ) -> tuple[dict[int, list[ProducerBatch]], float | None, bool]:
         """Take the ready batches of partitions that are not ``muted`` (a request for them is
         in flight) and whose leader can take a request (``node_ready``).
@@ -258,12 +277,21 @@ class Accumulator:
         retry) sends exactly those again, alone and whole: the broker then finds all of them
         or none of them among the producer's last batches, so the response's one base offset
         is right for each; and no batch of a newer epoch reaches the partition before them.
+        Each take of a partition's new batches is a *group* (numbered in send order: see
+        :attr:`ProducerBatch.group`); a retry sends one group, whole.
+
+        ``gate``, when given, replaces ``muted`` and ``max_batches``: ``gate.limit(tp, first)``
+        batches of ``tp`` may be taken now. A partition with batches in flight (``gate``) is
+        not hurried by a ``send()`` waiting for memory: its answers will free memory, and
+        sending its open batch early would only make more, smaller batches (with
+        idempotence, the in-flight bound counts batches).
         """
         out: dict[int, list[ProducerBatch]] = {}
         sizes: dict[int, int] = {}
         wake: float | None = None
         no_leader = False
-        hurry = bool(self._flushes) or self._closing or self.memory.waiting
+        rush = bool(self._flushes) or self._closing
+        short = self.memory.waiting
         linger = self.linger
         queues = [(tp, dq) for tp, dq in self._queues.items() if dq]
         if not queues:
@@ -274,6 +302,10 @@ class Accumulator:
             if tp in muted:
                 continue
             first = dq[0]
+            cap = max_batches if gate is None else gate.limit(tp, first)
+            if cap <= 0:
+                continue
+            hurry = rush or (short and (gate is None or not gate.in_flight(tp)))
             if first.retry_at > now:
                 wake = earlier(wake, first.retry_at - now)
                 continue
@@ -292,10 +324,11 @@ class Accumulator:
             total = sizes.get(leader, 0)
             if first.sequence >= 0:  # an idempotent retry
                 total = _take_group(dq, taken, total, max_request_size)
-                count = max_batches
+                count = cap
             else:
                 count = 0
-            while dq and count < max_batches:
+            group = self._next_group
+            while dq and count < cap:
                 batch = dq[0]
                 if not (batch.closed or hurry or batch.created + linger <= now):
                     wake = earlier(wake, batch.created + linger - now)
@@ -312,8 +345,10 @@ class Accumulator:
                 batch.close()
                 batch.in_flight = True
                 batch.attempts += 1
+                batch.group = group
                 taken.append(batch)
                 total += len(batch.buffer or b"")
+            self._next_group = group + 1
             sizes[leader] = total
             if not taken:
                 del out[leader]
@@ -340,7 +375,9 @@ class Accumulator:
         retry_at: float,
         error: BaseException | None = None,
     ) -> None:
-        """Put one partition's batches, in their order, back at the front of its deque; the
+        """Put one partition's group of batches (those one request carried), in their order,
+        back in its deque: before every batch of a later group and every batch never sent, so
+        groups that fail in any order go out again in the order they were first sent. The
         first one waits until ``retry_at``. ``error``, the retriable failure, is kept as each
         batch's ``last_error`` (the cause of a later delivery timeout)."""
         batches = list(batches)
@@ -353,7 +390,36 @@ class Accumulator:
             if error is not None:
                 batch.last_error = error
         batches[0].retry_at = retry_at
-        dq.extendleft(reversed(batches))
+        group = batches[0].group
+        at = 0
+        for queued in dq:  # only earlier groups waiting for a retry are passed: a few
+            if not 0 <= queued.group < group:
+                break
+            at += 1
+        if at == 0:
+            dq.extendleft(reversed(batches))
+        else:
+            for offset, batch in enumerate(batches):
+                dq.insert(at + offset, batch)
+
+    def take_retries_after(self, batch: ProducerBatch) -> list[ProducerBatch]:
+        """Remove and return the batches of ``batch``'s partition waiting for a retry that are
+        stamped with its producer id and epoch and were sent with it or after it (they are doomed:
+        see :mod:`.inflight`)."""
+        dq = self._queues.get(batch.tp)
+        out: list[ProducerBatch] = []
+        if not dq:
+            return out
+        keep: list[ProducerBatch] = []
+        while dq and dq[0].group >= 0:  # the retries lead the deque
+            queued = dq.popleft()
+            same = (queued.producer_id, queued.producer_epoch) == (
+                batch.producer_id,
+                batch.producer_epoch,
+            )
+            (out if same and queued.group >= batch.group else keep).append(queued)
+        dq.extendleft(reversed(keep))
+        return out
 
     def complete(self, batch: ProducerBatch) -> None:
         """The batch is acknowledged or failed for good: give its memory back."""

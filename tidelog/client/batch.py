@@ -49,6 +49,7 @@ class ProducerBatch:
         "created",
         "deadline",
         "error",
+        "group",
         "in_flight",
         "last_error",
         "log_append_time",
@@ -84,6 +85,9 @@ class ProducerBatch:
         self.producer_id = -1
         self.producer_epoch = -1
         self.sequence = -1
+        # The request group it was first sent in (-1: not sent yet): a partition's batches of
+        # one request share it, are retried together, and groups are numbered in send order.
+        self.group = -1
 
     def append(
         self,

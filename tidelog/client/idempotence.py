@@ -8,13 +8,22 @@ resends the same bytes: the broker, which remembers each producer's last
 :data:`MAX_IN_FLIGHT_PER_PARTITION` batches per partition, answers a batch it already has with
 its original offsets instead of appending it again.
 
+A partition may have several requests in flight, :data:`MAX_IN_FLIGHT_PER_PARTITION` batches in
+all; :mod:`.inflight` has the rules that keep them in order (a retried request goes again whole
+and alone, ``OUT_OF_ORDER_SEQUENCE`` behind an earlier request of ours is retried, ...).
+
 Recovery, as KIP-360 does it for the idempotent producer: once a stamped batch fails for good
-(``OUT_OF_ORDER_SEQUENCE``, a delivery timeout, retries exhausted, any non-retriable error),
-its partition's sequence no longer says what the broker holds. The producer then stamps nothing
-new until it has bumped its epoch (``InitProducerId`` with its id and epoch); under the new epoch
-every partition starts again at sequence 0. Batches already stamped with the old epoch are
-still resent as they are (the broker knows that epoch on their partition until a batch of the
-new epoch arrives there, which the accumulator holds back until they are done). A failed batch
+(``OUT_OF_ORDER_SEQUENCE`` with no earlier request of ours to explain it, a delivery timeout,
+retries exhausted, any non-retriable error), its partition's sequence no longer says what the
+broker holds. The later batches of that partition stamped with the same epoch can then never be
+accepted (the broker wants the failed batch's sequence first): as Kafka does, they are not
+retried. Those waiting for a retry fail at once (a :class:`~.errors.ClientError` whose cause is
+the first failure); those still in flight keep an acknowledgement if one comes (the broker has
+them) and otherwise fail with the error they get. The producer stamps nothing new until it has
+bumped its epoch (``InitProducerId`` with its id and epoch); under the new epoch every partition
+starts again at sequence 0. Batches of *other* partitions stamped with the old epoch are still
+resent as they are (the broker knows that epoch on their partition until a batch of the new
+epoch arrives there, which goes only once the partition has nothing in flight). A failed batch
 is never restamped: its records may be in the log, and a new sequence would write them twice.
 
 ``INVALID_PRODUCER_EPOCH`` (another producer holds a newer epoch of this id: fenced) is fatal.

@@ -117,10 +117,14 @@ class Producer(AsyncClient):
       fail with the error; the next ones start a new sequence); a producer fenced by a newer
       epoch of its id fails every pending record and ``send()`` with
       :class:`~tidelog.client.errors.ProducerFencedError`. See docs/DELIVERY.md.
-    * ``max_in_flight``: requests outstanding per broker connection. A partition has at most
-      one request in flight, so retries never reorder its records.
-    * ``max_in_flight_per_partition``: batches of one partition in that request (default 5
-      with idempotence, at most 5 then; no limit but ``max_request_size`` without).
+    * ``max_in_flight``: requests outstanding per broker connection. Without idempotence a
+      partition has at most one request in flight, so retries never reorder its records; with
+      it, a partition's batches go in several pipelined requests (one batch each), their
+      sequences keeping the order across retries (see :mod:`tidelog.client.inflight`).
+    * ``max_in_flight_per_partition``: with idempotence, batches of one partition in flight
+      at once, over all its requests (default 5, at most 5: what the broker remembers per
+      producer); without, batches of one partition in its one request (default: no limit but
+      ``max_request_size``).
     * ``buffer_memory``: bytes of records waiting or in flight; ``send()`` waits for room
       (back-pressure), at most ``max_block`` seconds, then raises
       :class:`ProducerBufferFullError`.

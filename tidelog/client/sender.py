@@ -3,19 +3,23 @@
 Shape after aiokafka's ``producer/sender.py``. Each turn of the loop:
 
 1. fails queued batches whose ``delivery_timeout`` has passed;
-2. drains the accumulator's ready batches, grouped by leader, skipping partitions that have a
-   request in flight (so a retried batch can never be overtaken: order holds) and brokers
-   with ``max_in_flight`` requests outstanding;
+2. drains the accumulator's ready batches, grouped by leader, as many of each partition as
+   :class:`~.inflight.PartitionFlights` allows (without idempotence: none while the partition
+   has a request in flight, so a retried batch can never be overtaken; with it: several
+   requests per partition, at most ``max_batches_per_partition`` batches in all), skipping
+   brokers with ``max_in_flight`` requests outstanding;
 3. sends one ProduceRequest per broker (a task each), whose outcome completes the batches,
-   or puts them back at the front of their partition's queue after a retriable error, with
+   or puts them back in their partition's queue, in send order, after a retriable error, with
    exponential backoff and jitter, until ``retries`` or ``delivery_timeout`` run out;
 4. sleeps until woken (a batch filled, a request finished, the metadata changed) or until the
    next linger, backoff or deadline expires.
 
 With idempotence (:mod:`.idempotence`) it first gets a producer id (InitProducerId, in a task
 of its own, once, before the first batch; again to bump the epoch after a stamped batch failed
-for good), takes at most ``max_batches_per_partition`` batches of a partition per request, and
-treats INVALID_PRODUCER_EPOCH as fatal: every pending record fails with
+for good), pipelines each partition's requests (at most ``batches_per_request`` batches of a
+partition each) under the rules of :mod:`.inflight` (OUT_OF_ORDER_SEQUENCE is retriable for a
+request that raced an earlier one; the later batches of a batch that failed for good fail at
+their next error), and treats INVALID_PRODUCER_EPOCH as fatal: every pending record fails with
 :class:`~.errors.ProducerFencedError`.
 """
 
@@ -44,11 +48,15 @@ from .errors import (
     is_retriable,
 )
 from .idempotence import Idempotence
+from .inflight import PartitionFlights
 from .types import TopicPartition
 from .wakeup import Wakeup
 
 METADATA_REFRESH_BACKOFF: Final = 0.1
 """Seconds between metadata refreshes asked for by partitions without a leader."""
+BATCHES_PER_REQUEST: Final = 1
+"""With idempotence, batches of one partition per request (Kafka's: one), so that the
+partition's in-flight batches travel in several requests, pipelined."""
 
 
 class Sender:
@@ -71,6 +79,7 @@ class Sender:
         retry_backoff: Backoff | None = None,
         max_request_size: int = 1024 * 1024,
         max_batches_per_partition: int = UNBOUNDED,
+        batches_per_request: int = BATCHES_PER_REQUEST,
         idempotence: Idempotence | None = None,
         on_fatal: Callable[[BaseException], None] = lambda error: None,
         clock: Callable[[], float] = time.monotonic,
@@ -94,7 +103,11 @@ class Sender:
         self.rand = rand
         self._in_flight: dict[int, int] = {}
         self._requests: set[asyncio.Task[None]] = set()
-        self._muted: set[TopicPartition] = set()
+        self.flights = PartitionFlights(
+            idempotence,
+            max_batches=max_batches_per_partition,
+            per_request=batches_per_request,
+        )
         self._wakeup = wakeup
         self._last_refresh = float("-inf")
         self._aborting = False
@@ -127,19 +140,14 @@ class Sender:
                     return
                 if idem is not None:
                     self._check_identity(idem)
-                by_node, wake, no_leader = acc.drain(
-                    now,
-                    self.cluster.metadata.leader_for,
-                    muted=self._muted,
-                    node_ready=self._node_ready,
-                    max_request_size=self.max_request_size,
-                    max_batches=self.max_batches_per_partition,
-                    stamp=None if idem is None else idem.stamp,
-                )
+                by_node, wake, no_leader = self._drain(now)
+                while by_node:  # with idempotence a partition may fill several requests
+                    for node, batches in by_node.items():
+                        self._dispatch(node, batches)
+                    by_node, wake, more = self._drain(now)
+                    no_leader |= more
                 if no_leader or self.cluster.metadata_stale:
                     wake = earlier(wake, self._refresh_metadata(now))
-                for node, batches in by_node.items():
-                    self._dispatch(node, batches)
                 deadline = acc.next_deadline()
                 if deadline is not None:
                     wake = earlier(wake, max(deadline - now, 0.0))
@@ -152,6 +160,17 @@ class Sender:
         finally:
             if self._identity is not None:
                 self._identity.cancel()
+
+    def _drain(self, now: float) -> tuple[dict[int, list[ProducerBatch]], float | None, bool]:
+        idem = self.idempotence
+        return self.accumulator.drain(
+            now,
+            self.cluster.metadata.leader_for,
+            node_ready=self._node_ready,
+            max_request_size=self.max_request_size,
+            stamp=None if idem is None else idem.stamp,
+            gate=self.flights,
+        )
 
     # --- the idempotent producer's id and epoch ----------------------------------------------
 
@@ -233,14 +252,14 @@ class Sender:
 
     def _dispatch(self, node: int, batches: list[ProducerBatch]) -> None:
         self._in_flight[node] = self._in_flight.get(node, 0) + 1
-        for batch in batches:
-            self._muted.add(batch.tp)
-        task = asyncio.get_running_loop().create_task(self._send(node, batches))
+        groups = _group(batches)
+        for tp, group in groups.items():
+            self.flights.sent(tp, group)
+        task = asyncio.get_running_loop().create_task(self._send(node, groups))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
-    async def _send(self, node: int, batches: list[ProducerBatch]) -> None:
-        groups = _group(batches)
+    async def _send(self, node: int, groups: dict[TopicPartition, list[ProducerBatch]]) -> None:
         try:
             conn = self.cluster.ready_connection(node) or await self.cluster.connection(node)
             request = m.ProduceRequest(
@@ -278,8 +297,8 @@ class Sender:
                 self._retry_or_fail(group, exc)
         finally:
             self._in_flight[node] -= 1
-            for batch in batches:
-                self._muted.discard(batch.tp)
+            for tp, group in groups.items():
+                self.flights.landed(tp, group)
             # Leave the set now, not in a done callback that runs after the loop's next turn.
             current = asyncio.current_task()
             if current is not None:
@@ -303,9 +322,13 @@ class Sender:
                 continue
             if result.error_code:
                 refresh |= result.error_code in METADATA_ERRORS
-                self._retry_or_fail(group, self._partition_error(tp, result))
+                ours = result.error_code == ErrorCode.OUT_OF_ORDER_SEQUENCE and self.flights.raced(
+                    group
+                )
+                self._retry_or_fail(group, self._partition_error(tp, result), ours=ours)
                 continue
             offset = result.base_offset
+            self.flights.acknowledged(tp, group[0])
             for batch in group:
                 batch.succeed(offset, result.log_append_time)
                 offset += batch.record_count
@@ -326,14 +349,23 @@ class Sender:
             self._fatal(fenced)
         return error
 
-    def _retry_or_fail(self, group: list[ProducerBatch], error: BaseException) -> None:
-        """Back to the front of the partition's queue, or failed for good."""
+    def _retry_or_fail(
+        self, group: list[ProducerBatch], error: BaseException, *, ours: bool = False
+    ) -> None:
+        """Back in the partition's queue, or failed for good. ``ours``: an OUT_OF_ORDER_SEQUENCE
+        whose gap is an earlier request of ours (see :mod:`.inflight`), retriable."""
         now = self.clock()
         first = group[0]
-        fatal = None if self.idempotence is None else self.idempotence.fatal
+        idem = self.idempotence
+        fatal = None if idem is None else idem.fatal
         if fatal is not None:
             error = fatal
-        retriable = is_retriable(error) and not self._aborting
+        retriable = (
+            (is_retriable(error) or ours)
+            and not self._aborting
+            and fatal is None
+            and not (idem is not None and self.flights.doomed(first))
+        )
         if retriable and first.attempts <= self.retries and now < first.deadline:
             delay = self.backoff.delay(first.attempts - 1, self.rand)
             self.accumulator.reenqueue(group, now + delay, error)
@@ -345,11 +377,18 @@ class Sender:
                 self._finish(batch, error)
 
     def _finish(self, batch: ProducerBatch, error: BaseException | None) -> None:
-        if error is not None:
-            if self.idempotence is not None:
-                self.idempotence.failed(batch)
-            batch.fail(error)
+        if error is None:
+            self.accumulator.complete(batch)
+            return
+        doomed = False
+        if self.idempotence is not None and batch.sequence >= 0:
+            self.idempotence.failed(batch)
+            doomed = self.flights.broke(batch)
+        batch.fail(error)
         self.accumulator.complete(batch)
+        if doomed:  # the later batches of its epoch waiting for a retry can never go
+            for later in self.accumulator.take_retries_after(batch):
+                self._finish(later, _doomed_error(later, error))
 
     def _timeout_error(
         self, batch: ProducerBatch, last: BaseException | None = None
@@ -403,6 +442,20 @@ class Sender:
         self.accumulator.abort_queued(
             lambda: ClientClosedError("the producer closed before this batch was sent")
         )
+
+
+def _doomed_error(batch: ProducerBatch, cause: BaseException) -> ClientError:
+    """The error of a batch waiting for a retry when an earlier batch of its partition and
+    epoch failed for good (``cause``): the broker can never accept it under that epoch."""
+    tp = batch.tp
+    last = f"; its last attempt failed with: {batch.last_error}" if batch.last_error else ""
+    error = ClientError(
+        f"{batch.record_count} records for {tp.topic}[{tp.partition}] were not retried: an "
+        f"earlier batch of the partition failed for good ({cause}), so its sequence has a gap "
+        f"under this producer epoch; they may or may not be in the log{last}"
+    )
+    error.__cause__ = cause
+    return error
 
 
 def _init_failed(exc: Exception) -> Exception:

@@ -43,11 +43,11 @@ async def produce_through(proxy: Proxy, **options: Any) -> list[tuple[bytes, int
     return out
 
 
-async def read_log(address: str) -> dict[int, list[bytes]]:
+async def read_log(address: str, partitions: int = PARTITIONS) -> dict[int, list[bytes]]:
     """Every record of every partition, to the end of the log."""
-    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
-    count = sum(await asyncio.gather(*(_end(address, p) for p in range(PARTITIONS))))
-    log: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
+    tps = [TopicPartition(TOPIC, p) for p in range(partitions)]
+    count = sum(await asyncio.gather(*(_end(address, p) for p in range(partitions))))
+    log: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     for record in await consume_all(address, tps, count):
         assert record.offset == len(log[record.partition])
         log[record.partition].append(record.value)
@@ -74,6 +74,28 @@ def test_lost_produce_responses_are_retried_and_each_record_is_written_once(
                 assert values == sent, f"partition {partition} is not in the order sent"
             assert policy.dropped >= 10, "the proxy lost too few responses to test anything"
             assert proxy.connections > policy.dropped  # each loss cost a reconnection
+
+    run(main())
+
+
+def test_pipelined_requests_of_one_partition_cut_mid_flight_land_once_in_order(
+    tmp_path: Path,
+) -> None:
+    """One partition, several of its requests in flight when the proxy drops a response and
+    cuts the connection: every request on it fails, each comes back in order and is retried;
+    the broker answers those it had appended with their original offsets."""
+
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, TOPIC, 1)
+            policy = DropEvery(ApiKey.PRODUCE, 4)
+            async with Proxy("127.0.0.1", b.port, policy=policy) as proxy:
+                acked = await produce_through(proxy)
+            log = (await read_log(b.address, partitions=1))[0]
+            assert log == [v for v, _, _ in acked], "a record is missing, twice or out of order"
+            assert [offset for _, _, offset in acked] == list(range(RECORDS))
+            assert policy.dropped >= 10, "the proxy lost too few responses to test anything"
+            assert proxy.peak_in_flight[ApiKey.PRODUCE] > 1, "the partition did not pipeline"
 
     run(main())
 

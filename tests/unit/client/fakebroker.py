@@ -6,8 +6,8 @@ producer and the sender call; no socket, no clock."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -54,25 +54,52 @@ class FakeBroker:
         self.gate: asyncio.Event | None = None
         """While set to an unset event, produce requests wait for it."""
         self.next_id = 100
+        self.flying: Counter[TopicPartition] = Counter()
+        """Batches per partition inside produce() now (arrived, not answered)."""
+        self.peak: Counter[TopicPartition] = Counter()
+        """The most batches of each partition ever inside produce() at once."""
+        self.waiting = 0
+        """Produce requests waiting for the gate."""
+        self._arrival = asyncio.Event()
 
     def values(self, tp: TopicPartition) -> list[bytes]:
         return self.logs[tp]
 
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, looking each time a produce request arrives at
+        the (unset) gate; fail after 10 s (it never came: a test failure, not a sleep)."""
+        async with asyncio.timeout(10):
+            while not condition():
+                self._arrival.clear()
+                await self._arrival.wait()
+
     async def produce(self, request: m.ProduceRequest, data: Sequence[Buffer]) -> m.ProduceResponse:
-        if self.gate is not None:
-            await self.gate.wait()
+        sections = _sections(request, data)
+        counts = Counter({tp: len(batches) for tp, batches in sections})
+        self.flying.update(counts)
+        for tp in counts:
+            self.peak[tp] = max(self.peak[tp], self.flying[tp])
+        try:
+            if self.gate is not None and not self.gate.is_set():
+                self.waiting += 1
+                self._arrival.set()
+                try:
+                    await self.gate.wait()
+                finally:
+                    self.waiting -= 1
+            return self._produce(sections)
+        finally:
+            self.flying.subtract(counts)
+
+    def _produce(
+        self, sections: list[tuple[TopicPartition, list[RecordBatch]]]
+    ) -> m.ProduceResponse:
         fault = self.faults.popleft() if self.faults else None
         if fault == REFUSED:
             raise ConnectionClosedError("the connection closed (scripted)")
-        section = b"".join(bytes(d) for d in data)
-        pos = 0
         sent: list[Sent] = []
         results = []
-        for part in request.partitions:
-            tp = TopicPartition(part.topic, part.partition)
-            chunk = section[pos : pos + part.size]
-            pos += part.size
-            batches = list(iter_batches(chunk))
+        for tp, batches in sections:
             sent.extend(_sent(tp, b) for b in batches)
             if isinstance(fault, int):
                 results.append(m.ProducePartitionResult(tp.topic, tp.partition, fault))
@@ -115,6 +142,24 @@ class FakeBroker:
             )
         self.next_id += 1
         return m.InitProducerIdResponse(producer_id=self.next_id - 1, producer_epoch=0)
+
+
+def _sections(
+    request: m.ProduceRequest, data: Sequence[Buffer]
+) -> list[tuple[TopicPartition, list[RecordBatch]]]:
+    """Each partition of ``request`` with its batches."""
+    section = b"".join(bytes(d) for d in data)
+    pos = 0
+    out = []
+    for part in request.partitions:
+        out.append(
+            (
+                TopicPartition(part.topic, part.partition),
+                list(iter_batches(section[pos : pos + part.size])),
+            )
+        )
+        pos += part.size
+    return out
 
 
 def _sent(tp: TopicPartition, batch: RecordBatch) -> Sent:

@@ -1,0 +1,100 @@
+"""Idempotence on against off, interleaved in one broker process, with where the time goes.
+
+    python bench/idempotence.py [--runs 5] [--records 600000] [--size 100]
+
+Each round produces ``--records`` records with idempotence on, then off (acks=all, batch_size
+256 KiB, linger 5 ms, max_request_size 4 MiB, as bench/produce.py's throughput run), each to a
+new one-partition topic. Per variant: the median records/s over the rounds, every round's
+figure, the client's and the broker's CPU per record, and the client's idle share (1 - its CPU
+time over the wall time: time it waited for the broker). Interleaving makes a noisy, shared
+machine hit both variants alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import uvloop
+from harness import broker_process, machine
+
+from tidelog.client import AdminClient, Producer
+
+VARIANTS = {"on": True, "off": False}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_run(
+    address: str, topic: str, n: int, size: int, idempotence: bool, broker_pid: int
+) -> tuple[float, float, float, float]:
+    """records/s, client CPU us/record, broker CPU us/record, client idle share."""
+    value = os.urandom(size)
+    async with Producer(
+        address,
+        acks="all",
+        batch_size=256 * 1024,
+        linger=0.005,
+        max_request_size=4 << 20,
+        enable_idempotence=idempotence,
+    ) as producer:
+        await producer.send_and_wait(topic, value)
+        send = producer.send
+        wall, cpu, broker = time.perf_counter(), time.process_time(), cpu_seconds(broker_pid)
+        for _ in range(n):
+            await send(topic, value)
+        await producer.flush()
+        wall = time.perf_counter() - wall
+        cpu = time.process_time() - cpu
+        broker = cpu_seconds(broker_pid) - broker
+    return n / wall, cpu / n * 1e6, broker / n * 1e6, 1 - cpu / wall
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in VARIANTS}
+    with broker_process() as broker:
+        async with AdminClient(broker.address) as admin:
+            for run in range(args.runs):
+                for name, idempotence in VARIANTS.items():
+                    topic = f"idem-{name}-{run}"
+                    await admin.create_topic(topic, 1)
+                    results[name].append(
+                        await one_run(
+                            broker.address,
+                            topic,
+                            args.records,
+                            args.size,
+                            idempotence,
+                            broker.proc.pid,
+                        )
+                    )
+    print(f"idempotence on vs off, {args.runs} interleaved runs, {machine()}")
+    for name, rows in results.items():
+        rate, client, brk, idle = (statistics.median(column) for column in zip(*rows, strict=True))
+        runs = ", ".join(f"{r[0] / 1000:,.0f}k" for r in rows)
+        print(
+            f"{name:>3}: median {rate:,.0f} records/s ({runs}); client {client:.2f} us/record, "
+            f"broker {brk:.2f} us/record, client idle {idle:.0%}"
+        )
+    on = statistics.median(r[0] for r in results["on"])
+    off = statistics.median(r[0] for r in results["off"])
+    print(f"on / off = {on / off:.2f}")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--records", type=int, default=600_000)
+    parser.add_argument("--size", type=int, default=100)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    uvloop.run(main(parse()))
