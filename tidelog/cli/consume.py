@@ -172,12 +172,9 @@ async def _consume_group(
             for tp, o in (await admin.list_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))).items()
         }
         consumer.subscribe([topic])
-        if follow and context.stderr.is_terminal:
-            context.stderr.print(
-                f"waiting for records on {topic} as group {group} (Ctrl-C stops)",
-                style="dim",
-                soft_wrap=True,
-            )
+        # Said once the member has its partitions and their positions: a record produced
+        # after the message is never skipped by a group that starts at the end.
+        announce = follow and context.stderr.is_terminal
         while count is None or seen < count:
             if not follow and await _caught_up(consumer, ends):
                 break
@@ -186,6 +183,15 @@ async def _consume_group(
             for records in batch.values():
                 writer.write(records)
                 seen += len(records)
+            if announce and consumer.assignment():
+                for tp in consumer.assignment():
+                    await consumer.position(tp)
+                context.stderr.print(
+                    f"waiting for records on {topic} as group {group} (Ctrl-C stops)",
+                    style="dim",
+                    soft_wrap=True,
+                )
+                announce = False
     return seen
 
 
