@@ -15,7 +15,7 @@ from tidelog.wire.errors import (
 from ..log import TopicPartition, validate_topic_name
 from ..log.manager import MAX_PARTITIONS
 from .configs import BROKER_KEYS, TOPIC_KEYS, config_text, normalise_key, parse_topic_configs
-from .state import CoreState
+from .state import CoreState, check_client_creatable, check_client_writable, is_internal
 
 
 class AdminApis:
@@ -48,7 +48,7 @@ class AdminApis:
                 m.PartitionMetadata(p, leader=broker, replicas=(broker,), isr=(broker,))
                 for p in range(count)
             )
-            topics.append(m.TopicMetadata(name, partitions=partitions))
+            topics.append(m.TopicMetadata(name, internal=is_internal(name), partitions=partitions))
         return m.MetadataResponse(
             brokers=(m.BrokerInfo(config.broker_id, config.advertised, state.port),),
             controller_id=config.broker_id,
@@ -78,6 +78,7 @@ class AdminApis:
                         "a single broker supports 1"
                     )
                 overrides = parse_topic_configs(topic.configs)
+                check_client_creatable(topic.name)
                 if request.validate_only:
                     validate_topic_name(topic.name)
                     manager.default_config.with_overrides(overrides)
@@ -97,6 +98,8 @@ class AdminApis:
         for name in request.names:
             try:
                 count = manager.partition_count(name)
+                if count is not None:
+                    check_client_writable(name, "delete")
                 manager.delete_topic(name)
                 for p in range(count or 0):
                     self._state.notifier.notify((name, p))

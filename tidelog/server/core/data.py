@@ -31,7 +31,7 @@ from tidelog.wire.records import Buffer, batch_size_at
 from ..config import BrokerConfig
 from ..log import TopicPartition
 from .idempotence import MAX_EPOCH
-from .state import CoreState
+from .state import CoreState, check_client_writable
 from .types import Reply
 
 log = logging.getLogger("tidelog.server.core")
@@ -74,6 +74,7 @@ class DataApis:
                 count = state.partition_count(topic)
                 if count is None or not 0 <= partition < count:
                     raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
+                check_client_writable(topic, "produce to")
                 appended = writes.append(
                     TopicPartition(topic, partition), _split_batches(section), acks
                 )
