@@ -50,9 +50,7 @@ async def migrate_legacy(data_dir: str, store: GroupStore) -> int:
         writes.append(store.durable(partition, end))
         written += len(rows)
     await asyncio.gather(*writes)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = os.path.join(data_dir, MIGRATED_PREFIX + stamp)
-    await asyncio.to_thread(_rename, directory, target, data_dir)
+    target = await asyncio.to_thread(_rename, directory, data_dir)
     logger.warning(
         "migrated the committed offsets of %d group(s) (%d offset(s) written) from the old "
         "store %s into the internal topic __consumer_offsets; the old store is kept as %s "
@@ -65,7 +63,15 @@ async def migrate_legacy(data_dir: str, store: GroupStore) -> int:
     return written
 
 
-def _rename(source: str, target: str, data_dir: str) -> None:
+def _rename(source: str, data_dir: str) -> str:
+    """Rename the old store aside (durably); returns its new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = os.path.join(data_dir, MIGRATED_PREFIX + stamp)
+    n = 1
+    while os.path.exists(target):  # migrated before within the same second
+        n += 1
+        target = os.path.join(data_dir, f"{MIGRATED_PREFIX}{stamp}.{n}")
     files = Files()
     files.rename(source, target)
     files.sync_dir(data_dir)
+    return target
