@@ -24,7 +24,6 @@ once: it is about to heartbeat again to release them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -53,9 +52,10 @@ from tidelog.wire.errors import (
 from tidelog.wire.records import now_ms
 
 from .group import ConsumerGroup, GroupSettings, GroupState, Removal
-from .groupstate import group_record, resume_group
+from .groupstate import resume_group
 from .migration import legacy_pending, migrate_legacy
-from .records import encode_group, group_key
+from .recorder import GroupRecorder
+from .records import group_key
 from .store import GroupStore, OffsetValue
 
 logger = logging.getLogger("tidelog.server.groups")
@@ -120,10 +120,7 @@ class GroupCoordinator:
         self._loaded: set[int] = set()
         self._loading: dict[int, asyncio.Task[None]] = {}
         self._failed: dict[int, str] = {}
-        self._stored: dict[str, tuple[ConsumerGroup, int]] = {}
-        """Per group, the state (object and revision) its last record holds."""
-        self._written: dict[str, int] = {}
-        """Per group, the end offset of its last record, until that is known fsynced."""
+        self._recorder = GroupRecorder(self.offsets, self._groups)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -189,7 +186,7 @@ class GroupCoordinator:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            await self._store_changed()
+            await self._recorder.write_changed(self._loaded)
         except StorageError as exc:
             logger.error("could not store group state at shutdown: %s", exc)
 
@@ -198,7 +195,7 @@ class GroupCoordinator:
             await asyncio.sleep(self._tick_ms / 1000)
             try:
                 self.tick()
-                await self._store_changed()
+                await self._recorder.write_changed(self._loaded)
             except StorageError as exc:
                 logger.error("group coordinator housekeeping failed: %s", exc)
             except Exception:
@@ -236,7 +233,7 @@ class GroupCoordinator:
                 continue
             group = resume_group(group_id, record, self.settings, now=now, topics=topics)
             self._groups[group_id] = group
-            self._stored[group_id] = (group, group.revision)
+            self._recorder.resumed(group)
         self.offsets.adopt(loaded.offsets)
         self._loaded.add(partition)
         logger.info(
@@ -257,8 +254,7 @@ class GroupCoordinator:
         self._loaded.discard(partition)
         for group_id in [g for g in self._groups if self.offsets.partition_for(g) == partition]:
             del self._groups[group_id]
-            self._stored.pop(group_id, None)
-            self._written.pop(group_id, None)
+            self._recorder.forget(group_id)
             self._notify(group_id)
         self.offsets.forget(partition)
 
@@ -277,51 +273,6 @@ class GroupCoordinator:
                 f"__consumer_offsets-{partition} could not be loaded: {self._failed[partition]}"
             )
         raise NotCoordinatorError(f"this broker does not coordinate group {group_id!r}")
-
-    # --- storing group state ----------------------------------------------------------------
-
-    def _write_group(self, group_id: str) -> None:
-        """Append the group's state now if it changed since its last record (a tombstone once
-        it has no members)."""
-        group = self._groups.get(group_id)
-        stored = self._stored.get(group_id)
-        if group is not None and group.members:
-            if stored is not None and stored[0] is group and stored[1] == group.revision:
-                return
-            value: bytes | None = encode_group(group_record(group))
-            self._stored[group_id] = (group, group.revision)
-        else:
-            if stored is None:
-                return
-            value = None
-            del self._stored[group_id]
-        partition = self.offsets.partition_for(group_id)
-        self._written[group_id] = self.offsets.append(partition, [(group_key(group_id), value)])
-
-    async def _stored_durably(self, group_id: str) -> None:
-        """Store the group's changes; return once its last record is fsynced. Raises
-        :class:`StorageError`."""
-        self._write_group(group_id)
-        end = self._written.get(group_id)
-        if end is None:
-            return
-        await self.offsets.durable(self.offsets.partition_for(group_id), end)
-        if self._written.get(group_id) == end:
-            del self._written[group_id]
-
-    async def _settled(self, group_id: str) -> None:
-        """Before an error answer: wait for the group's records too (the error may tell of a
-        change, a member removed, that must be stored first). A storage failure here is left
-        to the records' own waiters."""
-        with contextlib.suppress(StorageError):
-            await self._stored_durably(group_id)
-
-    async def _store_changed(self) -> None:
-        """Store every group the housekeeping changed (removed members, emptied groups)."""
-        for group_id in set(self._stored) | set(self._groups):
-            if self.offsets.partition_for(group_id) in self._loaded:
-                self._write_group(group_id)
-        await asyncio.gather(*(self._stored_durably(g) for g in list(self._written)))
 
     def tick(self) -> list[tuple[str, Removal]]:
         """One round of housekeeping: remove timed-out members, follow topic changes."""
@@ -370,7 +321,7 @@ class GroupCoordinator:
                 try:
                     return await self.heartbeat(request)
                 except BrokerError as exc:
-                    await self._settled(request.group_id)
+                    await self._recorder.settled(request.group_id)
                     return m.HeartbeatResponse(int(exc.code), exc.message)
             case m.OffsetCommitRequest():
                 try:
@@ -380,17 +331,17 @@ class GroupCoordinator:
             case m.JoinGroupRequest():
                 try:
                     joined = self.join(request, client_host)
-                    await self._stored_durably(request.group_id)
+                    await self._recorder.durable(request.group_id)
                 except BrokerError as exc:
-                    await self._settled(request.group_id)
+                    await self._recorder.settled(request.group_id)
                     return m.JoinGroupResponse(int(exc.code), exc.message)
                 return joined
             case m.LeaveGroupRequest():
                 try:
                     self.leave(request)
-                    await self._stored_durably(request.group_id)
+                    await self._recorder.durable(request.group_id)
                 except BrokerError as exc:
-                    await self._settled(request.group_id)
+                    await self._recorder.settled(request.group_id)
                     return m.LeaveGroupResponse(int(exc.code), exc.message)
                 return m.LeaveGroupResponse()
             case m.OffsetFetchRequest():
@@ -426,7 +377,7 @@ class GroupCoordinator:
             group.group_epoch,
             len(group.members),
         )
-        self._write_group(group_id)
+        self._recorder.write(group_id)
         return response
 
     async def heartbeat(self, request: m.HeartbeatRequest) -> m.HeartbeatResponse:
@@ -435,10 +386,10 @@ class GroupCoordinator:
         response = group.heartbeat(request, now=self._clock())
         if group.version != version:
             self._notify(group.group_id)
-        self._write_group(group.group_id)  # appended now; answered once fsynced
+        self._recorder.write(group.group_id)  # appended now; answered once fsynced
         if response.assignment is None and group.may_hold(request.member_id):
             response = await self._hold(group, request.member_id, response)
-        await self._stored_durably(group.group_id)
+        await self._recorder.durable(group.group_id)
         return response
 
     async def _hold(
@@ -471,7 +422,7 @@ class GroupCoordinator:
         self._notify(group.group_id)
         if not group.members:
             del self._groups[group.group_id]
-        self._write_group(group.group_id)
+        self._recorder.write(group.group_id)
 
     def _live_group(self, group_id: str) -> ConsumerGroup:
         self._check(group_id)
