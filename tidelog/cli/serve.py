@@ -19,6 +19,7 @@ from tidelog import __version__
 from tidelog.client import TidelogError
 from tidelog.server import Broker
 from tidelog.server.config import SETTINGS, BrokerConfig, ConfigError, Setting
+from tidelog.server.groups import INTERNAL_PREFIX
 from tidelog.server.run import configure_logging
 from tidelog.server.run import serve as run_broker
 
@@ -49,7 +50,7 @@ TopicDefaults = Annotated[
 
 
 def _banner(settings: BrokerConfig, broker: Broker) -> None:
-    topics = sorted(broker.core.manager.topics())
+    topics = sorted(t for t in broker.core.manager.topics() if not t.startswith(INTERNAL_PREFIX))
     shown = ", ".join(topics[:_BANNER_TOPICS]) + (", …" if len(topics) > _BANNER_TOPICS else "")
     lines = [
         Text.assemble(

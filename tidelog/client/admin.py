@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tidelog.wire import messages as m
+from tidelog.wire.api import INTERNAL_TOPICS
 from tidelog.wire.errors import BrokerError, ErrorCode
 
 from .cluster import Cluster, TopicInfo
@@ -215,9 +216,19 @@ class AdminClient(AsyncClient):
 
     async def list_topics(self, *, internal: bool = False) -> list[str]:
         """Every topic's name, sorted (internal topics only when asked)."""
+        return sorted(i.name for i in await self._every_topic(internal))
+
+    async def _every_topic(self, internal: bool) -> list[TopicInfo]:
+        """Every topic; the internal ones (which the broker leaves out unless named) only
+        when asked."""
         await self._controller()
         meta = await self._cluster.refresh()
-        return sorted(t.name for t in meta.topics.values() if internal or not t.internal)
+        infos = [t for t in meta.topics.values() if not t.internal]
+        if internal:
+            wanted = sorted(INTERNAL_TOPICS)
+            named = await self._cluster.fetch_topics(wanted, allow_auto_create=False)
+            infos += [named.topics[n] for n in wanted if n in named.topics]
+        return infos
 
     async def describe_topics(
         self, names: Iterable[str] | None = None, *, internal: bool = False
@@ -227,8 +238,7 @@ class AdminClient(AsyncClient):
         not exist."""
         await self._controller()
         if names is None:
-            meta = await self._cluster.refresh()
-            infos: list[TopicInfo] = [t for t in meta.topics.values() if internal or not t.internal]
+            infos = await self._every_topic(internal)
         else:
             wanted = list(names)
             meta = await self._cluster.fetch_topics(wanted, allow_auto_create=False)

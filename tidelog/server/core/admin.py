@@ -27,7 +27,7 @@ class AdminApis:
     async def metadata(self, request: m.MetadataRequest) -> m.MetadataResponse:
         state = self._state
         config = state.config
-        names = sorted(state.manager.topics()) if request.topics is None else request.topics
+        names = _every_topic(state) if request.topics is None else request.topics
         failed = await state.auto_create(names) if request.allow_auto_create else {}
         topics = []
         for name in names:
@@ -165,7 +165,7 @@ class AdminApis:
 
     def describe_log_dirs(self, request: m.DescribeLogDirsRequest) -> m.DescribeLogDirsResponse:
         manager = self._state.manager
-        names = sorted(manager.topics()) if request.topics is None else request.topics
+        names = _every_topic(self._state) if request.topics is None else request.topics
         out = []
         for name in names:
             count = manager.partition_count(name)
@@ -190,3 +190,8 @@ class AdminApis:
                     )
                 )
         return m.DescribeLogDirsResponse(str(self._state.config.data_dir), tuple(out))
+
+
+def _every_topic(state: CoreState) -> list[str]:
+    """What "every topic" means to a client: the internal ones only when named."""
+    return sorted(name for name in state.manager.topics() if not is_internal(name))

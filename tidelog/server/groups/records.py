@@ -24,10 +24,10 @@ import msgspec
 from crc32c import crc32c
 
 from tidelog.server.log import TopicPartition
+from tidelog.wire.api import INTERNAL_TOPIC_PREFIX
 
 OFFSETS_TOPIC: Final = "__consumer_offsets"
-INTERNAL_PREFIX: Final = "__"
-"""Topic names starting with this are reserved for the broker's internal topics."""
+INTERNAL_PREFIX: Final = INTERNAL_TOPIC_PREFIX
 PROTOCOL_TYPE: Final = "consumer"
 OFFSET_VERSION: Final = 1
 GROUP_VERSION: Final = 1
