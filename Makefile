@@ -39,12 +39,14 @@ fuzz: $(STAMP)
 # under an idempotent producer (make test runs 30).
 # 400 rounds of damaged files between broker restarts, the corruption soak (make test runs 40).
 # 100 cleanings of a compacted log SIGKILLed at random points (make test runs 4).
+# 100 coordinator SIGKILLs under a consuming, committing group of 3 (make test runs 3).
 soak: $(STAMP)
 	TIDELOG_SOAK_ROUNDS=300 $(BIN)/pytest tests/system/test_log_crash.py -q
 	TIDELOG_IDEMPOTENCE_KILLS=300 $(BIN)/pytest tests/system/test_idempotent_crash.py -q -s
 	TIDELOG_CONN_SOAK_ROUNDS=50 $(BIN)/pytest tests/system/test_connection_soak.py -q -s
 	TIDELOG_CORRUPTION_ROUNDS=400 $(BIN)/pytest tests/system/test_corruption_soak.py -q -s
 	TIDELOG_CLEAN_SOAK_ROUNDS=100 $(BIN)/pytest tests/system/test_log_clean_crash.py -q -s
+	TIDELOG_GROUP_KILLS=100 $(BIN)/pytest tests/system/test_coordinator_crash.py -q
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).
 run: $(STAMP)

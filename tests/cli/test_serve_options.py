@@ -54,9 +54,9 @@ def refused(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
     ``tmp_path`` on port 0, so a regression that starts a broker fails the test, not hangs it;
     a setting refused by option and by environment after the one checked (fields are checked
     in order) makes most such regressions fail at once."""
-    backstop = {"TIDELOG_OFFSETS_SNAPSHOT_RECORDS": "0", "TIDELOG_PORT": "0"}
+    backstop = {"TIDELOG_OFFSETS_TOPIC_PARTITIONS": "0", "TIDELOG_PORT": "0"}
     return subprocess.run(
-        [str(TIDELOG), "serve", *args, "--offsets-snapshot-records", "0"],
+        [str(TIDELOG), "serve", *args, "--offsets-topic-partitions", "0"],
         cwd=tmp_path,
         env=subprocess_env(**(backstop | env)),
         capture_output=True,

@@ -103,7 +103,7 @@ class Shadow:
         """Read every segment file again; ``log_ends`` gives each partition's end offset."""
         self.files = {}
         by_partition: dict[int, list[Path]] = {}
-        for path in sorted(self.data_dir.glob("*-[0-9]*/*.log")):
+        for path in sorted(self.data_dir.glob("[!_]*-[0-9]*/*.log")):  # not internal topics
             by_partition.setdefault(partition_of(path), []).append(path)
         for partition, paths in by_partition.items():
             for i, path in enumerate(paths):
@@ -198,7 +198,7 @@ class Damager:
 
     def index_fault(self) -> None:
         """Flip, truncate or delete a random offset or time index file."""
-        paths = sorted(self.shadow.data_dir.glob("*-[0-9]*/*.*index"))
+        paths = sorted(self.shadow.data_dir.glob("[!_]*-[0-9]*/*.*index"))
         paths = [p for p in paths if p.stat().st_size > 0]
         if not paths:
             return

@@ -146,7 +146,6 @@ async def wait_until_lag_zero(admin: AdminClient) -> None:
 
 def test_committed_offsets_survive_a_broker_sigkill(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    snapshots = ("--offsets-snapshot-records", "5")
 
     async def consume_and_commit(address: str) -> None:
         consumer = Consumer(address, group_id="g", auto_commit=False, auto_offset_reset="earliest")
@@ -185,8 +184,8 @@ def test_committed_offsets_survive_a_broker_sigkill(tmp_path: Path) -> None:
             for p in range(PARTITIONS):
                 assert consumer.lag(TopicPartition(TOPIC, p)) == 0
 
-    with BrokerProcess(data, *snapshots) as broker:
+    with BrokerProcess(data) as broker:
         asyncio.run(asyncio.wait_for(first_life(broker.address), DEADLINE_S))
         broker.kill()
-    with BrokerProcess(data, *snapshots) as broker:
+    with BrokerProcess(data) as broker:
         asyncio.run(asyncio.wait_for(second_life(broker.address), DEADLINE_S))

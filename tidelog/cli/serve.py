@@ -29,6 +29,7 @@ from tidelog.client import TidelogError
 from tidelog.gateway import DEFAULT_HTTP_PORT, GatewayServer, GatewaySettings
 from tidelog.server import Broker
 from tidelog.server.config import SETTINGS, BrokerConfig, ConfigError, Setting
+from tidelog.server.groups import INTERNAL_PREFIX
 from tidelog.server.run import configure_logging
 from tidelog.server.run import serve as run_broker
 
@@ -60,7 +61,7 @@ TopicDefaults = Annotated[
 
 
 def _banner(settings: BrokerConfig, broker: Broker, http: GatewayServer | None) -> None:
-    topics = sorted(broker.core.manager.topics())
+    topics = sorted(t for t in broker.core.manager.topics() if not t.startswith(INTERNAL_PREFIX))
     shown = ", ".join(topics[:_BANNER_TOPICS]) + (", …" if len(topics) > _BANNER_TOPICS else "")
     lines = [
         Text.assemble(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tidelog.wire import messages as m
+from tidelog.wire.api import INTERNAL_TOPICS
 from tidelog.wire.errors import BrokerError, ErrorCode
 
 from .cluster import Cluster, TopicInfo
@@ -22,7 +23,7 @@ from .connection import Connection
 from .errors import ClientClosedError, ClientUsageError, broker_error
 from .lifecycle import AsyncClient
 from .membership import from_wire
-from .offsets import OffsetAndMetadata, commit_offsets, fetch_offsets
+from .offsets import OffsetAndMetadata, commit_offsets, fetch_offsets, while_loading
 from .types import OffsetAndTimestamp, TopicPartition
 
 NewTopic = m.NewTopic
@@ -215,17 +216,29 @@ class AdminClient(AsyncClient):
 
     async def list_topics(self, *, internal: bool = False) -> list[str]:
         """Every topic's name, sorted (internal topics only when asked)."""
+        return sorted(i.name for i in await self._every_topic(internal))
+
+    async def _every_topic(self, internal: bool) -> list[TopicInfo]:
+        """Every topic; the internal ones (which the broker leaves out unless named) only
+        when asked."""
         await self._controller()
         meta = await self._cluster.refresh()
-        return sorted(t.name for t in meta.topics.values() if internal or not t.internal)
+        infos = [t for t in meta.topics.values() if not t.internal]
+        if internal:
+            wanted = sorted(INTERNAL_TOPICS)
+            named = await self._cluster.fetch_topics(wanted, allow_auto_create=False)
+            infos += [named.topics[n] for n in wanted if n in named.topics]
+        return infos
 
-    async def describe_topics(self, names: Iterable[str] | None = None) -> list[TopicDescription]:
-        """The named topics (every topic if ``None``). Raises
-        ``UnknownTopicOrPartitionError`` for a name that does not exist."""
+    async def describe_topics(
+        self, names: Iterable[str] | None = None, *, internal: bool = False
+    ) -> list[TopicDescription]:
+        """The named topics (if ``None``: every topic, internal ones only when asked, as
+        :meth:`list_topics`). Raises ``UnknownTopicOrPartitionError`` for a name that does
+        not exist."""
         await self._controller()
         if names is None:
-            meta = await self._cluster.refresh()
-            infos: list[TopicInfo] = list(meta.topics.values())
+            infos = await self._every_topic(internal)
         else:
             wanted = list(names)
             meta = await self._cluster.fetch_topics(wanted, allow_auto_create=False)
@@ -330,10 +343,14 @@ class AdminClient(AsyncClient):
         """Every consumer group (with members or committed offsets), sorted by id; only those
         in ``states`` (``"empty"``, ``"reconciling"``, ``"stable"``) if given."""
         conn = await self._controller()
-        response = await conn.call(m.ListGroupsRequest(tuple(states)), m.ListGroupsResponse)
-        if response.error_code:
-            raise broker_error(response.error_code, where="list groups")
-        return list(response.groups)
+
+        async def call() -> m.ListGroupsResponse:
+            response = await conn.call(m.ListGroupsRequest(tuple(states)), m.ListGroupsResponse)
+            if response.error_code:
+                raise broker_error(response.error_code, where="list groups")
+            return response
+
+        return list((await while_loading(call, self.request_timeout)).groups)
 
     async def describe_groups(self, group_ids: Iterable[str]) -> list[GroupDescription]:
         """The named groups: state, members and their assignments, and per partition the
@@ -341,7 +358,16 @@ class AdminClient(AsyncClient):
         group that does not exist."""
         ids = list(group_ids)
         conn = await self._controller()
-        response = await conn.call(m.DescribeGroupsRequest(tuple(ids)), m.DescribeGroupsResponse)
+
+        async def call() -> m.DescribeGroupsResponse:
+            request = m.DescribeGroupsRequest(tuple(ids))
+            response = await conn.call(request, m.DescribeGroupsResponse)
+            for d in response.groups:
+                if d.error_code == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS:
+                    raise broker_error(d.error_code, d.error_message)
+            return response
+
+        response = await while_loading(call, self.request_timeout)
         out = []
         for d in response.groups:
             if d.error_code:
@@ -405,7 +431,16 @@ class AdminClient(AsyncClient):
         """Delete empty groups and their committed offsets. Raises the first group's error:
         ``NonEmptyGroupError`` (it has members) or ``GroupIdNotFoundError``."""
         conn = await self._controller()
-        response = await conn.call(m.DeleteGroupsRequest(tuple(group_ids)), m.DeleteGroupsResponse)
+        ids = tuple(group_ids)
+
+        async def call() -> m.DeleteGroupsResponse:
+            response = await conn.call(m.DeleteGroupsRequest(ids), m.DeleteGroupsResponse)
+            for r in response.results:
+                if r.error_code == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS:
+                    raise broker_error(r.error_code, r.error_message)
+            return response
+
+        response = await while_loading(call, self.request_timeout)
         _raise_first(
             (m.TopicResult(r.group_id, r.error_code, r.error_message) for r in response.results),
             set(),

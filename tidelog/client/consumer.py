@@ -339,6 +339,12 @@ class Consumer(AsyncClient):
         """This consumer's member id in its group ("" while it is not a member)."""
         return self._require_group().membership.member_id
 
+    @property
+    def member_epoch(self) -> int:
+        """This consumer's member epoch: it goes up with every assignment the broker sends
+        (0 while it is not a member)."""
+        return self._require_group().membership.epoch
+
     async def commit(
         self,
         offsets: Mapping[TopicPartition, int] | None = None,

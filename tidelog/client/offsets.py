@@ -1,18 +1,43 @@
 """Committing and fetching a group's offsets: the OffsetCommit and OffsetFetch round trips,
-shared by the consumer and the admin client."""
+shared by the consumer and the admin client.
+
+Both are retried while the coordinator answers ``COORDINATOR_LOAD_IN_PROGRESS`` (it is reading
+the group's state after a start or a move), with a short backoff, for at most the request's
+timeout (:func:`while_loading`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Final, NamedTuple, TypeVar
 
 from tidelog.wire import messages as m
-from tidelog.wire.errors import BrokerError, raise_for_code
+from tidelog.wire.errors import BrokerError, CoordinatorLoadInProgressError, raise_for_code
 
 from .connection import Connection
 from .errors import broker_error
 from .membership import to_wire
 from .types import TopicPartition
+
+T = TypeVar("T")
+LOAD_WAIT: Final = 30.0
+"""How long :func:`while_loading` retries when the caller has no timeout of its own."""
+
+
+async def while_loading(call: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:  # noqa: ASYNC109
+    """``await call()``, again while it raises :class:`CoordinatorLoadInProgressError`, for at
+    most ``timeout`` seconds (then that error is raised)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (LOAD_WAIT if timeout is None else timeout)
+    delay = 0.02
+    while True:
+        try:
+            return await call()
+        except CoordinatorLoadInProgressError:
+            if loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)  # retry backoff while the coordinator loads
+        delay = min(delay * 2, 0.5)
 
 
 class OffsetAndMetadata(NamedTuple):
@@ -45,8 +70,13 @@ async def commit_offsets(
         member_id=member_id,
         member_epoch=member_epoch,
     )
-    response = await conn.call(request, m.OffsetCommitResponse, timeout=timeout)
-    raise_for_code(response.error_code, response.error_message)
+
+    async def call() -> m.OffsetCommitResponse:
+        response = await conn.call(request, m.OffsetCommitResponse, timeout=timeout)
+        raise_for_code(response.error_code, response.error_message)
+        return response
+
+    response = await while_loading(call, timeout)
     errors: list[BrokerError] = [
         broker_error(r.error_code, r.error_message, where=f"{r.topic}[{r.partition}]")
         for r in response.partitions
@@ -70,8 +100,13 @@ async def fetch_offsets(
     partitions with nothing committed are left out. Raises the broker's error."""
     wanted = None if partitions is None else to_wire(partitions)
     request = m.OffsetFetchRequest(group_id, wanted)
-    response = await conn.call(request, m.OffsetFetchResponse, timeout=timeout)
-    raise_for_code(response.error_code, response.error_message)
+
+    async def call() -> m.OffsetFetchResponse:
+        response = await conn.call(request, m.OffsetFetchResponse, timeout=timeout)
+        raise_for_code(response.error_code, response.error_message)
+        return response
+
+    response = await while_loading(call, timeout)
     out: dict[TopicPartition, OffsetAndMetadata] = {}
     for r in response.partitions:
         if r.error_code:

@@ -274,13 +274,23 @@ class BrokerConfig:
     offset_metadata_max_bytes: int = _setting(
         4_096, "largest metadata string of a committed offset", "1024", group=GROUPS, low=0
     )
-    offsets_snapshot_records: int = _setting(
-        10_000,
-        "committed-offset records between two snapshots of the offsets log (start-up replays "
-        "at most this many)",
-        "1000",
+    offsets_topic_partitions: int = _setting(
+        8,
+        "partitions of the internal topic __consumer_offsets, where groups keep their state "
+        "and committed offsets; applies when the topic is created (never changed after)",
+        "16",
         group=GROUPS,
         low=1,
+        high=1_000,
+    )
+    offsets_topic_segment_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "segment size of __consumer_offsets (smaller than a user topic's, so compaction "
+        "reaches its records sooner and a coordinator loads less)",
+        "4194304",
+        group=GROUPS,
+        low=64 * 1024,
+        high=2**31 - 1,
     )
     etcd: str = _setting(
         "",

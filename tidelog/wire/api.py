@@ -95,6 +95,11 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
 DEFAULT_BROKER_PORT: Final = 7070
 """The port a broker listens on and a client connects to when none is given."""
 MAX_TOPIC_NAME_LENGTH: Final = 255 - len(".json") - len(".0123456789ab.tmp")
+INTERNAL_TOPIC_PREFIX: Final = "__"
+"""Topic names starting with this are reserved for the broker's internal topics."""
+INTERNAL_TOPICS: Final = frozenset({"__consumer_offsets"})
+"""The internal topics: left out of a Metadata or DescribeLogDirs answer about every topic
+(and marked ``internal`` when named)."""
 """233: what a broker's files allow. A topic's longest file name is the temporary file of its
 topic file's atomic write, ``<name>.json.<12 hex>.tmp``, and Linux file systems allow 255 bytes
 (Kafka's 249 leaves room only for ``-<partition>``)."""

@@ -50,6 +50,7 @@ class ErrorCode(IntEnum):
     POLICY_VIOLATION = 24
     TOPIC_DELETION_IN_PROGRESS = 25
     HANDSHAKE_REQUIRED = 26
+    COORDINATOR_LOAD_IN_PROGRESS = 29
     COORDINATOR_NOT_AVAILABLE = 30
     NOT_COORDINATOR = 31
     INVALID_GROUP_ID = 32
@@ -117,6 +118,11 @@ ERRORS: Final[dict[ErrorCode, ErrorInfo]] = dict(
         _info(ErrorCode.POLICY_VIOLATION, False, "the request violates a broker policy"),
         _info(ErrorCode.TOPIC_DELETION_IN_PROGRESS, True, "the topic is being deleted"),
         _info(ErrorCode.HANDSHAKE_REQUIRED, False, "the connection must start with a handshake"),
+        _info(
+            ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+            True,
+            "the coordinator is still loading the group's state",
+        ),
         _info(ErrorCode.COORDINATOR_NOT_AVAILABLE, True, "the group coordinator is not available"),
         _info(ErrorCode.NOT_COORDINATOR, True, "this broker does not coordinate the group"),
         _info(ErrorCode.INVALID_GROUP_ID, False, "the group id is not valid"),
@@ -350,6 +356,10 @@ class TopicDeletionInProgressError(BrokerError):
 
 class HandshakeRequiredError(BrokerError):
     code = ErrorCode.HANDSHAKE_REQUIRED
+
+
+class CoordinatorLoadInProgressError(BrokerError):
+    code = ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
 
 
 class CoordinatorNotAvailableError(BrokerError):

@@ -17,7 +17,7 @@ from tidelog.wire.errors import (
 from ..log import TopicPartition, validate_topic_name
 from ..log.manager import MAX_PARTITIONS
 from .configs import BROKER_KEYS, TOPIC_KEYS, config_text, normalise_key, parse_topic_configs
-from .state import CoreState
+from .state import CoreState, check_client_creatable, check_client_writable, is_internal
 
 
 class AdminApis:
@@ -31,7 +31,11 @@ class AdminApis:
         config = state.config
         cluster = state.cluster
         if cluster is not None:
-            names = cluster.topic_names() if request.topics is None else request.topics
+            names = (
+                [n for n in cluster.topic_names() if not is_internal(n)]
+                if request.topics is None
+                else request.topics
+            )
             failed = await state.auto_create(names) if request.allow_auto_create else {}
             topics = [
                 m.TopicMetadata(name, error_code=failed[name].code) if name in failed else meta
@@ -43,7 +47,7 @@ class AdminApis:
                 cluster_id=config.cluster_id,
                 topics=tuple(topics),
             )
-        names = sorted(state.manager.topics()) if request.topics is None else request.topics
+        names = _every_topic(state) if request.topics is None else request.topics
         failed = await state.auto_create(names) if request.allow_auto_create else {}
         topics = []
         for name in names:
@@ -64,7 +68,7 @@ class AdminApis:
                 m.PartitionMetadata(p, leader=broker, replicas=(broker,), isr=(broker,))
                 for p in range(count)
             )
-            topics.append(m.TopicMetadata(name, partitions=partitions))
+            topics.append(m.TopicMetadata(name, internal=is_internal(name), partitions=partitions))
         return m.MetadataResponse(
             brokers=(m.BrokerInfo(config.broker_id, config.advertised, state.port),),
             controller_id=config.broker_id,
@@ -95,6 +99,7 @@ class AdminApis:
                         "every partition has one replica"
                     )
                 overrides = parse_topic_configs(topic.configs)
+                check_client_creatable(topic.name)
                 if cluster is not None:
                     validate_topic_name(topic.name)
                     manager.default_config.with_overrides(overrides)
@@ -122,10 +127,13 @@ class AdminApis:
         for name in request.names:
             try:
                 if cluster is not None:
+                    check_client_writable(name, "delete")
                     await cluster.delete_topic(name)  # the logs go as the brokers see it
                     results.append(m.TopicResult(name))
                     continue
                 count = manager.partition_count(name)
+                if count is not None:
+                    check_client_writable(name, "delete")
                 manager.delete_topic(name)
                 for p in range(count or 0):
                     self._state.notifier.notify((name, p))
@@ -221,7 +229,7 @@ class AdminApis:
 
     def describe_log_dirs(self, request: m.DescribeLogDirsRequest) -> m.DescribeLogDirsResponse:
         manager = self._state.manager
-        names = sorted(manager.topics()) if request.topics is None else request.topics
+        names = _every_topic(self._state) if request.topics is None else request.topics
         out = []
         for name in names:
             count = manager.partition_count(name)
@@ -246,3 +254,8 @@ class AdminApis:
                     )
                 )
         return m.DescribeLogDirsResponse(str(self._state.config.data_dir), tuple(out))
+
+
+def _every_topic(state: CoreState) -> list[str]:
+    """What "every topic" means to a client: the internal ones only when named."""
+    return sorted(name for name in state.manager.topics() if not is_internal(name))

@@ -31,7 +31,7 @@ from ..config import BrokerConfig
 from ..log import TopicPartition
 from ..metrics import BrokerMetrics
 from .idempotence import MAX_EPOCH
-from .state import CoreState
+from .state import CoreState, check_client_writable
 from .types import Reply
 
 log = logging.getLogger("tidelog.server.core")
@@ -76,6 +76,7 @@ class DataApis:
                 if topic in failed:
                     raise failed[topic]
                 state.serving(topic, partition)
+                check_client_writable(topic, "produce to")
                 tp = TopicPartition(topic, partition)
                 if metrics is not None:  # before: the log end, to count what is appended
                     plog = state.manager.get_log(tp)

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 from tidelog.wire.errors import (
     BrokerError,
     BrokerShuttingDownError,
+    InvalidTopicNameError,
     PolicyViolationError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
 
 from ..config import BrokerConfig
+from ..groups import INTERNAL_PREFIX
 from ..log import LogManager, PartitionLog, TopicPartition, validate_topic_name
 from .durability import WritePath
 from .idempotence import ProducerIds, ProducerStates
@@ -26,6 +28,30 @@ if TYPE_CHECKING:
     from ..cluster.role import ClusterRole
 
 log = logging.getLogger("tidelog.server.core")
+
+
+def is_internal(topic: str) -> bool:
+    """Whether ``topic`` is one of the broker's internal topics (``__consumer_offsets``...):
+    names starting with ``__`` are reserved for them."""
+    return topic.startswith(INTERNAL_PREFIX)
+
+
+def check_client_writable(topic: str, action: str) -> None:
+    """Refuse a client's ``action`` (produce, delete) on an internal topic: only the broker
+    writes them."""
+    if is_internal(topic):
+        raise PolicyViolationError(
+            f"{topic} is an internal topic of the broker: clients cannot {action} it"
+        )
+
+
+def check_client_creatable(topic: str) -> None:
+    """Refuse a client's creation of a topic with a reserved name."""
+    if is_internal(topic):
+        raise InvalidTopicNameError(
+            f"topic names starting with {INTERNAL_PREFIX!r} are reserved for the broker's "
+            f"internal topics: {topic!r}"
+        )
 
 
 class CoreState:
@@ -120,9 +146,11 @@ class CoreState:
                 continue
             try:
                 if self.partition_count(name) is None and self.config.auto_create_topics:
+                    check_client_creatable(name)
                     wanted.append(name)
-            except BrokerError:
-                continue  # the caller reports the invalid name
+            except BrokerError as exc:
+                errors[name] = exc  # an invalid or reserved name
+                continue
         cap = self.config.max_auto_create_per_request
         for name in wanted[cap:]:
             errors[name] = PolicyViolationError(

@@ -1,8 +1,17 @@
 """The group coordinator: the asyncio edge around the pure :class:`ConsumerGroup` state
-machines and the :class:`OffsetStore`.
+machines and the internal topic ``__consumer_offsets`` (:class:`GroupStore`).
 
 It serves the group APIs and runs one background loop (session and rebalance timeouts, topic
-changes, offset snapshots, every ``tick_ms``).
+changes, every ``tick_ms``). It coordinates the groups of the partitions of
+``__consumer_offsets`` it has loaded (:meth:`GroupCoordinator.load_partition`; on a single
+broker: all of them, from the start); a group of a partition still loading gets
+``COORDINATOR_LOAD_IN_PROGRESS``, of a partition it does not own ``NOT_COORDINATOR``.
+
+**Stored before told.** A group's whole state is appended to the topic in the same turn of the
+loop as the change, and every answer to the group's members waits until the group's last
+record is fsynced. So whatever a member was told (an epoch, an assignment), the stored state
+already says so, and a restarted coordinator never tells an epoch again with another
+assignment, nor gives a partition a member still holds.
 
 **Held heartbeats.** A heartbeat whose answer would not change the member's assignment is
 held until it would (another member joined, left, died or released a partition), or until one
@@ -26,25 +35,37 @@ from tidelog.wire import messages as m
 from tidelog.wire.errors import (
     BrokerError,
     BrokerShuttingDownError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    ErrorCode,
     FencedMemberEpochError,
     GroupIdNotFoundError,
     InvalidCommitOffsetError,
     InvalidGroupIdError,
     NonEmptyGroupError,
+    NotCoordinatorError,
     OffsetMetadataTooLargeError,
     StorageError,
     UnknownMemberIdError,
     UnknownTopicOrPartitionError,
 )
+from tidelog.wire.records import now_ms
 
 from .group import ConsumerGroup, GroupSettings, GroupState, Removal
-from .offsets import OffsetStore, OffsetValue
+from .groupstate import resume_group
+from .migration import legacy_pending, migrate_legacy
+from .recorder import GroupRecorder
+from .records import group_key
+from .store import GroupStore, OffsetValue
 
 logger = logging.getLogger("tidelog.server.groups")
 
 MAX_GROUP_ID_LENGTH: Final = 255
 TICK_MS: Final = 50
 """How often the background loop checks timeouts and topics."""
+OFFSETS_PARTITIONS: Final = 8
+"""Default partition count of ``__consumer_offsets`` (BrokerConfig ``offsets_topic_partitions``)."""
+OFFSETS_SEGMENT_BYTES: Final = 16 * 1024 * 1024
 
 GroupRequest = (
     m.JoinGroupRequest
@@ -71,7 +92,8 @@ def validate_group_id(group_id: str) -> str:
 
 
 class GroupCoordinator:
-    """Every consumer group of one broker, and their committed offsets."""
+    """The consumer groups of the loaded partitions of ``__consumer_offsets``, and their
+    committed offsets."""
 
     def __init__(
         self,
@@ -79,26 +101,32 @@ class GroupCoordinator:
         data_dir: str,
         *,
         settings: GroupSettings | None = None,
-        snapshot_records: int = 10_000,
         metadata_max_bytes: int = 4096,
         clock: Callable[[], int] = monotonic_ms,
         tick_ms: int = TICK_MS,
+        partitions: int = OFFSETS_PARTITIONS,
+        segment_bytes: int = OFFSETS_SEGMENT_BYTES,
     ) -> None:
         self._logs = logs
+        self._data_dir = data_dir
         self.settings = settings or GroupSettings()
-        self.offsets = OffsetStore(data_dir, snapshot_records=snapshot_records, files=logs.files)
+        self.offsets = GroupStore(logs, partitions=partitions, segment_bytes=segment_bytes)
         self.metadata_max_bytes = metadata_max_bytes
         self._clock = clock
         self._tick_ms = tick_ms
         self._groups: dict[str, ConsumerGroup] = {}
         self._events: dict[str, asyncio.Event] = {}
         self._topics: dict[str, int] = {}
+        self._loaded: set[int] = set()
+        self._loading: dict[int, asyncio.Task[None]] = {}
+        self._failed: dict[int, str] = {}
+        self._recorder = GroupRecorder(self.offsets, self._groups)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
     @classmethod
     def from_config(cls, config: BrokerConfig, logs: LogManager) -> GroupCoordinator:
-        """The coordinator a broker with ``config`` runs, its offsets in the data dir."""
+        """The coordinator a broker with ``config`` runs."""
         settings = GroupSettings(
             heartbeat_interval_ms=config.group_heartbeat_interval_ms,
             min_session_timeout_ms=config.group_min_session_timeout_ms,
@@ -109,18 +137,36 @@ class GroupCoordinator:
             logs,
             logs.data_dir,
             settings=settings,
-            snapshot_records=config.offsets_snapshot_records,
             metadata_max_bytes=config.offset_metadata_max_bytes,
+            partitions=config.offsets_topic_partitions,
+            segment_bytes=config.offsets_topic_segment_bytes,
         )
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Load the committed offsets (no background loop: :meth:`start` adds it)."""
-        await asyncio.to_thread(self.offsets.open)
+    async def open(self, *, wait: bool = True) -> None:
+        """Create ``__consumer_offsets`` if missing, migrate the old offsets store if there is
+        one (waiting for every partition to load first), and load every partition: before
+        returning if ``wait``, else in the background (group requests meanwhile get
+        COORDINATOR_LOAD_IN_PROGRESS). No background loop: :meth:`start` adds it."""
+        self.offsets.ensure_topic()
         self._topics = self._read_topics()
+        tasks = [self.load_partition(p) for p in range(self.offsets.partitions)]
+        migrate = legacy_pending(self._data_dir)
+        if wait or migrate:
+            await asyncio.gather(*tasks)
+            failed = sorted(self._failed)
+            if failed:
+                raise StorageError(
+                    f"could not load __consumer_offsets partition(s) {failed}: "
+                    + "; ".join(self._failed[p] for p in failed)
+                )
+        if migrate:
+            await migrate_legacy(self._data_dir, self.offsets)
 
     async def start(self) -> None:
+        """:meth:`open` (every partition loaded before the broker listens: a single broker
+        leads them all from its start) and the background loop."""
         await self.open()
         self._task = asyncio.create_task(self._run(), name="group-coordinator")
 
@@ -132,27 +178,101 @@ class GroupCoordinator:
         self._events.clear()
 
     async def stop(self) -> None:
-        """Stop the loop; snapshot and close the offsets."""
+        """Stop the loop and the loads; store what the last tick changed."""
         self.begin_shutdown()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self.offsets.close()
+        tasks = [t for t in (task, *self._loading.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self._recorder.write_changed(self._loaded)
+        except StorageError as exc:
+            logger.error("could not store group state at shutdown: %s", exc)
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._tick_ms / 1000)
             try:
                 self.tick()
-                if self.offsets.snapshot_due():
-                    await self.offsets.snapshot()
+                await self._recorder.write_changed(self._loaded)
             except StorageError as exc:
                 logger.error("group coordinator housekeeping failed: %s", exc)
             except Exception:
                 # A bug, not a disk error: say so loudly, and keep session timeouts enforced
                 # rather than let them stop silently while the broker serves on.
                 logger.exception("group coordinator housekeeping failed unexpectedly")
+
+    # --- partitions of __consumer_offsets ---------------------------------------------------
+
+    def load_partition(self, partition: int) -> asyncio.Task[None]:
+        """Become the coordinator of the groups in ``partition``: read it and resume every
+        group in it with its epochs and assignments (what a broker does when it becomes the
+        partition's leader). Requests for those groups get COORDINATOR_LOAD_IN_PROGRESS
+        until it is done."""
+        task = self._loading.get(partition)
+        if task is None:
+            self._failed.pop(partition, None)
+            task = asyncio.create_task(self._load(partition), name=f"load-offsets-{partition}")
+            self._loading[partition] = task
+        return task
+
+    async def _load(self, partition: int) -> None:
+        try:
+            loaded = await self.offsets.read(partition)
+        except (StorageError, OSError) as exc:
+            self._failed[partition] = str(exc)
+            logger.error("could not load __consumer_offsets-%d: %s", partition, exc)
+            return
+        finally:
+            self._loading.pop(partition, None)
+        now = self._clock()
+        topics = self._read_topics()
+        for group_id, record in loaded.groups.items():
+            if not record.members:
+                continue
+            group = resume_group(group_id, record, self.settings, now=now, topics=topics)
+            self._groups[group_id] = group
+            self._recorder.resumed(group)
+        self.offsets.adopt(loaded.offsets)
+        self._loaded.add(partition)
+        logger.info(
+            "loaded __consumer_offsets-%d: %d record(s), %d group(s) resumed, committed offsets "
+            "of %d group(s)",
+            partition,
+            loaded.records,
+            sum(1 for r in loaded.groups.values() if r.members),
+            len(loaded.offsets),
+        )
+
+    def unload_partition(self, partition: int) -> None:
+        """Stop coordinating the groups in ``partition`` (another broker leads it now): they
+        are forgotten here, their held heartbeats answered."""
+        task = self._loading.pop(partition, None)
+        if task is not None:
+            task.cancel()
+        self._loaded.discard(partition)
+        for group_id in [g for g in self._groups if self.offsets.partition_for(g) == partition]:
+            del self._groups[group_id]
+            self._recorder.forget(group_id)
+            self._notify(group_id)
+        self.offsets.forget(partition)
+
+    def _check(self, group_id: str) -> int:
+        """The group's partition, if this coordinator serves it now; raises otherwise."""
+        validate_group_id(group_id)
+        partition = self.offsets.partition_for(group_id)
+        if partition in self._loaded:
+            return partition
+        if partition in self._loading:
+            raise CoordinatorLoadInProgressError(
+                f"loading the state of group {group_id!r} (__consumer_offsets-{partition})"
+            )
+        if partition in self._failed:
+            raise CoordinatorNotAvailableError(
+                f"__consumer_offsets-{partition} could not be loaded: {self._failed[partition]}"
+            )
+        raise NotCoordinatorError(f"this broker does not coordinate group {group_id!r}")
 
     def tick(self) -> list[tuple[str, Removal]]:
         """One round of housekeeping: remove timed-out members, follow topic changes."""
@@ -201,6 +321,7 @@ class GroupCoordinator:
                 try:
                     return await self.heartbeat(request)
                 except BrokerError as exc:
+                    await self._recorder.settled(request.group_id)
                     return m.HeartbeatResponse(int(exc.code), exc.message)
             case m.OffsetCommitRequest():
                 try:
@@ -209,13 +330,18 @@ class GroupCoordinator:
                     return m.OffsetCommitResponse(int(exc.code), exc.message)
             case m.JoinGroupRequest():
                 try:
-                    return self.join(request, client_host)
+                    joined = self.join(request, client_host)
+                    await self._recorder.durable(request.group_id)
                 except BrokerError as exc:
+                    await self._recorder.settled(request.group_id)
                     return m.JoinGroupResponse(int(exc.code), exc.message)
+                return joined
             case m.LeaveGroupRequest():
                 try:
                     self.leave(request)
+                    await self._recorder.durable(request.group_id)
                 except BrokerError as exc:
+                    await self._recorder.settled(request.group_id)
                     return m.LeaveGroupResponse(int(exc.code), exc.message)
                 return m.LeaveGroupResponse()
             case m.OffsetFetchRequest():
@@ -235,7 +361,10 @@ class GroupCoordinator:
     # --- membership -------------------------------------------------------------------------
 
     def join(self, request: m.JoinGroupRequest, client_host: str = "") -> m.JoinGroupResponse:
-        group_id = validate_group_id(request.group_id)
+        """Add a member; its group's new state is appended (:meth:`handle` waits for the
+        fsync before answering)."""
+        group_id = request.group_id
+        self._check(group_id)
         group = self._groups.get(group_id) or ConsumerGroup(group_id, self.settings)
         topics = self._read_topics()  # a pattern may match a topic created just now
         response = group.join(request, now=self._clock(), topics=topics, client_host=client_host)
@@ -248,6 +377,7 @@ class GroupCoordinator:
             group.group_epoch,
             len(group.members),
         )
+        self._recorder.write(group_id)
         return response
 
     async def heartbeat(self, request: m.HeartbeatRequest) -> m.HeartbeatResponse:
@@ -256,8 +386,10 @@ class GroupCoordinator:
         response = group.heartbeat(request, now=self._clock())
         if group.version != version:
             self._notify(group.group_id)
+        self._recorder.write(group.group_id)  # appended now; answered once fsynced
         if response.assignment is None and group.may_hold(request.member_id):
-            return await self._hold(group, request.member_id, response)
+            response = await self._hold(group, request.member_id, response)
+        await self._recorder.durable(group.group_id)
         return response
 
     async def _hold(
@@ -290,9 +422,10 @@ class GroupCoordinator:
         self._notify(group.group_id)
         if not group.members:
             del self._groups[group.group_id]
+        self._recorder.write(group.group_id)
 
     def _live_group(self, group_id: str) -> ConsumerGroup:
-        validate_group_id(group_id)
+        self._check(group_id)
         group = self._groups.get(group_id)
         if group is None:
             raise GroupIdNotFoundError(f"group {group_id!r} has no members; join it first")
@@ -301,7 +434,8 @@ class GroupCoordinator:
     # --- offsets ----------------------------------------------------------------------------
 
     async def offset_commit(self, request: m.OffsetCommitRequest) -> m.OffsetCommitResponse:
-        group_id = validate_group_id(request.group_id)
+        group_id = request.group_id
+        self._check(group_id)
         group = self._groups.get(group_id)
         tps = [TopicPartition(p.topic, p.partition) for p in request.offsets]
         not_held: Mapping[TopicPartition, str] = {}
@@ -317,6 +451,7 @@ class GroupCoordinator:
                 "commit; reset offsets once the group is empty"
             )
         results: list[m.OffsetCommitPartitionResult | None] = []
+        stamp = now_ms()
         accepted: dict[TopicPartition, OffsetValue] = {}
         for p, tp in zip(request.offsets, tps, strict=True):
             try:
@@ -335,7 +470,7 @@ class GroupCoordinator:
                     m.OffsetCommitPartitionResult(p.topic, p.partition, int(exc.code), exc.message)
                 )
                 continue
-            accepted[tp] = OffsetValue(p.offset, p.metadata, p.leader_epoch)
+            accepted[tp] = OffsetValue(p.offset, p.metadata, p.leader_epoch, stamp)
             results.append(None)
         failure: BrokerError | None = None
         try:
@@ -361,7 +496,8 @@ class GroupCoordinator:
             raise UnknownTopicOrPartitionError(f"{tp.topic}[{tp.partition}] does not exist")
 
     def offset_fetch(self, request: m.OffsetFetchRequest) -> m.OffsetFetchResponse:
-        group_id = validate_group_id(request.group_id)
+        group_id = request.group_id
+        self._check(group_id)
         committed = self.offsets.committed(group_id)
         if request.partitions is None:
             wanted = sorted(committed)
@@ -398,6 +534,8 @@ class GroupCoordinator:
         return None
 
     def list_groups(self, request: m.ListGroupsRequest) -> m.ListGroupsResponse:
+        if self._loading:
+            return m.ListGroupsResponse(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
         ids = sorted(set(self._groups) | set(self.offsets.groups()))
         out = []
         for group_id in ids:
@@ -412,7 +550,7 @@ class GroupCoordinator:
         out = []
         for group_id in request.group_ids:
             try:
-                validate_group_id(group_id)
+                self._check(group_id)
                 group = self._groups.get(group_id)
                 if group is not None:
                     out.append(group.describe())
@@ -429,13 +567,13 @@ class GroupCoordinator:
         out = []
         for group_id in request.group_ids:
             try:
-                validate_group_id(group_id)
+                self._check(group_id)
                 state = self._state(group_id)
                 if state is None:
                     raise GroupIdNotFoundError(f"no group {group_id!r}")
                 if state is not GroupState.EMPTY:
                     raise NonEmptyGroupError(f"group {group_id!r} still has members")
-                await self.offsets.delete(group_id)
+                await self.offsets.delete(group_id, [(group_key(group_id), None)])
             except BrokerError as exc:
                 out.append(m.GroupResult(group_id, int(exc.code), exc.message))
             else:

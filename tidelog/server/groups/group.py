@@ -139,6 +139,44 @@ class ConsumerGroup:
         self.version = 0
         """Goes up whenever partitions are freed or the target changes: what members waiting
         for a change (held heartbeats) are woken for."""
+        self.revision = 0
+        """Goes up on every change of the stored state (:mod:`.groupstate`): membership,
+        target, what members hold and what they were sent, epochs. The coordinator stores the
+        group before answering whenever this moved."""
+
+    @classmethod
+    def resume(
+        cls,
+        group_id: str,
+        settings: GroupSettings,
+        *,
+        group_epoch: int,
+        assignor: str,
+        seen: Mapping[str, int],
+        members: Iterable[Member],
+        targets: Mapping[str, frozenset[TopicPartition]],
+        topics: Mapping[str, int],
+    ) -> ConsumerGroup:
+        """A group as it was stored (:mod:`.groupstate`): members keep their ids, epochs and
+        partitions; the target stays until something changes it."""
+        group = cls(group_id, settings)
+        group.group_epoch = group_epoch
+        group.assignor = assignor
+        group._seen = dict(seen)
+        group._topics = topics
+        for member in members:
+            group.members[member.member_id] = member
+            group.target[member.member_id] = targets.get(member.member_id, frozenset())
+            if member.instance_id is not None:
+                group._instances[member.instance_id] = member.member_id
+            for tp in member.held:
+                group._holder[tp] = member.member_id
+        return group
+
+    @property
+    def seen(self) -> dict[str, int]:
+        """The subscribed topics' partition counts the target was computed for."""
+        return dict(self._seen)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -255,6 +293,7 @@ class ConsumerGroup:
 
     def _replace(self, old: Member, new: Member) -> None:
         """A static member's new incarnation takes over the old one's place and partitions."""
+        self.revision += 1
         del self.members[old.member_id]
         self.members[new.member_id] = new
         assert new.instance_id is not None
@@ -326,6 +365,7 @@ class ConsumerGroup:
                 member.check_epoch(request.member_epoch)
         if member.instance_id is not None and request.instance_id is None:
             member.departed = True
+            self.revision += 1
             member.session_deadline = now + member.session_timeout_ms
             self._release(member, member.revoking)
             return
@@ -384,6 +424,7 @@ class ConsumerGroup:
 
     def _remove(self, member_id: str) -> None:
         self.version += 1
+        self.revision += 1
         member = self.members.pop(member_id)
         for tp in member.held:
             self._holder.pop(tp, None)
@@ -395,6 +436,7 @@ class ConsumerGroup:
         if not partitions:
             return
         self.version += 1
+        self.revision += 1
         for tp in partitions:
             if self._holder.get(tp) == member.member_id:
                 del self._holder[tp]
@@ -428,6 +470,7 @@ class ConsumerGroup:
         """A new group epoch: recompute the target assignment."""
         self.group_epoch += 1
         self.version += 1
+        self.revision += 1
         counts = self._subscribed_counts()
         self._seen = counts
         if not self.members:
@@ -458,6 +501,8 @@ class ConsumerGroup:
             self._holder[tp] = member.member_id
         member.held |= granted
         revoking = member.held - target
+        if granted or revoking != member.revoking:
+            self.revision += 1
         if revoking and (member.revoke_deadline is None or not revoking <= member.revoking):
             member.revoke_deadline = now + member.rebalance_timeout_ms
         elif not revoking:
@@ -469,6 +514,7 @@ class ConsumerGroup:
         if member.sent is not None:
             member.previous_epoch, member.epoch = member.epoch, member.epoch + 1
         member.sent = assignment
+        self.revision += 1
         return True
 
     # --- description ------------------------------------------------------------------------
