@@ -184,6 +184,7 @@ def test_a_dirty_part_with_more_keys_than_the_map_holds_is_cleaned_in_passes(
     found = entries(log)
     assert sorted(k for _, k, _ in found) == sorted({b"k%d" % i for i in range(40)} | {b"tail"})
     assert all(v == b"3" for _, k, v in found if k != b"tail")
+    log.abandon()
 
 
 def test_the_io_rate_holds_on_the_injected_clock(log_dir: str, clock: FakeClock) -> None:
@@ -219,6 +220,7 @@ def test_the_io_rate_holds_on_the_injected_clock(log_dir: str, clock: FakeClock)
         assert window <= bound, f"{window} bytes in the second from {window_start}"
     burst = rate // 10
     assert clock.now - start >= (total - burst) * 1000 // rate
+    log.abandon()
 
 
 def test_a_producers_last_batch_stays_so_its_state_survives(log_dir: str, clock: FakeClock) -> None:
@@ -245,6 +247,7 @@ def test_a_producers_last_batch_stays_so_its_state_survives(log_dir: str, clock:
         (6, 8, 2),
     ]
     assert [b.producer_id for b in batches] == [7, -1, 8, -1]
+    log.abandon()
 
 
 def test_compact_alone_keeps_old_segments_and_compact_delete_applies_retention(

@@ -185,7 +185,7 @@ def discard_cleaned(files: Files, path: str) -> None:
             logger.warning("could not remove %s: %s", victim, exc)
 
 
-def swap_in(log: PartitionLog, plan: CleanPlan, result: CleanResult) -> list[str]:
+def swap_in(files: Files, log: PartitionLog, plan: CleanPlan, result: CleanResult) -> list[str]:
     """Step 3 on the event loop: replace each group of old segments by its cleaned one, if
     they are all still there and the log was not truncated meanwhile; a group that cannot be
     swapped is discarded. Returns the renamed old files to remove."""
@@ -203,7 +203,7 @@ def swap_in(log: PartitionLog, plan: CleanPlan, result: CleanResult) -> list[str
             )
         )
         if not usable:
-            discard_cleaned(log.files, swap_path)
+            discard_cleaned(files, swap_path)
             continue
         doomed.extend(log.replace_segments([s for s in old if s is not None], swap_path, size))
     return doomed
@@ -273,7 +273,7 @@ class LogCleaner:
         if plan is None:
             return None
         result = run_cleaning(self._files, plan, self._offset_map(), self.throttle)
-        doomed = swap_in(log, plan, result)
+        doomed = swap_in(self._files, log, plan, result)
         finish_cleaning(self._files, log, state, result, doomed, self._clock())
         self.cleanings += 1
         return result
@@ -290,7 +290,7 @@ class LogCleaner:
         result = await loop.run_in_executor(
             self._executor, run_cleaning, self._files, plan, offset_map, self.throttle
         )
-        doomed = swap_in(log, plan, result)
+        doomed = swap_in(self._files, log, plan, result)
         await loop.run_in_executor(
             self._executor, finish_cleaning, self._files, log, state, result, doomed, now
         )

@@ -400,6 +400,8 @@ _HALF_DONE_INDEXES: Final = tuple(
     for state in (CLEANED_SUFFIX, SWAP_SUFFIX)
     for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX)
 )
+CLEANING_LEFTOVERS: Final = (*_HALF_DONE_INDEXES, CLEANED_SUFFIX, SWAP_SUFFIX)
+"""Names a cleaning leaves behind: opening a partition finishes or removes them first."""
 
 
 def _end_offset(files: Files, path: str, base: int) -> int:

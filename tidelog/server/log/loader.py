@@ -29,7 +29,7 @@ from tidelog.wire.errors import StorageError
 from .cache import HandleCache
 from .check import report_check
 from .cleanerstate import CLEANER_CHECKPOINT_FILE
-from .cleaning import finish_interrupted_swaps
+from .cleaning import CLEANING_LEFTOVERS, finish_interrupted_swaps
 from .damage import DAMAGE_FILE, Damage, read_damage
 from .files import Files, Handle
 from .index import INDEX_SUFFIX, TIME_INDEX_SUFFIX
@@ -100,7 +100,11 @@ class _Loader:
     def list_segments(self) -> list[int]:
         bases: list[int] = []
         indexes: list[tuple[int, str]] = []
-        for entry in self.files.listdir(self.directory):
+        entries = self.files.listdir(self.directory)
+        if any(entry.endswith(CLEANING_LEFTOVERS) for entry in entries):
+            finish_interrupted_swaps(self.files, self.directory, self.name)
+            entries = self.files.listdir(self.directory)
+        for entry in entries:
             path = os.path.join(self.directory, entry)
             if entry.endswith(LEFTOVER_SUFFIXES):
                 logger.info("%s: removing leftover file %s", self.name, entry)
@@ -157,7 +161,6 @@ def load_segments(
     ``log_start`` is the checkpointed log start offset, if known. Raises
     :class:`StorageError` if segments overlap (which copy is right cannot be told)."""
     loader = _Loader(directory, files, cache, index_interval_bytes, name, now)
-    finish_interrupted_swaps(files, directory, name)
     bases = loader.list_segments()
     known_damage = read_damage(files, directory, name)
     segments = [

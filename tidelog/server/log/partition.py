@@ -33,7 +33,7 @@ from tidelog.wire.records import Buffer, RecordBatch
 
 from .cache import HandleCache
 from .check import CheckJob, SegmentCheck, report_check
-from .cleaning import SWAP_SUFFIX, check_compactable, swap_names
+from .cleaning import check_compactable
 from .config import INT32_MAX, CleanupPolicy, Clock, TopicConfig, system_clock
 from .damage import Damage, missing_range, unreadable_ranges, write_damage
 from .files import Files, SyncJob
@@ -205,10 +205,6 @@ class PartitionLog:
     def generation(self) -> int:
         """Changes whenever the log is truncated: work planned before must not apply."""
         return self._generation
-
-    @property
-    def files(self) -> Files:
-        return self._files
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -522,26 +518,12 @@ class PartitionLog:
         self._generation += 1  # a flush running now must not move the recovery point
 
     def replace_segments(self, old: list[LogSegment], swap_path: str, size: int) -> list[str]:
-        """Swap in a cleaned segment (``<base>.log.swap``, fsynced) for the sealed segments
-        ``old`` it was made from, which must still follow on in the log: their files are
-        renamed ``*.deleted`` (returned, for the caller to remove), then the swap files take
-        the segment's names (:mod:`.cleaner`). A crash in between is finished by the loader."""
+        """Swap in a cleaned segment for the sealed segments ``old`` it was made from
+        (:meth:`LogSegments.swap_in`); returns their renamed files, to remove."""
         self._check_usable()
-        doomed: list[str] = []
-        for segment in old:
-            doomed.extend(segment.rename_for_deletion())
-        for src, dst in swap_names(swap_path, SWAP_SUFFIX, ""):
-            self._files.rename(src, dst)
-        new = LogSegment.existing(
-            self.directory,
-            old[0].base_offset,
-            self._files,
-            self._cache,
-            self._config.index_interval_bytes,
-            size,
+        new, doomed = self._segments.swap_in(
+            old, swap_path, size, self._config.index_interval_bytes
         )
-        new.next_offset = old[-1].next_offset
-        self._segments.replace(old, new)
         self._sealed.append(new)  # the next background flush fsyncs its index files
         self._dir_dirty = True
         return doomed

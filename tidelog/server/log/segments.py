@@ -13,6 +13,7 @@ from contextlib import suppress
 from tidelog.wire.errors import StorageError
 
 from .cache import HandleCache
+from .cleaning import SWAP_SUFFIX, swap_names
 from .config import TopicConfig
 from .files import Files, Handle
 from .segment import LogSegment
@@ -120,12 +121,26 @@ class LogSegments:
         finally:
             self._changed()
 
-    def replace(self, old: list[LogSegment], new: LogSegment) -> None:
-        """Put ``new`` where the consecutive sealed segments ``old`` were (a cleaning)."""
+    def swap_in(
+        self, old: list[LogSegment], swap_path: str, size: int, index_interval_bytes: int
+    ) -> tuple[LogSegment, list[str]]:
+        """Put the cleaned segment ``swap_path`` where the consecutive sealed segments ``old``
+        were: their files renamed ``*.deleted`` first (returned, to remove), then the swap
+        files renamed to the segment's names. Returns the new segment."""
         first = self._segments.index(old[0])
-        assert self._segments[first : first + len(old)] == old and new is not self.active
+        assert self._segments[first : first + len(old)] == old and self.active not in old
+        doomed: list[str] = []
+        for segment in old:
+            doomed.extend(segment.rename_for_deletion())
+        for src, dst in swap_names(swap_path, SWAP_SUFFIX, ""):
+            self._files.rename(src, dst)
+        new = LogSegment.existing(
+            self.directory, old[0].base_offset, self._files, self._cache, index_interval_bytes, size
+        )
+        new.next_offset = old[-1].next_offset
         self._segments[first : first + len(old)] = [new]
         self._changed()
+        return new, doomed
 
     def _drop(self, segment: LogSegment) -> None:
         self._segments.remove(segment)
