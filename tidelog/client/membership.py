@@ -22,8 +22,10 @@ from typing import Final
 from tidelog.wire import messages as m
 from tidelog.wire.errors import (
     BrokerError,
+    CoordinatorNotAvailableError,
     FencedMemberEpochError,
     GroupIdNotFoundError,
+    NotCoordinatorError,
     UnknownMemberIdError,
     raise_for_code,
 )
@@ -31,7 +33,13 @@ from tidelog.wire.errors import (
 from .backoff import Backoff
 from .cluster import Cluster
 from .connection import Connection
-from .errors import BrokerUnavailableError, ClientError, is_retriable
+from .errors import (
+    BrokerUnavailableError,
+    ClientError,
+    TidelogConnectionError,
+    broker_error,
+    is_retriable,
+)
 from .types import TopicPartition
 from .wakeup import Wakeup
 
@@ -40,23 +48,38 @@ logger = logging.getLogger("tidelog.client.group")
 LEAVE_TIMEOUT: Final = 5.0
 """How long ``leave()`` waits for the broker's answer (a member that cannot leave times out)."""
 _LOST: Final = (FencedMemberEpochError, UnknownMemberIdError, GroupIdNotFoundError)
+_MOVED: Final = (NotCoordinatorError, CoordinatorNotAvailableError)
 
 
 class CoordinatorLink:
-    """A connection of its own to the broker coordinating the group (on a single broker: that
-    one), opened on first use and again after it breaks. Its own, so that group requests never
-    queue behind a long-polling fetch, and a member's commits and heartbeats stay in order."""
+    """A connection of its own to the broker coordinating the group, opened on first use and
+    again after it breaks or the coordinator moves. Its own, so that group requests never queue
+    behind a long-polling fetch, and a member's commits and heartbeats stay in order.
 
-    def __init__(self, cluster: Cluster, *, client_id: str = "", request_timeout: float = 30.0):
+    The coordinator is found with FindCoordinator (any broker answers: on a single broker it
+    is that broker, in a cluster the leader of the group's ``__consumer_offsets`` partition).
+    A group request answered NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE, or a broken
+    connection, makes the next :meth:`get` find it again (:meth:`moved`)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        group_id: str = "",
+        client_id: str = "",
+        request_timeout: float = 30.0,
+    ):
         self.cluster = cluster
+        self.group_id = group_id
         self.client_id = client_id
         self.request_timeout = request_timeout
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def get(self) -> Connection:
-        """The open connection. Raises BrokerUnavailableError (retriable) if it cannot be
-        opened, ClientClosedError once closed."""
+        """The open connection. Raises BrokerUnavailableError or COORDINATOR_NOT_AVAILABLE
+        (both retriable) if it cannot be opened, ClientClosedError once closed."""
         conn = self._conn
         if conn is not None and not conn.closed:
             return conn
@@ -64,6 +87,18 @@ class CoordinatorLink:
             conn = self._conn
             if conn is not None and not conn.closed:
                 return conn
+            host, port = await self._find()
+            self._conn = await Connection.open(
+                host,
+                port,
+                client_id=self.client_id,
+                connect_timeout=self.cluster.connect_timeout,
+                request_timeout=self.request_timeout,
+            )
+            return self._conn
+
+    async def _find(self) -> tuple[str, int]:
+        if not self.group_id:  # no group to look up: the controller, as before
             meta = self.cluster.metadata
             broker = meta.brokers.get(meta.controller_id)
             if broker is None:
@@ -73,14 +108,29 @@ class CoordinatorLink:
                 )
             if broker is None:
                 raise BrokerUnavailableError("no broker is known to coordinate the group")
-            self._conn = await Connection.open(
-                broker.host,
-                broker.port,
-                client_id=self.client_id,
-                connect_timeout=self.cluster.connect_timeout,
-                request_timeout=self.request_timeout,
+            return broker.host, broker.port
+        conn = await self.cluster.any_connection()
+        response = await conn.call(
+            m.FindCoordinatorRequest(self.group_id),
+            m.FindCoordinatorResponse,
+            timeout=self.request_timeout,
+        )
+        if response.error_code:
+            raise broker_error(
+                response.error_code, response.error_message, where=f"group {self.group_id!r}"
             )
-            return self._conn
+        return response.host, response.port
+
+    def moved(self, exc: BaseException) -> None:
+        """After a failed group request: if ``exc`` says the coordinator moved (or the
+        connection broke), drop the connection so the next :meth:`get` finds it again."""
+        if not isinstance(exc, (*_MOVED, TidelogConnectionError)):
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            task = asyncio.get_running_loop().create_task(conn.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Close the connection (a later :meth:`get` opens a new one)."""
@@ -129,7 +179,9 @@ class GroupMembership:
         self.backoff = retry_backoff or Backoff(0.1, 1.0)
         self.clock = clock
         self._on_change = on_change
-        self.link = CoordinatorLink(cluster, client_id=client_id, request_timeout=request_timeout)
+        self.link = CoordinatorLink(
+            cluster, group_id=group_id, client_id=client_id, request_timeout=request_timeout
+        )
         self.topics: tuple[str, ...] = ()
         self.pattern: str | None = None
         self.member_id = ""
@@ -224,6 +276,7 @@ class GroupMembership:
                 self._lose(str(exc))
                 continue
             except Exception as exc:
+                self.link.moved(exc)
                 if not is_retriable(exc):
                     self.error = exc
                     logger.error("group %s: giving up: %s", self.group_id, exc)

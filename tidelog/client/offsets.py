@@ -24,16 +24,22 @@ LOAD_WAIT: Final = 30.0
 """How long :func:`while_loading` retries when the caller has no timeout of its own."""
 
 
-async def while_loading(call: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:  # noqa: ASYNC109
-    """``await call()``, again while it raises :class:`CoordinatorLoadInProgressError`, for at
-    most ``timeout`` seconds (then that error is raised)."""
+async def while_loading(
+    call: Callable[[], Awaitable[T]],
+    timeout: float | None = None,  # noqa: ASYNC109
+    *,
+    also: tuple[type[Exception], ...] = (),
+) -> T:
+    """``await call()``, again while it raises :class:`CoordinatorLoadInProgressError` (or
+    one of ``also``), for at most ``timeout`` seconds (then that error is raised)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (LOAD_WAIT if timeout is None else timeout)
     delay = 0.02
+    retried: tuple[type[Exception], ...] = (CoordinatorLoadInProgressError, *also)
     while True:
         try:
             return await call()
-        except CoordinatorLoadInProgressError:
+        except retried:
             if loop.time() + delay > deadline:
                 raise
         await asyncio.sleep(delay)  # retry backoff while the coordinator loads

@@ -51,6 +51,7 @@ class ApiKey(IntEnum):
     DELETE_GROUPS = 16
     DESCRIBE_LOG_DIRS = 17
     INIT_PRODUCER_ID = 18
+    FIND_COORDINATOR = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
         ApiSpec(ApiKey.DELETE_GROUPS, m.DeleteGroupsRequest, m.DeleteGroupsResponse),
         ApiSpec(ApiKey.DESCRIBE_LOG_DIRS, m.DescribeLogDirsRequest, m.DescribeLogDirsResponse),
         ApiSpec(ApiKey.INIT_PRODUCER_ID, m.InitProducerIdRequest, m.InitProducerIdResponse),
+        ApiSpec(ApiKey.FIND_COORDINATOR, m.FindCoordinatorRequest, m.FindCoordinatorResponse),
     )
 }
 

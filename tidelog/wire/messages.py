@@ -603,6 +603,24 @@ class InitProducerIdResponse:
     producer_epoch: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class FindCoordinatorRequest:
+    """Which broker coordinates group ``key``: the leader of the ``__consumer_offsets``
+    partition the group id hashes to (``key_type`` 0: a consumer group)."""
+
+    key: str
+    key_type: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FindCoordinatorResponse:
+    error_code: int = 0
+    error_message: str | None = None
+    node_id: int = -1
+    host: str = ""
+    port: int = -1
+
+
 Request: TypeAlias = (
     HandshakeRequest
     | MetadataRequest
@@ -623,6 +641,7 @@ Request: TypeAlias = (
     | DeleteGroupsRequest
     | DescribeLogDirsRequest
     | InitProducerIdRequest
+    | FindCoordinatorRequest
 )
 
 Response: TypeAlias = (
@@ -645,4 +664,5 @@ Response: TypeAlias = (
     | DeleteGroupsResponse
     | DescribeLogDirsResponse
     | InitProducerIdResponse
+    | FindCoordinatorResponse
 )

@@ -26,6 +26,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 async def broker(data_dir: Path, **config: Any) -> AsyncIterator[Broker]:
     config.setdefault("host", "127.0.0.1")
     config.setdefault("port", 0)
+    config.setdefault("admin_port", 0)  # a restart on a fixed port must not take 9644
     config.setdefault("log_level", "WARNING")
     config.setdefault("storage", default_storage())
     async with Broker(BrokerConfig(data_dir=data_dir, **config)) as b:

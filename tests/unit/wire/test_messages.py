@@ -410,6 +410,7 @@ def _minimal_request(key: ApiKey) -> m.Request:
         ApiKey.DELETE_GROUPS: m.DeleteGroupsRequest(()),
         ApiKey.DESCRIBE_LOG_DIRS: m.DescribeLogDirsRequest(),
         ApiKey.INIT_PRODUCER_ID: m.InitProducerIdRequest(),
+        ApiKey.FIND_COORDINATOR: m.FindCoordinatorRequest("g"),
     }
     return minimal[key]
 

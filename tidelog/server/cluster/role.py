@@ -25,18 +25,22 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from tidelog.etcd import EtcdClient
+from tidelog.etcd import EtcdClient, EtcdError
 from tidelog.wire import messages as m
 from tidelog.wire.errors import (
     BrokerError,
     ErrorCode,
     LeaderNotAvailableError,
     NotLeaderError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
 
 from ..config import BrokerConfig
 from ..core.configs import parse_topic_configs
+from ..groups.records import OFFSETS_TOPIC
+from ..groups.store import offsets_topic_config
 from ..log import LogManager, TopicPartition
 from .member import ClusterMember
 from .records import NO_LEADER, BrokerRecord, ClusterKeys
@@ -56,16 +60,23 @@ class ClusterRole:
         config: BrokerConfig,
         logs: Callable[[], LogManager],
         on_partition_change: Callable[[tuple[str, int]], None],
+        *,
+        on_offsets_leadership: Callable[[int, set[int]], None] = lambda count, led: None,
     ) -> None:
+        """``on_offsets_leadership(partitions, led)`` is told, after each pass over the view,
+        how many partitions ``__consumer_offsets`` has and which of them this broker leads
+        (with its log ready): the group coordinator loads and unloads by it."""
         self.config = config
         self.broker_id = config.broker_id
         self._logs = logs
         self._on_partition_change = on_partition_change
+        self._on_offsets_leadership = on_offsets_leadership
         self.etcd = EtcdClient(config.etcd_endpoints)
         self.keys = ClusterKeys(config.cluster_id)
         self.member: ClusterMember | None = None
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._offsets_task: asyncio.Task[None] | None = None
         self._unserved: set[str] = set()
         self.reconciled = asyncio.Event()
         """Set after each pass that brought the local logs in line with the view."""
@@ -89,14 +100,28 @@ class ClusterRole:
             on_change=lambda _: self._dirty.set(),
         )
         await self.member.start(register_within=self.config.cluster_join_timeout_s)
-        self._task = asyncio.get_running_loop().create_task(self._follow(), name="cluster-logs")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._follow(), name="cluster-logs")
         self._dirty.set()
+
+    def ensure_offsets_topic(self) -> None:
+        """Have ``__consumer_offsets`` created if the cluster has none yet, in the background.
+        Like Kafka, on the first request that needs it (FindCoordinator), not at start: by
+        then the brokers of a cluster started together have joined, and its partitions
+        spread over all of them."""
+        if OFFSETS_TOPIC in self.view.topics:
+            return
+        if self._offsets_task is None or self._offsets_task.done():
+            self._offsets_task = asyncio.get_running_loop().create_task(
+                self._create_offsets_topic(), name="offsets-topic"
+            )
 
     async def stop(self) -> None:
         """Leave the cluster (the lease is revoked: others notice at once)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, self._offsets_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.member is not None:
             await self.member.stop()
         await self.etcd.close()
@@ -113,8 +138,40 @@ class ClusterRole:
                 await asyncio.sleep(0.5)
                 self._dirty.set()
                 continue
+            self._follow_offsets(self.view)
             if not self._dirty.is_set():
                 self.reconciled.set()
+
+    async def _create_offsets_topic(self) -> None:
+        """Make sure the cluster has ``__consumer_offsets`` (the first broker to look creates
+        it; later ones find it). Retried until etcd takes it."""
+        config = self.config
+        configs = {
+            k: str(v) for k, v in offsets_topic_config(config.offsets_topic_segment_bytes).items()
+        }
+        while OFFSETS_TOPIC not in self.view.topics:
+            try:
+                await self.create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, 1, configs)
+            except (TopicAlreadyExistsError, RequestTimedOutError):
+                return  # another broker made it; or it is made, only not placed yet
+            except (BrokerError, EtcdError) as exc:
+                logger.warning("could not create %s yet: %s", OFFSETS_TOPIC, exc)
+                await asyncio.sleep(1.0)
+
+    def _follow_offsets(self, view: ClusterView) -> None:
+        topic = view.topics.get(OFFSETS_TOPIC)
+        if topic is None:
+            return
+        topic_id = topic.record.topic_id
+        local = self._logs().topics().get(OFFSETS_TOPIC)
+        led: set[int] = set()
+        if local is not None and local.topic_id == topic_id:
+            led = {
+                p
+                for p, state in view.partitions_of(OFFSETS_TOPIC).items()
+                if state.record.leader == self.broker_id and state.record.topic_id == topic_id
+            }
+        self._on_offsets_leadership(topic.record.partitions, led)
 
     async def _reconcile(self, view: ClusterView) -> None:
         manager = self._logs()
@@ -189,6 +246,10 @@ class ClusterRole:
             for b, v in sorted(self.view.brokers.items())
         )
 
+    def topic_counts(self) -> dict[str, int]:
+        """Every topic of the cluster and its partition count."""
+        return {name: t.record.partitions for name, t in self.view.topics.items()}
+
     def topic_names(self) -> list[str]:
         return sorted(self.view.topics)
 
@@ -232,6 +293,15 @@ class ClusterRole:
         if self.member is None:
             raise LeaderNotAvailableError("this broker has not joined its cluster yet")
         await self.member.alter_topic_configs(name, configs)
+
+    def leader_of(self, topic: str, partition: int) -> BrokerRecord | None:
+        """The live broker leading ``topic``/``partition``, if any."""
+        view = self.view
+        state = view.partitions.get((topic, partition))
+        if state is None or state.record.leader == NO_LEADER:
+            return None
+        broker = view.brokers.get(state.record.leader)
+        return None if broker is None else broker.record
 
     def hosts(self, tp: TopicPartition) -> bool:
         state = self.view.partitions.get(tp)

@@ -8,10 +8,16 @@ from __future__ import annotations
 from concurrent.futures import Executor
 
 from tidelog.wire import messages as m
-from tidelog.wire.errors import BrokerShuttingDownError, UnknownApiError
+from tidelog.wire.errors import (
+    BrokerShuttingDownError,
+    ErrorCode,
+    InvalidRequestError,
+    UnknownApiError,
+)
 
 from ..config import BrokerConfig
-from ..groups import GroupCoordinator
+from ..groups import OFFSETS_TOPIC, GroupCoordinator
+from ..groups.coordinator import validate_group_id
 from ..log import FileSystem, LogManager, MemoryFileSystem, TopicConfig
 from ..log.memfs import MEMORY_DATA_DIR
 from ..metrics import BrokerMetrics
@@ -66,7 +72,9 @@ class BrokerCore:
         await manager.start()
         groups = GroupCoordinator.from_config(self.config, manager)
         try:
-            await groups.start()
+            # In a cluster, the partitions of __consumer_offsets this broker leads come from
+            # the cluster once it has joined (join_cluster).
+            await groups.start(load=not self.config.etcd_endpoints)
         except BaseException:
             self.state.attach(None)
             await manager.stop()
@@ -85,13 +93,52 @@ class BrokerCore:
         listener is bound, so the registration carries the real port)."""
         from ..cluster.role import ClusterRole  # only brokers in a cluster need etcd
 
-        role = ClusterRole(self.config, lambda: self.state.manager, self.state.notifier.notify)
+        role = ClusterRole(
+            self.config,
+            lambda: self.state.manager,
+            self.state.notifier.notify,
+            on_offsets_leadership=self._follow_offsets,
+        )
         try:
             await role.start(self.config.advertised, self.state.port)
         except BaseException:
             await role.stop()
             raise
         self.state.cluster = role
+        if self.groups is not None:
+            self.groups.topic_counts = role.topic_counts
+
+    def _follow_offsets(self, partitions: int, led: set[int]) -> None:
+        if self.groups is not None:
+            self.groups.follow(partitions, led)
+
+    def find_coordinator(self, request: m.FindCoordinatorRequest) -> m.FindCoordinatorResponse:
+        """The leader of the group's ``__consumer_offsets`` partition: this broker on its own,
+        the cluster's leader of that partition in a cluster."""
+        if request.key_type != 0:
+            raise InvalidRequestError(f"unknown coordinator key type {request.key_type}")
+        validate_group_id(request.key)
+        groups = self.groups
+        if groups is None:
+            raise BrokerShuttingDownError("the broker is not running")
+        partition = groups.offsets.partition_for(request.key)
+        cluster = self.state.cluster
+        if cluster is None:
+            config = self.config
+            return m.FindCoordinatorResponse(
+                node_id=config.broker_id, host=config.advertised, port=self.state.port
+            )
+        cluster.ensure_offsets_topic()
+        leader = cluster.leader_of(OFFSETS_TOPIC, partition)
+        if leader is None:
+            return m.FindCoordinatorResponse(
+                ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                f"{OFFSETS_TOPIC}-{partition}, where group {request.key!r} lives, has no "
+                "leader now",
+            )
+        return m.FindCoordinatorResponse(
+            node_id=leader.broker_id, host=leader.host, port=leader.port
+        )
 
     async def leave_cluster(self) -> None:
         role, self.state.cluster = self.state.cluster, None
@@ -158,6 +205,8 @@ class BrokerCore:
                 return await self._admin.alter_configs(request), ()
             case m.DescribeLogDirsRequest():
                 return self._admin.describe_log_dirs(request), ()
+            case m.FindCoordinatorRequest():
+                return self.find_coordinator(request), ()
             case m.InitProducerIdRequest():
                 return self._data.init_producer_id(request), ()
             case (

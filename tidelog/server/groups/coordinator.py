@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Final
 
 from tidelog.server.config import BrokerConfig
@@ -109,6 +109,9 @@ class GroupCoordinator:
     ) -> None:
         self._logs = logs
         self._data_dir = data_dir
+        self.topic_counts: Callable[[], dict[str, int]] | None = None
+        """Every topic's partition count; in a cluster the cluster's (a coordinator need not
+        hold a topic's logs to assign its partitions). Default: the local logs."""
         self.settings = settings or GroupSettings()
         self.offsets = GroupStore(logs, partitions=partitions, segment_bytes=segment_bytes)
         self.metadata_max_bytes = metadata_max_bytes
@@ -144,11 +147,16 @@ class GroupCoordinator:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def open(self, *, wait: bool = True) -> None:
+    async def open(self, *, wait: bool = True, load: bool = True) -> None:
         """Create ``__consumer_offsets`` if missing, migrate the old offsets store if there is
         one (waiting for every partition to load first), and load every partition: before
         returning if ``wait``, else in the background (group requests meanwhile get
-        COORDINATOR_LOAD_IN_PROGRESS). No background loop: :meth:`start` adds it."""
+        COORDINATOR_LOAD_IN_PROGRESS). No background loop: :meth:`start` adds it.
+
+        Without ``load`` (a broker in a cluster) nothing is created or loaded here: the
+        cluster creates the topic and :meth:`follow` says which partitions this broker leads."""
+        if not load:
+            return
         self.offsets.ensure_topic()
         self._topics = self._read_topics()
         tasks = [self.load_partition(p) for p in range(self.offsets.partitions)]
@@ -164,10 +172,10 @@ class GroupCoordinator:
         if migrate:
             await migrate_legacy(self._data_dir, self.offsets)
 
-    async def start(self) -> None:
+    async def start(self, *, load: bool = True) -> None:
         """:meth:`open` (every partition loaded before the broker listens: a single broker
         leads them all from its start) and the background loop."""
-        await self.open()
+        await self.open(load=load)
         self._task = asyncio.create_task(self._run(), name="group-coordinator")
 
     def begin_shutdown(self) -> None:
@@ -245,6 +253,17 @@ class GroupCoordinator:
             len(loaded.offsets),
         )
 
+    def follow(self, partitions: int, led: Collection[int]) -> None:
+        """In a cluster: ``__consumer_offsets`` has ``partitions`` partitions and this broker
+        leads ``led``. Load the ones newly led (a failed load is tried again), unload the
+        ones another broker leads now."""
+        self.offsets.partitions = partitions
+        held = self._loaded | set(self._loading)
+        for partition in sorted(set(led) - held):
+            self.load_partition(partition)
+        for partition in sorted(held - set(led)):
+            self.unload_partition(partition)
+
     def unload_partition(self, partition: int) -> None:
         """Stop coordinating the groups in ``partition`` (another broker leads it now): they
         are forgotten here, their held heartbeats answered."""
@@ -299,6 +318,8 @@ class GroupCoordinator:
         return removed
 
     def _read_topics(self) -> dict[str, int]:
+        if self.topic_counts is not None:
+            return self.topic_counts()
         return {name: info.partitions for name, info in self._logs.topics().items()}
 
     def group(self, group_id: str) -> ConsumerGroup | None:
