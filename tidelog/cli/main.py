@@ -12,7 +12,7 @@ import typer
 
 from tidelog import __version__
 
-from . import consume, context, groups, health, produce, serve, status, tail, top, topics
+from . import cluster, consume, context, groups, health, produce, serve, status, tail, top, topics
 
 app = typer.Typer(
     name="tidelog",
@@ -45,6 +45,7 @@ app.command("tail")(tail.tail)
 app.command("status")(status.status)
 app.command("top")(top.top)
 app.add_typer(health.app, name="cluster")
+cluster.register(health.app)
 
 
 def _version(value: bool) -> None:
