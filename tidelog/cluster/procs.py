@@ -47,6 +47,8 @@ class ChildProcess:
         self.on_exit = on_exit
         self.proc: subprocess.Popen[bytes] | None = None
         self.exited = threading.Event()
+        self.handled = threading.Event()
+        """Set once ``on_exit`` has returned: a ``kill`` returns after the death is reported."""
         self.returncode: int | None = None
 
     def start(self) -> ChildProcess:
@@ -75,7 +77,10 @@ class ChildProcess:
         assert self.proc is not None
         self.returncode = self.proc.wait()
         self.exited.set()
-        self.on_exit(self, self.returncode)
+        try:
+            self.on_exit(self, self.returncode)
+        finally:
+            self.handled.set()
 
     def send(self, signum: int) -> None:
         """Signal the child if it still runs (its PID cannot have been reused: it is ours and
@@ -84,13 +89,15 @@ class ChildProcess:
             os.kill(self.proc.pid, signum)
 
     def kill(self) -> None:
-        """SIGKILL; returns once it is gone."""
+        """SIGKILL; returns once it is gone and its exit handled."""
         self.send(signal.SIGKILL)
-        self.exited.wait()
+        self.handled.wait()
 
     def terminate(self, grace: float = STOP_GRACE_S) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; returns once it is gone."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns once it is gone and its exit
+        handled."""
         self.send(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         self.send(signal.SIGTERM)
         if not self.exited.wait(grace):
-            self.kill()
+            self.send(signal.SIGKILL)
+        self.handled.wait()

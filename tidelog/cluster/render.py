@@ -15,7 +15,11 @@ STATE_STYLES = {"running": "green", "starting": "yellow", "stopped": "dim", "die
 def brokers_table(status: dict[str, Any]) -> Table:
     table = Table(title=f"cluster {status['cluster_id']}", title_justify="left")
     for column in ("broker", "state", "pid", "address", "admin", "etcd", "leads"):
-        table.add_column(column, justify="right" if column in ("pid", "leads") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("pid", "leads") else "left",
+            no_wrap=column in ("broker", "pid", "address", "admin"),
+        )
     controller = status.get("controller", -1)
     for broker in status["brokers"]:
         state = Text(broker["state"], STATE_STYLES.get(broker["state"], ""))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,12 +18,14 @@ STATE_FILE: Final = "state.json"
 class StateFile:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / STATE_FILE
+        self._lock = threading.Lock()  # watcher threads write too
 
     def write(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(temporary, self.path)
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(state, indent=2) + "\n")
+            os.replace(temporary, self.path)
 
     def read(self) -> dict[str, Any] | None:
         """The last state written, or ``None`` when there is none (or it is unreadable)."""
@@ -33,4 +36,5 @@ class StateFile:
         return state if isinstance(state, dict) else None
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        with self._lock:
+            self.path.unlink(missing_ok=True)

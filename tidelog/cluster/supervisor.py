@@ -34,6 +34,8 @@ from .state import StateFile
 READY_TIMEOUT_S: Final = 60.0
 POLL_S: Final = 0.1
 """Readiness is a remote fact (an HTTP answer): polled every POLL_S until a deadline."""
+SETTLE_S: Final = 10.0
+"""How long ``stop_broker`` waits for the controller to react to the stop."""
 RESTART_WINDOW_S: Final = 60.0
 MAX_RESTARTS: Final = 5
 """A broker restarted on failure more often than this within RESTART_WINDOW_S is left down."""
@@ -150,7 +152,11 @@ class Supervisor:
             slot = self._running(broker_id)
             pid = slot.pid
             self._stop_many([slot])
-            return f"broker {broker_id} (pid {pid}) stopped"
+            # A graceful stop revokes the broker's lease; wait (bounded) until the controller
+            # has taken its partitions, so a `status` right after shows them leaderless.
+            gone = self._settle(lambda v: broker_id not in v.brokers and not v.led_by(broker_id))
+            led = f"; {gone}"
+            return f"broker {broker_id} (pid {pid}) stopped{led}"
 
     def start_broker(self, broker_id: int) -> str:
         with self._ops:
@@ -302,6 +308,18 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise ClusterError(f"no {what} within {READY_TIMEOUT_S:g}s")
             time.sleep(POLL_S)
+
+    def _settle(self, check: Callable[[view.ClusterView], bool]) -> str:
+        """Wait up to SETTLE_S for ``check``; the leaderless partitions then (or why not)."""
+        deadline = time.monotonic() + SETTLE_S
+        try:
+            while not check(current := self._view()):
+                if time.monotonic() > deadline:
+                    return f"the cluster has not reacted within {SETTLE_S:g}s"
+                time.sleep(POLL_S)
+        except EtcdError as exc:
+            return f"etcd does not answer ({exc})"
+        return "leaderless partitions: " + (", ".join(current.leaderless) or "none")
 
     def _check_open(self) -> None:
         if self._closed:
