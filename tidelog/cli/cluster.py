@@ -145,7 +145,6 @@ def up(
     )
 
 
-
 def down(
     ctx: typer.Context, data_dir: DataDirOption = None, config_file: ConfigOption = None
 ) -> None:
