@@ -3,10 +3,12 @@ processes a supervisor's state file names, and whether they still run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,22 @@ def write_config(path: Path, data_dir: Path, base_port: int, brokers: int) -> Pa
         "lease_ttl_s = 2\n"
     )
     return path
+
+
+def reap(root: Path) -> list[int]:
+    """SIGKILL every process whose command line names ``root`` (this test's own directory),
+    so a failing test leaves nothing behind; the PIDs it had to kill."""
+    needle = str(root).encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and alive(int(entry.name)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed

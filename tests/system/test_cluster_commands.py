@@ -4,6 +4,7 @@ twice on one data dir, a port in use), each a clear message with nothing left ru
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from .supervised import (
     alive,
     free_base_port,
     need_etcd,
+    reap,
     state_pids,
     tidelog,
     tidelog_json,
@@ -35,9 +37,11 @@ def detached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root / "c"
     finally:
         pids |= state_pids(root / "c")
-        done = tidelog("cluster", "down", "--data-dir", str(root / "c"))
+        done = tidelog("cluster", "down", "--data-dir", str(root / "c"), check=False)
+        left = [pid for pid in pids if alive(pid)]
+        reap(root)  # after a failure: nothing of this module keeps running
         assert "stopped" in done.stdout
-        assert not [pid for pid in pids if alive(pid)]
+        assert not left
 
 
 def test_status_json(detached: Path) -> None:
@@ -94,7 +98,8 @@ def test_commands_without_a_cluster_say_so(tmp_path: Path) -> None:
 
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
     base = free_base_port(2)
-    with socket.socket() as taken:
+    with socket.socket() as taken, contextlib.ExitStack() as cleanup:
+        cleanup.callback(reap, tmp_path)  # after a failure: nothing keeps running
         taken.bind(("127.0.0.1", base + 1))
         taken.listen()
         done = tidelog(

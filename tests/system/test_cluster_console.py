@@ -4,6 +4,7 @@ started is gone afterwards (by PID), and a second ``up`` finds the first one's t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -16,6 +17,7 @@ from .supervised import (
     alive,
     free_base_port,
     need_etcd,
+    reap,
     state_pids,
     tidelog,
     tidelog_json,
@@ -26,10 +28,11 @@ PROMPT = "tidelog> "
 
 
 @pytest.fixture
-def cluster_config(tmp_path: Path) -> Path:
+def cluster_config(tmp_path: Path) -> Iterator[Path]:
     need_etcd()
     data_dir = tmp_path / "c"
-    return write_config(tmp_path / "cluster.toml", data_dir, free_base_port(3), 3)
+    yield write_config(tmp_path / "cluster.toml", data_dir, free_base_port(3), 3)
+    reap(tmp_path)  # after a failure: nothing of this test keeps running
 
 
 def command(child: pexpect.spawn, line: str, *expect: str) -> None:

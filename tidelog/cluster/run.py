@@ -45,12 +45,19 @@ def preflight(config: ClusterConfig) -> None:
     check_ports(config)
 
 
-def _interrupt_on_sigterm() -> None:
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
+"""Besides Ctrl-C: SIGTERM, and SIGHUP (the terminal closed). The brokers run in sessions of
+their own, so a supervisor that died by these would leave them running: it stops them first."""
+
+
+def _interrupt_on_stop_signals() -> None:
     def handler(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one shutdown is enough
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # one shutdown is enough
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
 
 
 def foreground(config: ClusterConfig, out: Console) -> None:
@@ -59,7 +66,7 @@ def foreground(config: ClusterConfig, out: Console) -> None:
     preflight(config)
     notices = Notices(out)
     supervisor = Supervisor(config, notify=notices)
-    _interrupt_on_sigterm()
+    _interrupt_on_stop_signals()
     control: ControlServer | None = None
     try:
         out.print(f"starting etcd and {config.brokers} brokers in {config.data_dir} ...")
@@ -123,8 +130,8 @@ def daemon(argv: list[str]) -> int:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    for sig in (*STOP_SIGNALS, signal.SIGINT):
+        signal.signal(sig, request_stop)
     supervisor = Supervisor(config, notify=log)
     control: ControlServer | None = None
     try:
