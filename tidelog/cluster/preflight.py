@@ -59,6 +59,10 @@ class DataDirLock:
         self._file = file
         return self
 
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
     def release(self) -> None:
         if self._file is not None:
             self._file.truncate(0)

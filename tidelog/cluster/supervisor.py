@@ -117,7 +117,8 @@ class Supervisor:
         """Stop every broker (SIGTERM, SIGKILL after the grace period), then our etcd. Safe to
         call more than once."""
         with self._ops:
-            if self._closed:
+            if self._closed or not self._dir_lock.held:
+                self._closed = True  # never started (the data dir is another's): nothing ours
                 return
             self._closed = True
             running = [s for s in self.slots.values() if s.pid is not None]
