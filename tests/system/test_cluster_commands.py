@@ -5,13 +5,20 @@ twice on one data dir, a port in use), each a clear message with nothing left ru
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tidelog.cluster.run import wait_exit
+
 from .supervised import (
+    DEADLINE_S,
     alive,
     free_base_port,
     need_etcd,
@@ -110,3 +117,43 @@ def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None
     assert f"port {base + 1} of broker 2 is already in use" in done.stderr
     assert not (tmp_path / "c" / "state.json").exists()
     assert not (tmp_path / "c" / "etcd").exists()
+
+
+@pytest.fixture
+def one_broker(tmp_path: Path) -> Iterator[Path]:
+    """The config of a 1-broker cluster in this test's own directory (reaped afterwards)."""
+    need_etcd()
+    yield write_config(tmp_path / "cluster.toml", tmp_path / "c", free_base_port(1), 1)
+    reap(tmp_path)
+
+
+def test_a_dead_broker_is_restarted_with_restart_on_failure(one_broker: Path) -> None:
+    data_dir = one_broker.parent / "c"
+    tidelog("cluster", "up", "--config", str(one_broker), "--restart-on-failure", "--detach")
+    try:
+        first = tidelog_json("cluster", "status", "--data-dir", str(data_dir))["brokers"][0]
+        tidelog("cluster", "broker", "kill", "1", "--data-dir", str(data_dir))
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            now = tidelog_json("cluster", "status", "--data-dir", str(data_dir))["brokers"][0]
+            if now["state"] == "running" and now["pid"] != first["pid"]:
+                break
+            assert time.monotonic() < deadline, f"not restarted: {now}"
+        assert now["registered"]
+        log = (data_dir / "logs" / "supervisor.log").read_text()
+        assert f"broker 1 (pid {first['pid']}) died: killed by SIGKILL" in log
+        assert "(restart on failure)" in log
+    finally:
+        tidelog("cluster", "down", "--data-dir", str(data_dir))
+
+
+def test_down_stops_what_a_killed_supervisor_left(one_broker: Path) -> None:
+    data_dir = one_broker.parent / "c"
+    tidelog("cluster", "up", "--config", str(one_broker), "--detach")
+    pids = state_pids(data_dir)
+    supervisor = json.loads((data_dir / "state.json").read_text())["supervisor_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    assert wait_exit(supervisor, DEADLINE_S)
+    done = tidelog("cluster", "down", "--data-dir", str(data_dir))
+    assert "the supervisor was gone; stopped 2 process(es)" in done.stdout
+    assert not [pid for pid in pids if alive(pid)]
