@@ -31,9 +31,10 @@ def need_etcd() -> None:
 
 
 def free_base_port(brokers: int) -> int:
-    """A base port whose broker and admin ports are all free now."""
+    """A base port whose broker and admin ports are all free now, below Linux's ephemeral
+    range (32768 on), so no other test's port-0 socket takes one of them meanwhile."""
     for _ in range(200):
-        base = random.randrange(20000, 40000)
+        base = random.randrange(10000, 31000 - brokers)
         ports = [base + i for i in range(brokers)] + [
             base + ADMIN_OFFSET + i for i in range(brokers)
         ]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import cmd
 import contextlib
-import readline
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Final
 
 from rich.console import Console
@@ -47,7 +47,7 @@ class Notices:
                 sys.stdout.write("\r\x1b[K")
             self.console.print(Text(f"! {message}", "bold red"), soft_wrap=True)
             if self.at_prompt:
-                sys.stdout.write(PROMPT + readline.get_line_buffer())
+                sys.stdout.write(PROMPT + _readline().get_line_buffer())
             sys.stdout.flush()
 
 
@@ -179,7 +179,16 @@ class ClusterConsole(cmd.Cmd):
         return []
 
 
+def _readline() -> ModuleType:
+    """readline, imported only when the console runs: importing it changes how ``input()``
+    behaves in every other command of the process (``tidelog produce``'s prompt)."""
+    import readline
+
+    return readline
+
+
 def load_history(path: Path) -> None:
+    readline = _readline()
     readline.set_history_length(HISTORY_LENGTH)
     with contextlib.suppress(OSError):  # the first session has no history yet
         readline.read_history_file(path)
@@ -187,4 +196,4 @@ def load_history(path: Path) -> None:
 
 def save_history(path: Path) -> None:
     with contextlib.suppress(OSError):  # a read-only data dir: only the history is lost
-        readline.write_history_file(path)
+        _readline().write_history_file(path)
