@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint format fuzz soak run bench-codec bench-storage bench-groups bench \
-	bench-full bench-install bench-peers clean
+	bench-full bench-install bench-peers cluster etcd clean
 
 install: $(STAMP)
 
@@ -51,6 +51,19 @@ soak: $(STAMP)
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).
 run: $(STAMP)
 	$(BIN)/tidelog serve
+
+# etcd for clusters (Debian's etcd-server), where apt works; a note where it does not.
+etcd:
+	@command -v etcd >/dev/null 2>&1 || { \
+	  echo "installing etcd-server"; \
+	  { apt-get install -y -qq etcd-server >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq etcd-server >/dev/null 2>&1; }; } \
+	    || echo "note: could not install etcd-server; install an etcd binary (3.4+) on PATH"; }
+
+# etcd and five brokers on 127.0.0.1:7070-7074 (data in ./tidelog-cluster), and the console
+# (issue 17). `quit` or Ctrl-C stops them all.
+cluster: $(STAMP) etcd
+	$(BIN)/tidelog cluster up --brokers 5
 
 bench-codec: $(STAMP)
 	$(BIN)/python bench/codec.py

@@ -12,7 +12,20 @@ import typer
 
 from tidelog import __version__
 
-from . import consume, context, gateway, groups, health, produce, serve, status, tail, top, topics
+from . import (
+    cluster,
+    consume,
+    context,
+    gateway,
+    groups,
+    health,
+    produce,
+    serve,
+    status,
+    tail,
+    top,
+    topics,
+)
 
 app = typer.Typer(
     name="tidelog",
@@ -47,6 +60,7 @@ app.command("tail")(tail.tail)
 app.command("status")(status.status)
 app.command("top")(top.top)
 app.add_typer(health.app, name="cluster")
+cluster.register(health.app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,159 @@
+"""``tidelog cluster`` without the console, against a detached cluster: status and broker
+commands with ``--json``, and bad input (an unknown broker, starting a running broker, ``up``
+twice on one data dir, a port in use), each a clear message with nothing left running."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tidelog.cluster.run import wait_exit
+
+from .supervised import (
+    DEADLINE_S,
+    alive,
+    free_base_port,
+    need_etcd,
+    reap,
+    state_pids,
+    tidelog,
+    tidelog_json,
+    write_config,
+)
+
+
+@pytest.fixture(scope="module")
+def detached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 2-broker cluster in the background; its data dir. Stopped with `down`, which must
+    leave no process of it running."""
+    need_etcd()
+    root = tmp_path_factory.mktemp("detached")
+    config = write_config(root / "cluster.toml", root / "c", free_base_port(2), 2)
+    status = tidelog_json("cluster", "up", "--config", str(config), "--detach")
+    assert [b["state"] for b in status["brokers"]] == ["running", "running"]
+    pids = state_pids(root / "c")
+    try:
+        yield root / "c"
+    finally:
+        pids |= state_pids(root / "c")
+        done = tidelog("cluster", "down", "--data-dir", str(root / "c"), check=False)
+        left = [pid for pid in pids if alive(pid)]
+        reap(root)  # after a failure: nothing of this module keeps running
+        assert "stopped" in done.stdout
+        assert not left
+
+
+def test_status_json(detached: Path) -> None:
+    status = tidelog_json("cluster", "status", "--data-dir", str(detached))
+    assert [(b["id"], b["state"], b["registered"]) for b in status["brokers"]] == [
+        (1, "running", True),
+        (2, "running", True),
+    ]
+    assert status["controller"] in (1, 2)
+    assert all(alive(b["pid"]) for b in status["brokers"])
+    assert alive(status["etcd"]["pid"])
+
+
+def test_broker_stop_and_start(detached: Path) -> None:
+    where = ("--data-dir", str(detached))
+    stopped = tidelog_json("cluster", "broker", "stop", "2", *where)
+    assert stopped["ok"] and "broker 2" in stopped["message"]
+    status = tidelog_json("cluster", "status", *where)
+    assert (status["brokers"][1]["state"], status["brokers"][1]["pid"]) == ("stopped", None)
+    assert not status["brokers"][1]["registered"]
+    started = tidelog_json("cluster", "broker", "start", "2", *where)
+    assert "broker 2 started" in started["message"]
+    assert tidelog_json("cluster", "status", *where)["brokers"][1]["state"] == "running"
+
+
+def test_an_unknown_broker_is_refused(detached: Path) -> None:
+    done = tidelog("cluster", "broker", "stop", "7", "--data-dir", str(detached), check=False)
+    assert done.returncode == 1
+    assert "there is no broker 7 in this cluster (brokers 1..2)" in done.stderr
+
+
+def test_starting_a_running_broker_is_refused(detached: Path) -> None:
+    before = state_pids(detached)
+    done = tidelog("cluster", "broker", "start", "1", "--data-dir", str(detached), check=False)
+    assert done.returncode == 1
+    assert "broker 1 is already running (pid " in done.stderr
+    assert state_pids(detached) == before
+
+
+def test_up_twice_on_one_data_dir_is_refused(detached: Path) -> None:
+    before = state_pids(detached)
+    config = detached.parent / "cluster.toml"
+    done = tidelog("cluster", "up", "--config", str(config), "--detach", check=False)
+    assert done.returncode == 1
+    assert f"a cluster is already running from {detached}" in done.stderr
+    assert state_pids(detached) == before
+
+
+def test_commands_without_a_cluster_say_so(tmp_path: Path) -> None:
+    done = tidelog("cluster", "status", "--data-dir", str(tmp_path), check=False)
+    assert done.returncode == 1
+    assert f"no cluster is running from {tmp_path}" in done.stderr
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    base = free_base_port(2)
+    with socket.socket() as taken, contextlib.ExitStack() as cleanup:
+        cleanup.callback(reap, tmp_path)  # after a failure: nothing keeps running
+        taken.bind(("127.0.0.1", base + 1))
+        taken.listen()
+        done = tidelog(
+            "cluster", "up", "-n", "2", "--base-port", str(base),
+            "--data-dir", str(tmp_path / "c"), "--detach", check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"port {base + 1} of broker 2 is already in use" in done.stderr
+    assert not (tmp_path / "c" / "state.json").exists()
+    assert not (tmp_path / "c" / "etcd").exists()
+
+
+@pytest.fixture
+def one_broker(tmp_path: Path) -> Iterator[Path]:
+    """The config of a 1-broker cluster in this test's own directory (reaped afterwards)."""
+    need_etcd()
+    yield write_config(tmp_path / "cluster.toml", tmp_path / "c", free_base_port(1), 1)
+    reap(tmp_path)
+
+
+def test_a_dead_broker_is_restarted_with_restart_on_failure(one_broker: Path) -> None:
+    data_dir = one_broker.parent / "c"
+    tidelog("cluster", "up", "--config", str(one_broker), "--restart-on-failure", "--detach")
+    try:
+        first = tidelog_json("cluster", "status", "--data-dir", str(data_dir))["brokers"][0]
+        tidelog("cluster", "broker", "kill", "1", "--data-dir", str(data_dir))
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            now = tidelog_json("cluster", "status", "--data-dir", str(data_dir))["brokers"][0]
+            if now["state"] == "running" and now["pid"] != first["pid"]:
+                break
+            assert time.monotonic() < deadline, f"not restarted: {now}"
+        assert now["registered"]
+        log = (data_dir / "logs" / "supervisor.log").read_text()
+        assert f"broker 1 (pid {first['pid']}) died: killed by SIGKILL" in log
+        assert "(restart on failure)" in log
+    finally:
+        tidelog("cluster", "down", "--data-dir", str(data_dir))
+
+
+def test_down_stops_what_a_killed_supervisor_left(one_broker: Path) -> None:
+    data_dir = one_broker.parent / "c"
+    tidelog("cluster", "up", "--config", str(one_broker), "--detach")
+    pids = state_pids(data_dir)
+    supervisor = json.loads((data_dir / "state.json").read_text())["supervisor_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    assert wait_exit(supervisor, DEADLINE_S)
+    done = tidelog("cluster", "down", "--data-dir", str(data_dir))
+    assert "the supervisor was gone; stopped 2 process(es)" in done.stdout
+    assert not [pid for pid in pids if alive(pid)]
