@@ -12,7 +12,20 @@ import typer
 
 from tidelog import __version__
 
-from . import consume, context, gateway, groups, health, produce, serve, status, tail, top, topics
+from . import (
+    consume,
+    context,
+    gateway,
+    groups,
+    health,
+    produce,
+    serve,
+    status,
+    subscription,
+    tail,
+    top,
+    topics,
+)
 
 app = typer.Typer(
     name="tidelog",
@@ -39,6 +52,7 @@ app = typer.Typer(
 )
 app.add_typer(topics.app, name="topic")
 app.add_typer(groups.app, name="group")
+app.add_typer(subscription.app, name="subscription")
 app.command("serve")(serve.serve)
 app.command("gateway")(gateway.gateway)
 app.command("produce")(produce.produce)

@@ -163,7 +163,7 @@ class Webhooks:
                 400,
                 "host_not_allowed",
                 f"the gateway may not call {parts.hostname!r}: only loopback and the hosts in "
-                "webhook_allowed_hosts (--http-webhook-allow-host) are allowed",
+                "the gateway setting webhook_allowed_hosts are allowed",
             )
 
     async def set_state(self, name: str, state: str) -> Definition:
