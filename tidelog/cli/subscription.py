@@ -109,26 +109,45 @@ def create(
     pattern: Annotated[
         str | None, typer.Option(help="A topic name regex instead. Example: --pattern 'orders-.*'")
     ] = None,
-    start: Annotated[Start, typer.Option(help="Where delivery starts.")] = Start.latest,
-    offset: Annotated[int | None, typer.Option(help="With --start offset.")] = None,
-    time_ms: Annotated[
-        int | None, typer.Option("--time", help="With --start time: ms since the epoch.")
+    start: Annotated[
+        Start, typer.Option(help="Where delivery starts. Example: --start earliest")
+    ] = Start.latest,
+    offset: Annotated[
+        int | None, typer.Option(help="With --start offset. Example: --offset 100")
     ] = None,
-    fmt: Annotated[Fmt, typer.Option("--format", help="How keys and values are rendered.")] = (
-        Fmt.json
-    ),
+    time_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--time", help="With --start time: ms since the epoch. Example: --time 1700000000000"
+        ),
+    ] = None,
+    fmt: Annotated[
+        Fmt,
+        typer.Option("--format", help="How keys and values are rendered. Example: --format text"),
+    ] = (Fmt.json),
     header: Annotated[
-        list[str] | None, typer.Option(help="HTTP header to send, NAME=VALUE (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="HTTP header to send, NAME=VALUE (repeatable). Example: --header X-Env=prod"
+        ),
     ] = None,
     key_prefix: Annotated[
-        str | None, typer.Option(help="Deliver only keys starting with this text.")
+        str | None,
+        typer.Option(help="Deliver only keys starting with this text. Example: --key-prefix eu-"),
     ] = None,
     match_header: Annotated[
         list[str] | None,
-        typer.Option(help="Deliver only records with this header, NAME=VALUE (repeatable)."),
+        typer.Option(
+            help="Deliver only records with this header, NAME=VALUE (repeatable). "
+            "Example: --match-header kind=paid"
+        ),
     ] = None,
     secret: Annotated[
-        str | None, typer.Option(help="Sign bodies with HMAC-SHA256 (16+ characters).")
+        str | None,
+        typer.Option(
+            help="Sign bodies with HMAC-SHA256 (16+ characters). "
+            "Example: --secret s3cret-s3cret-s3cret"
+        ),
     ] = None,
 ) -> None:
     """Create a webhook subscription; every gateway on the same brokers serves it.
@@ -234,13 +253,21 @@ def replay(
     ctx: typer.Context,
     name: NameArgument,
     gateway: GatewayOption = DEFAULT_GATEWAY,
-    offset: Annotated[int | None, typer.Option(help="Move to this offset.")] = None,
-    time_ms: Annotated[
-        int | None, typer.Option("--time", help="Move to the first record at or after (ms).")
+    offset: Annotated[
+        int | None, typer.Option(help="Move to this offset. Example: --offset 0")
     ] = None,
-    topic: Annotated[str | None, typer.Option(help="Only this topic.")] = None,
+    time_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--time",
+            help="Move to the first record at or after (ms). Example: --time 1700000000000",
+        ),
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Only this topic. Example: --topic orders")
+    ] = None,
     partition: Annotated[
-        int | None, typer.Option(help="Only this partition (with --topic).")
+        int | None, typer.Option(help="Only this partition (with --topic). Example: --partition 0")
     ] = None,
 ) -> None:
     """Move the position back (or forward) and deliver from there.

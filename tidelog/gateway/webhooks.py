@@ -151,6 +151,7 @@ class Webhooks:
             created_ms=now,
         )
         await admin.create_topic(d.dead_letter_topic, 1, if_not_exists=True)
+        await self.store.ensure_topic()
         await self.store.put(d)
         return d
 

@@ -25,6 +25,9 @@ TP: Final = TopicPartition(DEFINITIONS_TOPIC, 0)
 RETRY_S: Final = 1.0
 """The wait before trying again to reach the brokers while loading."""
 READ_WAIT_S: Final = 1.0
+DISCOVER_S: Final = 5.0
+"""Until the first subscription exists, how often to look for the definitions topic (another
+gateway may create it)."""
 
 Listener = Callable[[str, Definition | None], None]
 
@@ -41,6 +44,7 @@ class DefinitionStore:
         self._read_to = 0
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._created = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -56,6 +60,15 @@ class DefinitionStore:
             raise GatewayError(
                 503, "subscriptions_loading", "the gateway is still reading its subscriptions"
             )
+
+    async def ensure_topic(self) -> None:
+        """Create the definitions topic (with the first subscription, so a gateway without
+        subscriptions adds no topic to the cluster)."""
+        admin = await self.clients.admin()
+        await admin.create_topic(
+            DEFINITIONS_TOPIC, 1, configs={"cleanup.policy": "compact"}, if_not_exists=True
+        )
+        self._created.set()
 
     async def put(self, definition: Definition) -> None:
         await self._write(definition.name, definition.encode())
@@ -84,9 +97,12 @@ class DefinitionStore:
 
     async def _tail(self) -> None:
         admin = await self.clients.admin()
-        await admin.create_topic(
-            DEFINITIONS_TOPIC, 1, configs={"cleanup.policy": "compact"}, if_not_exists=True
-        )
+        if DEFINITIONS_TOPIC not in await admin.list_topics():
+            self.loaded.set()  # no subscription was ever created
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._created.wait(), DISCOVER_S)
+            self._created.clear()
+            return
         end = (await admin.list_offsets({TP: OffsetSpec.LATEST}))[TP].offset
         s = self.clients.settings
         async with Consumer(
