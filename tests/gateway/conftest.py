@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from .receiver import receiver_factory  # noqa: F401  (the webhook tests' receivers)
+
 TIMEOUT_S = 30.0
 
 

@@ -22,6 +22,7 @@ from . import (
     produce,
     serve,
     status,
+    subscription,
     tail,
     top,
     topics,
@@ -52,6 +53,7 @@ app = typer.Typer(
 )
 app.add_typer(topics.app, name="topic")
 app.add_typer(groups.app, name="group")
+app.add_typer(subscription.app, name="subscription")
 app.command("serve")(serve.serve)
 app.command("gateway")(gateway.gateway)
 app.command("produce")(produce.produce)

@@ -7,9 +7,10 @@ declared once, here.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -52,9 +53,35 @@ class GatewaySettings:
     )
     ws_prefetch_bytes: int = _limit(MIB, "bytes a WebSocket subscription prefetches per partition")
     ws_frame_records: int = _limit(500, "records per WebSocket records frame at most")
+    max_subscriptions: int = _limit(1000, "webhook subscriptions at once (429 above)")
+    webhook_timeout_s: float = _limit(10.0, "deadline of one webhook delivery request, in s")
+    webhook_max_attempts: int = _limit(
+        10, "attempts of one webhook delivery before the record goes to the dead letters"
+    )
+    webhook_backoff_s: float = _limit(0.5, "first retry delay of a webhook delivery, in s")
+    webhook_backoff_max_s: float = _limit(60.0, "longest retry delay of a webhook delivery")
+    webhook_max_in_flight: int = _limit(
+        1000, "records a subscription holds fetched and not yet delivered (memory bound)"
+    )
+    webhook_concurrency: int = _limit(
+        8, "webhook requests in flight per subscription (one per partition at most)"
+    )
+    webhook_host_concurrency: int = _limit(32, "webhook requests in flight per receiving host")
+    webhook_commit_interval_s: float = _limit(
+        0.5, "how often a subscription commits its acknowledged position, in s"
+    )
+    webhook_session_timeout_s: float = _limit(
+        10.0, "a gateway silent this long loses its subscriptions' partitions to the others"
+    )
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    """Hosts webhooks may call besides loopback (names or IP addresses; ``*`` allows any)."""
 
     clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
     """Monotonic seconds for instance expiry (tests inject one)."""
+    sleep: Callable[[float], Awaitable[None]] = field(
+        default=asyncio.sleep, compare=False, repr=False
+    )
+    """The webhook retry wait (tests inject one that records the delays)."""
 
     def validate(self) -> GatewaySettings:
         """Raise ``ValueError`` naming the first setting out of range; return ``self``."""

@@ -10,6 +10,7 @@ from fastapi import Request
 from .clients import Clients
 from .instances import Instances
 from .settings import GatewaySettings
+from .webhooks import Webhooks
 
 
 @dataclass(slots=True)
@@ -27,16 +28,22 @@ class Gateway:
     settings: GatewaySettings
     clients: Clients
     instances: Instances
+    webhooks: Webhooks
     sockets: SocketStats = field(default_factory=SocketStats)
 
     @classmethod
     def create(cls, settings: GatewaySettings) -> Gateway:
-        return cls(settings, Clients(settings), Instances(settings, settings.clock))
+        clients = Clients(settings)
+        return cls(
+            settings, clients, Instances(settings, settings.clock), Webhooks(settings, clients)
+        )
 
     def start(self) -> None:
         self.instances.start()
+        self.webhooks.start()
 
     async def close(self) -> None:
+        await self.webhooks.close()
         await self.instances.close()
         await self.clients.close()
 
