@@ -18,6 +18,7 @@ from typing import Final, TypeAlias
 
 from .batch_format import NO_PRODUCER_ID
 from .frame import PROTOCOL_VERSION
+from .share_messages import ShareRequest, ShareResponse
 
 # --- shared vocabulary --------------------------------------------------------------------------
 
@@ -623,6 +624,7 @@ Request: TypeAlias = (
     | DeleteGroupsRequest
     | DescribeLogDirsRequest
     | InitProducerIdRequest
+    | ShareRequest
 )
 
 Response: TypeAlias = (
@@ -645,4 +647,5 @@ Response: TypeAlias = (
     | DeleteGroupsResponse
     | DescribeLogDirsResponse
     | InitProducerIdResponse
+    | ShareResponse
 )
