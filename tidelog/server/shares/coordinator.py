@@ -92,7 +92,7 @@ class ShareCoordinator:
         tick_ms: int = TICK_MS,
     ) -> None:
         self._state = state
-        self._clock = clock
+        self.clock = clock
         self._wall = wall
         self._tick_ms = tick_ms
         self.groups: dict[str, ShareGroup] = {}
@@ -161,7 +161,7 @@ class ShareCoordinator:
 
     async def tick(self) -> None:
         """Expire locks (stored), then dead-letter what is bound for it."""
-        now = self._clock()
+        now = self.clock()
         for group in list(self.groups.values()):
             changed = [tp for tp, sp in group.partitions.items() if sp.expire(now, group.settings)]
             if changed:
@@ -215,7 +215,7 @@ class ShareCoordinator:
                 raise InvalidRequestError(f"max_records is 1 to {MAX_FETCH_RECORDS}")
             tps = self._partitions(request.topics)
             group = self._group(request.group_id)
-            group.members[member] = self._clock()
+            group.members[member] = self.clock()
             session.on_close(lambda: self._member_gone(group.group_id, member))
             records = await self._acquire_waiting(group, member, tps, request)
         except BrokerError as exc:
@@ -264,7 +264,7 @@ class ShareCoordinator:
 
     def _next_ready(self, group: ShareGroup) -> float:
         """ms until the next delayed record or lock expiry (a long poll wakes for it)."""
-        now = self._clock()
+        now = self.clock()
         times = [
             (r.available_at if r.state is RecordState.AVAILABLE else r.lock_until) - now
             for sp in group.partitions.values()
@@ -281,7 +281,7 @@ class ShareCoordinator:
         request: sm.ShareFetchRequest,
     ) -> tuple[list[sm.ShareRecord], list[TopicPartition]]:
         """Acquire records round the partitions (a new start each fetch, for fairness)."""
-        now, wall = self._clock(), self._wall()
+        now, wall = self.clock(), self._wall()
         out: list[sm.ShareRecord] = []
         changed: list[TopicPartition] = []
         budget = [request.max_bytes]
@@ -371,7 +371,7 @@ class ShareCoordinator:
             group = self._known(request.group_id)
         except BrokerError as exc:
             return sm.ShareAcknowledgeResponse(int(exc.code), exc.message)
-        now, wall = self._clock(), self._wall()
+        now, wall = self.clock(), self._wall()
         member = request.member_id
         if member in group.members:
             group.members[member] = now
@@ -432,7 +432,7 @@ class ShareCoordinator:
         if group is None or self._closing:
             return
         group.members.pop(member, None)
-        now = self._clock()
+        now = self.clock()
         if any(sp.release_member(member, now, group.settings) for sp in group.partitions.values()):
             group.wake()
             task = asyncio.ensure_future(self._persist(group, list(group.partitions)))
@@ -493,7 +493,7 @@ class ShareCoordinator:
             group = self._known(request.group_id)
         except BrokerError as exc:
             return sm.DescribeShareGroupResponse(int(exc.code), exc.message)
-        now = self._clock()
+        now = self.clock()
         parts = []
         for tp, sp in sorted(group.partitions.items()):
             in_flight, delayed, ready, dlq = sp.counts(now)

@@ -54,6 +54,8 @@ class InFlight:
     reason: str = ""
     expired: bool = False
     """The last lock expired (or the broker restarted) rather than being settled."""
+    lost_by: str = ""
+    """The last member whose lock expired (to explain its late ack)."""
 
 
 class SharePartition:
@@ -132,11 +134,15 @@ class SharePartition:
             and entry.member == member
         ):
             raise InvalidRecordStateError(f"the lock on offset {offset} expired")
+        if (
+            entry.lost_by == member
+            and entry.member != member
+            or (
+                entry.state is not RecordState.ACQUIRED and entry.expired and entry.member == member
+            )
+        ):
+            raise InvalidRecordStateError(f"the lock on offset {offset} expired: it is redelivered")
         if entry.state is not RecordState.ACQUIRED:
-            if entry.member == member and entry.expired:
-                raise InvalidRecordStateError(
-                    f"the lock on offset {offset} expired: it is redelivered"
-                )
             raise InvalidRecordStateError(f"offset {offset} is not held by {member!r}")
         if entry.member != member:
             raise InvalidRecordStateError(f"offset {offset} is held by another member")
@@ -186,6 +192,7 @@ class SharePartition:
         for entry in self.records.values():
             if entry.state is RecordState.ACQUIRED and entry.lock_until <= now:
                 entry.expired = True
+                entry.lost_by = entry.member
                 self._released(entry, now, settings, Reason.LOCK_EXPIRED)
                 count += 1
         return count
@@ -196,6 +203,7 @@ class SharePartition:
         for entry in self.records.values():
             if entry.state is RecordState.ACQUIRED and entry.member == member:
                 entry.expired = True
+                entry.lost_by = member
                 self._released(entry, now, settings, Reason.LOCK_EXPIRED)
                 count += 1
         return count
