@@ -20,7 +20,8 @@ from tidelog.client import (
     describe_queue,
 )
 from tidelog.server import Broker
-from tidelog.server.shares import ShareCoordinator
+from tidelog.server.shares import ShareCoordinator, ShareSettings
+from tidelog.server.shares.records import decode_partition, partition_key
 from tidelog.wire.errors import GroupIdNotFoundError, InvalidConfigError, InvalidRecordStateError
 
 from .helpers import broker, create_topic, run
@@ -295,5 +296,24 @@ def test_acks_and_delivery_counts_survive_a_restart(tmp_path: Path) -> None:
                 for m in again:
                     await m.ack()
                 await nothing(q)
+
+    run(main())
+
+
+def test_an_acquisition_is_stored_before_it_is_delivered(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            coordinator = shares(b, FakeClock())
+            await create_topic(b.address, "jobs", 1)
+            await produce(b.address, "jobs", 1)
+            async with QueueConsumer(b.address, "g", "jobs") as q:
+                await take(q)
+                store = coordinator.store
+                rows = await store.read(store.partition_for("g"))
+                stored = decode_partition(
+                    rows[partition_key("g", TopicPartition("jobs", 0))], ShareSettings()
+                )
+                assert stored.records[0].delivery_count == 1
+                assert stored.end == 1
 
     run(main())

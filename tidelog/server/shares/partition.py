@@ -134,12 +134,8 @@ class SharePartition:
             and entry.member == member
         ):
             raise InvalidRecordStateError(f"the lock on offset {offset} expired")
-        if (
-            entry.lost_by == member
-            and entry.member != member
-            or (
-                entry.state is not RecordState.ACQUIRED and entry.expired and entry.member == member
-            )
+        if (entry.lost_by == member and entry.member != member) or (
+            entry.state is not RecordState.ACQUIRED and entry.expired and entry.member == member
         ):
             raise InvalidRecordStateError(f"the lock on offset {offset} expired: it is redelivered")
         if entry.state is not RecordState.ACQUIRED:
