@@ -103,10 +103,11 @@ class ShareCoordinator:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create ``__share_group_state`` if missing and resume every group from it."""
-        store = ShareStore(self._state.manager)
+        """Resume every group from ``__share_group_state`` (created on first use)."""
+        store = self._store = ShareStore(self._state.manager)
+        if not store.exists():
+            return  # created by the first share group: a broker without queues has no topic
         store.ensure_topic()
-        self._store = store
         for partition in range(store.partitions):
             rows = await store.read(partition)
             settings: dict[str, ShareSettings] = {}
@@ -188,6 +189,7 @@ class ShareCoordinator:
     def store(self) -> ShareStore:
         if self._store is None or self._closing:
             raise BrokerShuttingDownError("the share coordinator is not running")
+        self._store.ensure_topic()
         return self._store
 
     async def _persist(self, group: ShareGroup, tps: list[TopicPartition]) -> None:

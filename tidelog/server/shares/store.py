@@ -30,8 +30,15 @@ class ShareStore:
     def __init__(self, logs: LogManager, partitions: int = SHARE_STATE_PARTITIONS) -> None:
         self._logs = logs
         self.partitions = partitions
+        self._ready = False
+
+    def exists(self) -> bool:
+        return self._logs.partition_count(SHARE_STATE_TOPIC) is not None
 
     def ensure_topic(self) -> None:
+        """Create the topic if missing (an existing one keeps its partition count)."""
+        if self._ready:
+            return
         count = self._logs.partition_count(SHARE_STATE_TOPIC)
         if count is None:
             config: dict[str, object] = {
@@ -45,6 +52,7 @@ class ShareStore:
             self._logs.create_topic(SHARE_STATE_TOPIC, self.partitions, config)
         else:
             self.partitions = count
+        self._ready = True
 
     def partition_for(self, group_id: str) -> int:
         return partition_for(group_id, self.partitions)
