@@ -61,9 +61,16 @@ from .group import CommitFailedError, RebalanceCallback
 from .offsets import OffsetAndMetadata
 from .partitioner import Partitioner, key_hash, partition_for_key
 from .producer import Producer
+from .queue import QueueConsumer, QueueMessage, alter_queue, describe_queue
 from .types import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPartition
+from .workers import run_workers
 
 __all__ = [
+    "QueueConsumer",
+    "alter_queue",
+    "describe_queue",
+    "QueueMessage",
+    "run_workers",
     "DEFAULT_BROKER_PORT",
     "Acks",
     "AdminClient",

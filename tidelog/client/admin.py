@@ -265,7 +265,12 @@ class AdminClient(AsyncClient):
         if internal:
             wanted = sorted(INTERNAL_TOPICS)
             named = await self._cluster.fetch_topics(wanted, allow_auto_create=False)
-            infos += [named.topics[n] for n in wanted if n in named.topics]
+            # an internal topic made on first use (__share_group_state) may not exist yet
+            infos += [
+                named.topics[n]
+                for n in wanted
+                if n in named.topics and not named.topics[n].error_code
+            ]
         return infos
 
     async def describe_topics(

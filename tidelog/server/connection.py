@@ -311,6 +311,7 @@ class Connection:
         try:
             await self.wait_idle()
         finally:
+            self.session.close()
             self._writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await self._writer.wait_closed()

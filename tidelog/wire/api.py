@@ -16,6 +16,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from . import messages as m
+from . import share_messages as sm
 from .errors import (
     ErrorCode,
     MalformedMessageError,
@@ -52,6 +53,10 @@ class ApiKey(IntEnum):
     DESCRIBE_LOG_DIRS = 17
     INIT_PRODUCER_ID = 18
     FIND_COORDINATOR = 19
+    SHARE_FETCH = 30
+    SHARE_ACKNOWLEDGE = 31
+    ALTER_SHARE_GROUP = 32
+    DESCRIBE_SHARE_GROUP = 33
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,12 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
         ApiSpec(ApiKey.DESCRIBE_LOG_DIRS, m.DescribeLogDirsRequest, m.DescribeLogDirsResponse),
         ApiSpec(ApiKey.INIT_PRODUCER_ID, m.InitProducerIdRequest, m.InitProducerIdResponse),
         ApiSpec(ApiKey.FIND_COORDINATOR, m.FindCoordinatorRequest, m.FindCoordinatorResponse),
+        ApiSpec(ApiKey.SHARE_FETCH, sm.ShareFetchRequest, sm.ShareFetchResponse),
+        ApiSpec(ApiKey.SHARE_ACKNOWLEDGE, sm.ShareAcknowledgeRequest, sm.ShareAcknowledgeResponse),
+        ApiSpec(ApiKey.ALTER_SHARE_GROUP, sm.AlterShareGroupRequest, sm.AlterShareGroupResponse),
+        ApiSpec(
+            ApiKey.DESCRIBE_SHARE_GROUP, sm.DescribeShareGroupRequest, sm.DescribeShareGroupResponse
+        ),
     )
 }
 
@@ -99,7 +110,7 @@ DEFAULT_BROKER_PORT: Final = 7070
 MAX_TOPIC_NAME_LENGTH: Final = 255 - len(".json") - len(".0123456789ab.tmp")
 INTERNAL_TOPIC_PREFIX: Final = "__"
 """Topic names starting with this are reserved for the broker's internal topics."""
-INTERNAL_TOPICS: Final = frozenset({"__consumer_offsets"})
+INTERNAL_TOPICS: Final = frozenset({"__consumer_offsets", "__share_group_state"})
 """The internal topics: left out of a Metadata or DescribeLogDirs answer about every topic
 (and marked ``internal`` when named)."""
 """233: what a broker's files allow. A topic's longest file name is the temporary file of its

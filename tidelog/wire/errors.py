@@ -69,6 +69,8 @@ class ErrorCode(IntEnum):
     INVALID_PRODUCER_EPOCH = 52
     DAMAGED_RANGE = 60
     MISSING_RANGE = 61
+    INVALID_RECORD_STATE = 70
+    QUEUE_FULL = 71
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,12 @@ ERRORS: Final[dict[ErrorCode, ErrorInfo]] = dict(
             False,
             "these offsets are missing from the broker's disk (a lost or cut segment)",
         ),
+        _info(
+            ErrorCode.INVALID_RECORD_STATE,
+            False,
+            "the record is not held by this member (settled, lock expired, or never acquired)",
+        ),
+        _info(ErrorCode.QUEUE_FULL, True, "the queue's backlog limit is reached"),
     ]
 )
 
@@ -455,3 +463,14 @@ class DamagedRangeError(UnreadableRangeError):
 
 class MissingRangeError(UnreadableRangeError):
     code = ErrorCode.MISSING_RANGE
+
+
+class InvalidRecordStateError(BrokerError):
+    """A share-group acknowledgement of a record the member does not hold: already settled,
+    its lock expired (it is or will be redelivered), held by another member, never acquired."""
+
+    code = ErrorCode.INVALID_RECORD_STATE
+
+
+class QueueFullError(BrokerError):
+    code = ErrorCode.QUEUE_FULL

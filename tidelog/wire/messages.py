@@ -18,6 +18,7 @@ from typing import Final, TypeAlias
 
 from .batch_format import NO_PRODUCER_ID
 from .frame import PROTOCOL_VERSION
+from .share_messages import ShareRequest, ShareResponse
 
 # --- shared vocabulary --------------------------------------------------------------------------
 
@@ -642,6 +643,7 @@ Request: TypeAlias = (
     | DescribeLogDirsRequest
     | InitProducerIdRequest
     | FindCoordinatorRequest
+    | ShareRequest
 )
 
 Response: TypeAlias = (
@@ -665,4 +667,5 @@ Response: TypeAlias = (
     | DescribeLogDirsResponse
     | InitProducerIdResponse
     | FindCoordinatorResponse
+    | ShareResponse
 )

@@ -52,12 +52,16 @@ def for_type(tp: Any) -> st.SearchStrategy[Any]:
         return TEXT
     if tp is bool:
         return st.booleans()
+    if tp is bytes:
+        return st.binary(max_size=12)
     if tp is type(None):
         return st.none()
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
         return st.one_of([for_type(a) for a in args])
+    if origin is tuple and Ellipsis not in args:
+        return st.tuples(*(for_type(a) for a in args))
     if origin is tuple:
         assert len(args) == 2, tp
         assert args[1] is Ellipsis, tp

@@ -30,6 +30,7 @@ from tidelog.wire import (
     supported_versions,
 )
 from tidelog.wire import messages as m
+from tidelog.wire import share_messages as sm
 from tidelog.wire.api import api_of
 from tidelog.wire.errors import (
     ERRORS,
@@ -411,6 +412,10 @@ def _minimal_request(key: ApiKey) -> m.Request:
         ApiKey.DESCRIBE_LOG_DIRS: m.DescribeLogDirsRequest(),
         ApiKey.INIT_PRODUCER_ID: m.InitProducerIdRequest(),
         ApiKey.FIND_COORDINATOR: m.FindCoordinatorRequest("g"),
+        ApiKey.SHARE_FETCH: sm.ShareFetchRequest("g", "m", ("t",)),
+        ApiKey.SHARE_ACKNOWLEDGE: sm.ShareAcknowledgeRequest("g", "m"),
+        ApiKey.ALTER_SHARE_GROUP: sm.AlterShareGroupRequest("g"),
+        ApiKey.DESCRIBE_SHARE_GROUP: sm.DescribeShareGroupRequest("g"),
     }
     return minimal[key]
 

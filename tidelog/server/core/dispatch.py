@@ -8,6 +8,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 
 from tidelog.wire import messages as m
+from tidelog.wire import share_messages as sm
 from tidelog.wire.errors import (
     BrokerShuttingDownError,
     ErrorCode,
@@ -21,6 +22,7 @@ from ..groups.coordinator import validate_group_id
 from ..log import FileSystem, LogManager, MemoryFileSystem, TopicConfig
 from ..log.memfs import MEMORY_DATA_DIR
 from ..metrics import BrokerMetrics
+from ..shares import ShareCoordinator
 from .admin import AdminApis
 from .configs import parse_topic_configs
 from .data import DataApis, fetch_reservation
@@ -49,6 +51,7 @@ class BrokerCore:
         self._flush_executor = flush_executor
         self.state = CoreState(config, LoopClock() if clock is None else clock)
         self.groups: GroupCoordinator | None = None
+        self.shares: ShareCoordinator | None = None
         self._admin = AdminApis(self.state)
         self._data = DataApis(self.state)
 
@@ -80,6 +83,16 @@ class BrokerCore:
             await manager.stop()
             raise
         self.groups = groups
+        shares = ShareCoordinator(self.state)
+        try:
+            await shares.start()
+        except BaseException:
+            await groups.stop()
+            self.groups = None
+            self.state.attach(None)
+            await manager.stop()
+            raise
+        self.shares = shares
 
     def count_into(self, metrics: BrokerMetrics | None) -> None:
         """Count records and bytes per topic into ``metrics`` (``None``: count nothing)."""
@@ -150,10 +163,15 @@ class BrokerCore:
         self.state.notifier.notify_all()
         if self.groups is not None:
             self.groups.begin_shutdown()
+        if self.shares is not None:
+            self.shares.begin_shutdown()
 
     async def shutdown(self) -> None:
         """Stop housekeeping, let fsyncs finish, close every log cleanly (producer state
         snapshotted, so the next start replays nothing)."""
+        shares, self.shares = self.shares, None
+        if shares is not None:
+            await shares.stop()
         groups, self.groups = self.groups, None
         if groups is not None:
             await groups.stop()
@@ -222,5 +240,14 @@ class BrokerCore:
                 if self.groups is None:
                     raise BrokerShuttingDownError("the broker is not running")
                 return await self.groups.handle(request, session.peer_host), ()
+            case (
+                sm.ShareFetchRequest()
+                | sm.ShareAcknowledgeRequest()
+                | sm.AlterShareGroupRequest()
+                | sm.DescribeShareGroupRequest()
+            ):
+                if self.shares is None:
+                    raise BrokerShuttingDownError("the broker is not running")
+                return await self.shares.handle(request, session), ()
             case _:
                 raise UnknownApiError(f"{type(request).__name__} is not served by this broker yet")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from tidelog.wire import messages as m
@@ -26,6 +26,18 @@ class Session:
     peer_host: str
     peer_port: int = 0
     client_id: str = ""
+    closed_callbacks: list[Callable[[], None]] = field(default_factory=list)
+    """Run once when the connection ends (a share-group member's records are released)."""
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        if callback not in self.closed_callbacks:
+            self.closed_callbacks.append(callback)
+
+    def close(self) -> None:
+        """The connection ended: run (and drop) the close callbacks."""
+        callbacks, self.closed_callbacks = self.closed_callbacks, []
+        for callback in callbacks:
+            callback()
 
     @property
     def peer(self) -> str:

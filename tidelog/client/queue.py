@@ -1,0 +1,281 @@
+"""The queue consumer: a member of a share group (docs/QUEUES.md).
+
+``async for message in queue`` yields records the broker acquired for this member under a lock;
+each is then settled with ``await message.ack()``, ``nack(delay=None, error=None)``,
+``reject(reason)`` or extended with ``renew()``. Settlements are batched: those made while one
+ShareAcknowledge is in flight go together in the next. Several tasks may iterate one consumer
+at once (see :func:`~tidelog.client.workers.run_workers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Final
+
+from tidelog.wire import share_messages as sm
+from tidelog.wire.errors import BrokerError, raise_for_code
+
+from .backoff import Backoff
+from .cluster import Cluster
+from .connection import Connection
+from .errors import ClientClosedError, ClientUsageError, TidelogConnectionError
+
+logger = logging.getLogger("tidelog.client.queue")
+
+DEFAULT_MAX_RECORDS: Final = 100
+RETRY: Final = Backoff(0.05, 1.0)
+
+
+class QueueMessage:
+    """A record held under this member's lock until it is settled."""
+
+    __slots__ = (
+        "_queue",
+        "delivery_count",
+        "headers",
+        "key",
+        "offset",
+        "partition",
+        "settled",
+        "timestamp",
+        "topic",
+        "value",
+    )
+
+    def __init__(self, queue: QueueConsumer, r: sm.ShareRecord) -> None:
+        self._queue = queue
+        self.topic, self.partition, self.offset = r.topic, r.partition, r.offset
+        self.key, self.value, self.headers = r.key, r.value, r.headers
+        self.timestamp = r.timestamp
+        self.delivery_count = r.delivery_count
+        """1 on the first delivery; each redelivery adds one."""
+        self.settled = False
+
+    async def ack(self) -> None:
+        """Done: never delivered again. Raises :class:`InvalidRecordStateError` if this member
+        no longer holds it (its lock expired: it is redelivered)."""
+        await self._settle(sm.AckType.ACCEPT)
+
+    async def nack(self, delay: float | None = None, error: str | None = None) -> None:
+        """Deliver again after ``delay`` seconds (``None``: the group's backoff policy);
+        ``error`` is kept for the dead-letter headers."""
+        if delay is not None and delay < 0:
+            raise ClientUsageError("a nack delay is 0 or more seconds")
+        ms = -1 if delay is None else round(delay * 1000)
+        await self._settle(sm.AckType.RELEASE, ms, error or "")
+
+    async def reject(self, reason: str = "") -> None:
+        """Straight to the dead-letter topic, with ``reason``."""
+        await self._settle(sm.AckType.REJECT, error=reason)
+
+    async def renew(self) -> None:
+        """Extend the lock by the group's lock duration (for long jobs)."""
+        await self._queue._submit(self, sm.AckType.RENEW, -1, "")
+
+    async def _settle(self, kind: sm.AckType, delay_ms: int = -1, error: str = "") -> None:
+        if self.settled:
+            raise ClientUsageError(f"{self.topic}-{self.partition}@{self.offset} is settled")
+        self.settled = True
+        await self._queue._submit(self, kind, delay_ms, error)
+
+    def __repr__(self) -> str:
+        return (
+            f"QueueMessage({self.topic}-{self.partition}@{self.offset}, "
+            f"delivery_count={self.delivery_count})"
+        )
+
+
+class QueueConsumer:
+    """A member of share group ``group`` reading ``topics``."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str],
+        group: str,
+        topics: str | Sequence[str],
+        *,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        max_wait: float = 0.5,
+        client_id: str = "tidelog",
+        member_id: str | None = None,
+        cluster: Cluster | None = None,
+    ) -> None:
+        if max_records < 1:
+            raise ClientUsageError("max_records must be at least 1")
+        self.group = group
+        self.topics = (topics,) if isinstance(topics, str) else tuple(topics)
+        self.member_id = member_id or uuid.uuid4().hex
+        self.max_records = max_records
+        self.max_wait_ms = round(max_wait * 1000)
+        self._cluster = cluster or Cluster(bootstrap_servers, client_id=client_id)
+        self._buffer: collections.deque[QueueMessage] = collections.deque()
+        self._held: set[QueueMessage] = set()
+        self._fetching = asyncio.Lock()
+        self._pending: list[tuple[sm.ShareAck, asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._cluster.start()
+        self._started = True
+
+    async def __aenter__(self) -> QueueConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release every message held and not settled (delivered again at once to another
+        member), leave, and close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sender is not None:
+            await asyncio.gather(self._sender, return_exceptions=True)
+        release = [
+            sm.ShareAck(x.topic, x.partition, x.offset, sm.AckType.RELEASE, 0)
+            for x in self._held
+            if not x.settled
+        ]
+        self._held.clear()
+        self._buffer.clear()
+        if self._started:
+            try:
+                conn = await self._connection()
+                request = sm.ShareAcknowledgeRequest(
+                    self.group, self.member_id, tuple(release), True
+                )
+                await conn.call(request, sm.ShareAcknowledgeResponse)
+            except (TidelogConnectionError, BrokerError) as exc:
+                logger.info("queue %s: could not release held messages: %s", self.group, exc)
+        await self._cluster.close()
+
+    async def _connection(self) -> Connection:
+        return await self._cluster.any_connection()
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def __aiter__(self) -> QueueConsumer:
+        return self
+
+    async def __anext__(self) -> QueueMessage:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._buffer:
+                return self._buffer.popleft()
+            async with self._fetching:
+                if self._buffer or self._closed:
+                    continue
+                await self._fetch()
+
+    async def _fetch(self) -> None:
+        attempt = 0
+        while not self._closed:
+            try:
+                conn = await self._connection()
+                request = sm.ShareFetchRequest(
+                    self.group, self.member_id, self.topics, self.max_records, self.max_wait_ms
+                )
+                response = await conn.call(request, sm.ShareFetchResponse)
+                raise_for_code(response.error_code, response.error_message)
+            except (TidelogConnectionError, BrokerError) as exc:
+                if isinstance(exc, BrokerError) and not exc.retriable:
+                    raise
+                attempt += 1
+                await asyncio.sleep(RETRY.delay(attempt))
+                continue
+            messages = [QueueMessage(self, r) for r in response.records]
+            self._held.update(messages)
+            self._buffer.extend(messages)
+            return
+
+    # --- settling ---------------------------------------------------------------------------
+
+    async def _submit(
+        self, message: QueueMessage, kind: sm.AckType, delay_ms: int, error: str
+    ) -> None:
+        if self._closed and self._sender is None:
+            raise ClientClosedError("the queue consumer is closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ack = sm.ShareAck(message.topic, message.partition, message.offset, kind, delay_ms, error)
+        self._pending.append((ack, future))
+        if kind is not sm.AckType.RENEW:
+            self._held.discard(message)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_acks())
+        await future
+
+    async def _send_acks(self) -> None:
+        """Send what is pending, one request at a time: what arrives meanwhile goes next."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                conn = await self._connection()
+                request = sm.ShareAcknowledgeRequest(
+                    self.group, self.member_id, tuple(a for a, _ in batch)
+                )
+                response = await conn.call(request, sm.ShareAcknowledgeResponse)
+                raise_for_code(response.error_code, response.error_message)
+            except Exception as exc:  # every waiter gets the failure
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            failed = {(f.topic, f.partition, f.offset): f for f in response.failed}
+            for ack, future in batch:
+                f = failed.get((ack.topic, ack.partition, ack.offset))
+                if future.done():
+                    continue
+                if f is None:
+                    future.set_result(None)
+                else:
+                    try:
+                        raise_for_code(f.error_code, f.error_message)
+                    except BrokerError as exc:
+                        future.set_exception(exc)
+
+
+async def alter_queue(
+    bootstrap_servers: str | Sequence[str], group: str, **settings: object
+) -> None:
+    """Set share group settings (docs/QUEUES.md, "Settings"), creating the group if missing.
+    Raises :class:`InvalidConfigError` for an unknown name or an absurd value."""
+    cluster = Cluster(bootstrap_servers)
+    try:
+        conn = await cluster.any_connection()
+        configs = tuple((k, str(v)) for k, v in settings.items())
+        request = sm.AlterShareGroupRequest(group, configs)
+        response = await conn.call(request, sm.AlterShareGroupResponse)
+        raise_for_code(response.error_code, response.error_message)
+    finally:
+        await cluster.close()
+
+
+async def describe_queue(
+    bootstrap_servers: str | Sequence[str], group: str
+) -> sm.DescribeShareGroupResponse:
+    """A share group's settings, members and per-partition counts. Raises
+    :class:`GroupIdNotFoundError` for an unknown group."""
+    cluster = Cluster(bootstrap_servers)
+    try:
+        conn = await cluster.any_connection()
+        response = await conn.call(
+            sm.DescribeShareGroupRequest(group), sm.DescribeShareGroupResponse
+        )
+        raise_for_code(response.error_code, response.error_message)
+        return response
+    finally:
+        await cluster.close()

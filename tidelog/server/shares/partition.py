@@ -1,0 +1,244 @@
+"""One share-partition: the state of a group's records in one topic partition (KIP-932's
+SharePartition). Pure: no I/O, time passed in (``now``: the coordinator's monotonic ms clock;
+``wall``: ms since the epoch, for the dead-letter headers).
+
+The in-flight window runs from the *start offset* (SPSO: every record below it is settled) to
+the *end offset* (SPEO: the next record never acquired). Only unsettled records of the window
+have an entry; an offset of the window without one is settled (acked, dead-lettered, or no
+record at all: a compacted or aborted gap). States (docs/QUEUES.md, "States of a record"):
+
+* AVAILABLE: released, acquirable again once ``available_at`` passed;
+* ACQUIRED: locked for ``member`` until ``lock_until``;
+* ARCHIVING: bound for the dead-letter topic (rejected, or out of delivery attempts); it is
+  archived (its entry dropped) only once the dead-letter record is durable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from tidelog.wire.errors import InvalidRecordStateError
+
+from .settings import ShareSettings
+
+
+class RecordState(IntEnum):
+    """KIP-932's values (ACKNOWLEDGED and ARCHIVED records have no entry)."""
+
+    AVAILABLE = 0
+    ACQUIRED = 1
+    ARCHIVING = 3
+
+
+class Reason:
+    """Why a record is dead-lettered (the ``reason`` header)."""
+
+    REJECTED: Final = "rejected"
+    MAX_ATTEMPTS: Final = "max_attempts"
+    LOCK_EXPIRED: Final = "lock_expired"
+
+
+@dataclass(slots=True)
+class InFlight:
+    state: RecordState
+    delivery_count: int = 0
+    member: str = ""
+    """ACQUIRED: the holder; otherwise the last holder (to explain a late ack)."""
+    lock_until: int = 0
+    available_at: int = 0
+    first_delivery: int = -1
+    last_delivery: int = -1
+    last_error: str = ""
+    reason: str = ""
+    expired: bool = False
+    """The last lock expired (or the broker restarted) rather than being settled."""
+    lost_by: str = ""
+    """The last member whose lock expired (to explain its late ack)."""
+
+
+class SharePartition:
+    """A group's records of one partition. Every mutator returns nothing or raises
+    :class:`InvalidRecordStateError` with nothing changed."""
+
+    def __init__(self, start: int, end: int | None = None) -> None:
+        self.start = start
+        self.end = start if end is None else end
+        self.records: dict[int, InFlight] = {}
+        self.acked = 0
+        self.dead_lettered = 0
+
+    # --- acquiring --------------------------------------------------------------------------
+
+    def room(self, settings: ShareSettings) -> int:
+        """How many records past :attr:`end` may still be acquired (the window cap)."""
+        return max(settings.max_partition_locks - (self.end - self.start), 0)
+
+    def redeliverable(self, now: int, limit: int) -> list[int]:
+        """Up to ``limit`` released records that may be acquired now, oldest first."""
+        out = [
+            o
+            for o, r in self.records.items()
+            if r.state is RecordState.AVAILABLE and r.available_at <= now
+        ]
+        out.sort()
+        return out[:limit]
+
+    def acquire(self, offset: int, member: str, now: int, wall: int, lock_ms: int) -> InFlight:
+        """Lock ``offset`` (a released record, or the record at :attr:`end`: the window grows
+        past it) for ``member``; its delivery count goes up."""
+        entry = self.records.get(offset)
+        if entry is None:
+            if offset < self.end:
+                raise InvalidRecordStateError(f"offset {offset} is settled")
+            entry = InFlight(RecordState.AVAILABLE, first_delivery=wall)
+            self.records[offset] = entry
+            self.end = offset + 1
+        elif entry.state is not RecordState.AVAILABLE:
+            raise InvalidRecordStateError(f"offset {offset} is not available")
+        entry.state = RecordState.ACQUIRED
+        entry.delivery_count += 1
+        entry.member = member
+        entry.lock_until = now + lock_ms
+        entry.last_delivery = wall
+        entry.expired = False
+        if entry.first_delivery < 0:
+            entry.first_delivery = wall
+        return entry
+
+    def skip_to(self, offset: int) -> None:
+        """No record below ``offset`` past :attr:`end` (a gap in the log, or data deleted by
+        retention below it): the window's end moves there, and a record below it that was
+        deleted is settled."""
+        if offset > self.end:
+            self.end = offset
+        if offset > self.start:
+            for o in [o for o in self.records if o < offset]:
+                if self.records[o].state is not RecordState.ACQUIRED:
+                    del self.records[o]
+        self._advance()
+
+    # --- settling ---------------------------------------------------------------------------
+
+    def held(self, offset: int, member: str, now: int) -> InFlight:
+        """The entry of ``offset`` if ``member`` holds it under a valid lock; raises with the
+        reason otherwise (an expired lock is released here first)."""
+        entry = self.records.get(offset)
+        if entry is None:
+            what = "never acquired" if offset >= self.end else "already settled"
+            raise InvalidRecordStateError(f"offset {offset} is {what}")
+        if (
+            entry.state is RecordState.ACQUIRED
+            and entry.lock_until <= now
+            and entry.member == member
+        ):
+            raise InvalidRecordStateError(f"the lock on offset {offset} expired")
+        if (entry.lost_by == member and entry.member != member) or (
+            entry.state is not RecordState.ACQUIRED and entry.expired and entry.member == member
+        ):
+            raise InvalidRecordStateError(f"the lock on offset {offset} expired: it is redelivered")
+        if entry.state is not RecordState.ACQUIRED:
+            raise InvalidRecordStateError(f"offset {offset} is not held by {member!r}")
+        if entry.member != member:
+            raise InvalidRecordStateError(f"offset {offset} is held by another member")
+        return entry
+
+    def accept(self, offset: int, member: str, now: int) -> InFlight:
+        entry = self.held(offset, member, now)
+        del self.records[offset]
+        self.acked += 1
+        self._advance()
+        return entry
+
+    def release(
+        self, offset: int, member: str, now: int, settings: ShareSettings, delay_ms: int, error: str
+    ) -> None:
+        """Available again after ``delay_ms`` (-1: the backoff policy), or bound for the
+        dead-letter topic if it used its last delivery attempt."""
+        entry = self.held(offset, member, now)
+        if error:
+            entry.last_error = error
+        delay = settings.backoff_ms(entry.delivery_count) if delay_ms < 0 else delay_ms
+        self._released(entry, now + delay, settings, Reason.MAX_ATTEMPTS)
+
+    def reject(self, offset: int, member: str, now: int, reason: str) -> None:
+        entry = self.held(offset, member, now)
+        if reason:
+            entry.last_error = reason
+        entry.state = RecordState.ARCHIVING
+        entry.reason = Reason.REJECTED
+
+    def renew(self, offset: int, member: str, now: int, lock_ms: int) -> None:
+        self.held(offset, member, now).lock_until = now + lock_ms
+
+    def _released(
+        self, entry: InFlight, available_at: int, settings: ShareSettings, reason: str
+    ) -> None:
+        if entry.delivery_count >= settings.max_delivery_attempts:
+            entry.state = RecordState.ARCHIVING
+            entry.reason = reason
+        else:
+            entry.state = RecordState.AVAILABLE
+            entry.available_at = available_at
+
+    def expire(self, now: int, settings: ShareSettings) -> int:
+        """Release every record whose lock expired (available at once); how many."""
+        count = 0
+        for entry in self.records.values():
+            if entry.state is RecordState.ACQUIRED and entry.lock_until <= now:
+                entry.expired = True
+                entry.lost_by = entry.member
+                self._released(entry, now, settings, Reason.LOCK_EXPIRED)
+                count += 1
+        return count
+
+    def release_member(self, member: str, now: int, settings: ShareSettings) -> int:
+        """Release everything ``member`` holds (it left or its connection closed)."""
+        count = 0
+        for entry in self.records.values():
+            if entry.state is RecordState.ACQUIRED and entry.member == member:
+                entry.expired = True
+                entry.lost_by = member
+                self._released(entry, now, settings, Reason.LOCK_EXPIRED)
+                count += 1
+        return count
+
+    def dead_lettering(self) -> list[int]:
+        return sorted(o for o, r in self.records.items() if r.state is RecordState.ARCHIVING)
+
+    def archived(self, offset: int) -> None:
+        """The dead-letter record of ``offset`` is durable: the record is settled."""
+        entry = self.records.get(offset)
+        if entry is not None and entry.state is RecordState.ARCHIVING:
+            del self.records[offset]
+            self.dead_lettered += 1
+            self._advance()
+
+    def forget(self, offset: int) -> None:
+        """The record at ``offset`` is gone from the log (retention, compaction): settled."""
+        if self.records.pop(offset, None) is not None:
+            self._advance()
+
+    def _advance(self) -> None:
+        self.start = min(self.records, default=self.end)
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def counts(self, now: int) -> tuple[int, int, int, int]:
+        """``(in_flight, delayed, redeliverable, dead_lettering)``."""
+        in_flight = delayed = ready = dlq = 0
+        for r in self.records.values():
+            if r.state is RecordState.ACQUIRED:
+                in_flight += 1
+            elif r.state is RecordState.ARCHIVING:
+                dlq += 1
+            elif r.available_at > now:
+                delayed += 1
+            else:
+                ready += 1
+        return in_flight, delayed, ready, dlq
+
+    def oldest_delivery(self) -> int:
+        times = [r.first_delivery for r in self.records.values() if r.first_delivery >= 0]
+        return min(times, default=-1)
