@@ -39,12 +39,15 @@ fuzz: $(STAMP)
 # under an idempotent producer (make test runs 30).
 # 400 rounds of damaged files between broker restarts, the corruption soak (make test runs 40).
 # 100 cleanings of a compacted log SIGKILLed at random points (make test runs 4).
+# schemathesis over every gateway endpoint, 200 examples per operation and a random seed (make
+# test runs 10 with a fixed seed).
 soak: $(STAMP)
 	TIDELOG_SOAK_ROUNDS=300 $(BIN)/pytest tests/system/test_log_crash.py -q
 	TIDELOG_IDEMPOTENCE_KILLS=300 $(BIN)/pytest tests/system/test_idempotent_crash.py -q -s
 	TIDELOG_CONN_SOAK_ROUNDS=50 $(BIN)/pytest tests/system/test_connection_soak.py -q -s
 	TIDELOG_CORRUPTION_ROUNDS=400 $(BIN)/pytest tests/system/test_corruption_soak.py -q -s
 	TIDELOG_CLEAN_SOAK_ROUNDS=100 $(BIN)/pytest tests/system/test_log_clean_crash.py -q -s
+	TIDELOG_SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest tests/gateway/test_openapi.py -q
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).
 run: $(STAMP)
