@@ -126,7 +126,7 @@ class CreateTopic(Strict):
     replication_factor: StrictInt = Field(
         default=-1, ge=-1, le=INT32_MAX, description="-1: the broker's default"
     )
-    configs: dict[str, str] = Field(default_factory=dict, examples=[{"retention.ms": "86400000"}])
+    configs: dict[str, str] = Field(default_factory=dict, examples=[{"retention_ms": "86400000"}])
 
 
 class PartitionDetail(Strict):
@@ -157,7 +157,7 @@ class TopicDetail(Strict):
 
 
 class AlterConfigs(Strict):
-    set: dict[str, str] = Field(default_factory=dict, examples=[{"retention.ms": "3600000"}])
+    set: dict[str, str] = Field(default_factory=dict, examples=[{"retention_ms": "3600000"}])
     delete: list[str] = Field(default_factory=list, description="keys reset to the default")
 
 
