@@ -2,7 +2,7 @@
 throughput of 100 B records through the same broker.
 
     python bench/http_gateway.py [--records 200000] [--size 100] [--runs 3] [--batch 1000]
-                         [--concurrency 4] [--acks all] [--gateway beside|alone]
+                                 [--concurrency 4] [--acks all] [--gateway beside|alone]
 
 One broker: ``tidelog serve`` with its data in a temporary dir and the gateway beside it (in
 the broker's process, the default deployment), or with ``--gateway alone`` a ``tidelog
@@ -10,12 +10,13 @@ gateway`` process in front of it. Four ways to move ``--records`` records of ``-
 each run once per round, the rounds interleaved so a slow spell of the machine hits every way
 alike; each figure is the median of ``--runs`` rounds (min-max):
 
-* produce, Python client: one ``Producer`` (batch_size 256 KiB, linger 5 ms) sends every record,
-  then flushes;
+* produce, Python client: one ``Producer`` (batch_size 256 KiB, linger 5 ms) sends every record
+  to a new topic, then flushes (``drive_tidelog.produce``, as in the side-by-side bench);
 * produce, HTTP batches: ``POST /v1/topics/{topic}/records`` with ``--batch`` records per request
   (format ``text``: a value of ``--size`` characters is ``--size`` bytes in the log),
   ``--concurrency`` requests in flight on keep-alive connections (httpx);
-* consume, Python client: a ``Consumer`` reads a filled topic from the beginning (``getmany``);
+* consume, Python client: a ``Consumer`` reads the filled topic from the beginning
+  (``getmany``; bench/consume.py's reader); the topic is filled through the gateway first;
 * consume, WebSocket: one ``/v1/ws`` subscription from ``earliest`` reads the same topic
   (``records`` frames of up to 500 records), checking offsets are consecutive.
 
@@ -38,6 +39,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import consume as consume_bench
+import drive_tidelog
 import httpx
 import msgspec
 import uvloop
@@ -46,7 +49,7 @@ from harness import machine, spread, stop_process
 from rich.console import Console
 from rich.table import Table
 
-from tidelog.client import AdminClient, Consumer, Producer, TopicPartition
+from tidelog.client import AdminClient
 
 TIDELOG = Path(sys.executable).parent / "tidelog"
 START_TIMEOUT_S = 60.0
@@ -106,19 +109,6 @@ class Banner:
             return match.group(1)
 
 
-async def produce_client(address: str, topic: str, n: int, size: int, acks: str) -> float:
-    value = b"x" * size  # the same bytes as the HTTP way's text value
-    async with Producer(
-        address, acks=acks, batch_size=256 * 1024, linger=0.005, max_request_size=4 << 20
-    ) as producer:
-        await producer.send_and_wait(topic, value)  # connection and metadata warm
-        start = time.perf_counter()
-        for _ in range(n):
-            await producer.send(topic, value)
-        await producer.flush()
-        return n / (time.perf_counter() - start)
-
-
 async def produce_http(url: str, topic: str, n: int, size: int, acks: str, args: Args) -> float:
     record = {"value": "x" * size}
     body = msgspec.json.encode({"format": "text", "records": [record] * args.batch})
@@ -142,22 +132,6 @@ async def produce_http(url: str, topic: str, n: int, size: int, acks: str, args:
         start = time.perf_counter()
         await asyncio.gather(*(sender() for _ in range(args.concurrency)))
         return requests * args.batch / (time.perf_counter() - start)
-
-
-async def consume_client(address: str, topic: str, n: int) -> float:
-    tp = TopicPartition(topic, 0)
-    async with Consumer(address, auto_offset_reset="earliest") as consumer:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        got = expected = 0
-        start = time.perf_counter()
-        while got < n:
-            for records in (await consumer.getmany(timeout=5.0)).values():
-                if records[0].offset != expected:
-                    raise AssertionError(f"offset {records[0].offset}, expected {expected}")
-                expected = records[-1].offset + 1
-                got += len(records)
-        return n / (time.perf_counter() - start)
 
 
 async def consume_ws(url: str, topic: str, n: int) -> float:
@@ -187,6 +161,10 @@ async def consume_ws(url: str, topic: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
+async def _first(run: Awaitable[tuple[float, object]]) -> float:
+    return (await run)[0]
+
+
 class Args(argparse.Namespace):
     records: int
     size: int
@@ -201,13 +179,14 @@ async def main(args: Args) -> None:
     n, size = args.records, args.size
     with tidelog_serve(args.gateway == "alone") as (address, url):
         async with AdminClient(address) as admin:
-            for topic in ("filled", "client", "http"):
+            for topic in ("filled", "http"):
                 await admin.create_topic(topic, 1)
-        await produce_client(address, "filled", n, size, "leader")
+        # filled through the gateway: text values, which a WebSocket streams as they are
+        await produce_http(url, "filled", n, size, "leader", args)
         ways: dict[str, Callable[[], Awaitable[float]]] = {
-            "produce: Python client": lambda: produce_client(address, "client", n, size, args.acks),
+            "produce: Python client": lambda: drive_tidelog.produce(address, n, size, args.acks),
             "produce: HTTP batches": lambda: produce_http(url, "http", n, size, args.acks, args),
-            "consume: Python client": lambda: consume_client(address, "filled", n),
+            "consume: Python client": lambda: _first(consume_bench.consume(address, "filled", n)),
             "consume: WebSocket": lambda: consume_ws(url, "filled", n),
         }
         rates: dict[str, list[float]] = {way: [] for way in ways}
