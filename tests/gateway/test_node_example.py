@@ -51,6 +51,6 @@ def test_the_node_example_passes_its_tests() -> None:
     if not (EXAMPLE / "node_modules" / "ws" / "package.json").exists():
         installed = _run(NPM, "ci", "--no-audit", "--no-fund")
         assert installed.returncode == 0, installed.stdout + installed.stderr
-    done = _run(NODE, "--test")
+    done = _run(NODE, "--test", "--test-reporter=tap")  # TAP: the summary lines below
     assert done.returncode == 0, done.stdout + done.stderr
     assert "# fail 0" in done.stdout and re.search(r"^# pass [1-9]", done.stdout, re.M), done.stdout
