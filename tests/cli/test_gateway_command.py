@@ -60,14 +60,42 @@ def test_a_busy_http_port_is_a_clean_error(tmp_path: Path, tidelog_broker: Broke
             assert "--http-port" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_a_limit_out_of_range_is_a_usage_error(tidelog_broker: BrokerThread) -> None:
+def test_a_limit_out_of_range_is_a_usage_error(
+    tidelog_broker: BrokerThread, tmp_path: Path
+) -> None:
+    _a_usage_error(tmp_path, "gateway", "--broker", tidelog_broker.address, "--max-body-bytes", "0")
+
+
+def test_serve_passes_its_http_limits_to_the_gateway(tmp_path: Path) -> None:
+    server = ServeProcess(tmp_path, "--storage", "memory", "--http-max-produce-records", "2")
+    try:
+        server.wait_ready()
+        eventually(lambda: "API docs" in server.output(), "the banner's http line")
+        match = re.search(r"http\s+(http://\S+)", server.output())
+        assert match, server.output()
+        with httpx.Client(base_url=match.group(1), timeout=DEADLINE_S) as http:
+            assert http.post("/v1/topics", json={"name": "t"}).status_code == 201
+            three = {"records": [{"value": i} for i in range(3)]}
+            answer = http.post("/v1/topics/t/records", json=three)
+            assert answer.status_code == 413, answer.text
+            assert answer.json()["error_code"] == "too_many_records"
+    finally:
+        assert server.stop() == 0
+
+
+def test_serve_refuses_an_http_limit_out_of_range(tmp_path: Path) -> None:
+    _a_usage_error(tmp_path, "serve", "--storage", "memory", "--http-max-body-bytes", "0")
+
+
+def _a_usage_error(cwd: Path, *args: str) -> None:
     done = subprocess.run(
-        [str(TIDELOG), "gateway", "--broker", tidelog_broker.address, "--max-body-bytes", "0"],
+        [str(TIDELOG), *args],
+        cwd=cwd,
         env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,
         check=False,
     )
-    assert done.returncode == 2
+    assert done.returncode == 2, done.stderr
     assert "max_body_bytes must be > 0" in done.stderr

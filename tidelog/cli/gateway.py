@@ -62,13 +62,16 @@ def banner_line(server: GatewayServer) -> str:
     return f"  http      {server.url} (API docs at {server.url}/docs)"
 
 
-def _limit_option(name: str, doc: str) -> inspect.Parameter:
+def limit_option(name: str, doc: str, prefix: str = "") -> inspect.Parameter:
+    """A keyword parameter for the limit ``name`` (``prefix`` + name), its option generated
+    from the setting's default and doc."""
     default = getattr(_DEFAULTS, name)
+    name = prefix + name
     flag = "--" + name.replace("_", "-")
     info = typer.Option(
         flag,
         help=f"{doc[:1].upper()}{doc[1:]}. Example: {flag} {default}",
-        rich_help_panel="Limits",
+        rich_help_panel="HTTP gateway limits" if prefix else "Limits",
     )
     return inspect.Parameter(
         name,
@@ -142,6 +145,6 @@ gateway.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # type
         _given["broker"],
         _given["http_host"],
         _given["http_port"],
-        *(_limit_option(name, doc) for name, doc in LIMITS.items()),
+        *(limit_option(name, doc) for name, doc in LIMITS.items()),
     ]
 )

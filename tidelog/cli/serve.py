@@ -26,7 +26,7 @@ from rich.text import Text
 
 from tidelog import __version__
 from tidelog.client import TidelogError
-from tidelog.gateway import DEFAULT_HTTP_PORT, GatewayServer, GatewaySettings
+from tidelog.gateway import DEFAULT_HTTP_PORT, LIMITS, GatewayServer, GatewaySettings
 from tidelog.server import Broker
 from tidelog.server.config import SETTINGS, BrokerConfig, ConfigError, Setting
 from tidelog.server.groups import INTERNAL_PREFIX
@@ -35,10 +35,12 @@ from tidelog.server.run import serve as run_broker
 
 from . import context, parsing
 from .errors import CliError, CliUsageError, command
-from .gateway import Http, HttpPort, banner_line, bind_http
+from .gateway import Http, HttpPort, banner_line, bind_http, limit_option
 
 _BANNER_TOPICS: Final = 5
 _TABLE: Final = "topic_defaults"  # a TOML table: its option is --topic-default key=value
+_HTTP: Final = "http_"  # the gateway's limits: --http-max-body-bytes, ... (some broker
+# settings have the same names: max_fetch_bytes)
 
 ConfigFile = Annotated[
     Path | None,
@@ -132,13 +134,15 @@ def serve(
     across restarts, and the data dir is neither used nor created.
 
     The HTTP gateway (REST + WebSocket, docs/HTTP.md) runs beside it on --http-port, on the
-    broker's host; --no-http turns it off.
+    broker's host, with its limits from the --http-* options; --no-http turns it off.
 
     Example: `tidelog serve --port 7070 --data-dir ./data --http-port 8080`
     """
+    limits = {name: settings.pop(_HTTP + name) for name in LIMITS}
     try:
         broker_config = BrokerConfig.load(overrides=settings, config_file=config)
-    except ConfigError as exc:
+        gateway_config = GatewaySettings(host=broker_config.host, **limits).validate()
+    except (ConfigError, ValueError) as exc:
         raise CliUsageError(str(exc)) from None
     if topic_default:
         table = {
@@ -152,7 +156,7 @@ def serve(
     def started(broker: Broker) -> None:
         server = None
         if sock is not None:
-            server = _gateway_beside(broker, sock)
+            server = _gateway_beside(broker, sock, gateway_config)
             _stop_gateway_first(broker, server)
         _banner(broker_config, broker, server)
 
@@ -193,11 +197,12 @@ def _stop_gateway_first(broker: Broker, server: GatewayServer) -> None:
         loop.add_signal_handler(sig, on_signal, sig.name)
 
 
-def _gateway_beside(broker: Broker, sock: socket.socket) -> GatewayServer:
+def _gateway_beside(
+    broker: Broker, sock: socket.socket, settings: GatewaySettings
+) -> GatewayServer:
     """The gateway for ``tidelog serve``: a client of this broker over loopback."""
     host, port = sock.getsockname()[:2]
-    settings = GatewaySettings(bootstrap=broker.address, host=host, port=port)
-    return GatewayServer(settings, sock)
+    return GatewayServer(settings.replace(bootstrap=broker.address, host=host, port=port), sock)
 
 
 _given = inspect.signature(serve, eval_str=True).parameters
@@ -209,5 +214,6 @@ serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typer 
         _given["topic_default"],
         _given["http_port"],
         _given["http"],
+        *(limit_option(name, doc, _HTTP) for name, doc in LIMITS.items()),
     ]
 )

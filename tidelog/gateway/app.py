@@ -10,7 +10,15 @@ from fastapi import FastAPI
 
 from tidelog import __version__
 
-from . import models, routes_admin, routes_consumers, routes_records, routes_subscriptions, ws
+from . import (
+    models,
+    routes_admin,
+    routes_consumers,
+    routes_records,
+    routes_subscriptions,
+    spec,
+    ws,
+)
 from .errors import BodyLimitMiddleware, install_handlers
 from .settings import GatewaySettings
 from .state import Gateway
@@ -45,6 +53,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     install_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    for module in (routes_admin, routes_records, routes_consumers, routes_subscriptions, ws):
+    modules = (routes_admin, routes_records, routes_consumers, routes_subscriptions, ws)
+    for module in modules:
         app.include_router(module.router)
+    app.state.routes = [route for module in modules for route in module.router.routes]
+    spec.install(app, settings)
     return app

@@ -8,12 +8,14 @@ stack trace: anything unexpected is logged and answered ``500 internal_error`` w
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidelog.client import errors as ce
@@ -90,8 +92,12 @@ def _message(exc: BaseException) -> str:
     return getattr(exc, "message", None) or str(exc) or type(exc).__name__
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error_code": code, "message": message}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error_code": code, "message": message}, status_code=status, headers=headers
+    )
 
 
 _HTTP_CODES: Final[dict[int, str]] = {
@@ -116,10 +122,13 @@ def install_handlers(app: FastAPI) -> None:
             parts.append(f"{where}: {e.get('msg', 'invalid')}")
         return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(request)
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     async def on_any(request: Request, exc: Exception) -> JSONResponse:
         status, code, message = describe(exc)
@@ -134,6 +143,17 @@ def install_handlers(app: FastAPI) -> None:
     for cls in (GatewayError, TidelogError, UndecodableError, ConnectionError, TimeoutError):
         app.add_exception_handler(cls, on_any)
     app.add_exception_handler(Exception, on_any)
+
+
+def _allowed(request: Request) -> str:
+    """Every method of every route on this path, for a 405's ``Allow`` (RFC 9110): Starlette
+    names only the first route's, and FastAPI makes one route per method. ``create_app``
+    lists the routes in ``app.state.routes`` (FastAPI wraps included routers)."""
+    methods: set[str] = set()
+    for route in request.app.state.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 class BodyLimitMiddleware:

@@ -6,16 +6,41 @@ JSON value by nature.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt
+
+from tidelog.wire.api import MAX_TOPIC_NAME_LENGTH
 
 from .formats import Format
 
-TopicName = Annotated[str, Field(min_length=1, max_length=249, examples=["events"])]
-GroupId = Annotated[str, Field(min_length=1, max_length=255, examples=["billing"])]
-Offset = Annotated[int, Field(ge=0)]
-Partition = Annotated[int, Field(ge=0)]
+INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
+TOPIC_PATTERN: Final = (
+    r"^([A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)$"
+)
+"""The broker's rule for a topic name: ``[A-Za-z0-9._-]``, not ``.`` or ``..`` (without a
+look-ahead, so every JSON Schema tool reads it). Declared in the spec only: the broker checks
+it and answers 400 ``invalid_topic_name``."""
+
+TopicName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TOPIC_NAME_LENGTH,
+        examples=["events"],
+        json_schema_extra={"pattern": TOPIC_PATTERN},
+    ),
+]
+GroupId = Annotated[
+    str,
+    Field(min_length=1, max_length=255, examples=["billing"], description="printable characters"),
+]
+INSTANCE_NAME_PATTERN: Final = r"^[A-Za-z0-9._-]+$"
+# Strict: a JSON ``false`` or ``"3"`` is not a number here (pydantic's lax mode would take it).
+Offset = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
+Partition = Annotated[StrictInt, Field(ge=0, le=INT32_MAX)]
+Timestamp = Annotated[StrictInt, Field(ge=0, le=INT64_MAX, description="ms since the epoch")]
 AcksParam = Literal["none", "leader", "all"]
 ResetPolicy = Literal["earliest", "latest", "none"]
 
@@ -95,9 +120,13 @@ class TopicList(Strict):
 
 class CreateTopic(Strict):
     name: TopicName
-    partitions: int = Field(default=-1, ge=-1, description="-1: the broker's default")
-    replication_factor: int = Field(default=-1, ge=-1, description="-1: the broker's default")
-    configs: dict[str, str] = Field(default_factory=dict, examples=[{"retention.ms": "86400000"}])
+    partitions: StrictInt = Field(
+        default=-1, ge=-1, le=INT32_MAX, description="-1: the broker's default"
+    )
+    replication_factor: StrictInt = Field(
+        default=-1, ge=-1, le=INT32_MAX, description="-1: the broker's default"
+    )
+    configs: dict[str, str] = Field(default_factory=dict, examples=[{"retention_ms": "86400000"}])
 
 
 class PartitionDetail(Strict):
@@ -128,7 +157,7 @@ class TopicDetail(Strict):
 
 
 class AlterConfigs(Strict):
-    set: dict[str, str] = Field(default_factory=dict, examples=[{"retention.ms": "3600000"}])
+    set: dict[str, str] = Field(default_factory=dict, examples=[{"retention_ms": "3600000"}])
     delete: list[str] = Field(default_factory=list, description="keys reset to the default")
 
 
@@ -150,7 +179,7 @@ class RecordIn(Strict):
     value: JsonValue = None
     headers: list[HeaderIn] = Field(default_factory=list)
     partition: Partition | None = None
-    timestamp: int | None = Field(default=None, ge=0, description="ms since the epoch")
+    timestamp: Timestamp | None = None
 
 
 class ProduceRequest(Strict):
@@ -207,11 +236,11 @@ class FetchResponse(Strict):
 
 class CreateConsumer(Strict):
     name: str | None = Field(
-        default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$"
+        default=None, min_length=1, max_length=200, pattern=INSTANCE_NAME_PATTERN
     )
     format: Format = Format.JSON
     auto_offset_reset: ResetPolicy = "latest"
-    auto_commit: bool = False
+    auto_commit: StrictBool = False
 
 
 class ConsumerCreated(Strict):

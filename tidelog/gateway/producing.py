@@ -87,12 +87,10 @@ async def enqueue(gw: Gateway, topic: str, body: mo.ProduceRequest, acks: str) -
 async def settle(pending: Pending) -> mo.ProduceResponse:
     """Wait for each queued record's acknowledgement (the producer's delivery timeout bounds
     it) and answer per record."""
-    futures = [o for o in pending.outcomes if not isinstance(o, BaseException)]
-    done = iter(await asyncio.gather(*futures, return_exceptions=True))
     results = []
     failed = 0
     for outcome in pending.outcomes:
-        result = outcome if isinstance(outcome, BaseException) else next(done)
+        result = outcome if isinstance(outcome, BaseException) else await _outcome(outcome)
         if isinstance(result, RecordMetadata):
             results.append(
                 mo.ProduceResult(
@@ -109,3 +107,19 @@ async def settle(pending: Pending) -> mo.ProduceResponse:
             )
         )
     return mo.ProduceResponse(topic=pending.topic, results=results, failed=failed)
+
+
+async def _outcome(future: RecordFuture) -> RecordMetadata | BaseException:
+    """A record's metadata or its error. Awaited in turn, not gathered: the records of one
+    batch share its acknowledgement, so after the first await of a batch the others return at
+    once, and no task is made per record (gather made one each: a third of the CPU of a
+    1,000-record request)."""
+    try:
+        return await future
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this request is cancelled, not the record
+        return exc
+    except Exception as exc:
+        return exc

@@ -20,8 +20,15 @@ from .state import Gateway, gateway
 
 router = APIRouter()
 State = Annotated[Gateway, Depends(gateway)]
-TopicPath = Annotated[str, Path(min_length=1, max_length=249)]
-GroupPath = Annotated[str, Path(min_length=1, max_length=255)]
+TopicPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=mo.MAX_TOPIC_NAME_LENGTH,
+        json_schema_extra={"pattern": mo.TOPIC_PATTERN},
+    ),
+]
+GroupPath = Annotated[str, Path(min_length=1, max_length=255, description="printable characters")]
 ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     code: {"model": mo.ErrorBody, "description": text}
     for code, text in (

@@ -17,7 +17,7 @@ from .routes_admin import ERRORS, GroupPath, State
 from .routes_records import RECORD_ERRORS
 
 router = APIRouter(tags=["consumers"])
-NamePath = Annotated[str, Path(min_length=1, max_length=200)]
+NamePath = Annotated[str, Path(min_length=1, max_length=200, pattern=mo.INSTANCE_NAME_PATTERN)]
 BASE = "/v1/consumers/{group}/instances/{name}"
 CONSUMER_ERRORS = {
     **RECORD_ERRORS,

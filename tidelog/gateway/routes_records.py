@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from tidelog.client import OffsetSpec, TopicPartition
 
@@ -49,7 +49,7 @@ async def produce(
 )
 async def fetch(
     topic: TopicPath,
-    partition: Annotated[int, mo.Field(ge=0)],
+    partition: Annotated[int, Path(ge=0, le=mo.INT32_MAX)],
     gw: State,
     offset: Annotated[
         str,
