@@ -275,6 +275,7 @@ def _record(m: QueueMessage, offset: int | None = None) -> Any:
     return ShareRecord(m.topic, m.partition, m.offset if offset is None else offset, 0, None, None)
 
 
+@pytest.mark.storage_bound  # a restart: memory keeps nothing across it
 def test_acks_and_delivery_counts_survive_a_restart(tmp_path: Path) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
