@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.cli.helpers import TIDELOG, subprocess_env
-from tidelog.cluster.config import ADMIN_OFFSET
+from tidelog.cluster.config import ADMIN_OFFSET, GATEWAY_OFFSET
 from tidelog.cluster.preflight import port_free
 from tidelog.etcd.process import INSTALL_HINT
 
@@ -31,13 +31,15 @@ def need_etcd() -> None:
 
 
 def free_base_port(brokers: int) -> int:
-    """A base port whose broker and admin ports are all free now, below Linux's ephemeral
-    range (32768 on), so no other test's port-0 socket takes one of them meanwhile."""
+    """A base port whose broker, admin and gateway ports are all free now, below Linux's
+    ephemeral range (32768 on), so no other test's port-0 socket takes one of them meanwhile."""
     for _ in range(200):
-        base = random.randrange(10000, 31000 - brokers)
-        ports = [base + i for i in range(brokers)] + [
-            base + ADMIN_OFFSET + i for i in range(brokers)
-        ]
+        base = random.randrange(10000, 30000 - brokers)
+        ports = (
+            [base + i for i in range(brokers)]
+            + [base + ADMIN_OFFSET + i for i in range(brokers)]
+            + [base + GATEWAY_OFFSET]
+        )
         if all(port_free("127.0.0.1", p) for p in ports):
             return base
     raise AssertionError("no free port range")
@@ -61,9 +63,10 @@ def tidelog_json(*args: str) -> Any:
 
 
 def state_pids(data_dir: Path) -> set[int]:
-    """The supervisor's, etcd's and every running broker's PID, from the state file."""
+    """The supervisor's, etcd's, the gateway's and every running broker's PID, from the state
+    file."""
     state = json.loads((data_dir / "state.json").read_text())
-    pids = {state["supervisor_pid"], state["etcd"]["pid"]}
+    pids = {state["supervisor_pid"], state["etcd"]["pid"], (state["gateway"] or {}).get("pid")}
     pids |= {b["pid"] for b in state["brokers"] if b["pid"]}
     return pids - {None}
 

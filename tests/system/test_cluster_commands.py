@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tidelog.cluster.run import wait_exit
@@ -72,6 +73,28 @@ def test_broker_stop_and_start(detached: Path) -> None:
     started = tidelog_json("cluster", "broker", "start", "2", *where)
     assert "broker 2 started" in started["message"]
     assert tidelog_json("cluster", "status", *where)["brokers"][1]["state"] == "running"
+
+
+def test_gateway_stop_and_start(detached: Path) -> None:
+    where = ("--data-dir", str(detached))
+    gateway = tidelog_json("cluster", "status", *where)["gateway"]
+    assert gateway["state"] == "running" and alive(gateway["pid"])
+    health = f"{gateway['url']}/health"
+    assert httpx.get(health, timeout=DEADLINE_S).json() == {"status": "ok"}
+    stopped = tidelog_json("cluster", "gateway", "stop", *where)
+    assert stopped["message"] == f"gateway (pid {gateway['pid']}) stopped"
+    assert not alive(gateway["pid"])
+    assert tidelog_json("cluster", "status", *where)["gateway"]["state"] == "stopped"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(health, timeout=DEADLINE_S)
+    started = tidelog_json("cluster", "gateway", "start", *where)
+    assert "gateway started" in started["message"]
+    again = tidelog_json("cluster", "status", *where)["gateway"]
+    assert again["state"] == "running" and again["pid"] != gateway["pid"]
+    assert httpx.get(health, timeout=DEADLINE_S).json() == {"status": "ok"}
+    refused = tidelog("cluster", "gateway", "start", *where, check=False)
+    assert refused.returncode == 1
+    assert f"the gateway is already running (pid {again['pid']})" in refused.stderr
 
 
 def test_an_unknown_broker_is_refused(detached: Path) -> None:
@@ -155,5 +178,5 @@ def test_down_stops_what_a_killed_supervisor_left(one_broker: Path) -> None:
     os.kill(supervisor, signal.SIGKILL)
     assert wait_exit(supervisor, DEADLINE_S)
     done = tidelog("cluster", "down", "--data-dir", str(data_dir))
-    assert "the supervisor was gone; stopped 2 process(es)" in done.stdout
+    assert "the supervisor was gone; stopped 3 process(es)" in done.stdout  # gateway, broker, etcd
     assert not [pid for pid in pids if alive(pid)]

@@ -1,12 +1,15 @@
 """``tidelog cluster up``'s console driven under a pseudo-terminal: a 3-broker cluster over its
-own etcd, steered with status, broker stop/start/kill, restart all and quit; every process it
+own etcd and its HTTP gateway, steered with status, broker stop/start/kill, gateway stop/start,
+restart all and quit; every process it
 started is gone afterwards (by PID), and a second ``up`` finds the first one's topic."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pexpect
 import pytest
 
@@ -76,6 +79,18 @@ def test_the_console_steers_the_cluster_and_stops_every_process(
         child.expect_exact(PROMPT)
         command(child, "status", r"3\*?\s+│\s+died \(killed by SIGKILL\)")
 
+        status = json.loads((data_dir / "state.json").read_text())
+        health = f"{status['gateway']['url']}/health"
+        assert httpx.get(health, timeout=DEADLINE_S).json() == {"status": "ok"}
+        command(child, "gateway stop", r"gateway \(pid \d+\) stopped")
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(health, timeout=DEADLINE_S)
+        command(child, "status", r"gateway: http://\S+ stopped")
+        command(child, "gateway stop", r"the gateway is not running \(stopped\)")
+        command(child, "gateway start", r"gateway started \(pid \d+\) on http://")
+        started |= state_pids(data_dir)
+        assert httpx.get(health, timeout=DEADLINE_S).json() == {"status": "ok"}
+
         command(child, "restart all", r"restarted brokers 1\.\.3")
         started |= state_pids(data_dir)
         command(child, "broker list", r"3\*?\s+│\s+running")
@@ -87,7 +102,7 @@ def test_the_console_steers_the_cluster_and_stops_every_process(
     finally:
         child.close(force=True)
     assert child.exitstatus == 0, child.before
-    assert len(started) >= 3 + 1 + 1 + 3  # etcd, supervisor, the brokers of each start
+    assert len(started) >= 3 + 1 + 1 + 3 + 2  # etcd, supervisor, brokers and gateways started
     assert not [pid for pid in started if alive(pid)]
     assert not (data_dir / "state.json").exists()
 

@@ -46,8 +46,25 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None
         ClusterConfig.load(write(tmp_path, text))
 
 
+def test_the_gateway_port_never_collides_with_the_brokers(tmp_path: Path) -> None:
+    config = ClusterConfig.load(write(tmp_path, "[cluster]\nbase_port = 9000\n"))
+    assert (config.gateway, config.http_port) == (True, 11000)
+    assert ClusterConfig.load(None, {"gateway_port": 8080}).http_port == 8080
+    with pytest.raises(ClusterConfigError, match=r"gateway_port in .*: 9001 is a broker's"):
+        ClusterConfig.load(None, {"base_port": 9000, "gateway_port": 9001})
+    with pytest.raises(ClusterConfigError, match=r"gateway_port in .*: 10004 is a broker's"):
+        ClusterConfig.load(None, {"base_port": 9000, "gateway_port": 10004})
+    with pytest.raises(ClusterConfigError, match=r"gateway_port in .*: 66000 is not a port"):
+        ClusterConfig.load(None, {"brokers": 1, "base_port": 64000})
+    assert not ClusterConfig.load(
+        None, {"brokers": 1, "base_port": 64000, "gateway": False}
+    ).gateway
+
+
 def test_the_config_survives_the_trip_to_the_background_supervisor() -> None:
-    config = ClusterConfig(brokers=3, etcd=("a:1",), restart_on_failure=True).validate()
+    config = ClusterConfig(
+        brokers=3, etcd=("a:1",), restart_on_failure=True, gateway_port=8081
+    ).validate()
     assert from_json(json.loads(json.dumps(to_json(config)))) == config
 
 

@@ -1,5 +1,6 @@
-"""``tidelog cluster up | down | status | broker ... | restart-all``: a local cluster (etcd and N
-brokers) started, steered and stopped; thin over :mod:`tidelog.cluster`, which does the work.
+"""``tidelog cluster up | down | status | broker ... | gateway ... | restart-all``: a local
+cluster (etcd, N brokers and an HTTP gateway) started, steered and stopped; thin over
+:mod:`tidelog.cluster`, which does the work.
 Registered on the same ``cluster`` group as ``tidelog cluster health`` (:mod:`.health`).
 """
 
@@ -28,7 +29,8 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         help="TOML file with a [cluster] table: brokers, base_port, data_dir, cluster_id, "
-        "default_partitions, replication_factor, etcd, restart_on_failure, lease_ttl_s; "
+        "default_partitions, replication_factor, etcd, restart_on_failure, lease_ttl_s, "
+        "gateway, gateway_port; "
         "flags override it. Example: --config cluster.toml",
     ),
 ]
@@ -107,14 +109,30 @@ def up(
             help="Start a broker again when it dies. Example: --restart-on-failure",
         ),
     ] = None,
+    gateway: Annotated[
+        bool | None,
+        typer.Option(
+            "--gateway/--no-gateway",
+            help="Start one HTTP gateway in front of the brokers (on by default). "
+            "Example: --no-gateway",
+        ),
+    ] = None,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(
+            "--gateway-port",
+            help="The gateway's HTTP port (base-port + 2000). Example: --gateway-port 8080",
+        ),
+    ] = None,
     detach: Annotated[
         bool,
         typer.Option("--detach", "-d", help="Run in the background; no console. Example: --detach"),
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Start etcd and N brokers, wait until all serve, print them and open a console
-    (status, broker stop|start|restart|kill N, restart all, topic list, quit). Ctrl-C or
+    """Start etcd, N brokers and an HTTP gateway, wait until all serve, print them and open a
+    console (status, broker stop|start|restart|kill N, gateway stop|start, restart all, topic
+    list, quit). Ctrl-C or
     quit stops everything.
 
     Example: `tidelog cluster up --brokers 3` or `tidelog cluster up --detach`
@@ -128,6 +146,8 @@ def up(
         "replication_factor": replication_factor,
         "etcd": tuple(e.strip() for e in etcd.split(",") if e.strip()) if etcd else None,
         "restart_on_failure": restart_on_failure,
+        "gateway": gateway,
+        "gateway_port": gateway_port,
     }
     config = call(lambda: ClusterConfig.load(config_file, overrides))
     if not detach:
@@ -226,6 +246,33 @@ _broker_command(
 )
 
 
+gateway_app = typer.Typer(
+    help="Stop or start the HTTP gateway of a running cluster. "
+    "Example: `tidelog cluster gateway stop`",
+    no_args_is_help=True,
+)
+
+
+def _gateway_command(action: str, doc: str) -> None:
+    def run(
+        ctx: typer.Context,
+        data_dir: DataDirOption = None,
+        config_file: ConfigOption = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        payload = {"op": "gateway", "action": action}
+        _say(ctx, control(config_file, data_dir, payload), json_output)
+
+    run.__doc__ = doc
+    gateway_app.command(action)(command(run))
+
+
+_gateway_command("stop", "Stop the gateway (SIGTERM). Example: `tidelog cluster gateway stop`")
+_gateway_command(
+    "start", "Start the gateway, wait for its /ready. Example: `tidelog cluster gateway start`"
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``cluster`` group."""
     app.command("up")(command(up))
@@ -233,3 +280,4 @@ def register(app: typer.Typer) -> None:
     app.command("status")(command(status))
     app.command("restart-all")(command(restart_all))
     app.add_typer(broker_app, name="broker")
+    app.add_typer(gateway_app, name="gateway")

@@ -4,7 +4,8 @@ then by command-line flags (only the flags given).
 Ports are laid out from ``base_port``: broker ``i`` (1-based) listens on ``base_port + i - 1``
 and serves its admin HTTP port on ``base_port + ADMIN_OFFSET + i - 1``, so two clusters with
 base ports far enough apart never collide, and a port already taken is found before anything
-starts.
+starts. The HTTP gateway listens on ``base_port + GATEWAY_OFFSET`` unless ``gateway_port`` names
+another port (which must not be a broker's or an admin port).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ DEFAULT_BASE_PORT: Final = 7070
 DEFAULT_DATA_DIR: Final = Path("./tidelog-cluster")
 ADMIN_OFFSET: Final = 1000
 """Broker ``i``'s admin port is ``base_port + ADMIN_OFFSET + i - 1``."""
+GATEWAY_OFFSET: Final = 2000
+"""The gateway's default HTTP port is ``base_port + GATEWAY_OFFSET``: above every admin port."""
 MAX_BROKERS: Final = 100
 TABLE: Final = "cluster"
 _CLUSTER_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -47,6 +50,10 @@ class ClusterConfig:
     lease_ttl_s: int = 3
     """The brokers' etcd lease TTL: how long a killed broker looks alive to the others."""
     host: str = "127.0.0.1"
+    gateway: bool = True
+    """Start one HTTP gateway (``tidelog gateway``) in front of the brokers."""
+    gateway_port: int = 0
+    """The gateway's HTTP port; 0: ``base_port + GATEWAY_OFFSET``."""
 
     def validate(self, source: str = "settings") -> ClusterConfig:
         def bad(name: str, why: str) -> ClusterConfigError:
@@ -65,6 +72,13 @@ class ClusterConfig:
             raise bad("replication_factor", f"must be 1..brokers ({self.brokers})")
         if not 2 <= self.lease_ttl_s <= 60:
             raise bad("lease_ttl_s", "must be 2..60")
+        if self.gateway:
+            port = self.http_port
+            if not 1 <= port <= 65535:
+                raise bad("gateway_port", f"{port} is not a port (set gateway_port)")
+            taken = {p for i in self.broker_ids for p in (self.port(i), self.admin_port(i))}
+            if port in taken:
+                raise bad("gateway_port", f"{port} is a broker's or an admin port")
         return self
 
     def port(self, broker_id: int) -> int:
@@ -72,6 +86,11 @@ class ClusterConfig:
 
     def admin_port(self, broker_id: int) -> int:
         return self.base_port + ADMIN_OFFSET + broker_id - 1
+
+    @property
+    def http_port(self) -> int:
+        """The gateway's HTTP port."""
+        return self.gateway_port or self.base_port + GATEWAY_OFFSET
 
     def broker_dir(self, broker_id: int) -> Path:
         return self.data_dir / f"broker-{broker_id}"

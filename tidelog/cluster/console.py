@@ -25,10 +25,12 @@ HISTORY_FILE: Final = ".console_history"
 HISTORY_LENGTH: Final = 1000
 BROKER_ACTIONS: Final = ("list", "stop", "start", "restart", "kill")
 TOPIC_ACTIONS: Final = ("list", "create")
+GATEWAY_ACTIONS: Final = ("stop", "start")
 PROMPT: Final = "tidelog> "
 INTRO: Final = (
     "Commands: status, broker list, broker stop|start|restart|kill N, restart all, "
-    "topic list, topic create NAME [PARTITIONS], help, quit (Ctrl-C or Ctrl-D quits too)."
+    "gateway stop|start, topic list, topic create NAME [PARTITIONS], help, quit "
+    "(Ctrl-C or Ctrl-D quits too)."
 )
 
 
@@ -133,6 +135,15 @@ class ClusterConsole(cmd.Cmd):
             return
         self.attempt(self.supervisor.restart_all)
 
+    def do_gateway(self, arg: str) -> None:
+        """gateway stop | gateway start: the cluster's HTTP gateway (start waits for /ready)."""
+        actions = {"stop": self.supervisor.stop_gateway, "start": self.supervisor.start_gateway}
+        action = actions.get(arg.strip())
+        if action is None:
+            self.fail("usage: gateway stop | gateway start")
+            return
+        self.attempt(action)
+
     def do_topic(self, arg: str) -> None:
         """topic list | topic create NAME [PARTITIONS] (the cluster's default partitions and
         replication factor unless given)."""
@@ -172,6 +183,11 @@ class ClusterConsole(cmd.Cmd):
 
     def complete_restart(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return ["all"] if "all".startswith(text) and len(line[:begidx].split()) == 1 else []
+
+    def complete_gateway(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        if len(line[:begidx].split()) == 1:
+            return [a for a in GATEWAY_ACTIONS if a.startswith(text)]
+        return []
 
     def complete_topic(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         if len(line[:begidx].split()) == 1:

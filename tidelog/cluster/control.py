@@ -4,6 +4,7 @@ JSON line out, per connection:
 
     {"op": "status"}                         -> {"ok": true, "result": {...}}
     {"op": "broker", "action": "stop", "id": 2}
+    {"op": "gateway", "action": "stop"}     (or "start")
     {"op": "restart-all"} | {"op": "topics"} | {"op": "down"}
                                              -> {"ok": false, "error": "why"}
 """
@@ -47,6 +48,10 @@ def dispatch(supervisor: Supervisor, request: dict[str, Any]) -> Any:
             return supervisor.topics()
         case {"op": "restart-all"}:
             return supervisor.restart_all()
+        case {"op": "gateway", "action": "stop"}:
+            return supervisor.stop_gateway()
+        case {"op": "gateway", "action": "start"}:
+            return supervisor.start_gateway()
         case {"op": "broker", "action": str(action), "id": int(broker_id)}:
             actions: dict[str, Callable[[int], str]] = {
                 "stop": supervisor.stop_broker,

@@ -96,8 +96,20 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def check_ports(config: ClusterConfig, broker_ids: range | list[int] | None = None) -> None:
-    """Raise :class:`ClusterError` for the first broker or admin port that is taken."""
+def check_ports(
+    config: ClusterConfig,
+    broker_ids: range | list[int] | None = None,
+    gateway: bool | None = None,
+) -> None:
+    """Raise :class:`ClusterError` for the first broker, admin or gateway port that is taken
+    (the gateway's by default only when every broker's is checked, as at ``up``)."""
+    if gateway is None:
+        gateway = broker_ids is None and config.gateway
+    if gateway and not port_free(config.host, config.http_port):
+        raise ClusterError(
+            f"HTTP port {config.http_port} of the gateway is already in use on "
+            f"{config.host}: stop what listens there, or pick --gateway-port or --no-gateway"
+        )
     for broker_id in broker_ids if broker_ids is not None else config.broker_ids:
         for kind, port in (
             ("port", config.port(broker_id)),

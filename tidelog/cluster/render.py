@@ -61,6 +61,15 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
     console.print(f"etcd: {where}{owner}", soft_wrap=True)
     if "error" in etcd:
         console.print(Text(f"etcd does not answer: {etcd['error']}", "red"), soft_wrap=True)
+    gateway = status.get("gateway")
+    if gateway is not None:
+        line = Text(f"gateway: {gateway['url']} ")
+        line.append(gateway["state"], STATE_STYLES.get(gateway["state"], ""))
+        if gateway["pid"]:
+            line.append(f" (pid {gateway['pid']})")
+        elif gateway.get("last_exit") and gateway["state"] == "died":
+            line.append(f" ({gateway['last_exit']})")
+        console.print(line, soft_wrap=True)
     controller = status.get("controller", -1)
     console.print(f"controller (*): {controller if controller >= 0 else 'none'}")
     if status.get("topics"):

@@ -45,6 +45,11 @@ def preflight(config: ClusterConfig) -> None:
     check_ports(config)
 
 
+def _what(config: ClusterConfig) -> str:
+    gateway = f" and the HTTP gateway on port {config.http_port}" if config.gateway else ""
+    return f"etcd, {config.brokers} brokers{gateway}"
+
+
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
 """Besides Ctrl-C: SIGTERM, and SIGHUP (the terminal closed). The brokers run in sessions of
 their own, so a supervisor that died by these would leave them running: it stops them first."""
@@ -69,7 +74,7 @@ def foreground(config: ClusterConfig, out: Console) -> None:
     _interrupt_on_stop_signals()
     control: ControlServer | None = None
     try:
-        out.print(f"starting etcd and {config.brokers} brokers in {config.data_dir} ...")
+        out.print(f"starting {_what(config)} in {config.data_dir} ...")
         supervisor.up()
         control = ControlServer(supervisor, on_down=lambda: os.kill(os.getpid(), signal.SIGINT))
         control.start()
@@ -135,7 +140,7 @@ def daemon(argv: list[str]) -> int:
     supervisor = Supervisor(config, notify=log)
     control: ControlServer | None = None
     try:
-        print(f"starting etcd and {config.brokers} brokers in {config.data_dir} ...", flush=True)
+        print(f"starting {_what(config)} in {config.data_dir} ...", flush=True)
         supervisor.up()
         control = ControlServer(supervisor, on_down=stop.set).start()
         log(f"cluster running; supervisor pid {os.getpid()}")
@@ -186,7 +191,9 @@ def stop_orphans(data_dir: Path) -> str:
     state = StateFile(data_dir).read()
     if state is None:
         raise ClusterError(f"no cluster is running from {data_dir}")
-    pids = [b["pid"] for b in state.get("brokers", []) if b.get("pid")]
+    gateway = state.get("gateway") or {}
+    pids = [gateway["pid"]] if gateway.get("pid") else []  # the gateway first, as at shutdown
+    pids += [b["pid"] for b in state.get("brokers", []) if b.get("pid")]
     if state.get("etcd", {}).get("pid"):
         pids.append(state["etcd"]["pid"])  # etcd last: the brokers leave it first
     stopped = [pid for pid in pids if _ours(pid, data_dir) and _terminate(pid)]

@@ -1,11 +1,12 @@
-"""The supervisor behind ``tidelog cluster``: etcd and N broker processes, their lifecycle and
-their status.
+"""The supervisor behind ``tidelog cluster``: etcd, N broker processes and one HTTP gateway,
+their lifecycle and their status.
 
 Operations (from the console, the control socket or a watcher) are serialised by one lock, so
 ``broker stop 2`` and an automatic restart of broker 2 never interleave. A broker's death is
 seen by its watcher thread (:mod:`.procs`) at once: an exit the supervisor did not ask for
 (including ``broker kill``, which is a failure on purpose) is reported through ``notify`` and,
-with ``restart_on_failure``, answered by a restart.
+with ``restart_on_failure``, answered by a restart. The gateway is supervised the same way, in
+a slot of its own (:data:`GATEWAY`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ SETTLE_S: Final = 10.0
 RESTART_WINDOW_S: Final = 60.0
 MAX_RESTARTS: Final = 5
 """A broker restarted on failure more often than this within RESTART_WINDOW_S is left down."""
+GATEWAY: Final = 0
+"""The gateway's slot number (brokers are 1..N)."""
 
 Notify = Callable[[str], None]
 
@@ -52,7 +55,7 @@ class BrokerState(StrEnum):
 
 @dataclass(slots=True)
 class BrokerSlot:
-    """Broker ``broker_id`` and its current child process, if any."""
+    """Broker ``broker_id`` (or the gateway: :data:`GATEWAY`) and its current child, if any."""
 
     broker_id: int
     state: BrokerState = BrokerState.STOPPED
@@ -65,6 +68,10 @@ class BrokerSlot:
     def pid(self) -> int | None:
         return self.child.pid if self.child is not None and self.child.alive else None
 
+    @property
+    def name(self) -> str:
+        return "gateway" if self.broker_id == GATEWAY else f"broker {self.broker_id}"
+
 
 class Supervisor:
     """Starts, watches and stops one local cluster (``config``). Thread-safe."""
@@ -73,6 +80,7 @@ class Supervisor:
         self.config = config
         self.notify = notify
         self.slots = {i: BrokerSlot(i) for i in config.broker_ids}
+        self.gateway = BrokerSlot(GATEWAY) if config.gateway else None
         self.etcd: EtcdProcess | None = None
         self.endpoints: tuple[str, ...] = config.etcd
         self.state_file = StateFile(config.data_dir)
@@ -93,8 +101,12 @@ class Supervisor:
                 self._start_etcd()
                 for broker_id in self.config.broker_ids:
                     self._spawn(broker_id)
+                if self.gateway is not None:
+                    self._spawn(GATEWAY)  # a client: /ready once it reaches a broker
                 self._wait_ready(list(self.config.broker_ids))
                 self._wait_for(lambda v: v.controller >= 0, "a controller to be elected")
+                if self.gateway is not None:
+                    self._wait_ready([GATEWAY])
         except BaseException:
             self.shutdown()
             raise
@@ -121,7 +133,7 @@ class Supervisor:
                 self._closed = True  # never started (the data dir is another's): nothing ours
                 return
             self._closed = True
-            running = [s for s in self.slots.values() if s.pid is not None]
+            running = [s for s in self._all_slots() if s.pid is not None]
             self._stop_many(running)
             if self.etcd is not None:
                 self.etcd.stop()
@@ -193,16 +205,54 @@ class Supervisor:
         with self._ops:
             self._check_open()
             self._stop_many([s for s in self.slots.values() if s.pid is not None])
-            check_ports(self.config)
+            check_ports(self.config, list(self.slots))  # the gateway runs on
             for broker_id in self.slots:
                 self._spawn(broker_id)
             self._wait_ready(list(self.slots))
             return f"restarted brokers 1..{self.config.brokers}"
 
+    # --- the gateway -----------------------------------------------------------------------
+
+    def _gateway(self) -> BrokerSlot:
+        if self.gateway is None:
+            raise ClusterError("this cluster runs no gateway (it was started with --no-gateway)")
+        return self.gateway
+
+    def stop_gateway(self) -> str:
+        with self._ops:
+            slot = self._gateway()
+            if slot.pid is None:
+                raise ClusterError(f"the gateway is not running ({slot.state})")
+            pid = slot.pid
+            self._stop_many([slot])
+            return f"gateway (pid {pid}) stopped"
+
+    def start_gateway(self) -> str:
+        with self._ops:
+            self._check_open()
+            slot = self._gateway()
+            if slot.pid is not None:
+                raise ClusterError(f"the gateway is already running (pid {slot.pid})")
+            check_ports(self.config, [], gateway=True)
+            self._spawn(GATEWAY)
+            self._wait_ready([GATEWAY])
+            return f"gateway started (pid {slot.pid}) on {self.gateway_url}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.http_port}"
+
     # --- children ---------------------------------------------------------------------------
 
     def argv(self, broker_id: int) -> list[str]:
         c = self.config
+        if broker_id == GATEWAY:  # the data dir on its command line: see tidelog.cluster.run
+            return [
+                sys.executable, "-m", "tidelog.cluster", "gateway", str(c.data_dir),
+                "--broker", ",".join(f"{c.host}:{c.port(i)}" for i in c.broker_ids),
+                "--http-host", c.host,
+                "--http-port", str(c.http_port),
+            ]  # fmt: skip
         return [
             sys.executable, "-m", "tidelog.server",
             "--host", c.host,
@@ -216,9 +266,16 @@ class Supervisor:
             "--default-partitions", str(c.default_partitions),
         ]  # fmt: skip
 
+    def _slot_of(self, broker_id: int) -> BrokerSlot:
+        return self._gateway() if broker_id == GATEWAY else self.slots[broker_id]
+
+    def _all_slots(self) -> list[BrokerSlot]:
+        """The gateway first: it is stopped with (and before) the brokers it fronts."""
+        return ([self.gateway] if self.gateway is not None else []) + list(self.slots.values())
+
     def _spawn(self, broker_id: int) -> None:
-        slot = self.slots[broker_id]
-        log = self.config.data_dir / "logs" / f"broker-{broker_id}.log"
+        slot = self._slot_of(broker_id)
+        log = self.config.data_dir / "logs" / f"{slot.name.replace(' ', '-')}.log"
         slot.child = ChildProcess(self.argv(broker_id), log, self._exited).start()
         slot.expected_exit = False
         slot.state = BrokerState.STARTING
@@ -242,13 +299,13 @@ class Supervisor:
 
     def _exited(self, child: ChildProcess, code: int) -> None:
         """On a watcher thread: ``child`` ended with ``code``."""
-        slot = next((s for s in self.slots.values() if s.child is child), None)
+        slot = next((s for s in self._all_slots() if s.child is child), None)
         if slot is None or slot.expected_exit or self._closed:
             return
         slot.state = BrokerState.DIED
         slot.last_exit = describe_exit(code)
         self._save()
-        self.notify(f"broker {slot.broker_id} (pid {child.pid}) died: {slot.last_exit}")
+        self.notify(f"{slot.name} (pid {child.pid}) died: {slot.last_exit}")
         if self.config.restart_on_failure:
             threading.Thread(target=self._restart_failed, args=(slot, child), daemon=True).start()
 
@@ -257,7 +314,7 @@ class Supervisor:
         slot.restarts = [t for t in slot.restarts if now - t < RESTART_WINDOW_S] + [now]
         if len(slot.restarts) > MAX_RESTARTS:
             self.notify(
-                f"broker {slot.broker_id} died {MAX_RESTARTS} times within "
+                f"{slot.name} died {MAX_RESTARTS} times within "
                 f"{RESTART_WINDOW_S:g}s: left down (log: {dead.log_path})"
             )
             return
@@ -265,39 +322,46 @@ class Supervisor:
             if self._closed or slot.child is not dead:
                 return  # stopped, or started again by hand meanwhile
             try:
-                self.notify(self.start_broker(slot.broker_id) + " (restart on failure)")
+                if slot.broker_id == GATEWAY:
+                    started = self.start_gateway()
+                else:
+                    started = self.start_broker(slot.broker_id)
+                self.notify(started + " (restart on failure)")
             except ClusterError as exc:
-                self.notify(f"broker {slot.broker_id} could not be restarted: {exc}")
+                self.notify(f"{slot.name} could not be restarted: {exc}")
 
     def _wait_ready(self, broker_ids: list[int]) -> None:
         """Until each broker's admin port says ``/ready`` (a broker opens it only after it has
-        joined the cluster); fails at once when one exits."""
+        joined the cluster), or the gateway's; fails at once when one exits."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         waiting = set(broker_ids)
         with httpx.Client(timeout=1.0) as http:
             while waiting:
                 for broker_id in sorted(waiting):
-                    slot = self.slots[broker_id]
+                    slot = self._slot_of(broker_id)
                     child = slot.child
                     assert child is not None
                     if not child.alive:
                         code = child.returncode if child.returncode is not None else -1
                         raise ClusterError(
-                            f"broker {broker_id} exited while starting ({describe_exit(code)}): "
+                            f"{slot.name} exited while starting ({describe_exit(code)}): "
                             f"{log_tail(child.log_path)}"
                         )
                     if self._ready(http, broker_id):
                         slot.state = BrokerState.RUNNING
                         waiting.discard(broker_id)
                 if waiting and time.monotonic() > deadline:
-                    names = ", ".join(map(str, sorted(waiting)))
-                    raise ClusterError(f"broker(s) {names} not ready within {READY_TIMEOUT_S:g}s")
+                    names = ", ".join(self._slot_of(i).name for i in sorted(waiting))
+                    raise ClusterError(f"{names} not ready within {READY_TIMEOUT_S:g}s")
                 if waiting:
                     time.sleep(POLL_S)
         self._save()
 
     def _ready(self, http: httpx.Client, broker_id: int) -> bool:
-        url = f"http://{self.config.host}:{self.config.admin_port(broker_id)}/ready"
+        if broker_id == GATEWAY:
+            url = f"{self.gateway_url}/ready"
+        else:
+            url = f"http://{self.config.host}:{self.config.admin_port(broker_id)}/ready"
         try:
             return http.get(url).status_code == 200
         except httpx.HTTPError:
@@ -356,6 +420,14 @@ class Supervisor:
                 }
                 for s in self.slots.values()
             ],
+            "gateway": None
+            if self.gateway is None
+            else {
+                "state": str(self.gateway.state),
+                "pid": self.gateway.pid,
+                "url": self.gateway_url,
+                "last_exit": self.gateway.last_exit,
+            },
         }
 
     def status(self) -> dict[str, Any]:
