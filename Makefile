@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # tests marked storage_bound, where storage is under test, are left out of that run).
 test: $(STAMP)
 	$(BIN)/pytest
-	$(BIN)/pytest tests/integration tests/cli --tidelog-storage=memory
+	$(BIN)/pytest tests/integration tests/cli tests/gateway --tidelog-storage=memory
 
 lint: $(STAMP)
 	$(BIN)/ruff check tidelog tests bench
