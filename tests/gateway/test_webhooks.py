@@ -279,3 +279,53 @@ def test_filter_by_key_prefix_and_header(
     )
     eventually(lambda: len(receiver.acked()) == 2, "two records delivered")
     assert [d.body["value"] for d in receiver.acked()] == [1, 4]
+
+
+def test_a_429_or_503_with_retry_after_is_retried_after_that_delay(
+    gw: httpx.Client, receiver_factory: Callable[..., Receiver], sleep: FakeSleep
+) -> None:
+    answers = {"1": (429, {"Retry-After": "7"}), "2": (503, {"Retry-After": "11"})}
+    receiver = receiver_factory(
+        lambda body, headers: answers.get(headers["x-tidelog-delivery-attempt"], 200)
+    )
+    make_topic(gw, "orders")
+    produce(gw, "orders", [{"value": 0}])
+    subscribe(gw, "hook", receiver.url, topic="orders")
+    eventually(lambda: len(receiver.acked()) == 1, "the record acknowledged")
+    assert [d.status for d in receiver.all()] == [429, 503, 200]
+    assert sleep.delays == [7.0, 11.0]  # what the receiver asked, not the backoff (~0.5, ~1)
+
+
+def test_a_410_gone_ends_the_subscription(
+    gw: httpx.Client, receiver_factory: Callable[..., Receiver]
+) -> None:
+    receiver = receiver_factory(lambda body, headers: 410 if body["offset"] == 2 else 200)
+    make_topic(gw, "orders")
+    produce(gw, "orders", [{"value": i} for i in range(5)])
+    subscribe(gw, "hook", receiver.url, topic="orders")
+
+    def status() -> dict[str, Any]:
+        return gw.get("/v1/subscriptions/hook").json()  # type: ignore[no-any-return]
+
+    eventually(lambda: status()["subscription"]["state"] == "ended", "the subscription ended")
+    assert "410" in status()["subscription"]["ended_reason"]
+    eventually(lambda: not status()["delivery"]["serving"], "the gateway stopped serving it")
+    # the refused record is not acknowledged: the position stays on it
+    eventually(lambda: status()["partitions"][0]["position"] == 2, "position 2 committed")
+    assert [d.where[2] for d in receiver.all()] == [0, 1, 2]  # nothing after the 410
+    assert fetch_all(gw, "_tidelog_dlq.hook") == []
+    assert_error(gw.post("/v1/subscriptions/hook/resume"), 409, "subscription_ended")
+
+
+def test_start_and_replay_by_time(
+    gw: httpx.Client, receiver_factory: Callable[..., Receiver]
+) -> None:
+    receiver = receiver_factory()
+    make_topic(gw, "orders")
+    produce(gw, "orders", [{"value": i, "timestamp": 1000 * (i + 1)} for i in range(5)])
+    subscribe(gw, "hook", receiver.url, topic="orders", start="time", time=2500)
+    eventually(lambda: len(receiver.acked()) == 3, "the records at or after 2500 ms")
+    r = gw.post("/v1/subscriptions/hook/replay", json={"time": 2000})
+    assert r.status_code == 200, r.text
+    eventually(lambda: len(receiver.acked()) == 7, "the records at or after 2000 ms again")
+    assert receiver.acked_offsets() == {("orders", 0): [2, 3, 4, 1, 2, 3, 4]}

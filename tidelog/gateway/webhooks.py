@@ -194,10 +194,18 @@ class Webhooks:
             await admin.delete_groups([d.group_id])
 
     async def positions(self, d: Definition) -> list[ms.PartitionStatus]:
-        """The committed position and lag of every partition the group has committed."""
+        """The committed position and lag of every partition the group has committed that
+        still exists (a topic deleted, or created anew with fewer partitions, leaves commits
+        whose end offset cannot be asked)."""
         admin = await self.clients.admin()
         committed = await admin.list_committed(d.group_id)
-        tps = sorted(committed)
+        wanted = {tp.topic for tp in committed} & set(await admin.list_topics())
+        exist = {
+            (t.name, p.partition)
+            for t in (await admin.describe_topics(sorted(wanted)) if wanted else [])
+            for p in t.partitions
+        }
+        tps = sorted(tp for tp in committed if (tp.topic, tp.partition) in exist)
         ends = await admin.list_offsets(dict.fromkeys(tps, OffsetSpec.LATEST)) if tps else {}
         return [
             ms.PartitionStatus(

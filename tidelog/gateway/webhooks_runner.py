@@ -12,7 +12,6 @@ and undelivered (fetching pauses above it), plus the consumer's prefetch per par
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
@@ -36,6 +35,17 @@ PAUSED_POLL_S: Final = 0.05
 ERROR_RETRY_S: Final = 1.0
 
 OnGone = Callable[[str, str], Coroutine[Any, Any, None]]
+
+
+async def join(task: asyncio.Task[None]) -> None:
+    """Wait for a task told to stop; its own cancellation is swallowed, but not the caller's
+    (suppressing both would leave e.g. the reconcile loop running after its close())."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 @dataclass(slots=True)
@@ -91,8 +101,7 @@ class Runner:
             for w in self.workers.values():
                 w.stop.set()
                 w.wake.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await join(self._task)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -244,8 +253,7 @@ class Runner:
             w.wake.set()
         for w in gone:
             if w.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w.task
+                await join(w.task)
             self.held -= len(w.queue)
             w.queue.clear()
         await self._commit(consumer, gone)
