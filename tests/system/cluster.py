@@ -53,9 +53,6 @@ class Cluster:
         self.keys = ClusterKeys(name)
         self.brokers: dict[int, BrokerProcess] = {}
 
-    def endpoint_for(self, broker_id: int) -> str:
-        return self.etcd.endpoint
-
     def start(self, broker_id: int, *extra: str, endpoint: str | None = None) -> BrokerProcess:
         proc = BrokerProcess(
             self.root / f"broker-{broker_id}",

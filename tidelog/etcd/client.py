@@ -31,8 +31,7 @@ from .types import (
     Put,
     TxnResult,
     WatchEvent,
-    b64,
-    prefix_end,
+    range_body,
 )
 
 DEFAULT_TIMEOUT: Final = 2.0
@@ -111,10 +110,7 @@ class EtcdClient:
 
     async def range(self, key: bytes, *, prefix: bool = False) -> tuple[list[KeyValue], int]:
         """The keys (one, or all under ``key`` when ``prefix``) and the revision they are of."""
-        body: JSON = {"key": b64(key)}
-        if prefix:
-            body["range_end"] = b64(prefix_end(key))
-        reply = await self.call("kv/range", body)
+        reply = await self.call("kv/range", range_body(key, prefix))
         kvs = [KeyValue.from_json(kv) for kv in reply.get("kvs", ())]
         return kvs, header_revision(reply)
 
@@ -188,9 +184,7 @@ class EtcdClient:
         Ends with :class:`EtcdUnavailableError` when the stream breaks (re-watch from the last
         revision seen plus one) and :class:`EtcdCompactedError` when that history is gone.
         """
-        request: JSON = {"key": b64(key)}
-        if prefix:
-            request["range_end"] = b64(prefix_end(key))
+        request = range_body(key, prefix)
         if start_revision:
             request["start_revision"] = str(start_revision)
         url = f"{self.endpoints[self._current]}/v3/watch"

@@ -38,6 +38,14 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"  # every key
 
 
+def range_body(key: bytes, prefix: bool) -> JSON:
+    """The ``key`` (and ``range_end``) fields that name ``key``, or every key under it."""
+    body: JSON = {"key": b64(key)}
+    if prefix:
+        body["range_end"] = b64(prefix_end(key))
+    return body
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     """One key as etcd stores it. ``create_revision`` identifies this incarnation of the key
@@ -142,10 +150,7 @@ class Delete:
     prefix: bool = False
 
     def to_json(self) -> JSON:
-        body: JSON = {"key": b64(self.key)}
-        if self.prefix:
-            body["range_end"] = b64(prefix_end(self.key))
-        return {"request_delete_range": body}
+        return {"request_delete_range": range_body(self.key, self.prefix)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +161,7 @@ class Get:
     prefix: bool = False
 
     def to_json(self) -> JSON:
-        body: JSON = {"key": b64(self.key)}
-        if self.prefix:
-            body["range_end"] = b64(prefix_end(self.key))
-        return {"request_range": body}
+        return {"request_range": range_body(self.key, self.prefix)}
 
 
 Op: TypeAlias = Put | Delete | Get

@@ -41,7 +41,7 @@ from ..config import BrokerConfig
 from ..core.configs import parse_topic_configs
 from ..groups.records import OFFSETS_TOPIC
 from ..groups.store import offsets_topic_config
-from ..log import LogManager, TopicPartition
+from ..log import LogManager
 from .member import ClusterMember
 from .records import NO_LEADER, BrokerRecord, ClusterKeys
 from .view import ClusterView
@@ -78,8 +78,6 @@ class ClusterRole:
         self._task: asyncio.Task[None] | None = None
         self._offsets_task: asyncio.Task[None] | None = None
         self._unserved: set[str] = set()
-        self.reconciled = asyncio.Event()
-        """Set after each pass that brought the local logs in line with the view."""
 
     @property
     def view(self) -> ClusterView:
@@ -130,7 +128,6 @@ class ClusterRole:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            self.reconciled.clear()
             try:
                 await self._reconcile(self.view)
             except BrokerError as exc:
@@ -139,8 +136,6 @@ class ClusterRole:
                 self._dirty.set()
                 continue
             self._follow_offsets(self.view)
-            if not self._dirty.is_set():
-                self.reconciled.set()
 
     async def _create_offsets_topic(self) -> None:
         """Make sure the cluster has ``__consumer_offsets`` (the first broker to look creates
@@ -302,7 +297,3 @@ class ClusterRole:
             return None
         broker = view.brokers.get(state.record.leader)
         return None if broker is None else broker.record
-
-    def hosts(self, tp: TopicPartition) -> bool:
-        state = self.view.partitions.get(tp)
-        return state is not None and self.broker_id in state.record.replicas
