@@ -79,6 +79,10 @@ def test_the_console_steers_the_cluster_and_stops_every_process(
         child.expect_exact(PROMPT)
         command(child, "status", r"3\*?\s+│\s+died \(killed by SIGKILL\)")
 
+        command(child, "restart all", r"restarted brokers 1\.\.3")
+        started |= state_pids(data_dir)
+
+        # With every broker up again (a gateway's readiness needs its brokers).
         status = json.loads((data_dir / "state.json").read_text())
         health = f"{status['gateway']['url']}/health"
         assert httpx.get(health, timeout=DEADLINE_S).json() == {"status": "ok"}
@@ -90,9 +94,6 @@ def test_the_console_steers_the_cluster_and_stops_every_process(
         command(child, "gateway start", r"gateway started \(pid \d+\) on http://")
         started |= state_pids(data_dir)
         assert httpx.get(health, timeout=DEADLINE_S).json() == {"status": "ok"}
-
-        command(child, "restart all", r"restarted brokers 1\.\.3")
-        started |= state_pids(data_dir)
         command(child, "broker list", r"3\*?\s+│\s+running")
         command(child, "broker start 9", r"there is no broker 9 in this cluster \(brokers 1\.\.3\)")
         command(child, "broker start 1", r"broker 1 is already running")
