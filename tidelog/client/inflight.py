@@ -13,6 +13,13 @@ one, the next is already on its way. The sequences keep the order, with these ru
 Kafka's ``RecordAccumulator.shouldStopDrainBatchesForPartition`` and
 ``TransactionManager.canRetry``):
 
+* The bound counts batches from the oldest one not yet answered: a batch answered while an
+  earlier one is still out does not free its slot until that earlier one is answered too. The
+  broker may answer one connection's requests out of order (an acks=all append waits for its
+  fsync while a later one finishes), and it remembers only the producer's last
+  ``max_batches`` batches: were slots freed out of order, later batches could push the
+  unanswered one out of that window, and its retry after a lost connection would be refused
+  as ``OUT_OF_ORDER_SEQUENCE`` although the broker has it.
 * A partition pipelines only once a batch of the producer's current id and epoch has been
   acknowledged on it: the broker accepts the first batch of a producer it does not know (and
   of a new epoch) without checking it follows anything, so a later request must not be able to
@@ -37,7 +44,8 @@ Everything here is synchronous and per batch group, never per record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Final
 
 from .batch import ProducerBatch
@@ -51,7 +59,10 @@ UNLIMITED: Final = 2**31 - 1
 @dataclass(slots=True)
 class _Partition:
     batches: int = 0
-    """Batches of the partition in flight."""
+    """Batches of the partition counted in flight: those of :attr:`groups`."""
+    groups: deque[list[int]] = field(default_factory=deque)
+    """``[group, batches, answered]`` per group sent, oldest first, from the oldest one not
+    answered yet (the answered ones before it are dropped)."""
     retry_group: int = -1
     """The retried group in flight, if any (-1: none): nothing else goes beside it."""
     acked_id: int = -1
@@ -120,6 +131,7 @@ class PartitionFlights:
                 self._racing.add(first.group)
             if first.attempts > 1:
                 part.retry_group = first.group
+        part.groups.append([first.group, len(group), 0])
         part.batches += len(group)
 
     def raced(self, group: list[ProducerBatch]) -> bool:
@@ -130,8 +142,14 @@ class PartitionFlights:
     def landed(self, tp: TopicPartition, group: list[ProducerBatch]) -> None:
         """``group`` is back: acknowledged, failed, or queued for a retry."""
         part = self._part(tp)
-        part.batches -= len(group)
         first = group[0].group
+        groups = part.groups
+        for entry in groups:
+            if entry[0] == first:
+                entry[2] = 1
+                break
+        while groups and groups[0][2]:
+            part.batches -= groups.popleft()[1]
         if part.retry_group == first:
             part.retry_group = -1
         self._racing.discard(first)

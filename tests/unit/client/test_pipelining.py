@@ -95,6 +95,26 @@ def test_with_idempotence_requests_pipeline_up_to_five_batches_in_all() -> None:
     assert len(take(acc, idem, flights)) == 2
 
 
+def test_slots_free_from_the_oldest_unanswered_batch_on() -> None:
+    """The broker remembers a producer's last five batches and may answer a connection's
+    requests out of order: were the later answers to free slots, more than five batches could
+    be appended after one still unanswered, and its retry would be refused."""
+    acc, idem = accumulator(), identity()
+    flights = pipeline(idem)
+    acked(flights, acc, idem)
+    add(acc, 7)
+    groups = [take(acc, idem, flights) for _ in range(5)]
+    assert all(len(g) == 1 for g in groups)
+    for group in groups[1:]:  # answered before the first
+        flights.acknowledged(TP0, group[0])
+        flights.landed(TP0, group)
+    assert flights.in_flight(TP0) == 5
+    assert take(acc, idem, flights) == []
+    flights.landed(TP0, groups[0])
+    assert flights.in_flight(TP0) == 0
+    assert len(take(acc, idem, flights)) == 1
+
+
 def test_a_partition_pipelines_only_after_an_acknowledgement_of_its_epoch() -> None:
     """A broker takes a producer's first batch at any sequence: nothing may overtake it."""
     acc, idem = accumulator(), identity()
