@@ -7,21 +7,16 @@ looked up or by the reaper.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
 
 from tidelog.client import Consumer
 
 from .errors import GatewayError
 from .formats import Format
+from .registry import IdleRegistry
 from .settings import GatewaySettings
-
-REAP_INTERVAL_MAX_S: Final = 10.0
-EXPIRED_REMEMBERED: Final = 4096
-"""Names of expired instances kept to answer "expired" rather than "not found"."""
 
 
 @dataclass(slots=True)
@@ -37,6 +32,12 @@ class Instance:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Requests on one instance run one at a time (a poll and a commit never interleave)."""
 
+    def busy(self, now: float) -> bool:
+        return self.lock.locked()
+
+    async def close(self) -> None:
+        await self.consumer.close()
+
 
 class Instances:
     """The registry, bounded by ``max_consumer_instances``."""
@@ -44,15 +45,15 @@ class Instances:
     def __init__(self, settings: GatewaySettings, clock: Callable[[], float]) -> None:
         self.settings = settings
         self.clock = clock
-        self._live: dict[tuple[str, str], Instance] = {}
-        self._expired: dict[tuple[str, str], None] = {}
-        self._reaper: asyncio.Task[None] | None = None
+        self._registry: IdleRegistry[tuple[str, str], Instance] = IdleRegistry(
+            settings.max_consumer_instances, settings.consumer_idle_timeout_s, clock
+        )
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self._registry)
 
     def start(self) -> None:
-        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+        self._registry.start()
 
     async def create(
         self, group: str, name: str | None, fmt: Format, reset: str, auto_commit: bool
@@ -61,13 +62,13 @@ class Instances:
         await self.expire_idle()
         name = name or f"gw-{secrets.token_hex(8)}"
         key = (group, name)
-        if key in self._live:
+        if key in self._registry:
             raise GatewayError(409, "instance_exists", f"consumer instance {name!r} exists")
-        if len(self._live) >= self.settings.max_consumer_instances:
+        if self._registry.full():
             raise GatewayError(
                 429,
                 "too_many_instances",
-                f"{len(self._live)} consumer instances are open "
+                f"{len(self._registry)} consumer instances are open "
                 "(max_consumer_instances): delete some first",
             )
         s = self.settings
@@ -83,12 +84,11 @@ class Instances:
             max_partition_fetch_bytes=s.ws_prefetch_bytes,
         )
         instance = Instance(group, name, fmt, consumer, self.clock())
-        self._live[key] = instance  # reserve the name while it connects
-        self._expired.pop(key, None)
+        self._registry.add(key, instance)  # reserve the name while it connects
         try:
             await consumer.start()
         except BaseException:
-            self._live.pop(key, None)
+            self._registry.remove(key)
             await consumer.close()
             raise
         return instance
@@ -97,9 +97,9 @@ class Instances:
         """The instance, its idle clock reset. 404 if unknown or expired (the message says
         which)."""
         await self.expire_idle()
-        instance = self._live.get((group, name))
+        instance = self._registry.get((group, name))
         if instance is None:
-            if (group, name) in self._expired:
+            if self._registry.expired((group, name)):
                 raise GatewayError(
                     404,
                     "consumer_instance_expired",
@@ -111,40 +111,17 @@ class Instances:
                 "consumer_instance_not_found",
                 f"no consumer instance {name!r} in group {group!r}",
             )
-        instance.last_used = self.clock()
         return instance
 
     async def delete(self, group: str, name: str) -> None:
         instance = await self.get(group, name)
-        self._live.pop((group, name), None)
+        self._registry.remove((group, name))
         async with instance.lock:
             await instance.consumer.close()
 
     async def expire_idle(self) -> None:
         """Close every instance unused for longer than the idle timeout."""
-        limit = self.settings.consumer_idle_timeout_s
-        now = self.clock()
-        idle = [
-            k for k, i in self._live.items() if now - i.last_used > limit and not i.lock.locked()
-        ]
-        for key in idle:
-            instance = self._live.pop(key)
-            self._expired[key] = None
-            if len(self._expired) > EXPIRED_REMEMBERED:
-                del self._expired[next(iter(self._expired))]
-            await instance.consumer.close()
-
-    async def _reap_loop(self) -> None:
-        interval = min(REAP_INTERVAL_MAX_S, self.settings.consumer_idle_timeout_s / 2)
-        while True:
-            await asyncio.sleep(interval)
-            await self.expire_idle()
+        await self._registry.expire_idle()
 
     async def close(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-        live = list(self._live.values())
-        self._live.clear()
-        await asyncio.gather(*(i.consumer.close() for i in live), return_exceptions=True)
+        await self._registry.close()
