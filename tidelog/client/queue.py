@@ -120,6 +120,8 @@ class QueueConsumer:
         self._sender: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
+        self.lock_duration_ms = 0
+        """The group's lock duration as of the last fetch (0 before it)."""
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -185,22 +187,34 @@ class QueueConsumer:
         attempt = 0
         while not self._closed:
             try:
-                conn = await self._connection()
-                request = sm.ShareFetchRequest(
-                    self.group, self.member_id, self.topics, self.max_records, self.max_wait_ms
-                )
-                response = await conn.call(request, sm.ShareFetchResponse)
-                raise_for_code(response.error_code, response.error_message)
+                messages = await self.take(self.max_records, self.max_wait_ms / 1000)
             except (TidelogConnectionError, BrokerError) as exc:
                 if isinstance(exc, BrokerError) and not exc.retriable:
                     raise
                 attempt += 1
                 await asyncio.sleep(RETRY.delay(attempt))
                 continue
-            messages = [QueueMessage(self, r) for r in response.records]
             self._held.update(messages)
             self._buffer.extend(messages)
             return
+
+    async def take(self, max_records: int, wait: float) -> list[QueueMessage]:
+        """One ShareFetch: up to ``max_records`` messages acquired for this member, waiting up
+        to ``wait`` seconds for the first; no retry, no buffering (the HTTP gateway's lease).
+        Concurrent calls are fine. What it returns is not released one by one by
+        :meth:`close` (whose leave releases everything the member holds anyway). Raises the
+        broker's error or :class:`TidelogConnectionError`."""
+        if self._closed:
+            raise ClientClosedError("the queue consumer is closed")
+        conn = await self._connection()
+        request = sm.ShareFetchRequest(
+            self.group, self.member_id, self.topics, max_records, round(wait * 1000)
+        )
+        timeout = self._cluster.request_timeout + wait  # the wait is part of the answer
+        response = await conn.call(request, sm.ShareFetchResponse, timeout=timeout)
+        raise_for_code(response.error_code, response.error_message)
+        self.lock_duration_ms = response.lock_duration_ms
+        return [QueueMessage(self, r) for r in response.records]
 
     # --- settling ---------------------------------------------------------------------------
 
