@@ -14,6 +14,7 @@ from . import (
     models,
     routes_admin,
     routes_consumers,
+    routes_queues,
     routes_records,
     routes_subscriptions,
     spec,
@@ -53,7 +54,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     install_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    modules = (routes_admin, routes_records, routes_consumers, routes_subscriptions, ws)
+    modules = (
+        routes_admin,
+        routes_records,
+        routes_consumers,
+        routes_queues,
+        routes_subscriptions,
+        ws,
+    )
     for module in modules:
         app.include_router(module.router)
     app.state.routes = [route for module in modules for route in module.router.routes]

@@ -44,6 +44,15 @@ class GatewaySettings:
     max_fetch_wait_ms: int = _limit(30_000, "longest long-poll wait of a fetch or poll, in ms")
     max_consumer_instances: int = _limit(256, "consumer instances alive at once (429 above)")
     consumer_idle_timeout_s: float = _limit(300.0, "a consumer instance unused this long is closed")
+    max_queue_members: int = _limit(
+        64, "queue members (share group and topics) this gateway holds at once (429 above)"
+    )
+    queue_idle_timeout_s: float = _limit(
+        300.0, "a queue member unused this long, with no lease left, is closed"
+    )
+    max_queue_leases: int = _limit(
+        10_000, "messages one queue member holds leased at once (429 above)"
+    )
     max_ws_connections: int = _limit(256, "WebSocket connections open at once")
     max_ws_subscriptions: int = _limit(16, "subscriptions per WebSocket connection")
     max_ws_message_bytes: int = _limit(MIB, "largest WebSocket message a client may send")

@@ -1,5 +1,6 @@
-"""What every route shares: the settings, the broker clients, the consumer instances and the
-WebSocket accounting. One :class:`Gateway` per app, on ``app.state.gateway``."""
+"""What every route shares: the settings, the broker clients, the consumer instances, the
+queue members and the WebSocket accounting. One :class:`Gateway` per app, on
+``app.state.gateway``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import Request
 
 from .clients import Clients
 from .instances import Instances
+from .queues import QueueMembers
 from .settings import GatewaySettings
 from .webhooks import Webhooks
 
@@ -29,22 +31,29 @@ class Gateway:
     clients: Clients
     instances: Instances
     webhooks: Webhooks
+    queues: QueueMembers
     sockets: SocketStats = field(default_factory=SocketStats)
 
     @classmethod
     def create(cls, settings: GatewaySettings) -> Gateway:
         clients = Clients(settings)
         return cls(
-            settings, clients, Instances(settings, settings.clock), Webhooks(settings, clients)
+            settings,
+            clients,
+            Instances(settings, settings.clock),
+            Webhooks(settings, clients),
+            QueueMembers(settings, settings.clock),
         )
 
     def start(self) -> None:
         self.instances.start()
         self.webhooks.start()
+        self.queues.start()
 
     async def close(self) -> None:
         await self.webhooks.close()
         await self.instances.close()
+        await self.queues.close()
         await self.clients.close()
 
 
