@@ -79,6 +79,7 @@ def test_nack_redelivers_after_its_delay(
     http: httpx.Client, make_topic: Callable[..., str]
 ) -> None:
     make_topic("emails")
+    settings(http, backoff_base_ms=0)  # so a delay dropped on the way would show
     produce(http, ["later", "soon"])
     got = {m["value"]: m for m in lease_all(http, 2)}
     hour = {"receipt": got["later"]["receipt"], "delay_ms": 3_600_000}
