@@ -16,7 +16,8 @@ export class GatewayError extends Error {
   }
 }
 
-async function call(baseUrl, method, path, body) {
+/** One JSON request to the gateway; an error answer rejects with a GatewayError. */
+export async function call(baseUrl, method, path, body) {
   const response = await fetch(baseUrl + path, {
     method,
     headers: body === undefined ? {} : { "content-type": "application/json" },
