@@ -38,6 +38,7 @@ def test_queue_member_and_lease_limits(
         other = http.post("/v1/queues/other/lease", json={"topics": ["emails"]})
         body = assert_error(other, 429, "too_many_queue_members")
         assert "max_queue_members" in body["message"]
+        assert http.get("/v1/gateway").json()["queue_members"] == 1
 
 
 def test_an_idle_queue_member_is_closed(

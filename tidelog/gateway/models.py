@@ -109,6 +109,8 @@ class GatewayStats(Strict):
     ws_stalled: int
     """Subscriptions waiting for room in their socket's queue: not fetching."""
     consumer_instances: int
+    queue_members: int
+    """Share-group members this gateway holds for the queue endpoints."""
 
 
 # --- topics ---------------------------------------------------------------------------------

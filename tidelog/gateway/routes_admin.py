@@ -102,7 +102,7 @@ async def cluster(gw: State) -> mo.ClusterModel:
 
 @router.get("/v1/gateway", response_model=mo.GatewayStats, tags=["cluster"])
 async def stats(gw: State) -> mo.GatewayStats:
-    """What the gateway holds now: sockets, queued bytes, consumer instances."""
+    """What the gateway holds now: sockets, queued bytes, consumer instances, queue members."""
     s = gw.sockets
     return mo.GatewayStats(
         ws_connections=s.connections,
@@ -111,6 +111,7 @@ async def stats(gw: State) -> mo.GatewayStats:
         ws_send_queue_bytes=gw.settings.ws_send_queue_bytes,
         ws_stalled=s.stalled,
         consumer_instances=len(gw.instances),
+        queue_members=len(gw.queues),
     )
 
 
