@@ -17,6 +17,11 @@ Header = tuple[str, bytes | None]
 
 DEFAULT_SHARE_MAX_RECORDS: Final = 500
 DEFAULT_SHARE_MAX_WAIT_MS: Final = 500
+DLQ_HEADER_PREFIX: Final = "tidelog.dlq."
+"""Every header the broker adds to a dead letter starts with this (docs/QUEUES.md)."""
+REDRIVE_COUNT_HEADER: Final = "tidelog.redrive_count"
+"""How many times a record was redriven from a dead-letter topic: outside the dead-letter
+prefix, so a record dead-lettered again keeps it and the next redrive counts on."""
 
 
 class AckType(IntEnum):
