@@ -146,6 +146,16 @@ class SharePartitionStatus:
     dead_lettered: int
     oldest_acquired_ms: int = -1
     """Wall-clock time of the first delivery of the oldest unsettled record; -1: none."""
+    redelivered: int = 0
+    """Unsettled records delivered more than once."""
+    max_delivery_count: int = 0
+    """The most deliveries an unsettled record had."""
+
+    @property
+    def available(self) -> int:
+        """Records a fetch could take now: never acquired (to the log end), or released and
+        past their delay."""
+        return max(self.log_end_offset - self.end_offset, 0) + self.redeliverable
 
 
 @dataclass(frozen=True, slots=True)

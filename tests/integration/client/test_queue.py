@@ -189,6 +189,29 @@ def test_nack_backoff_delay_renew_and_reject(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_released_record_outlives_the_reading_of_later_batches(tmp_path: Path) -> None:
+    """Acquiring from a later batch moves the window's end; a record released before it (in
+    its delay) stays in the window and comes back."""
+
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            clock = FakeClock()
+            shares(b, clock)
+            await create_topic(b.address, "jobs", 1)
+            await produce(b.address, "jobs", 2)  # one batch per record
+            async with QueueConsumer(b.address, "g", "jobs", max_records=1) as q:
+                first = await take(q)
+                await first.nack(delay=10)
+                second = await take(q)
+                assert second.offset == 1
+                await second.ack()
+                clock.now += 10_000
+                again = await take(q)
+                assert (again.offset, again.delivery_count) == (0, 2)
+
+    run(main())
+
+
 async def read_dlq(address: str, topic: str, count: int) -> list[Any]:
     out = []
     async with Consumer(address, auto_offset_reset="earliest") as consumer:

@@ -346,7 +346,7 @@ class ShareCoordinator:
                 logger.error(
                     "share group %s skips %s-%d: %s", group.group_id, tp.topic, tp.partition, exc
                 )
-                sp.skip_to(exc.next_offset)
+                sp.extend_to(exc.next_offset)
                 changed = True
                 continue
             if read.size == 0:
@@ -362,7 +362,7 @@ class ShareCoordinator:
                     out.append(_share_record(tp, record, entry.delivery_count))
                     budget[0] -= _size(record)
                     taken += 1
-                sp.skip_to(batch.next_offset)  # past compacted gaps and control batches
+                sp.extend_to(batch.next_offset)  # past compacted gaps and control batches
                 changed = True
         return changed
 
@@ -514,6 +514,7 @@ class ShareCoordinator:
                     sp.acked,
                     sp.dead_lettered,
                     sp.oldest_delivery(),
+                    *sp.delivery_stats(),
                 )
             )
         return sm.DescribeShareGroupResponse(
