@@ -22,7 +22,12 @@ from tidelog.client import (
 from tidelog.server import Broker
 from tidelog.server.shares import ShareCoordinator, ShareSettings
 from tidelog.server.shares.records import decode_partition, partition_key
-from tidelog.wire.errors import GroupIdNotFoundError, InvalidConfigError, InvalidRecordStateError
+from tidelog.wire.errors import (
+    GroupIdNotFoundError,
+    InvalidConfigError,
+    InvalidRecordStateError,
+    QueueFullError,
+)
 
 from .helpers import broker, create_topic, run
 
@@ -339,5 +344,33 @@ def test_an_acquisition_is_stored_before_it_is_delivered(tmp_path: Path) -> None
                 )
                 assert stored.records[0].delivery_count == 1
                 assert stored.end == 1
+
+    run(main())
+
+
+def test_a_full_queue_refuses_producers_with_queue_full(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            shares(b, FakeClock())
+            await create_topic(b.address, "jobs", 1)
+            await create_topic(b.address, "logs", 1)
+            with pytest.raises(InvalidConfigError, match="max_backlog_records"):
+                await alter_queue(b.address, "g", max_backlog_records=-1)
+            await alter_queue(b.address, "g", max_backlog_records=3)
+            await produce(b.address, "jobs", 3)
+            async with (
+                QueueConsumer(b.address, "g", "jobs", max_records=1) as q,
+                Producer(b.address, acks="all", retries=0) as producer,
+            ):
+                held = await take(q)  # the group reads jobs now: 3 records not settled
+                with pytest.raises(QueueFullError, match="max_backlog_records"):
+                    await producer.send_and_wait("jobs", b"one too many")
+                await producer.send_and_wait("logs", b"another topic")
+                await held.ack()  # 2 left: room for one
+                await producer.send_and_wait("jobs", b"fits")
+                with pytest.raises(QueueFullError):
+                    await producer.send_and_wait("jobs", b"full again")
+                await alter_queue(b.address, "g", max_backlog_records=0)  # no limit
+                await producer.send_and_wait("jobs", b"unbounded")
 
     run(main())
