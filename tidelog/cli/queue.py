@@ -121,7 +121,11 @@ def consume(
         list[str], typer.Argument(help="The topics to read. Example: emails", show_default=False)
     ],
     auto_ack: Annotated[
-        bool, typer.Option("--auto-ack", help="Print and ack every message, without asking.")
+        bool,
+        typer.Option(
+            "--auto-ack",
+            help="Print and ack every message, without asking. Example: --auto-ack -n 100",
+        ),
     ] = False,
     count: Annotated[
         int | None,
@@ -362,7 +366,9 @@ def dlq_redrive(
     ] = None,
     rate: Annotated[
         float,
-        typer.Option("--rate", min=0.001, help="At most this many records a second."),
+        typer.Option(
+            "--rate", min=0.001, help="At most this many records a second. Example: --rate 50"
+        ),
     ] = 100.0,
     to: Annotated[
         str | None,
@@ -415,7 +421,9 @@ def dlq_purge(
         int | None,
         typer.Option("--before", min=0, help="Only below this offset. Example: --before 1000"),
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation. Example: --yes")
+    ] = False,
 ) -> None:
     """Purge dead letters: every one there is now, or those below --before. They are gone
     from list, show and redrive at once (the disk space goes with the topic's retention).
