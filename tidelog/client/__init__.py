@@ -11,8 +11,11 @@ programs built on the client (the CLI among them) never import :mod:`tidelog.wir
 from tidelog.wire.api import DEFAULT_BROKER_PORT
 from tidelog.wire.compression import Compression
 from tidelog.wire.errors import (
+    GroupIdNotFoundError,
     InvalidConfigError,
+    InvalidRecordStateError,
     MessageTooLargeError,
+    QueueFullError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -36,6 +39,7 @@ from .backoff import Backoff
 from .cluster import Cluster, ClusterMetadata
 from .connection import Connection
 from .consumer import Consumer
+from .deadletters import DeadLetter, DeadLetterPartition, QueueAdmin, RedriveResult
 from .errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -66,7 +70,14 @@ from .types import ConsumerRecord, OffsetAndTimestamp, RecordMetadata, TopicPart
 from .workers import run_workers
 
 __all__ = [
+    "DeadLetter",
+    "DeadLetterPartition",
+    "GroupIdNotFoundError",
+    "InvalidRecordStateError",
+    "QueueAdmin",
     "QueueConsumer",
+    "QueueFullError",
+    "RedriveResult",
     "alter_queue",
     "describe_queue",
     "QueueMessage",

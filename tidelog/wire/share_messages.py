@@ -17,6 +17,11 @@ Header = tuple[str, bytes | None]
 
 DEFAULT_SHARE_MAX_RECORDS: Final = 500
 DEFAULT_SHARE_MAX_WAIT_MS: Final = 500
+DLQ_HEADER_PREFIX: Final = "tidelog.dlq."
+"""Every header the broker adds to a dead letter starts with this (docs/QUEUES.md)."""
+REDRIVE_COUNT_HEADER: Final = "tidelog.redrive_count"
+"""How many times a record was redriven from a dead-letter topic: outside the dead-letter
+prefix, so a record dead-lettered again keeps it and the next redrive counts on."""
 
 
 class AckType(IntEnum):
@@ -141,6 +146,16 @@ class SharePartitionStatus:
     dead_lettered: int
     oldest_acquired_ms: int = -1
     """Wall-clock time of the first delivery of the oldest unsettled record; -1: none."""
+    redelivered: int = 0
+    """Unsettled records delivered more than once."""
+    max_delivery_count: int = 0
+    """The most deliveries an unsettled record had."""
+
+    @property
+    def available(self) -> int:
+        """Records a fetch could take now: never acquired (to the log end), or released and
+        past their delay."""
+        return max(self.log_end_offset - self.end_offset, 0) + self.redeliverable
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,12 @@ from tidelog.client import (
 from tidelog.server import Broker
 from tidelog.server.shares import ShareCoordinator, ShareSettings
 from tidelog.server.shares.records import decode_partition, partition_key
-from tidelog.wire.errors import GroupIdNotFoundError, InvalidConfigError, InvalidRecordStateError
+from tidelog.wire.errors import (
+    GroupIdNotFoundError,
+    InvalidConfigError,
+    InvalidRecordStateError,
+    QueueFullError,
+)
 
 from .helpers import broker, create_topic, run
 
@@ -189,6 +194,29 @@ def test_nack_backoff_delay_renew_and_reject(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_released_record_outlives_the_reading_of_later_batches(tmp_path: Path) -> None:
+    """Acquiring from a later batch moves the window's end; a record released before it (in
+    its delay) stays in the window and comes back."""
+
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            clock = FakeClock()
+            shares(b, clock)
+            await create_topic(b.address, "jobs", 1)
+            await produce(b.address, "jobs", 2)  # one batch per record
+            async with QueueConsumer(b.address, "g", "jobs", max_records=1) as q:
+                first = await take(q)
+                await first.nack(delay=10)
+                second = await take(q)
+                assert second.offset == 1
+                await second.ack()
+                clock.now += 10_000
+                again = await take(q)
+                assert (again.offset, again.delivery_count) == (0, 2)
+
+    run(main())
+
+
 async def read_dlq(address: str, topic: str, count: int) -> list[Any]:
     out = []
     async with Consumer(address, auto_offset_reset="earliest") as consumer:
@@ -316,5 +344,33 @@ def test_an_acquisition_is_stored_before_it_is_delivered(tmp_path: Path) -> None
                 )
                 assert stored.records[0].delivery_count == 1
                 assert stored.end == 1
+
+    run(main())
+
+
+def test_a_full_queue_refuses_producers_with_queue_full(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            shares(b, FakeClock())
+            await create_topic(b.address, "jobs", 1)
+            await create_topic(b.address, "logs", 1)
+            with pytest.raises(InvalidConfigError, match="max_backlog_records"):
+                await alter_queue(b.address, "g", max_backlog_records=-1)
+            await alter_queue(b.address, "g", max_backlog_records=3)
+            await produce(b.address, "jobs", 3)
+            async with (
+                QueueConsumer(b.address, "g", "jobs", max_records=1) as q,
+                Producer(b.address, acks="all", retries=0) as producer,
+            ):
+                held = await take(q)  # the group reads jobs now: 3 records not settled
+                with pytest.raises(QueueFullError, match="max_backlog_records"):
+                    await producer.send_and_wait("jobs", b"one too many")
+                await producer.send_and_wait("logs", b"another topic")
+                await held.ack()  # 2 left: room for one
+                await producer.send_and_wait("jobs", b"fits")
+                with pytest.raises(QueueFullError):
+                    await producer.send_and_wait("jobs", b"full again")
+                await alter_queue(b.address, "g", max_backlog_records=0)  # no limit
+                await producer.send_and_wait("jobs", b"unbounded")
 
     run(main())

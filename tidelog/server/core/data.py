@@ -77,6 +77,8 @@ class DataApis:
                     raise failed[topic]
                 state.serving(topic, partition)
                 check_client_writable(topic, "produce to")
+                if state.produce_guard is not None:  # a queue's backlog limit
+                    state.produce_guard(topic)
                 tp = TopicPartition(topic, partition)
                 if metrics is not None:  # before: the log end, to count what is appended
                     plog = state.manager.get_log(tp)

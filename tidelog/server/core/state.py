@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from tidelog.wire.errors import (
@@ -69,6 +69,9 @@ class CoreState:
         self.shutting_down = False
         self.cluster: ClusterRole | None = None
         """This broker's part in a cluster; ``None`` for a single broker."""
+        self.produce_guard: Callable[[str], None] | None = None
+        """Raises ``QueueFullError`` for a topic whose queue is full (set by the share
+        coordinator while a share group has a backlog limit; ``None``: no check)."""
         self._creating: dict[str, asyncio.Future[None]] = {}
         """Topics being auto-created, each with the future its creating request sets once it
         goes on: later requests naming the topic wait for it."""

@@ -1,7 +1,8 @@
 """Share groups (queues): records acquired under a lock, settled one by one, retried with
 backoff and dead-lettered (docs/QUEUES.md)."""
 
-from .coordinator import ShareCoordinator, ShareGroup
+from .coordinator import ShareCoordinator
+from .group import ShareGroup
 from .partition import InFlight, RecordState, SharePartition
 from .records import SHARE_STATE_TOPIC
 from .settings import ShareSettings

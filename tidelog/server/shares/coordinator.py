@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Final
 
 from tidelog.server.log import TopicPartition
@@ -38,6 +37,7 @@ from ..core.state import CoreState, is_internal
 from ..core.types import Session
 from ..groups.coordinator import monotonic_ms, validate_group_id
 from .deadletter import dead_letter_headers, find_record, write_dead_letters
+from .group import ShareGroup, check_backlog, describe_group
 from .partition import RecordState, SharePartition
 from .records import (
     SHARE_STATE_TOPIC,
@@ -59,27 +59,6 @@ logger = logging.getLogger("tidelog.server.shares")
 TICK_MS: Final = 50
 MAX_FETCH_RECORDS: Final = 10_000
 MAX_MEMBER_ID_LENGTH: Final = 255
-
-
-@dataclass(slots=True)
-class ShareGroup:
-    group_id: str
-    settings: ShareSettings = field(default_factory=ShareSettings)
-    partitions: dict[TopicPartition, SharePartition] = field(default_factory=dict)
-    members: dict[str, int] = field(default_factory=dict)
-    """member id -> last request (clock ms)."""
-    waiters: set[asyncio.Future[None]] = field(default_factory=set)
-    dlq_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    rotation: int = 0
-    handled: int = 0
-    handling_ms_total: int = 0
-    handling_ms_max: int = 0
-
-    def wake(self) -> None:
-        """Records became available: waiting fetches look again."""
-        for future in self.waiters:
-            if not future.done():
-                future.set_result(None)
 
 
 class ShareCoordinator:
@@ -131,6 +110,7 @@ class ShareCoordinator:
                     group.partitions[tp] = decode_partition(value, group.settings)
                 except (ShareRecordError, ValueError) as exc:
                     raise StorageError(f"{SHARE_STATE_TOPIC}-{partition}: {exc}") from None
+        self._limits_changed()
         if self.groups:
             logger.info("resumed %d share group(s)", len(self.groups))
 
@@ -145,6 +125,7 @@ class ShareCoordinator:
 
     async def stop(self) -> None:
         self.begin_shutdown()
+        self._state.produce_guard = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -204,6 +185,17 @@ class ShareCoordinator:
         ]
         end = store.append(partition, rows)
         await store.durable(partition, end)
+
+    # --- the backlog limit ------------------------------------------------------------------
+
+    def _limits_changed(self) -> None:
+        """Produce checks queues only while some group has a backlog limit."""
+        limited = any(g.settings.max_backlog_records for g in self.groups.values())
+        self._state.produce_guard = self.admit if limited else None
+
+    def admit(self, topic: str) -> None:
+        """The produce guard: raises :class:`QueueFullError` for a full queue on ``topic``."""
+        check_backlog(self.groups.values(), topic, self._state.manager)
 
     # --- ShareFetch -------------------------------------------------------------------------
 
@@ -346,7 +338,7 @@ class ShareCoordinator:
                 logger.error(
                     "share group %s skips %s-%d: %s", group.group_id, tp.topic, tp.partition, exc
                 )
-                sp.skip_to(exc.next_offset)
+                sp.extend_to(exc.next_offset)
                 changed = True
                 continue
             if read.size == 0:
@@ -362,7 +354,7 @@ class ShareCoordinator:
                     out.append(_share_record(tp, record, entry.delivery_count))
                     budget[0] -= _size(record)
                     taken += 1
-                sp.skip_to(batch.next_offset)  # past compacted gaps and control batches
+                sp.extend_to(batch.next_offset)  # past compacted gaps and control batches
                 changed = True
         return changed
 
@@ -485,6 +477,7 @@ class ShareCoordinator:
                 partition, [(settings_key(request.group_id), encode_settings(settings))]
             )
             self._group(request.group_id).settings = settings
+            self._limits_changed()
             await store.durable(partition, end)
         except BrokerError as exc:
             return sm.AlterShareGroupResponse(int(exc.code), exc.message)
@@ -495,35 +488,7 @@ class ShareCoordinator:
             group = self._known(request.group_id)
         except BrokerError as exc:
             return sm.DescribeShareGroupResponse(int(exc.code), exc.message)
-        now = self.clock()
-        parts = []
-        for tp, sp in sorted(group.partitions.items()):
-            in_flight, delayed, ready, dlq = sp.counts(now)
-            end = self._state.manager.get_log(tp).high_watermark
-            parts.append(
-                sm.SharePartitionStatus(
-                    tp.topic,
-                    tp.partition,
-                    sp.start,
-                    sp.end,
-                    end,
-                    in_flight,
-                    delayed,
-                    ready,
-                    dlq,
-                    sp.acked,
-                    sp.dead_lettered,
-                    sp.oldest_delivery(),
-                )
-            )
-        return sm.DescribeShareGroupResponse(
-            configs=group.settings.as_configs(),
-            members=tuple(sorted(group.members)),
-            partitions=tuple(parts),
-            handled=group.handled,
-            handling_ms_total=group.handling_ms_total,
-            handling_ms_max=group.handling_ms_max,
-        )
+        return describe_group(group, self._state.manager, self.clock())
 
     async def handle(self, request: sm.ShareRequest, session: Session) -> sm.ShareResponse:
         if self._closing:

@@ -12,14 +12,13 @@ from tidelog.wire.batch_format import Record
 from tidelog.wire.errors import TopicAlreadyExistsError, UnreadableRangeError
 from tidelog.wire.messages import Acks
 from tidelog.wire.records import RecordBatchBuilder, iter_batches
+from tidelog.wire.share_messages import DLQ_HEADER_PREFIX as HEADER_PREFIX
 
 from ..core.state import CoreState
 from .partition import InFlight
 
 logger = logging.getLogger("tidelog.server.shares")
 
-HEADER_PREFIX: Final = "tidelog.dlq."
-"""Every dead-letter header starts with this (docs/QUEUES.md, "Dead letters")."""
 DLQ_PARTITIONS: Final = 1
 
 

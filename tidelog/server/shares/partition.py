@@ -107,10 +107,17 @@ class SharePartition:
             entry.first_delivery = wall
         return entry
 
+    def extend_to(self, offset: int) -> None:
+        """No record of the log between :attr:`end` and ``offset`` is left to acquire (a
+        compacted gap, a control batch, a damaged range): the window's end moves there.
+        Records already in the window keep their state."""
+        if offset > self.end:
+            self.end = offset
+            self._advance()
+
     def skip_to(self, offset: int) -> None:
-        """No record below ``offset`` past :attr:`end` (a gap in the log, or data deleted by
-        retention below it): the window's end moves there, and a record below it that was
-        deleted is settled."""
+        """The log starts at ``offset`` now (retention deleted what was below): the window
+        starts there, and a record below it that is not held is settled."""
         if offset > self.end:
             self.end = offset
         if offset > self.start:
@@ -238,6 +245,12 @@ class SharePartition:
             else:
                 ready += 1
         return in_flight, delayed, ready, dlq
+
+    def delivery_stats(self) -> tuple[int, int]:
+        """``(redelivered, max_delivery_count)`` of the unsettled records: how many were
+        delivered more than once, and the most deliveries any of them had."""
+        counts = [r.delivery_count for r in self.records.values()]
+        return sum(c > 1 for c in counts), max(counts, default=0)
 
     def oldest_delivery(self) -> int:
         times = [r.first_delivery for r in self.records.values() if r.first_delivery >= 0]

@@ -17,6 +17,8 @@ DEFAULT_BACKOFF_BASE_MS: Final = 1_000
 DEFAULT_BACKOFF_MULTIPLIER: Final = 2.0
 DEFAULT_BACKOFF_MAX_MS: Final = 30_000
 DEFAULT_MAX_PARTITION_LOCKS: Final = 2_000
+DEFAULT_MAX_BACKLOG_RECORDS: Final = 0
+"""No backlog limit."""
 DLQ_SUFFIX: Final = ".dlq"
 START_POSITIONS: Final = ("earliest", "latest")
 
@@ -27,6 +29,7 @@ _RANGES: Final[dict[str, tuple[float, float]]] = {
     "backoff_multiplier": (1.0, 100.0),
     "backoff_max_ms": (0, 86_400_000),
     "max_partition_locks": (1, 100_000),
+    "max_backlog_records": (0, 10**12),
 }
 
 
@@ -47,6 +50,9 @@ class ShareSettings:
     max_partition_locks: int = DEFAULT_MAX_PARTITION_LOCKS
     """Cap on a partition's in-flight window (first unsettled record to the next never
     acquired); fetching pauses at it."""
+    max_backlog_records: int = DEFAULT_MAX_BACKLOG_RECORDS
+    """The queue's bound (0: none): while the records of a topic the group reads that it has
+    not settled number this many or more, producers to the topic get QUEUE_FULL."""
 
     def backoff_ms(self, delivery_count: int) -> int:
         """The delay of a release without an explicit one, after ``delivery_count``
