@@ -20,6 +20,7 @@ from . import (
     groups,
     health,
     produce,
+    schema,
     serve,
     status,
     subscription,
@@ -54,6 +55,7 @@ app = typer.Typer(
 app.add_typer(topics.app, name="topic")
 app.add_typer(groups.app, name="group")
 app.add_typer(subscription.app, name="subscription")
+app.add_typer(schema.app, name="schema")
 app.command("serve")(serve.serve)
 app.command("gateway")(gateway.gateway)
 app.command("produce")(produce.produce)
