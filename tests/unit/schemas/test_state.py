@@ -40,6 +40,10 @@ def test_racing_proposals_first_in_the_log_wins() -> None:
     assert b.key not in state.by_key
     assert state.schemas == {1: (J, INT)}
     assert state.next_id == 2
+    c = proposal("s", 1, 2, STR)  # a free id, but the version is taken
+    write(state, c)
+    assert c.key not in state.by_key
+    assert [v.id for v in state.versions("s")] == [1]
 
 
 def test_same_schema_in_two_subjects_shares_its_id() -> None:
