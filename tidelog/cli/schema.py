@@ -63,7 +63,10 @@ class Level(StrEnum):
 
 TypeOption = Annotated[
     Kind | None,
-    typer.Option("--type", help="The schema language (default: by extension, .json is JSON)"),
+    typer.Option(
+        "--type",
+        help="The schema language (default: by extension, .json is JSON). Example: --type json",
+    ),
 ]
 
 
@@ -110,7 +113,8 @@ def register(
     kind: TypeOption = None,
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
-    """Register a schema under a subject (a new version if it is compatible)."""
+    """Register a schema under a subject (a new version if it is compatible).
+    Example: `tidelog schema register orders-value order.avsc`"""
     answer = _call(ctx, registry, "POST", f"/subjects/{subject}/versions", _body(file, kind))
     _out(ctx, answer, f"{markup(subject)}: schema id {answer['id']}")
 
@@ -120,10 +124,13 @@ def register(
 def get(
     ctx: typer.Context,
     subject: SubjectArgument,
-    version: Annotated[str, typer.Option(help="A version number, or latest")] = "latest",
+    version: Annotated[
+        str, typer.Option(help="A version number, or latest. Example: --version 2")
+    ] = "latest",
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
-    """Show one version of a subject: its id and schema."""
+    """Show one version of a subject: its id and schema.
+    Example: `tidelog schema get orders-value --version 2`"""
     v = _call(ctx, registry, "GET", f"/subjects/{subject}/versions/{version}")
     _out(ctx, v, f"{markup(subject)} version {v['version']} (id {v['id']}): {markup(v['schema'])}")
 
@@ -132,10 +139,12 @@ def get(
 @command
 def list_(
     ctx: typer.Context,
-    deleted: Annotated[bool, typer.Option(help="Include soft-deleted subjects")] = False,
+    deleted: Annotated[
+        bool, typer.Option(help="Include soft-deleted subjects. Example: --deleted")
+    ] = False,
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
-    """List the subjects and their versions."""
+    """List the subjects and their versions. Example: `tidelog schema list --deleted`"""
     flag = "?deleted=true" if deleted else ""
     subjects = _call(ctx, registry, "GET", f"/subjects{flag}")
     rows = {s: _call(ctx, registry, "GET", f"/subjects/{s}/versions{flag}") for s in subjects}
@@ -155,11 +164,13 @@ def check(
     subject: SubjectArgument,
     file: FileArgument,
     kind: TypeOption = None,
-    version: Annotated[str, typer.Option(help="The version to check against")] = "latest",
+    version: Annotated[
+        str, typer.Option(help="The version to check against. Example: --version 1")
+    ] = "latest",
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
     """Check a schema against a version of the subject at the subject's compatibility level;
-    exits 1 when it is incompatible."""
+    exits 1 when it is incompatible. Example: `tidelog schema check orders-value v2.avsc`"""
     path = f"/compatibility/subjects/{subject}/versions/{version}?verbose=true"
     answer = _call(ctx, registry, "POST", path, _body(file, kind))
     ok = bool(answer["is_compatible"])
@@ -174,12 +185,18 @@ def check(
 def config(
     ctx: typer.Context,
     subject: Annotated[
-        str | None, typer.Argument(help="A subject (none: the global level)", show_default=False)
+        str | None,
+        typer.Argument(
+            help="A subject (none: the global level). Example: orders-value", show_default=False
+        ),
     ] = None,
-    level: Annotated[Level | None, typer.Option(help="Set this level")] = None,
+    level: Annotated[
+        Level | None, typer.Option(help="Set this level. Example: --level full")
+    ] = None,
     registry: RegistryOption = DEFAULT_REGISTRY,
 ) -> None:
-    """Show or set the compatibility level, global or of one subject."""
+    """Show or set the compatibility level, global or of one subject.
+    Example: `tidelog schema config orders-value --level full`"""
     path = "/config" if subject is None else f"/config/{subject}"
     if level is not None:
         answer = _call(ctx, registry, "PUT", path, {"compatibility": level.value.upper()})
