@@ -59,9 +59,9 @@ RULES: Final = (
     ),
     Rule(
         "clients-never-import-the-server",
-        ("tidelog.client", "tidelog.gateway", "tidelog.cluster"),
+        ("tidelog.client", "tidelog.gateway", "tidelog.cluster", "tidelog.registry"),
         ("tidelog.server",),
-        "client, gateway and cluster talk to brokers over the wire only",
+        "client, gateway, registry and cluster talk to brokers over the wire only",
     ),
     Rule(
         "gateway-is-below-the-cli",

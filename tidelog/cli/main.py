@@ -21,6 +21,7 @@ from . import (
     health,
     produce,
     queue,
+    schema,
     serve,
     status,
     subscription,
@@ -57,6 +58,7 @@ app.add_typer(topics.app, name="topic")
 app.add_typer(groups.app, name="group")
 app.add_typer(subscription.app, name="subscription")
 app.add_typer(queue.app, name="queue")
+app.add_typer(schema.app, name="schema")
 app.command("serve")(serve.serve)
 app.command("gateway")(gateway.gateway)
 app.command("produce")(produce.produce)

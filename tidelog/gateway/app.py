@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tidelog import __version__
+from tidelog import registry as schema_registry
 
 from . import (
     models,
@@ -34,6 +35,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """The gateway as an ASGI app; its clients connect to ``settings.bootstrap`` on first
     use."""
     settings = (settings or GatewaySettings()).validate()
+    schemas = schema_registry.SchemaStore(settings.bootstrap, settings.request_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,6 +45,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await schemas.close()
             await gw.close()
 
     app = FastAPI(
@@ -66,4 +69,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.state.routes = [route for module in modules for route in module.router.routes]
     spec.install(app, settings)
+    # The Confluent-compatible schema registry (docs/REGISTRY.md), its own error format.
+    app.mount(schema_registry.PREFIX, schema_registry.create_app(schemas))
     return app

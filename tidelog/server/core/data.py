@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from tidelog.schemas.types import ValidationMode
 from tidelog.wire import messages as m
 from tidelog.wire.api import split_data
 from tidelog.wire.errors import (
@@ -31,6 +32,7 @@ from ..config import BrokerConfig
 from ..log import TopicPartition
 from ..metrics import BrokerMetrics
 from .idempotence import MAX_EPOCH
+from .schema_guard import SchemaGuard
 from .state import CoreState, check_client_writable
 from .types import Reply
 
@@ -48,6 +50,8 @@ class DataApis:
 
     def __init__(self, state: CoreState) -> None:
         self._state = state
+        self.schemas = SchemaGuard()
+        """Validation on produce for topics with ``schema_validation`` set."""
         self.metrics: BrokerMetrics | None = None
         """Counts records and bytes in and out per topic, when set (per partition, never per
         record: a partition's records are the change of its log end offset)."""
@@ -80,10 +84,14 @@ class DataApis:
                 if state.produce_guard is not None:  # a queue's backlog limit
                     state.produce_guard(topic)
                 tp = TopicPartition(topic, partition)
+                plog = state.manager.get_log(tp)
+                batches = _split_batches(section)
+                validation = plog.config.schema_validation
+                if validation is not ValidationMode.NONE:  # nothing invalid reaches the log
+                    self.schemas.check(state.manager, topic, validation, batches)
                 if metrics is not None:  # before: the log end, to count what is appended
-                    plog = state.manager.get_log(tp)
                     end = plog.log_end_offset
-                appended = writes.append(tp, _split_batches(section), acks)
+                appended = writes.append(tp, batches, acks)
                 if metrics is not None:
                     counts = metrics.topic(topic)
                     counts.records_in += plog.log_end_offset - end

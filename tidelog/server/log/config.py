@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 
+from tidelog.schemas.types import ValidationMode
 from tidelog.wire.api import MAX_TOPIC_NAME_LENGTH
 from tidelog.wire.errors import InvalidConfigError, InvalidTopicNameError
 from tidelog.wire.records import now_ms
@@ -144,6 +145,9 @@ class TopicConfig:
     """Compact a log only once this share of it (by bytes) has not been cleaned yet."""
     min_compaction_lag_ms: int = 0
     """A record stays uncompacted at least this long after it was appended."""
+    schema_validation: ValidationMode = ValidationMode.NONE
+    """Produce checks values against the registry's ``<topic>-value`` subject: ``id`` (the
+    Confluent framing and a live schema id) or ``full`` (and the payload fits); docs/REGISTRY.md."""
 
     def __post_init__(self) -> None:
         _check_int("segment_bytes", self.segment_bytes, 1, INT32_MAX)
@@ -166,6 +170,8 @@ class TopicConfig:
         cleanup = _choice("cleanup_policy", CleanupPolicy, self.cleanup_policy, _policy_text)
         object.__setattr__(self, "flush_policy", flush)
         object.__setattr__(self, "cleanup_policy", cleanup)
+        validation = _choice("schema_validation", ValidationMode, self.schema_validation)
+        object.__setattr__(self, "schema_validation", validation)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TopicConfig:
         """These settings with some replaced; unknown keys raise :class:`InvalidConfigError`."""
@@ -181,6 +187,7 @@ class TopicConfig:
         out = dataclasses.asdict(self)
         out["flush_policy"] = self.flush_policy.value
         out["cleanup_policy"] = self.cleanup_policy.value
+        out["schema_validation"] = self.schema_validation.value
         return out
 
     def overrides_from(self, defaults: TopicConfig) -> dict[str, Any]:
