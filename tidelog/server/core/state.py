@@ -26,6 +26,7 @@ from .types import DeadlineClock
 
 if TYPE_CHECKING:
     from ..cluster.role import ClusterRole
+    from ..replication.serving import LeaderApis
 
 log = logging.getLogger("tidelog.server.core")
 
@@ -69,6 +70,8 @@ class CoreState:
         self.shutting_down = False
         self.cluster: ClusterRole | None = None
         """This broker's part in a cluster; ``None`` for a single broker."""
+        self.replication: LeaderApis | None = None
+        """In a cluster: serves the fetches of followers and OffsetsForLeaderEpoch."""
         self._creating: dict[str, asyncio.Future[None]] = {}
         """Topics being auto-created, each with the future its creating request sets once it
         goes on: later requests naming the topic wait for it."""
@@ -168,7 +171,7 @@ class CoreState:
             for name in wanted:
                 try:
                     if self.cluster is not None:
-                        await self.cluster.create_topic(name, count, 1, {})
+                        await self.cluster.create_topic(name, count, -1, {})
                     else:
                         await self.manager.create_topic_async(name, count)
                 except TopicAlreadyExistsError:
