@@ -46,10 +46,19 @@ def need_etcd() -> None:
 class Cluster:
     """Brokers 1..N of cluster ``name`` over ``etcd``."""
 
-    def __init__(self, root: Path, etcd: EtcdProcess, name: str = "test") -> None:
+    def __init__(
+        self,
+        root: Path,
+        etcd: EtcdProcess,
+        name: str = "test",
+        options: tuple[str, ...] = ("--replication-factor", "1"),
+    ) -> None:
+        """``options`` go to every broker: by default one replica per partition (the tests of
+        clusters before replication); the replication tests pass their own."""
         self.root = root
         self.etcd = etcd
         self.name = name
+        self.options = options
         self.keys = ClusterKeys(name)
         self.brokers: dict[int, BrokerProcess] = {}
 
@@ -60,6 +69,7 @@ class Cluster:
             "--etcd", endpoint or self.etcd.endpoint,
             "--cluster-id", self.name,
             "--etcd-lease-ttl-s", str(LEASE_TTL_S),
+            *self.options,
             *extra,
         ).start()  # fmt: skip
         self.brokers[broker_id] = proc
@@ -107,10 +117,12 @@ class Cluster:
 
 
 @contextmanager
-def cluster(root: Path, brokers: int, name: str = "test") -> Iterator[Cluster]:
+def cluster(
+    root: Path, brokers: int, name: str = "test", options: tuple[str, ...] | None = None
+) -> Iterator[Cluster]:
     need_etcd()
     with EtcdProcess(root / "etcd") as etcd:
-        c = Cluster(root, etcd, name)
+        c = Cluster(root, etcd, name) if options is None else Cluster(root, etcd, name, options)
         try:
             for b in range(1, brokers + 1):
                 c.start(b)

@@ -318,6 +318,32 @@ class BrokerConfig:
         low=0,
         low_open=True,
     )
+    replication_factor: int = _setting(
+        3,
+        "replicas of a new topic in a cluster when CreateTopics asks for the default (cut to "
+        "the live broker count; internal topics get it too)",
+        "2",
+        group=CLUSTER,
+        low=1,
+        high=16,
+    )
+    min_insync_replicas: int = _setting(
+        2,
+        "in-sync replicas an acks=all write needs, unless the topic sets min_insync_replicas "
+        "(cut to the topic's replication factor)",
+        "1",
+        group=CLUSTER,
+        low=1,
+        high=16,
+    )
+    replica_lag_time_max_ms: int = _setting(
+        10_000,
+        "a follower that has not caught up with its leader for this long leaves the ISR",
+        "30000",
+        group=CLUSTER,
+        low=100,
+        high=3_600_000,
+    )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR", "DEBUG")
     log_format: str = _setting(
         "text", "text (one line per event) or json (one JSON object per line)", "json"

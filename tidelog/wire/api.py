@@ -16,6 +16,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from . import messages as m
+from . import replica_messages as rm
 from . import share_messages as sm
 from .errors import (
     ErrorCode,
@@ -57,6 +58,7 @@ class ApiKey(IntEnum):
     SHARE_ACKNOWLEDGE = 31
     ALTER_SHARE_GROUP = 32
     DESCRIBE_SHARE_GROUP = 33
+    OFFSETS_FOR_LEADER_EPOCH = 34
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,11 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
         ApiSpec(ApiKey.ALTER_SHARE_GROUP, sm.AlterShareGroupRequest, sm.AlterShareGroupResponse),
         ApiSpec(
             ApiKey.DESCRIBE_SHARE_GROUP, sm.DescribeShareGroupRequest, sm.DescribeShareGroupResponse
+        ),
+        ApiSpec(
+            ApiKey.OFFSETS_FOR_LEADER_EPOCH,
+            rm.OffsetsForLeaderEpochRequest,
+            rm.OffsetsForLeaderEpochResponse,
         ),
     )
 }

@@ -71,6 +71,8 @@ class ErrorCode(IntEnum):
     MISSING_RANGE = 61
     INVALID_RECORD_STATE = 70
     QUEUE_FULL = 71
+    FENCED_LEADER_EPOCH = 74
+    UNKNOWN_LEADER_EPOCH = 75
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,16 @@ ERRORS: Final[dict[ErrorCode, ErrorInfo]] = dict(
             "the record is not held by this member (settled, lock expired, or never acquired)",
         ),
         _info(ErrorCode.QUEUE_FULL, True, "the queue's backlog limit is reached"),
+        _info(
+            ErrorCode.FENCED_LEADER_EPOCH,
+            True,
+            "the leader epoch in the request is older than the broker's: refresh the metadata",
+        ),
+        _info(
+            ErrorCode.UNKNOWN_LEADER_EPOCH,
+            True,
+            "the leader epoch in the request is newer than the broker knows yet",
+        ),
     ]
 )
 
@@ -474,3 +486,17 @@ class InvalidRecordStateError(BrokerError):
 
 class QueueFullError(BrokerError):
     code = ErrorCode.QUEUE_FULL
+
+
+class FencedLeaderEpochError(BrokerError):
+    """A replica fetch named a leader epoch older than the leader's (KIP-320): the sender
+    follows a deposed leader and must read the cluster's metadata again."""
+
+    code = ErrorCode.FENCED_LEADER_EPOCH
+
+
+class UnknownLeaderEpochError(BrokerError):
+    """A replica fetch named a leader epoch newer than this broker has seen: it is behind the
+    cluster's metadata; retry shortly."""
+
+    code = ErrorCode.UNKNOWN_LEADER_EPOCH

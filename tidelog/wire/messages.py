@@ -18,6 +18,7 @@ from typing import Final, TypeAlias
 
 from .batch_format import NO_PRODUCER_ID
 from .frame import PROTOCOL_VERSION
+from .replica_messages import OffsetsForLeaderEpochRequest, OffsetsForLeaderEpochResponse
 from .share_messages import ShareRequest, ShareResponse
 
 # --- shared vocabulary --------------------------------------------------------------------------
@@ -295,6 +296,10 @@ class FetchPartition:
     """Check each returned batch's CRC on the broker first: a client asks this once after a
     batch failed its CRC on arrival, so the broker can tell damage on its disk (isolated and
     reported as DAMAGED_RANGE) from damage in transit."""
+    current_leader_epoch: int = -1
+    """A follower's fetch: the epoch of the leader it follows (KIP-320); an older one than the
+    broker's is refused with FENCED_LEADER_EPOCH, a newer one with UNKNOWN_LEADER_EPOCH. -1
+    (consumers): not checked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,6 +649,7 @@ Request: TypeAlias = (
     | InitProducerIdRequest
     | FindCoordinatorRequest
     | ShareRequest
+    | OffsetsForLeaderEpochRequest
 )
 
 Response: TypeAlias = (
@@ -668,4 +674,5 @@ Response: TypeAlias = (
     | InitProducerIdResponse
     | FindCoordinatorResponse
     | ShareResponse
+    | OffsetsForLeaderEpochResponse
 )

@@ -30,6 +30,7 @@ from tidelog.wire import (
     supported_versions,
 )
 from tidelog.wire import messages as m
+from tidelog.wire import replica_messages as rm
 from tidelog.wire import share_messages as sm
 from tidelog.wire.api import api_of
 from tidelog.wire.errors import (
@@ -416,6 +417,7 @@ def _minimal_request(key: ApiKey) -> m.Request:
         ApiKey.SHARE_ACKNOWLEDGE: sm.ShareAcknowledgeRequest("g", "m"),
         ApiKey.ALTER_SHARE_GROUP: sm.AlterShareGroupRequest("g"),
         ApiKey.DESCRIBE_SHARE_GROUP: sm.DescribeShareGroupRequest("g"),
+        ApiKey.OFFSETS_FOR_LEADER_EPOCH: rm.OffsetsForLeaderEpochRequest(()),
     }
     return minimal[key]
 

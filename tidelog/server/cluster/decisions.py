@@ -11,10 +11,11 @@ The rules (docs/CLUSTER.md):
 * a topic whose partitions have no state yet (or a state left by an older topic of the same
   name: another topic id) gets them, placed round-robin over the live brokers;
 * a partition state whose topic is gone or has another id now is deleted;
+* dead brokers leave every ISR (the last member stays, so it can lead again when it returns:
+  as in Kafka, no unclean election);
 * a partition whose leader is not alive loses it: the next live in-sync replica leads, or
-  nobody (:data:`NO_LEADER`) when none is alive; the leader epoch goes up by one; the dead
-  leader leaves the ISR unless it was the last member (as in Kafka, the last one stays, so it
-  can lead again when it returns: no unclean election);
+  nobody (:data:`NO_LEADER`) when none is alive (any live replica if the topic sets
+  ``unclean_leader_election``); the leader epoch goes up by one;
 * a partition without a leader gets the first live in-sync replica, epoch up by one.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..core.configs import normalise_key
 from .records import NO_LEADER, PartitionState, TopicRecord
 from .view import ClusterView, Versioned
 
@@ -84,7 +86,7 @@ def decide(view: ClusterView) -> list[Change]:
             continue
         if owner.record.topic_id != state.topic_id:
             continue  # left by an older topic of this name: replaced above
-        elected = _elect(state, alive)
+        elected = _elect(state, alive, _unclean(owner.record))
         if elected is not None:
             new, why = elected
             changes.append(Change(name, partition, new, versioned.mod_revision, why=why))
@@ -116,25 +118,51 @@ def _create(
     return out
 
 
-def _elect(state: PartitionState, alive: set[int]) -> tuple[PartitionState, str] | None:
-    """The state after an election, or ``None`` when the leader is fine as it is."""
-    if state.leader != NO_LEADER and state.leader in alive:
-        return None
-    isr = state.isr
-    if state.leader != NO_LEADER:
-        # The dead leader leaves the ISR, unless it is its last member.
-        rest = tuple(r for r in isr if r != state.leader)
-        isr = rest or isr
-    candidates = [r for r in state.replicas if r in isr and r in alive]
-    leader = candidates[0] if candidates else NO_LEADER
-    if leader == state.leader and isr == state.isr:
+def _elect(
+    state: PartitionState, alive: set[int], unclean: bool = False
+) -> tuple[PartitionState, str] | None:
+    """The state after the controller's look at ``state``, or ``None`` when it is fine.
+
+    Dead brokers leave the ISR (a live leader keeps leading, same epoch); when the ISR would
+    be empty the last leader stays in it, so it can lead again when it returns. A dead or
+    missing leader is replaced by the first live in-sync replica (epoch up by one), or by
+    nobody -- unless ``unclean`` (the topic's ``unclean_leader_election``): then by any live
+    replica, which alone makes the ISR (what it lacks is lost)."""
+    leader = state.leader
+    live_isr = tuple(r for r in state.isr if r in alive)
+    if leader != NO_LEADER and leader in alive:
+        if live_isr == state.isr:
+            return None
+        gone = sorted(set(state.isr) - set(live_isr))
+        why = f"broker(s) {gone} gone: out of the ISR"
+        return _with(state, leader, state.leader_epoch, live_isr), why
+    kept = live_isr or ((leader,) if leader != NO_LEADER else state.isr)
+    candidates = [r for r in state.replicas if r in kept and r in alive]
+    why = f"broker {leader} is gone" if leader != NO_LEADER else "a replica is back"
+    if not candidates and unclean:
+        candidates = [r for r in state.replicas if r in alive]
+        if candidates:
+            kept = (candidates[0],)
+            why += ": unclean election (no in-sync replica alive)"
+    new_leader = candidates[0] if candidates else NO_LEADER
+    if new_leader == leader and kept == state.isr:
         return None  # still leaderless, nothing new to write
-    why = f"broker {state.leader} is gone" if state.leader != NO_LEADER else "a replica is back"
-    new = PartitionState(
+    return _with(state, new_leader, state.leader_epoch + 1, kept), why
+
+
+def _unclean(topic: TopicRecord) -> bool:
+    """Whether the topic allows an unclean leader election (``unclean.leader.election`` too)."""
+    return any(
+        normalise_key(k) == "unclean_leader_election" and v.strip().lower() == "true"
+        for k, v in topic.configs.items()
+    )
+
+
+def _with(state: PartitionState, leader: int, epoch: int, isr: tuple[int, ...]) -> PartitionState:
+    return PartitionState(
         topic_id=state.topic_id,
         replicas=state.replicas,
         leader=leader,
-        leader_epoch=state.leader_epoch + 1,
+        leader_epoch=epoch,
         isr=isr,
     )
-    return new, why

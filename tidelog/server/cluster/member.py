@@ -39,7 +39,7 @@ from tidelog.etcd import (
     Put,
 )
 from tidelog.wire.errors import (
-    InvalidConfigError,
+    InvalidReplicationFactorError,
     RequestTimedOutError,
     TidelogError,
     TopicAlreadyExistsError,
@@ -332,9 +332,9 @@ class ClusterMember:
         place_within: float,
     ) -> TopicRecord:
         """Write the topic and wait until the controller has placed its partitions."""
-        if replication_factor > max(1, len(self.view.brokers)):
-            raise InvalidConfigError(
-                f"replication factor {replication_factor} is larger than the "
+        if not 1 <= replication_factor <= max(1, len(self.view.brokers)):
+            raise InvalidReplicationFactorError(
+                f"replication factor {replication_factor} must be between 1 and the "
                 f"{len(self.view.brokers)} live brokers"
             )
         record = TopicRecord(uuid.uuid4().hex, partitions, replication_factor, dict(configs))

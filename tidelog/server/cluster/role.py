@@ -12,20 +12,23 @@ created again under the same name while this broker was away) is deleted, so an 
 never served for a new topic; config changes are applied. A local topic without an id (data of
 a single broker, before it joined) is left alone and not served: the log says so.
 
-With a replication factor of 1 (this issue's scope), every broker holding one of a topic's
-partitions keeps an empty local log for the topic's other partitions; only the leader serves a
-partition, everyone else answers NOT_LEADER, and a leaderless partition answers
-LEADER_NOT_AVAILABLE (both retriable: the client refreshes its metadata and tries again).
+**Replicas follow the view too**: after each pass, the :class:`~..replication.ReplicaManager`
+is told which partitions this broker leads (and at which epoch) and which it follows from
+whom. Every broker holding one of a topic's partitions keeps a local log for each of the
+topic's partitions (empty where it holds no replica); only the leader serves a partition,
+everyone else answers NOT_LEADER, and a leaderless partition answers LEADER_NOT_AVAILABLE (both
+retriable: the client refreshes its metadata and tries again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from tidelog.etcd import EtcdClient, EtcdError
+from tidelog.etcd import Compare, EtcdClient, EtcdError, Put
 from tidelog.wire import messages as m
 from tidelog.wire.errors import (
     BrokerError,
@@ -39,11 +42,14 @@ from tidelog.wire.errors import (
 
 from ..config import BrokerConfig
 from ..core.configs import parse_topic_configs
+from ..core.idempotence import ProducerStates
 from ..groups.records import OFFSETS_TOPIC
 from ..groups.store import offsets_topic_config
-from ..log import LogManager
+from ..log import LogManager, TopicPartition
+from ..replication.leader import PartitionLeader
+from ..replication.manager import Assignment, ReplicaManager
 from .member import ClusterMember
-from .records import NO_LEADER, BrokerRecord, ClusterKeys
+from .records import NO_LEADER, BrokerRecord, ClusterKeys, PartitionState, encode
 from .view import ClusterView
 
 logger = logging.getLogger("tidelog.server.cluster")
@@ -62,6 +68,8 @@ class ClusterRole:
         on_partition_change: Callable[[tuple[str, int]], None],
         *,
         on_offsets_leadership: Callable[[int, set[int]], None] = lambda count, led: None,
+        producers: Callable[[], ProducerStates | None] = lambda: None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``on_offsets_leadership(partitions, led)`` is told, after each pass over the view,
         how many partitions ``__consumer_offsets`` has and which of them this broker leads
@@ -78,6 +86,17 @@ class ClusterRole:
         self._task: asyncio.Task[None] | None = None
         self._offsets_task: asyncio.Task[None] | None = None
         self._unserved: set[str] = set()
+        self.replicas = ReplicaManager(
+            config.broker_id,
+            logs,
+            producers,
+            on_partition_change,
+            self._propose_isr,
+            min_insync_replicas=config.min_insync_replicas,
+            replica_lag_time_max_ms=config.replica_lag_time_max_ms,
+            max_frame_size=config.max_frame_size,
+            monotonic=monotonic,
+        )
 
     @property
     def view(self) -> ClusterView:
@@ -98,6 +117,7 @@ class ClusterRole:
             on_change=lambda _: self._dirty.set(),
         )
         await self.member.start(register_within=self.config.cluster_join_timeout_s)
+        self.replicas.start()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._follow(), name="cluster-logs")
         self._dirty.set()
@@ -120,6 +140,7 @@ class ClusterRole:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.replicas.stop()
         if self.member is not None:
             await self.member.stop()
         await self.etcd.close()
@@ -135,6 +156,7 @@ class ClusterRole:
                 await asyncio.sleep(0.5)
                 self._dirty.set()
                 continue
+            self.replicas.apply(self._assignments(self.view))
             self._follow_offsets(self.view)
 
     async def _create_offsets_topic(self) -> None:
@@ -146,7 +168,7 @@ class ClusterRole:
         }
         while OFFSETS_TOPIC not in self.view.topics:
             try:
-                await self.create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, 1, configs)
+                await self.create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, -1, configs)
             except (TopicAlreadyExistsError, RequestTimedOutError):
                 return  # another broker made it; or it is made, only not placed yet
             except (BrokerError, EtcdError) as exc:
@@ -208,6 +230,44 @@ class ClusterRole:
             current = view.topics.get(name)
             if current is None or current.record.topic_id != info.topic_id:
                 self._delete_local(manager, name, "the cluster deleted it")
+
+    def _assignments(self, view: ClusterView) -> dict[TopicPartition, Assignment]:
+        """The partitions with a replica here and a local log of the cluster's topic id."""
+        local = self._logs().topics()
+        me = self.broker_id
+        out: dict[TopicPartition, Assignment] = {}
+        for (name, p), versioned in view.partitions.items():
+            s = versioned.record
+            info = local.get(name)
+            if me not in s.replicas or info is None or info.topic_id != s.topic_id:
+                continue
+            address = None
+            broker = view.brokers.get(s.leader)
+            if s.leader != me and broker is not None:
+                address = (broker.record.host, broker.record.port)
+            out[TopicPartition(name, p)] = Assignment(
+                s.leader, s.leader_epoch, s.replicas, s.isr, versioned.mod_revision, address
+            )
+        return out
+
+    async def _propose_isr(
+        self, tp: TopicPartition, leader: PartitionLeader, isr: tuple[int, ...]
+    ) -> int:
+        """Write ``isr`` for ``tp`` if its state is still the one this leader leads by
+        (compare-and-set on its revision); the new revision, 0 when refused."""
+        current = self.view.partitions.get((tp.topic, tp.partition))
+        if current is None:
+            return 0
+        s = current.record
+        if s.leader != self.broker_id or s.leader_epoch != leader.epoch:
+            return 0
+        ordered = tuple(r for r in s.replicas if r in isr)
+        state = PartitionState(s.topic_id, s.replicas, s.leader, s.leader_epoch, ordered)
+        key = self.keys.partition(tp.topic, tp.partition)
+        result = await self.etcd.txn(
+            [Compare.modified_at(key, current.mod_revision)], [Put(key, encode(state))]
+        )
+        return result.revision if result.succeeded else 0
 
     def _delete_local(self, manager: LogManager, name: str, why: str) -> None:
         count = manager.partition_count(name) or 0
@@ -274,9 +334,13 @@ class ClusterRole:
     async def create_topic(
         self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]
     ) -> None:
+        """Create a topic through etcd; ``replication_factor`` -1: the cluster's default
+        (``replication_factor``, cut to the live broker count)."""
         member = self.member
         if member is None:
             raise LeaderNotAvailableError("this broker has not joined its cluster yet")
+        if replication_factor == -1:
+            replication_factor = max(1, min(self.config.replication_factor, len(self.view.brokers)))
         await member.create_topic(name, partitions, replication_factor, configs, PLACE_WITHIN)
 
     async def delete_topic(self, name: str) -> None:

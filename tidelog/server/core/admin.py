@@ -93,10 +93,10 @@ class AdminApis:
                         f"partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
                     )
                 cluster = self._state.cluster
-                if topic.replication_factor not in (-1, 1):
+                if cluster is None and topic.replication_factor not in (-1, 1):
                     raise InvalidReplicationFactorError(
-                        f"replication factor {topic.replication_factor} is not supported yet; "
-                        "every partition has one replica"
+                        f"replication factor {topic.replication_factor}: a single broker "
+                        "(no --etcd) holds one replica of each partition"
                     )
                 overrides = parse_topic_configs(topic.configs)
                 check_client_creatable(topic.name)
@@ -106,7 +106,9 @@ class AdminApis:
                     if topic.name in cluster.view.topics:
                         raise TopicAlreadyExistsError(f"topic {topic.name!r} already exists")
                     if not request.validate_only:
-                        await cluster.create_topic(topic.name, partitions, 1, dict(topic.configs))
+                        await cluster.create_topic(
+                            topic.name, partitions, topic.replication_factor, dict(topic.configs)
+                        )
                 elif request.validate_only:
                     validate_topic_name(topic.name)
                     manager.default_config.with_overrides(overrides)

@@ -40,7 +40,12 @@ def parse_topic_configs(raw: dict[str, str]) -> dict[str, Any]:
             raise InvalidConfigError(
                 f"unknown topic config {key!r}; known: {', '.join(sorted(defaults))}"
             )
-        if isinstance(defaults[name], int):
+        if isinstance(defaults[name], bool):
+            text = str(value).strip().lower()
+            if text not in ("true", "false"):
+                raise InvalidConfigError(f"{key} must be true or false, not {value!r}")
+            out[name] = text == "true"
+        elif isinstance(defaults[name], int):
             try:
                 number = int(str(value).strip().replace("_", ""))
             except ValueError:

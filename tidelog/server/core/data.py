@@ -29,7 +29,7 @@ from tidelog.wire.errors import (
 from tidelog.wire.records import Buffer, batch_size_at
 
 from ..config import BrokerConfig
-from ..log import TopicPartition
+from ..log import PartitionLog, TopicPartition
 from ..metrics import BrokerMetrics
 from .idempotence import MAX_EPOCH
 from .schema_guard import SchemaGuard
@@ -150,6 +150,10 @@ class DataApis:
 
     async def fetch(self, request: m.FetchRequest) -> Reply:
         state = self._state
+        if request.replica_id >= 0:
+            if state.replication is None:
+                raise InvalidRequestError("replica fetches go to brokers in a cluster")
+            return await state.replication.fetch(request, fetch_reservation(request, state.config))
         clock = state.clock
         max_wait = min(max(request.max_wait_ms, 0), state.config.max_fetch_wait_ms) / 1000
         deadline = clock.monotonic() + max_wait
@@ -219,34 +223,14 @@ class DataApis:
                     if sent is not None and payload:
                         sent.append((p.topic, read.next_offset - read.first_offset, len(payload)))
             except UnreadableRangeError as exc:  # damaged or missing: say where data resumes
-                results.append(
-                    m.FetchPartitionResult(
-                        p.topic,
-                        p.partition,
-                        exc.code,
-                        exc.message,
-                        high_watermark=plog.high_watermark,
-                        last_stable_offset=plog.high_watermark,
-                        log_start_offset=plog.log_start_offset,
-                        next_offset=exc.next_offset,
-                    )
-                )
+                results.append(fetch_result(p, plog, 0, exc, exc.next_offset))
                 continue
             except BrokerError as exc:
                 results.append(m.FetchPartitionResult(p.topic, p.partition, exc.code, exc.message))
                 continue
             chunks.append(payload)
             total += len(payload)
-            results.append(
-                m.FetchPartitionResult(
-                    p.topic,
-                    p.partition,
-                    high_watermark=plog.high_watermark,
-                    last_stable_offset=plog.high_watermark,
-                    log_start_offset=plog.log_start_offset,
-                    size=len(payload),
-                )
-            )
+            results.append(fetch_result(p, plog, len(payload)))
         return results, chunks, total
 
     # --- idempotent producers -----------------------------------------------------------
@@ -294,6 +278,32 @@ class DataApis:
                     m.ListOffsetsPartitionResult(p.topic, p.partition, offset=offset, timestamp=ts)
                 )
         return m.ListOffsetsResponse(tuple(results))
+
+
+def fetch_result(
+    p: m.FetchPartition,
+    plog: PartitionLog,
+    size: int,
+    error: BrokerError | None = None,
+    next_offset: int = m.NO_OFFSET,
+) -> m.FetchPartitionResult:
+    """A partition's fetch answer: ``size`` bytes of data, or ``error`` (with the offsets
+    that tell the reader where to go on)."""
+    hw = plog.high_watermark
+    if error is None:
+        return m.FetchPartitionResult(
+            p.topic, p.partition, 0, None, hw, hw, plog.log_start_offset, size
+        )
+    return m.FetchPartitionResult(
+        p.topic,
+        p.partition,
+        error.code,
+        error.message,
+        high_watermark=hw,
+        last_stable_offset=hw,
+        log_start_offset=plog.log_start_offset,
+        next_offset=next_offset,
+    )
 
 
 def _count_fetch(

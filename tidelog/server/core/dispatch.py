@@ -8,6 +8,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 
 from tidelog.wire import messages as m
+from tidelog.wire import replica_messages as rm
 from tidelog.wire import share_messages as sm
 from tidelog.wire.errors import (
     BrokerShuttingDownError,
@@ -111,6 +112,8 @@ class BrokerCore:
             lambda: self.state.manager,
             self.state.notifier.notify,
             on_offsets_leadership=self._follow_offsets,
+            producers=lambda: None if self.state.writes is None else self.state.writes.producers,
+            monotonic=self.state.clock.monotonic,
         )
         try:
             await role.start(self.config.advertised, self.state.port)
@@ -118,6 +121,13 @@ class BrokerCore:
             await role.stop()
             raise
         self.state.cluster = role
+        from ..replication.serving import LeaderApis
+
+        self.state.replication = LeaderApis(
+            role.replicas, self.state.clock, self.config.max_fetch_wait_ms
+        )
+        if self.state.writes is not None:
+            self.state.writes.replicas = role.replicas
         if self.groups is not None:
             self.groups.topic_counts = role.topic_counts
 
@@ -155,6 +165,9 @@ class BrokerCore:
 
     async def leave_cluster(self) -> None:
         role, self.state.cluster = self.state.cluster, None
+        self.state.replication = None
+        if self.state.writes is not None:
+            self.state.writes.replicas = None
         if role is not None:
             await role.stop()
 
@@ -227,6 +240,10 @@ class BrokerCore:
                 return self.find_coordinator(request), ()
             case m.InitProducerIdRequest():
                 return self._data.init_producer_id(request), ()
+            case rm.OffsetsForLeaderEpochRequest():
+                if self.state.replication is None:
+                    raise InvalidRequestError("OffsetsForLeaderEpoch goes to brokers in a cluster")
+                return self.state.replication.offsets_for_leader_epoch(request), ()
             case (
                 m.JoinGroupRequest()
                 | m.HeartbeatRequest()

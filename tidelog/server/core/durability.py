@@ -14,14 +14,19 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
-from tidelog.wire.errors import BrokerError
+from tidelog.wire.errors import BrokerError, LeaderNotAvailableError
 from tidelog.wire.messages import Acks
 from tidelog.wire.records import Buffer, now_ms
 
 from ..log import FlushPolicy, LogManager, PartitionLog, TopicPartition
 from ..log.producers import producer_batch
 from .idempotence import DAY_MS, ProducerStates
+
+if TYPE_CHECKING:
+    from ..replication.leader import PartitionLeader
+    from ..replication.manager import ReplicaManager
 
 
 @dataclass(slots=True)
@@ -49,12 +54,25 @@ class WritePath:
         self._logs = logs
         self._on_visible = on_visible
         self.producers = ProducerStates(logs, DAY_MS) if producers is None else producers
+        self.replicas: ReplicaManager | None = None
+        """In a cluster: the partitions this broker leads, whose high watermark replication
+        moves (the smallest in-sync log end), and whose batches carry the leader epoch."""
 
     def append(self, tp: TopicPartition, batches: Sequence[Buffer], acks: int) -> Appended:
         """Append all of ``batches`` to ``tp`` or none of them. A batch of an idempotent
         producer that repeats one of its last batches is not appended again: the result
         reports the original's offsets. Raises the log's :class:`BrokerError` (nothing
-        appended), :class:`StorageError`, or the producer's sequence and epoch errors."""
+        appended), :class:`StorageError`, or the producer's sequence and epoch errors; in a
+        cluster NOT_ENOUGH_REPLICAS (acks=all, nothing appended) too."""
+        leader = None
+        epoch = -1
+        if self.replicas is not None:
+            leader = self.replicas.leader(tp)
+            if leader is None:
+                raise LeaderNotAvailableError(f"{tp}: leadership is being set up here")
+            if acks == Acks.ALL:
+                leader.check_min_isr()
+            epoch = leader.epoch
         plog = self._logs.get_log(tp)
         base = plog.log_end_offset
         first = -1
@@ -72,7 +90,7 @@ class WritePath:
                             first = original.base_offset
                         end = max(end, original.last_offset + 1)
                         continue
-                info = plog.append(batch)
+                info = plog.append(batch, leader_epoch=epoch)
                 if first < 0:
                     first = info.base_offset
                 end = info.last_offset + 1
@@ -83,6 +101,8 @@ class WritePath:
                 plog.truncate_to(base)  # all of a partition's batches, or none
                 self.producers.forget(tp)  # rebuilt from the log on next use
             raise
+        if leader is not None:
+            return self._replicated(tp, plog, leader, first, end, acks)
         durable = None
         if acks == Acks.ALL or plog.config.flush_policy is FlushPolicy.ACK:
             # Durable first, visible after: consumers never see what a crash could take.
@@ -91,6 +111,29 @@ class WritePath:
             self._advance(tp, plog, end)
         else:
             durable.add_done_callback(partial(self._flushed, tp, plog, end))
+        return Appended(first, end, plog.log_start_offset, durable)
+
+    def _replicated(
+        self,
+        tp: TopicPartition,
+        plog: PartitionLog,
+        leader: PartitionLeader,
+        first: int,
+        end: int,
+        acks: int,
+    ) -> Appended:
+        """The leader's half: followers are woken; the leader's own position moves once the
+        append is as durable as the ack asks; acks=all waits for the high watermark."""
+        assert self.replicas is not None
+        self.replicas.replica_notifier.notify(tp)
+        flush = None
+        if acks == Acks.ALL or plog.config.flush_policy is FlushPolicy.ACK:
+            flush = self._logs.committer(tp).until(end)
+        if flush is None:
+            leader.advance_local(end)
+        else:
+            flush.add_done_callback(partial(_leader_flushed, leader, end))
+        durable = leader.wait_for(end) if acks == Acks.ALL else flush
         return Appended(first, end, plog.log_start_offset, durable)
 
     async def append_durably(
@@ -114,3 +157,13 @@ class WritePath:
         if offset > plog.high_watermark:
             plog.update_high_watermark(offset)
             self._on_visible(tp)
+
+
+def _leader_flushed(leader: PartitionLeader, offset: int, done: asyncio.Future[None]) -> None:
+    if done.cancelled():
+        return
+    exc = done.exception()
+    if exc is None:
+        leader.advance_local(offset)
+    elif isinstance(exc, BrokerError):
+        leader.fail_waiters(exc)

@@ -26,6 +26,7 @@ from .types import DeadlineClock
 
 if TYPE_CHECKING:
     from ..cluster.role import ClusterRole
+    from ..replication.serving import LeaderApis
 
 log = logging.getLogger("tidelog.server.core")
 
@@ -72,6 +73,8 @@ class CoreState:
         self.produce_guard: Callable[[str], None] | None = None
         """Raises ``QueueFullError`` for a topic whose queue is full (set by the share
         coordinator while a share group has a backlog limit; ``None``: no check)."""
+        self.replication: LeaderApis | None = None
+        """In a cluster: serves the fetches of followers and OffsetsForLeaderEpoch."""
         self._creating: dict[str, asyncio.Future[None]] = {}
         """Topics being auto-created, each with the future its creating request sets once it
         goes on: later requests naming the topic wait for it."""
@@ -171,7 +174,7 @@ class CoreState:
             for name in wanted:
                 try:
                     if self.cluster is not None:
-                        await self.cluster.create_topic(name, count, 1, {})
+                        await self.cluster.create_topic(name, count, -1, {})
                     else:
                         await self.manager.create_topic_async(name, count)
                 except TopicAlreadyExistsError:

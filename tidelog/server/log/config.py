@@ -148,6 +148,12 @@ class TopicConfig:
     schema_validation: ValidationMode = ValidationMode.NONE
     """Produce checks values against the registry's ``<topic>-value`` subject: ``id`` (the
     Confluent framing and a live schema id) or ``full`` (and the payload fits); docs/REGISTRY.md."""
+    min_insync_replicas: int = -1
+    """In a cluster: in-sync replicas an acks=all write needs (cut to the replication
+    factor); -1: the broker's ``min_insync_replicas``."""
+    unclean_leader_election: bool = False
+    """In a cluster: when no in-sync replica is alive, elect any live replica (acknowledged
+    writes it lacks are lost) rather than leave the partition without a leader."""
 
     def __post_init__(self) -> None:
         _check_int("segment_bytes", self.segment_bytes, 1, INT32_MAX)
@@ -160,6 +166,14 @@ class TopicConfig:
         _check_int("max_message_bytes", self.max_message_bytes, 65, INT32_MAX)
         _check_int("delete_retention_ms", self.delete_retention_ms, 0, 2**63 - 1)
         _check_int("min_compaction_lag_ms", self.min_compaction_lag_ms, 0, 2**63 - 1)
+        _check_int("min_insync_replicas", self.min_insync_replicas, -1, 1_000)
+        if self.min_insync_replicas == 0:
+            raise InvalidConfigError("min_insync_replicas must be -1 (the broker's) or 1 or more")
+        unclean: object = self.unclean_leader_election
+        if not isinstance(unclean, bool):
+            raise InvalidConfigError(
+                f"unclean_leader_election must be true or false, not {unclean!r}"
+            )
         ratio: object = self.min_cleanable_dirty_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
             raise InvalidConfigError(

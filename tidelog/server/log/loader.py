@@ -42,7 +42,9 @@ logger = logging.getLogger("tidelog.server.log")
 LEFTOVER_SUFFIXES: Final = (DELETED_SUFFIX, ".tmp", ".cleaned", ".swap")
 """Files of an interrupted delete (or write): removed on open (after a cleaning's swap was
 finished: :func:`~.cleaning.finish_interrupted_swaps`)."""
-KNOWN_FILES: Final = frozenset({DAMAGE_FILE, "partition.metadata", CLEANER_CHECKPOINT_FILE})
+KNOWN_FILES: Final = frozenset(
+    {DAMAGE_FILE, "partition.metadata", CLEANER_CHECKPOINT_FILE, "leader-epoch-checkpoint"}
+)
 """Files of a partition directory that are not segments."""
 
 
