@@ -183,6 +183,33 @@ def test_reject_lands_in_the_dead_letters_with_its_reason(
     assert part["dead_lettered"] == 1
 
 
+def test_dead_letters_are_redriven_one_or_all_and_purged(
+    http: httpx.Client, make_topic: Callable[..., str]
+) -> None:
+    make_topic("emails")
+    produce(http, ["a", "b", "c"])
+    for m in lease_all(http, 3):
+        r = http.post(Q + "/reject", json={"receipt": m["receipt"], "reason": "bad"})
+        assert r.status_code == 204, r.text
+    letters = http.get(Q + "/dlq").json()["dead_letters"]
+    assert [x["value"] for x in letters] == ["a", "b", "c"]
+    bad = http.post(Q + "/dlq/redrive", json={"offset": 1})
+    assert_error(bad, 400, "invalid_request")
+    one = http.post(Q + "/dlq/redrive", json={"partition": 0, "offset": letters[1]["dlq_offset"]})
+    assert (one.json()["redriven"], one.json()["dlq_topic"]) == (1, "emails.dlq"), one.text
+    (back,) = lease(http)["messages"]
+    assert back["value"] == "b"
+    assert {"name": "tidelog.redrive_count", "value": "1"} in back["headers"]
+    assert http.post(Q + "/ack", json={"receipts": [back["receipt"]]}).json()["failed"] == []
+    everything = http.post(Q + "/dlq/redrive", json={"rate": 1000}).json()
+    assert everything["redriven"] == 3  # an unfiltered redrive sends all from its mark
+    assert sorted(m["value"] for m in lease_all(http, 3)) == ["a", "b", "c"]
+    purged = http.post(Q + "/dlq/purge", json={}).json()
+    assert purged == {"dlq_topic": "emails.dlq", "purged_to": {"0": 3}}
+    assert http.get(Q + "/dlq").json()["dead_letters"] == []
+    assert_error(http.post(Q + "/dlq/purge", json={"before": -1}), 422, "invalid_request")
+
+
 def test_status_settings_and_hostile_bodies(
     http: httpx.Client, make_topic: Callable[..., str]
 ) -> None:

@@ -190,3 +190,42 @@ class DeadLetterList(Strict):
     next_offset: int
     """Where the next page starts."""
     high_watermark: int
+
+
+MAX_REDRIVE_RATE: Final = 10_000.0
+"""Records per second a redrive over HTTP may ask for at most."""
+
+
+class RedriveRequest(Strict):
+    """Which dead letters to send back to their source (all of them when no filter is given:
+    then the redrive resumes where the last unfiltered one stopped)."""
+
+    topic: TopicName | None = Field(default=None, description="the source topic, as for /dlq")
+    rate: float = Field(default=100.0, gt=0, le=MAX_REDRIVE_RATE, description="records/s")
+    reasons: list[StrictStr] | None = Field(default=None, examples=[["max_attempts"]])
+    partition: StrictInt | None = Field(default=None, ge=0, le=INT32_MAX)
+    offset: StrictInt | None = Field(
+        default=None, ge=0, description="one dead letter: its partition and offset"
+    )
+    start: StrictInt | None = Field(default=None, ge=0)
+    end: StrictInt | None = Field(default=None, ge=0)
+
+
+class RedriveResponse(Strict):
+    dlq_topic: str
+    redriven: int
+    skipped: int
+    next_offsets: dict[str, int]
+
+
+class PurgeRequest(Strict):
+    topic: TopicName | None = None
+    before: StrictInt | None = Field(default=None, ge=0, description="default: everything now")
+    partitions: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] | None = None
+
+
+class PurgeResponse(Strict):
+    dlq_topic: str
+    purged_to: dict[str, int]
+    """Per partition, the offset below which dead letters are purged (hidden; the bytes go
+    with the topic's retention)."""

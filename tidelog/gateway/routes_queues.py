@@ -1,8 +1,7 @@
 """Queues (share groups) over HTTP: lease messages with receipts, settle them by receipt
-(ack, nack, reject, renew), the queue's status and settings, and its dead letters.
-
-Redrive and purge of dead letters are not here yet: they wait for the client's queue admin
-API (docs/HTTP.md, "Queues")."""
+(ack, nack, reject, renew), the queue's status and settings, and its dead letters: list,
+show, redrive (through the client's :class:`~tidelog.client.QueueAdmin`, at a bounded rate)
+and purge."""
 
 from __future__ import annotations
 
@@ -11,7 +10,14 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Path, Query, Response
 
-from tidelog.client import OffsetSpec, QueueMessage, TopicPartition, alter_queue, describe_queue
+from tidelog.client import (
+    OffsetSpec,
+    QueueAdmin,
+    QueueMessage,
+    TopicPartition,
+    alter_queue,
+    describe_queue,
+)
 from tidelog.wire.errors import OffsetOutOfRangeError, UnknownTopicOrPartitionError
 
 from . import models as mo
@@ -208,8 +214,10 @@ async def list_dead_letters(
         raise GatewayError(
             404, "unknown_topic_or_partition", f"{dlq!r} has no partition {partition}"
         )
-    if offset == "earliest":
+    if offset == "earliest":  # past the purged ones
         start = (await admin.list_offsets({tp: OffsetSpec.EARLIEST}))[tp].offset
+        marks = await QueueAdmin(gw.settings.bootstrap).partitions(dlq)
+        start = max([start] + [p.purged_to for p in marks if p.partition == partition])
     else:
         start = int(offset)
     limit = min(max_records, gw.settings.max_fetch_records)
@@ -244,6 +252,43 @@ async def show_dead_letter(
             f"no dead letter of group {group!r} at {dlq}[{partition}]@{offset}",
         )
     return _json(letter)
+
+
+@router.post(BASE + "/dlq/redrive", response_model=mq.RedriveResponse, responses=ERRORS)
+async def redrive_dead_letters(
+    group: GroupPath, body: mq.RedriveRequest, gw: State
+) -> mq.RedriveResponse:
+    """Send dead letters back to their source topic and partition, at most ``rate`` a second,
+    their own headers kept and ``tidelog.redrive_count`` one more (idempotent, acks=all).
+    ``partition`` and ``offset`` pick one; ``reasons``, ``start`` and ``end`` filter. The
+    answer comes once they are all acknowledged: keep ``rate`` high enough for the request's
+    timeout, or page with ``start``/``end``."""
+    if (body.partition is None) != (body.offset is None):
+        raise GatewayError(400, "invalid_request", "partition and offset go together")
+    dlq = await dlq_topic(gw.settings.bootstrap, group, body.topic)
+    one = None if body.offset is None else [(body.partition or 0, body.offset)]
+    result = await QueueAdmin(gw.settings.bootstrap).redrive(
+        dlq, rate=body.rate, reasons=body.reasons, offsets=one, start=body.start, end=body.end
+    )
+    return mq.RedriveResponse(
+        dlq_topic=dlq,
+        redriven=result.redriven,
+        skipped=result.skipped,
+        next_offsets={str(p): o for p, o in result.next_offsets.items()},
+    )
+
+
+@router.post(BASE + "/dlq/purge", response_model=mq.PurgeResponse, responses=ERRORS)
+async def purge_dead_letters(
+    group: GroupPath, body: mq.PurgeRequest, gw: State
+) -> mq.PurgeResponse:
+    """Purge the dead letters below ``before`` (default: all there are now): they are no
+    longer listed or redriven; the bytes go with the dead-letter topic's retention."""
+    dlq = await dlq_topic(gw.settings.bootstrap, group, body.topic)
+    marks = await QueueAdmin(gw.settings.bootstrap).purge(
+        dlq, before=body.before, partitions=body.partitions
+    )
+    return mq.PurgeResponse(dlq_topic=dlq, purged_to={str(p): o for p, o in marks.items()})
 
 
 def _json(body: dict[str, Any]) -> Response:
