@@ -355,6 +355,28 @@ class ClusterMember:
             )
         return record
 
+    async def reserve_producer_ids(self, size: int, at_least: int) -> int:
+        """The start of a block of ``size`` producer ids, at or above ``at_least``, that no
+        other broker of the cluster is given: a compare-and-set on the cluster's counter."""
+        key = self.keys.producer_ids
+        while True:
+            current = await self.etcd.get(key)
+            if current is None:
+                start, compare = at_least, Compare.absent(key)
+            else:
+                try:
+                    start = max(int(current.value), at_least)
+                except ValueError:
+                    raise RequestTimedOutError(
+                        f"etcd key {key.decode()} is damaged ({current.value[:40]!r}): it "
+                        "holds the next free producer id; put a number above every id in use"
+                    ) from None
+                compare = Compare.modified_at(key, current.mod_revision)
+            result = await self.etcd.txn([compare], [Put(key, b"%d" % (start + size))])
+            if result.succeeded:
+                return start
+            # another broker reserved a block meanwhile: read the counter again
+
     async def delete_topic(self, name: str) -> None:
         key = self.keys.topic(name)
         current = await self.etcd.get(key)

@@ -111,6 +111,11 @@ class ClusterKeys:
         return self.prefix + b"controller"
 
     @property
+    def producer_ids(self) -> bytes:
+        """The next producer id no broker has reserved (a decimal number)."""
+        return self.prefix + b"producer-ids"
+
+    @property
     def topics(self) -> bytes:
         return self.prefix + b"topics/"
 

@@ -32,6 +32,7 @@ from tidelog.etcd import Compare, EtcdClient, EtcdError, Put
 from tidelog.wire import messages as m
 from tidelog.wire.errors import (
     BrokerError,
+    CoordinatorNotAvailableError,
     ErrorCode,
     LeaderNotAvailableError,
     NotLeaderError,
@@ -342,6 +343,17 @@ class ClusterRole:
         if replication_factor == -1:
             replication_factor = max(1, min(self.config.replication_factor, len(self.view.brokers)))
         await member.create_topic(name, partitions, replication_factor, configs, PLACE_WITHIN)
+
+    async def reserve_producer_ids(self, size: int, at_least: int) -> int:
+        """A block of producer ids no other broker is given (see ``ClusterMember``)."""
+        if self.member is None:
+            raise LeaderNotAvailableError("this broker has not joined its cluster yet")
+        try:
+            return await self.member.reserve_producer_ids(size, at_least)
+        except EtcdError as exc:
+            raise CoordinatorNotAvailableError(
+                f"no producer id could be reserved: etcd cannot be reached ({exc})"
+            ) from exc
 
     async def delete_topic(self, name: str) -> None:
         if self.member is None:

@@ -235,7 +235,7 @@ class DataApis:
 
     # --- idempotent producers -----------------------------------------------------------
 
-    def init_producer_id(self, request: m.InitProducerIdRequest) -> m.InitProducerIdResponse:
+    async def init_producer_id(self, request: m.InitProducerIdRequest) -> m.InitProducerIdResponse:
         """A new producer id at epoch 0, or (KIP-360) the caller's id at its next epoch, which
         fences any older instance still writing with it."""
         state = self._state
@@ -251,7 +251,8 @@ class DataApis:
             return m.InitProducerIdResponse(
                 producer_id=request.producer_id, producer_epoch=request.producer_epoch + 1
             )
-        return m.InitProducerIdResponse(producer_id=ids.allocate(), producer_epoch=0)
+        shared = None if state.cluster is None else state.cluster.reserve_producer_ids
+        return m.InitProducerIdResponse(producer_id=await ids.allocate(shared), producer_epoch=0)
 
     # --- offsets ------------------------------------------------------------------------
 

@@ -239,7 +239,7 @@ class BrokerCore:
             case m.FindCoordinatorRequest():
                 return self.find_coordinator(request), ()
             case m.InitProducerIdRequest():
-                return self._data.init_producer_id(request), ()
+                return await self._data.init_producer_id(request), ()
             case rm.OffsetsForLeaderEpochRequest():
                 if self.state.replication is None:
                     raise InvalidRequestError("OffsetsForLeaderEpoch goes to brokers in a cluster")

@@ -3,14 +3,19 @@ partition's :class:`ProducerStateTable` loaded from its snapshot and log on firs
 
 Producer ids come in blocks of :data:`ID_BLOCK`: before the first id of a block is handed out,
 the end of the block is written (atomically, fsynced) to ``producer-ids`` in the data dir, so
-an id is never handed out twice, across restarts and SIGKILLs alike.
+an id is never handed out twice, across restarts and SIGKILLs alike. In a cluster the block is
+first reserved in etcd (a compare-and-set on one counter, as Kafka's controller hands out
+blocks, KIP-730), so no two brokers ever hand out the same id: two producers with one id
+would have each other's batches taken for duplicates and acknowledged without being written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeAlias
 
 from tidelog.wire.errors import StorageError, UnreadableRangeError
 from tidelog.wire.records import now_ms
@@ -28,36 +33,51 @@ REPLAY_CHUNK: Final = 1 << 20
 """Bytes read at a time while rebuilding a table from the log."""
 
 
+SharedBlocks: TypeAlias = Callable[[int, int], Awaitable[int]]
+"""``reserve(size, at_least)``: the start of a block of ``size`` ids no other broker of the
+cluster is given, at or above ``at_least`` (the cluster's etcd counter)."""
+
+
 class ProducerIds:
-    """Hands out producer ids, unique for the life of the data directory."""
+    """Hands out producer ids, unique for the life of the data directory (and, given
+    ``shared`` blocks, across the cluster)."""
 
     def __init__(self, logs: LogManager) -> None:
         self._logs = logs
         self._path = os.path.join(logs.data_dir, IDS_FILE)
         self._next = -1
         self._end = -1
+        self._lock = asyncio.Lock()
 
-    def allocate(self) -> int:
-        """A producer id never handed out before. Raises :class:`StorageError`."""
+    async def allocate(self, shared: SharedBlocks | None = None) -> int:
+        """A producer id never handed out before. Raises :class:`StorageError`, or what
+        ``shared`` raises (etcd unreachable)."""
         if self._next >= self._end:
-            files = self._logs.files
-            start = 0
-            data = files.read_file(self._path)
-            if data is not None:
-                text = data.decode("ascii", "replace").strip()
-                try:
-                    start = int(text)
-                except ValueError:
-                    raise StorageError(
-                        f"{self._path} is damaged ({text[:40]!r}): it holds the next free "
-                        "producer id; write a number above every id in use (or delete it only "
-                        "if no producer's batches remain in any log)"
-                    ) from None
-            files.write_atomically(self._path, b"%d\n" % (start + ID_BLOCK))
-            self._next, self._end = start, start + ID_BLOCK
+            async with self._lock:  # one reservation for concurrent callers
+                if self._next >= self._end:
+                    start = self._local_start()
+                    if shared is not None:
+                        start = await shared(ID_BLOCK, start)
+                    self._logs.files.write_atomically(self._path, b"%d\n" % (start + ID_BLOCK))
+                    self._next, self._end = start, start + ID_BLOCK
         pid = self._next
         self._next += 1
         return pid
+
+    def _local_start(self) -> int:
+        """The first id after every block this data directory has handed out."""
+        data = self._logs.files.read_file(self._path)
+        if data is None:
+            return 0
+        text = data.decode("ascii", "replace").strip()
+        try:
+            return int(text)
+        except ValueError:
+            raise StorageError(
+                f"{self._path} is damaged ({text[:40]!r}): it holds the next free "
+                "producer id; write a number above every id in use (or delete it only "
+                "if no producer's batches remain in any log)"
+            ) from None
 
 
 class ProducerStates:

@@ -4,6 +4,7 @@ snapshotted at a clean close, and dropped with the partition."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,42 @@ def snapshots(logs: LogManager) -> list[str]:
 
 def test_producer_ids_are_never_handed_out_twice_across_restarts(tmp_path: Path) -> None:
     logs = open_logs(tmp_path)
-    first = [ProducerIds(logs).allocate() for _ in range(3)]  # three lives, one id each
+    first = [asyncio.run(ProducerIds(logs).allocate()) for _ in range(3)]  # three lives
     assert first == [0, ID_BLOCK, 2 * ID_BLOCK]
     ids = ProducerIds(logs)
-    assert [ids.allocate() for _ in range(ID_BLOCK + 1)] == [
-        *range(3 * ID_BLOCK, 4 * ID_BLOCK),
-        4 * ID_BLOCK,
-    ]
+
+    async def many() -> list[int]:
+        return [await ids.allocate() for _ in range(ID_BLOCK + 1)]
+
+    assert asyncio.run(many()) == [*range(3 * ID_BLOCK, 4 * ID_BLOCK), 4 * ID_BLOCK]
+    logs.close()
+
+
+def test_cluster_blocks_come_from_the_shared_counter_never_below_local_ones(
+    tmp_path: Path,
+) -> None:
+    """In a cluster each block is reserved through ``shared`` (etcd's counter), asked for at
+    least the local file's next id, so ids handed out before joining are not handed out again;
+    concurrent callers share one reservation."""
+    logs = open_logs(tmp_path)
+    asyncio.run(ProducerIds(logs).allocate())  # a standalone life: block [0, ID_BLOCK)
+    asked: list[tuple[int, int]] = []
+    counter = [5 * ID_BLOCK]  # other brokers reserved up to here
+
+    async def shared(size: int, at_least: int) -> int:
+        asked.append((size, at_least))
+        await asyncio.sleep(0)  # let the other callers arrive meanwhile
+        start = max(counter[0], at_least)
+        counter[0] = start + size
+        return start
+
+    async def concurrently() -> list[int]:
+        ids = ProducerIds(logs)
+        return sorted(await asyncio.gather(*(ids.allocate(shared) for _ in range(3))))
+
+    assert asyncio.run(concurrently()) == [5 * ID_BLOCK, 5 * ID_BLOCK + 1, 5 * ID_BLOCK + 2]
+    assert asked == [(ID_BLOCK, ID_BLOCK)]
+    assert (tmp_path / IDS_FILE).read_text().strip() == str(6 * ID_BLOCK)
     logs.close()
 
 
@@ -69,7 +99,7 @@ def test_a_damaged_ids_file_is_refused_naming_it(tmp_path: Path) -> None:
     logs = open_logs(tmp_path)
     (tmp_path / IDS_FILE).write_text("garbage")
     with pytest.raises(StorageError, match=IDS_FILE):
-        ProducerIds(logs).allocate()
+        asyncio.run(ProducerIds(logs).allocate())
     logs.close()
 
 
