@@ -83,6 +83,8 @@ class ClusterRole:
         self.etcd = EtcdClient(config.etcd_endpoints)
         self.keys = ClusterKeys(config.cluster_id)
         self.member: ClusterMember | None = None
+        self.leaving = False
+        """Set when the broker leaves the cluster (shutting down): it leads nothing since."""
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._offsets_task: asyncio.Task[None] | None = None
@@ -281,6 +283,11 @@ class ClusterRole:
 
     def check_leader(self, topic: str, partition: int) -> None:
         """Raise unless this broker leads ``topic``/``partition`` and its log is ready."""
+        if self.leaving:
+            raise NotLeaderError(
+                f"{topic}[{partition}]: broker {self.broker_id} is shutting down; "
+                "its partitions are led by others now"
+            )
         view = self.view
         found = view.topics.get(topic)
         if found is None or not 0 <= partition < found.record.partitions:

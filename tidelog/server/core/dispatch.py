@@ -152,7 +152,7 @@ class BrokerCore:
                 node_id=config.broker_id, host=config.advertised, port=self.state.port
             )
         cluster.ensure_offsets_topic()
-        leader = cluster.leader_of(OFFSETS_TOPIC, partition)
+        leader = None if cluster.leaving else cluster.leader_of(OFFSETS_TOPIC, partition)
         if leader is None:
             return m.FindCoordinatorResponse(
                 ErrorCode.COORDINATOR_NOT_AVAILABLE,
@@ -164,12 +164,17 @@ class BrokerCore:
         )
 
     async def leave_cluster(self) -> None:
-        role, self.state.cluster = self.state.cluster, None
-        self.state.replication = None
-        if self.state.writes is not None:
-            self.state.writes.replicas = None
-        if role is not None:
-            await role.stop()
+        """Leave the cluster (others take over at once) -- and from then on lead nothing: the
+        role stays attached, refusing every partition, so that a request still in a
+        connection during the shutdown is never served as if this were a lone broker (an
+        append acknowledged here, outside the ISR, would be lost with the next leader)."""
+        role = self.state.cluster
+        if role is None:
+            return
+        role.leaving = True
+        if self.groups is not None:  # commits go to the next coordinator, never to this log
+            self.groups.follow(self.groups.offsets.partitions, ())
+        await role.stop()
 
     def begin_shutdown(self) -> None:
         self.state.shutting_down = True
