@@ -13,6 +13,7 @@ from tidelog import registry as schema_registry
 
 from . import (
     models,
+    queuesocket,
     routes_admin,
     routes_consumers,
     routes_queues,
@@ -64,6 +65,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         routes_queues,
         routes_subscriptions,
         ws,
+        queuesocket,
     )
     for module in modules:
         app.include_router(module.router)
