@@ -226,3 +226,26 @@ def test_queue_socket_limits(tidelog_broker: Any, tidelog_gateway_factory: Facto
             assert closed(ws) == 1009  # max_ws_message_bytes
         members = lambda: http.get("/v1/gateway").json()["queue_members"]  # noqa: E731
         eventually(lambda: members() == 0, "the closed socket's member closed")
+
+
+def test_the_openapi_description_names_the_websocket_routes(http: httpx.Client) -> None:
+    info = http.get("/openapi.json").json()["info"]["description"]
+    for text in ("/v1/ws", "/v1/queues/{group}/ws", "ws_queue_max_prefetch", "renewed"):
+        assert text in info, text
+
+
+def test_a_gateway_that_stops_releases_what_its_sockets_hold(
+    tidelog_broker: Any, tidelog_gateway_factory: Factory
+) -> None:
+    closing = tidelog_gateway_factory(tidelog_broker.address)
+    staying = tidelog_gateway_factory(tidelog_broker.address)
+    with httpx.Client(base_url=staying.url, timeout=TIMEOUT_S) as http:
+        http.post("/v1/topics", json={"name": "emails"})
+        produce(http, ["job"])
+        with queue_socket(closing.url) as ws:
+            opened(ws)
+            (held,) = take(ws, 1)
+            closing.stop()
+            assert closed(ws) is not None
+        (again,) = lease(http)["messages"]
+        assert (again["offset"], again["delivery_count"]) == (held["offset"], 2)

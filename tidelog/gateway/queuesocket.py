@@ -158,9 +158,9 @@ class QueueSocket(Socket):
         batch = self.gw.settings.ws_frame_records
         try:
             while True:
+                self._credit.clear()  # before counting: a settlement after it is seen
                 room = prefetch - member.unsettled(q.clock())
                 if room <= 0:
-                    self._credit.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(POLL_WAIT_S):  # a lock may end meanwhile
                             await self._credit.wait()

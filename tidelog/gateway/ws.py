@@ -115,6 +115,7 @@ class Socket:
         self.gw = gw
         self.queue = FrameQueue(gw.settings.ws_send_queue_bytes, gw.sockets)
         self._close_with = (CLOSE_ERROR, "")
+        self._closing = False
 
     async def run(self) -> None:
         writer = asyncio.get_running_loop().create_task(self._write())
@@ -149,13 +150,22 @@ class Socket:
         """End the socket on ``exc``: an ``error`` frame (``id`` null) once the frames queued
         before it are written, then a close code that says whether to come back: 1013 for a
         limit or an unreachable broker, 1008 for a request to change, 1011 otherwise."""
+        if self._closing:
+            return
         await self.send_error(None, exc)
         status = 400 if isinstance(exc, OpError) else describe(exc)[0]
-        code = CLOSE_TRY_AGAIN if status in (429, 503) else CLOSE_POLICY
-        self._close_with = (CLOSE_ERROR if status >= 500 and status != 503 else code, "")
+        if status in (429, 503):
+            self._close_with = (CLOSE_TRY_AGAIN, "")
+        elif status >= 500:
+            self._close_with = (CLOSE_ERROR, "")
+        else:
+            self._close_with = (CLOSE_POLICY, "")
+        self._closing = True
         await self.queue.put(_CLOSE)
 
     async def send(self, frame: dict[str, Any], *, pump: bool = False) -> None:
+        if self._closing:  # nothing writes after the close
+            return
         await self.queue.put(encode_frame(frame), pump=pump)
 
     async def send_error(self, op_id: str | None, exc: Exception) -> None:
