@@ -4,6 +4,7 @@ real broker, error paths included."""
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 from collections.abc import Callable
 
 import httpx
@@ -237,3 +238,17 @@ def test_fetch_offsets_and_bounds(http: httpx.Client, make_topic: Callable[..., 
     )
     # A long-poll for the end returns when a record arrives (here: none comes; wait_ms=1).
     assert http.get(url, params={"offset": 10, "wait_ms": 1}).json()["records"] == []
+
+
+def test_a_long_poll_fetch_returns_the_record_that_arrives(
+    http: httpx.Client, make_topic: Callable[..., str]
+) -> None:
+    make_topic()
+    url = "/v1/topics/events/partitions/0/records"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(http.get, url, params={"offset": 0, "wait_ms": 20_000})
+        # Without the wait the fetch answers [] at once (unless the produce overtook it).
+        r = http.post("/v1/topics/events/records", json={"records": [{"value": "late"}]})
+        assert r.json()["failed"] == 0
+        page = waiting.result(timeout=30).json()
+    assert [x["value"] for x in page["records"]] == ["late"]
