@@ -252,3 +252,17 @@ def test_a_long_poll_fetch_returns_the_record_that_arrives(
         assert r.json()["failed"] == 0
         page = waiting.result(timeout=30).json()
     assert [x["value"] for x in page["records"]] == ["late"]
+
+
+def test_max_bytes_bounds_a_fetch(http: httpx.Client, make_topic: Callable[..., str]) -> None:
+    make_topic()
+    for i in range(5):  # one request each: a batch each
+        body = {"records": [{"value": f"{i}" + "x" * 2000}]}
+        assert http.post("/v1/topics/events/records", json=body).json()["failed"] == 0
+    url = "/v1/topics/events/partitions/0/records"
+    small = http.get(url, params={"offset": 0, "max_bytes": 3000}).json()
+    assert 1 <= len(small["records"]) < 5  # at least one whole batch, never nothing
+    everything = http.get(url, params={"offset": 0}).json()
+    assert len(everything["records"]) == 5
+    rest = http.get(url, params={"offset": small["next_offset"], "max_bytes": 1}).json()
+    assert [r["offset"] for r in rest["records"]] == [small["next_offset"]]
