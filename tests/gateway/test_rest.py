@@ -266,3 +266,11 @@ def test_max_bytes_bounds_a_fetch(http: httpx.Client, make_topic: Callable[..., 
     assert len(everything["records"]) == 5
     rest = http.get(url, params={"offset": small["next_offset"], "max_bytes": 1}).json()
     assert [r["offset"] for r in rest["records"]] == [small["next_offset"]]
+
+
+def test_create_with_a_replication_factor(http: httpx.Client) -> None:
+    one = http.post("/v1/topics", json={"name": "r1", "partitions": 2, "replication_factor": 1})
+    assert one.status_code == 201, one.text
+    two = http.post("/v1/topics", json={"name": "r2", "replication_factor": 2})  # one broker
+    assert_error(two, 400, "invalid_replication_factor")
+    assert "r2" not in http.get("/v1/topics").json()["topics"]
