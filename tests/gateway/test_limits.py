@@ -31,6 +31,7 @@ def small(tidelog_broker: Any, tidelog_gateway_factory: Factory) -> Iterator[htt
         max_ws_connections=1,
         max_ws_subscriptions=1,
         max_ws_message_bytes=1000,
+        ws_frame_records=3,
     )
     with httpx.Client(base_url=gateway.url, timeout=TIMEOUT_S) as client:
         client.post("/v1/topics", json={"name": "events"})
@@ -114,3 +115,19 @@ def _drain(ws: Any) -> None:
     """Read frames until the socket closes (raises ``ConnectionClosed`` then)."""
     while True:
         ws.recv(timeout=TIMEOUT_S)
+
+
+def test_ws_frame_records(small: httpx.Client) -> None:
+    for start in range(0, 10, 3):  # max_produce_records=3
+        records = [{"value": i} for i in range(start, min(10, start + 3))]
+        assert small.post("/v1/topics/events/records", json={"records": records}).status_code == 200
+    with socket(str(small.base_url)) as ws:
+        send(ws, op="subscribe", id="s", topics=["events"], start="earliest")
+        assert answer(ws, "s")["type"] == "subscribed"
+        sizes, values = [], []
+        while len(values) < 10:
+            body = frame(ws)
+            sizes.append(len(body["records"]))
+            values += [r["value"] for r in body["records"]]
+    assert values == list(range(10))
+    assert max(sizes) <= 3 < sum(sizes), sizes  # ws_frame_records=3 per frame

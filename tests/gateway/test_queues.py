@@ -193,6 +193,10 @@ def test_dead_letters_are_redriven_one_or_all_and_purged(
         assert r.status_code == 204, r.text
     letters = http.get(Q + "/dlq").json()["dead_letters"]
     assert [x["value"] for x in letters] == ["a", "b", "c"]
+    page = http.get(Q + "/dlq", params={"max_records": 2}).json()
+    assert ([x["value"] for x in page["dead_letters"]], page["next_offset"]) == (["a", "b"], 2)
+    rest = http.get(Q + "/dlq", params={"offset": page["next_offset"]}).json()
+    assert [x["value"] for x in rest["dead_letters"]] == ["c"]
     bad = http.post(Q + "/dlq/redrive", json={"offset": 1})
     assert_error(bad, 400, "invalid_request")
     one = http.post(Q + "/dlq/redrive", json={"partition": 0, "offset": letters[1]["dlq_offset"]})

@@ -4,6 +4,7 @@ real broker, error paths included."""
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 from collections.abc import Callable
 
 import httpx
@@ -237,3 +238,39 @@ def test_fetch_offsets_and_bounds(http: httpx.Client, make_topic: Callable[..., 
     )
     # A long-poll for the end returns when a record arrives (here: none comes; wait_ms=1).
     assert http.get(url, params={"offset": 10, "wait_ms": 1}).json()["records"] == []
+
+
+def test_a_long_poll_fetch_returns_the_record_that_arrives(
+    http: httpx.Client, make_topic: Callable[..., str]
+) -> None:
+    make_topic()
+    url = "/v1/topics/events/partitions/0/records"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(http.get, url, params={"offset": 0, "wait_ms": 20_000})
+        # Without the wait the fetch answers [] at once (unless the produce overtook it).
+        r = http.post("/v1/topics/events/records", json={"records": [{"value": "late"}]})
+        assert r.json()["failed"] == 0
+        page = waiting.result(timeout=30).json()
+    assert [x["value"] for x in page["records"]] == ["late"]
+
+
+def test_max_bytes_bounds_a_fetch(http: httpx.Client, make_topic: Callable[..., str]) -> None:
+    make_topic()
+    for i in range(5):  # one request each: a batch each
+        body = {"records": [{"value": f"{i}" + "x" * 2000}]}
+        assert http.post("/v1/topics/events/records", json=body).json()["failed"] == 0
+    url = "/v1/topics/events/partitions/0/records"
+    small = http.get(url, params={"offset": 0, "max_bytes": 3000}).json()
+    assert 1 <= len(small["records"]) < 5  # at least one whole batch, never nothing
+    everything = http.get(url, params={"offset": 0}).json()
+    assert len(everything["records"]) == 5
+    rest = http.get(url, params={"offset": small["next_offset"], "max_bytes": 1}).json()
+    assert [r["offset"] for r in rest["records"]] == [small["next_offset"]]
+
+
+def test_create_with_a_replication_factor(http: httpx.Client) -> None:
+    one = http.post("/v1/topics", json={"name": "r1", "partitions": 2, "replication_factor": 1})
+    assert one.status_code == 201, one.text
+    two = http.post("/v1/topics", json={"name": "r2", "replication_factor": 2})  # one broker
+    assert_error(two, 400, "invalid_replication_factor")
+    assert "r2" not in http.get("/v1/topics").json()["topics"]

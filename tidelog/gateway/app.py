@@ -13,6 +13,7 @@ from tidelog import registry as schema_registry
 
 from . import (
     models,
+    queuesocket,
     routes_admin,
     routes_consumers,
     routes_queues,
@@ -26,8 +27,20 @@ from .settings import GatewaySettings
 from .state import Gateway
 
 DESCRIPTION = (
-    "REST and WebSocket access to tidelog: topics, produce, fetch, consumer groups, cluster "
-    "metadata and health. Every error is `{error_code, message}`. See docs/HTTP.md."
+    "REST and WebSocket access to tidelog: topics, produce, fetch, consumer groups, queues, "
+    "cluster metadata and health. Every error is `{error_code, message}`. See docs/HTTP.md.\n\n"
+    "**WebSockets** (OpenAPI 3 cannot declare them; JSON text frames, each client message "
+    "with an `op` and an `id`, each answered by one frame with that `id`, or by "
+    "`{type: error, id, error_code, message}`):\n\n"
+    "- `/v1/ws`: stream topics and produce. Ops `subscribe`, `unsubscribe`, `produce`, "
+    "`commit`; pushed `{type: records, id, records}`.\n"
+    "- `/v1/queues/{group}/ws?topics=T[&topics=U]&prefetch=N&format=json|text|base64`: a "
+    "queue's messages, pushed as `{type: messages, messages, lock_duration_ms}` (each message "
+    "as in the lease answer, with its receipt), at most `prefetch` unsettled at once "
+    "(`ws_queue_max_prefetch`). Ops `ack` (`receipts`), `nack` (`receipt`, `delay_ms`, "
+    "`error`), `reject` (`receipt`, `reason`), `renew` (`receipt`), as their REST bodies; "
+    "answers `acked`, `nacked`, `rejected`, `renewed`. What is not settled when the socket "
+    "closes is delivered again at once."
 )
 
 
@@ -64,6 +77,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         routes_queues,
         routes_subscriptions,
         ws,
+        queuesocket,
     )
     for module in modules:
         app.include_router(module.router)

@@ -103,9 +103,20 @@ class Member:
     leases: dict[Position, Lease] = field(default_factory=dict)
     reserved: int = 0
     """Room taken by leases in flight, so concurrent ones stay within ``max_queue_leases``."""
+    attached: bool = False
+    """Owned by one WebSocket (never shared, never idle while the socket is open)."""
 
     def busy(self, now: float) -> bool:
-        return self.reserved > 0 or any(lease.deadline > now for lease in self.leases.values())
+        return (
+            self.attached
+            or self.reserved > 0
+            or any(lease.deadline > now for lease in self.leases.values())
+        )
+
+    def unsettled(self, now: float) -> int:
+        """Leases whose lock is on, plus those being taken."""
+        self.prune(now)
+        return len(self.leases) + self.reserved
 
     def prune(self, now: float) -> None:
         """Forget the leases whose lock ended (the broker releases them on its own)."""
@@ -158,38 +169,63 @@ class QueueMembers:
             if member is not None:
                 return member
             self._by_queue = {k: n for k, n in self._by_queue.items() if n in self._registry}
-            if self._registry.full():
-                raise GatewayError(
-                    429,
-                    "too_many_queue_members",
-                    f"{len(self._registry)} queue members are open (max_queue_members): "
-                    "each group and set of topics leased from takes one until it is unused",
-                )
-            s = self.settings
-            name = f"gwq-{secrets.token_hex(8)}"
-            cluster = Cluster(
-                s.bootstrap,
-                client_id=f"tidelog-gateway-{name}",
-                connect_timeout=s.request_timeout_s,
-                request_timeout=s.request_timeout_s,
-            )
-            queue = QueueConsumer(s.bootstrap, group, topics, member_id=name, cluster=cluster)
-            try:
-                await queue.start()
-            except BaseException:
-                await queue.close()
-                raise
-            member = Member(group, name, queue, self.clock())
-            self._registry.add(name, member)
-            self._by_queue[key] = name
+            member = await self._open(group, topics)
+            self._by_queue[key] = member.name
             return member
+
+    async def attach(self, group: str, topics: tuple[str, ...]) -> Member:
+        """A member of its own for one WebSocket, counted in ``max_queue_members`` (429 at
+        it); its receipts settle like any other. :meth:`detach` closes it."""
+        async with self._creating:
+            await self._registry.expire_idle()
+            member = await self._open(group, topics)
+            member.attached = True
+            return member
+
+    async def detach(self, member: Member) -> None:
+        """Close a WebSocket's member: what it holds goes back to the queue at once."""
+        self._registry.remove(member.name)
+        await member.close()
+
+    async def _open(self, group: str, topics: tuple[str, ...]) -> Member:
+        if self._registry.full():
+            raise GatewayError(
+                429,
+                "too_many_queue_members",
+                f"{len(self._registry)} queue members are open (max_queue_members): "
+                "each group and set of topics leased from, and each queue WebSocket, takes one "
+                "until it is unused",
+            )
+        s = self.settings
+        name = f"gwq-{secrets.token_hex(8)}"
+        cluster = Cluster(
+            s.bootstrap,
+            client_id=f"tidelog-gateway-{name}",
+            connect_timeout=s.request_timeout_s,
+            request_timeout=s.request_timeout_s,
+        )
+        queue = QueueConsumer(s.bootstrap, group, topics, member_id=name, cluster=cluster)
+        try:
+            await queue.start()
+        except BaseException:
+            await queue.close()
+            raise
+        member = Member(group, name, queue, self.clock())
+        self._registry.add(name, member)
+        return member
 
     async def lease(
         self, group: str, topics: tuple[str, ...], max_records: int, wait_s: float
     ) -> tuple[list[tuple[Receipt, QueueMessage]], int]:
         """Up to ``max_records`` messages, waiting up to ``wait_s`` for the first, each with its
         receipt; and the lock duration in ms. 429 when the member holds ``max_queue_leases``."""
-        member = await self._member(group, topics)
+        return await self.lease_from(await self._member(group, topics), max_records, wait_s)
+
+    async def lease_from(
+        self, member: Member, max_records: int, wait_s: float
+    ) -> tuple[list[tuple[Receipt, QueueMessage]], int]:
+        """:meth:`lease`, for a given member (a WebSocket's)."""
+        group = member.group
         now = self.clock()
         member.prune(now)
         room = self.settings.max_queue_leases - len(member.leases) - member.reserved
@@ -205,7 +241,7 @@ class QueueMembers:
         try:
             messages = await _closed_is_503(member.queue.take(take, wait_s))
         except Exception:
-            if not member.leases and member.reserved == take:
+            if not member.leases and member.reserved == take and not member.attached:
                 # A member that never held anything (an unknown topic, a bad group id) does
                 # not stay to count against max_queue_members.
                 self._registry.remove(member.name)

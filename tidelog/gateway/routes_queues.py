@@ -25,7 +25,9 @@ from . import models_queues as mq
 from .deadletters import dead_letter, dead_letters, dlq_topic, rendered
 from .errors import GatewayError, describe
 from .formats import Format, encode_frame
+from .queues import Receipt
 from .routes_admin import ERRORS, GroupPath, State
+from .state import Gateway
 
 router = APIRouter(tags=["queues"])
 BASE: Final = "/v1/queues/{group}"
@@ -63,9 +65,15 @@ async def lease(group: GroupPath, body: mq.LeaseRequest, gw: State) -> Response:
     limit = min(body.max_records, s.max_fetch_records, mq.BROKER_MAX_RECORDS)
     wait = min(body.wait_ms, s.max_fetch_wait_ms) / 1000
     taken, lock_ms = await gw.queues.lease(group, topics, limit, wait)
+    body_out = {"messages": leased(taken, body.format), "lock_duration_ms": lock_ms}
+    return Response(encode_frame(body_out), media_type="application/json")
+
+
+def leased(taken: list[tuple[Receipt, QueueMessage]], fmt: Format) -> list[dict[str, Any]]:
+    """Leased messages as the answer writes them (:class:`~.models_queues.LeasedMessage`)."""
     messages = []
     for receipt, message in taken:
-        used, out = rendered(message.topic, message.partition, _row(message), body.format)
+        used, out = rendered(message.topic, message.partition, _row(message), fmt)
         messages.append(
             {
                 "receipt": receipt.encode(),
@@ -80,8 +88,7 @@ async def lease(group: GroupPath, body: mq.LeaseRequest, gw: State) -> Response:
                 "headers": out.headers,
             }
         )
-    body_out = {"messages": messages, "lock_duration_ms": lock_ms}
-    return Response(encode_frame(body_out), media_type="application/json")
+    return messages
 
 
 def _row(m: QueueMessage) -> tuple[int, int, bytes | None, bytes | None, Any]:
@@ -92,14 +99,19 @@ def _row(m: QueueMessage) -> tuple[int, int, bytes | None, bytes | None, Any]:
 async def ack(group: GroupPath, body: mq.AckRequest, gw: State) -> mq.AckResponse:
     """Ack a batch of receipts: those messages are done. 200 whatever each one's outcome: the
     answer says which were acked and why the others were not."""
+    return await ack_receipts(gw, group, body.receipts)
+
+
+async def ack_receipts(gw: Gateway, group: str, receipts: list[str]) -> mq.AckResponse:
+    """Ack each receipt (duplicates once); which were acked, and why the others were not."""
 
     async def one(receipt: str) -> None:
         await gw.queues.settle(group, receipt, QueueMessage.ack)
 
-    receipts = list(dict.fromkeys(body.receipts))
-    results = await asyncio.gather(*(one(r) for r in receipts), return_exceptions=True)
+    unique = list(dict.fromkeys(receipts))
+    results = await asyncio.gather(*(one(r) for r in unique), return_exceptions=True)
     acked, failed = [], []
-    for receipt, result in zip(receipts, results, strict=True):
+    for receipt, result in zip(unique, results, strict=True):
         if isinstance(result, BaseException):
             if not isinstance(result, Exception):
                 raise result
@@ -116,24 +128,31 @@ async def ack(group: GroupPath, body: mq.AckRequest, gw: State) -> mq.AckRespons
 async def nack(group: GroupPath, body: mq.NackRequest, gw: State) -> Response:
     """Release the message: it is delivered again after ``delay_ms`` (omitted: the group's
     backoff policy), or dead-lettered if it used its last delivery attempt."""
+    await nack_receipt(gw, group, body)
+    return Response(status_code=204)
+
+
+async def nack_receipt(gw: Gateway, group: str, body: mq.NackRequest) -> None:
     delay = None if body.delay_ms is None else body.delay_ms / 1000
 
     async def how(message: QueueMessage) -> None:
         await message.nack(delay, body.error)
 
     await gw.queues.settle(group, body.receipt, how)
-    return Response(status_code=204)
 
 
 @router.post(BASE + "/reject", status_code=204, responses=RECEIPT_ERRORS)
 async def reject(group: GroupPath, body: mq.RejectRequest, gw: State) -> Response:
     """Send the message to the dead-letter topic now, with ``reason`` in its headers."""
+    await reject_receipt(gw, group, body)
+    return Response(status_code=204)
 
+
+async def reject_receipt(gw: Gateway, group: str, body: mq.RejectRequest) -> None:
     async def how(message: QueueMessage) -> None:
         await message.reject(body.reason)
 
     await gw.queues.settle(group, body.receipt, how)
-    return Response(status_code=204)
 
 
 @router.post(BASE + "/renew", response_model=mq.Renewed, responses=RECEIPT_ERRORS)

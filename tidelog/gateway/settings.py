@@ -62,6 +62,9 @@ class GatewaySettings:
     )
     ws_prefetch_bytes: int = _limit(MIB, "bytes a WebSocket subscription prefetches per partition")
     ws_frame_records: int = _limit(500, "records per WebSocket records frame at most")
+    ws_queue_max_prefetch: int = _limit(
+        1000, "messages a queue WebSocket may hold unsettled at once (its largest prefetch)"
+    )
     max_subscriptions: int = _limit(1000, "webhook subscriptions at once (429 above)")
     webhook_timeout_s: float = _limit(10.0, "deadline of one webhook delivery request, in s")
     webhook_max_attempts: int = _limit(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, WebSocket
@@ -38,16 +39,23 @@ from .wsqueue import FrameQueue
 router = APIRouter()
 logger = logging.getLogger("tidelog.gateway")
 
+CLOSE_POLICY: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
+CLOSE_ERROR: Final = 1011
 CLOSE_TRY_AGAIN: Final = 1013
+_CLOSE: Final = b""
+"""In the send queue: close the socket here (after the frames before it)."""
 POLL_WAIT_S: Final = 1.0
 MAX_PRODUCE_IN_FLIGHT: Final = 64
 """Produce messages of one socket awaiting their acknowledgements; the reader waits above."""
 
 
+OpId = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class _Op(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=200)
+    id: OpId
 
 
 class SubscribeOp(_Op):
@@ -95,42 +103,74 @@ class OpError(Exception):
         self.message = message
 
 
-class Session:
-    """One socket: its queue, writer, subscriptions and in-flight produce answers."""
+class Socket:
+    """What every WebSocket of the gateway shares: its bounded send queue and writer task, and
+    a read loop that checks each message's size, validates it against ``ops`` and answers a
+    bad one with an ``error`` frame (the socket stays open). Subclasses handle the ops."""
+
+    ops: TypeAdapter[Any]
 
     def __init__(self, websocket: WebSocket, gw: Gateway) -> None:
         self.ws = websocket
         self.gw = gw
         self.queue = FrameQueue(gw.settings.ws_send_queue_bytes, gw.sockets)
-        self.subs: dict[str, tuple[Consumer, asyncio.Task[None], bool]] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.produce_slots = asyncio.Semaphore(MAX_PRODUCE_IN_FLIGHT)
+        self._close_with = (CLOSE_ERROR, "")
+        self._closing = False
 
     async def run(self) -> None:
         writer = asyncio.get_running_loop().create_task(self._write())
         try:
+            await self._open()
             await self._read()
         finally:
             writer.cancel()
-            for task in (*self.tasks, *(t for _, t, _ in self.subs.values())):
-                task.cancel()
-            for consumer, task, _ in list(self.subs.values()):
-                with contextlib.suppress(BaseException):
-                    await task
-                await consumer.close()
-            self.gw.sockets.subscriptions -= len(self.subs)
-            self.subs.clear()
+            await self._close()
             with contextlib.suppress(BaseException):
                 await writer
             self.queue.clear()
 
+    async def _open(self) -> None:
+        """Before the first message is read."""
+
+    async def _close(self) -> None:
+        """Once the socket is closed: stop and release what it holds."""
+
+    async def _handle(self, op: Any) -> None:
+        raise NotImplementedError
+
     async def _write(self) -> None:
         while True:
             frame = await self.queue.get()
+            if frame == _CLOSE:
+                await self.ws.close(*self._close_with)
+                return
             await self.ws.send_text(frame.decode())
 
+    async def fail(self, exc: Exception) -> None:
+        """End the socket on ``exc``: an ``error`` frame (``id`` null) once the frames queued
+        before it are written, then a close code that says whether to come back: 1013 for a
+        limit or an unreachable broker, 1008 for a request to change, 1011 otherwise."""
+        if self._closing:
+            return
+        await self.send_error(None, exc)
+        status = 400 if isinstance(exc, OpError) else describe(exc)[0]
+        if status in (429, 503):
+            self._close_with = (CLOSE_TRY_AGAIN, "")
+        elif status >= 500:
+            self._close_with = (CLOSE_ERROR, "")
+        else:
+            self._close_with = (CLOSE_POLICY, "")
+        self._closing = True
+        await self.queue.put(_CLOSE)
+
     async def send(self, frame: dict[str, Any], *, pump: bool = False) -> None:
+        if self._closing:  # nothing writes after the close
+            return
         await self.queue.put(encode_frame(frame), pump=pump)
+
+    async def send_error(self, op_id: str | None, exc: Exception) -> None:
+        code, text = (exc.code, exc.message) if isinstance(exc, OpError) else describe(exc)[1:]
+        await self.send({"type": "error", "id": op_id, "error_code": code, "message": text})
 
     async def _read(self) -> None:
         limit = self.gw.settings.max_ws_message_bytes
@@ -143,28 +183,45 @@ class Session:
                 await self.ws.close(CLOSE_TOO_BIG, f"a message is at most {limit} bytes")
                 return
             try:
-                op = OPS.validate_json(data)
+                op = self.ops.validate_json(data)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ()))
-                await self.send(
-                    {
-                        "type": "error",
-                        "id": _id_of(data),
-                        "error_code": "invalid_message",
-                        "message": f"{where}: {first.get('msg', 'invalid')}",
-                    }
-                )
+                await self.send_error(_id_of(data), invalid(exc))
                 continue
             try:
                 await self._handle(op)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                code, text = (
-                    (exc.code, exc.message) if isinstance(exc, OpError) else describe(exc)[1:]
-                )
-                await self.send({"type": "error", "id": op.id, "error_code": code, "message": text})
+                await self.send_error(op.id, exc)
+
+
+def invalid(exc: ValidationError) -> OpError:
+    """A validation failure as an ``invalid_message`` error (its first problem)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return OpError("invalid_message", f"{where}: {first.get('msg', 'invalid')}")
+
+
+class Session(Socket):
+    """``/v1/ws``: its subscriptions and in-flight produce answers."""
+
+    ops = OPS
+
+    def __init__(self, websocket: WebSocket, gw: Gateway) -> None:
+        super().__init__(websocket, gw)
+        self.subs: dict[str, tuple[Consumer, asyncio.Task[None], bool]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.produce_slots = asyncio.Semaphore(MAX_PRODUCE_IN_FLIGHT)
+
+    async def _close(self) -> None:
+        for task in (*self.tasks, *(t for _, t, _ in self.subs.values())):
+            task.cancel()
+        for consumer, task, _ in list(self.subs.values()):
+            with contextlib.suppress(BaseException):
+                await task
+            await consumer.close()
+        self.gw.sockets.subscriptions -= len(self.subs)
+        self.subs.clear()
 
     async def _handle(self, op: SubscribeOp | UnsubscribeOp | ProduceOp | CommitOp) -> None:
         match op:
@@ -286,8 +343,7 @@ class Session:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            _, code, message = describe(exc)
-            await self.send({"type": "error", "id": sub_id, "error_code": code, "message": message})
+            await self.send_error(sub_id, exc)
 
 
 def _id_of(data: str | bytes) -> str | None:
@@ -303,6 +359,11 @@ def _id_of(data: str | bytes) -> str | None:
 @router.websocket("/v1/ws")
 async def stream(websocket: WebSocket) -> None:
     """Stream and produce over one socket (see the module documentation)."""
+    await serve(websocket, Session)
+
+
+async def serve(websocket: WebSocket, socket: Callable[[WebSocket, Gateway], Socket]) -> None:
+    """Accept ``websocket`` within ``max_ws_connections`` and run ``socket`` on it."""
     gw: Gateway = websocket.app.state.gateway
     await websocket.accept()
     if gw.sockets.connections >= gw.settings.max_ws_connections:
@@ -321,7 +382,7 @@ async def stream(websocket: WebSocket) -> None:
         return
     gw.sockets.connections += 1
     try:
-        await Session(websocket, gw).run()
+        await socket(websocket, gw).run()
     except WebSocketDisconnect:
         pass
     finally:
