@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tidelog.client import AdminClient, Consumer, Producer, TopicPartition
+from tidelog.client import AdminClient, Consumer, Producer, QueueConsumer, TopicPartition
 from tidelog.server import Broker, BrokerConfig
 from tidelog.testing import BrokerThread
 
@@ -54,7 +54,17 @@ EXPECTED_FAMILIES = {
     "tidelog_consumer_group_lag": {"group", "topic", "partition"},
     "tidelog_storage_damage": {"kind"},
     "tidelog_brokers_alive": set(),
+    "tidelog_controller_present": set(),
+    "tidelog_controller_active": set(),
     "tidelog_partitions_leaderless": set(),
+    "tidelog_partitions_led": set(),
+    "tidelog_partitions_under_replicated": set(),
+    "tidelog_partitions_under_min_isr": set(),
+    "tidelog_isr_shrinks": set(),
+    "tidelog_isr_expands": set(),
+    "tidelog_leader_elections": set(),
+    "tidelog_unclean_leader_elections": set(),
+    "tidelog_replica_lag_records": set(),  # no series on a single broker: no followers
     "tidelog_build_info": {"version", "broker_id", "cluster_id"},
     "tidelog_start_time_seconds": set(),
 }
@@ -162,6 +172,55 @@ def test_every_metric_is_exported_with_its_labels_and_exact_values(
     assert value(samples, "tidelog_connections") >= 1  # the live member's
     assert value(samples, "tidelog_storage_damage_total", kind="damaged_range") == 0
     assert value(samples, "tidelog_partitions_leaderless") == 0
+    # A single broker is its own cluster: alive, the controller, every replica in sync.
+    for name, expected in (
+        ("tidelog_brokers_alive", 1),
+        ("tidelog_controller_present", 1),
+        ("tidelog_controller_active", 1),
+        ("tidelog_partitions_led", len(samples["tidelog_log_end_offset"])),  # every one
+        ("tidelog_partitions_under_replicated", 0),
+        ("tidelog_partitions_under_min_isr", 0),
+        ("tidelog_isr_shrinks_total", 0),
+        ("tidelog_leader_elections_total", 0),
+    ):
+        assert value(samples, name) == expected, name
+
+
+def test_share_group_metrics_count_a_queue_exactly(
+    tidelog_broker_factory: Callable[..., BrokerThread],
+) -> None:
+    """10 jobs; a worker takes 4, acks 2, rejects 1 (dead-lettered), holds 1."""
+    broker = tidelog_broker_factory(admin_port=-1)
+
+    def share(samples: Samples, name: str) -> float:
+        return value(samples, name, group="workers", topic="jobs", partition="0")
+
+    async def main() -> Samples:
+        async with AdminClient(broker.address) as admin:
+            await admin.create_topic("jobs", 1)
+        async with Producer(broker.address, acks="all") as producer:
+            for i in range(10):
+                await producer.send("jobs", b"job%d" % i)
+        async with QueueConsumer(broker.address, "workers", "jobs") as queue:
+            taken = await queue.take(4, wait=5)
+            assert [m.offset for m in taken] == [0, 1, 2, 3]
+            await taken[0].ack()
+            await taken[1].ack()
+            await taken[2].reject("bad job")
+            async with asyncio.timeout(30):
+                while True:  # dead-lettering is written in the background
+                    samples, _ = await asyncio.to_thread(scrape, broker.admin_address)
+                    if share(samples, "tidelog_share_group_dead_lettered_total") == 1:
+                        return samples
+                    await asyncio.sleep(0.05)
+
+    samples = asyncio.run(main())
+    assert value(samples, "tidelog_share_group_members", group="workers") == 1
+    assert share(samples, "tidelog_share_group_available") == 10 - 4
+    assert share(samples, "tidelog_share_group_inflight") == 1
+    assert share(samples, "tidelog_share_group_delayed") == 0
+    assert share(samples, "tidelog_share_group_acknowledged_total") == 2
+    assert share(samples, "tidelog_share_group_lag") == 10 - 3  # offset 3 still held
 
 
 def test_errors_are_counted_by_code(tidelog_broker_factory: Callable[..., BrokerThread]) -> None:

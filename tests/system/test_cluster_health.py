@@ -136,7 +136,7 @@ def test_a_killed_broker_shows_in_the_metrics_and_cluster_health_until_it_is_bac
         assert any(f"broker {victim} is down" in r for r in report["reasons"]), report
         assert any(orphan in r for r in report["reasons"]), report
 
-        c.start(victim)
+        restarted = c.start(victim)
 
         c.wait_until(
             "every ISR full again",
@@ -150,3 +150,5 @@ def test_a_killed_broker_shows_in_the_metrics_and_cluster_health_until_it_is_bac
         code, report = health(c.address(victim))  # the restarted broker agrees
         assert code == 0, report
         assert report["brokers_down"] == [] and report["leaderless_partitions"] == []
+        ready = httpx.get(f"http://{restarted.admin_address}/ready")
+        assert ready.status_code == 200, ready.text  # registered, leading what it should

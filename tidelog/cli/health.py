@@ -19,7 +19,7 @@ import typer
 from rich.text import Text
 
 from tidelog.client import AdminClient, TidelogError
-from tidelog.wire.messages import BrokerInfo
+from tidelog.client.admin import BrokerInfo
 
 from . import context, render
 from .errors import command
