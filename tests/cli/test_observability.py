@@ -53,17 +53,29 @@ def test_status_summarises_the_broker(tidelog_broker_factory: Callable[..., Brok
         async with Producer(broker.address) as producer:
             await producer.send("a", b"hello", partition=0)
             await producer.flush()
+        async with QueueConsumer(broker.address, "workers", "a") as queue:
+            [message] = await queue.take(1, wait=5)
+            await message.ack()
 
     asyncio.run(setup())
     result = cli(broker.address, "status", "--json", "--admin", broker.admin_address)
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert (info["topics"], info["partitions"], info["groups"]) == (2, 4, 0)
+    assert (info["topics"], info["partitions"], info["groups"], info["queues"]) == (2, 4, 0, 1)
     assert info["version"]
     assert info["disk_bytes"] > 0
     assert info["uptime_s"] >= 0
     text = cli(broker.address, "status", "--admin", broker.admin_address)
     assert "partitions  4" in text.output
+    assert "queues      1" in text.output
+
+
+def test_health_watch_exits_at_the_first_healthy_check(tidelog_broker: BrokerThread) -> None:
+    result = cli(
+        tidelog_broker.address, "cluster", "health", "--watch", "--exit-when-healthy", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["healthy"] is True
 
 
 @pytest.fixture

@@ -146,9 +146,44 @@ def test_a_killed_broker_shows_in_the_metrics_and_cluster_health_until_it_is_bac
             ),
         )
         assert total(c, "tidelog_isr_expands_total") >= expands_before + PARTITIONS - 1
-        c.wait_until("cluster health healthy", lambda: health(c.address(survivor))[0] == 0)
+        watched = subprocess.run(  # what a readiness probe or a script waits with
+            [str(TIDELOG), "--broker", c.address(survivor), "--timeout", "2", "cluster",
+             "health", "--watch", "--exit-when-healthy", "--interval", "0.2"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert watched.returncode == 0, watched.stdout + watched.stderr
+        assert watched.stdout.rstrip().endswith("Under-replicated partitions: []")
         code, report = health(c.address(victim))  # the restarted broker agrees
         assert code == 0, report
         assert report["brokers_down"] == [] and report["leaderless_partitions"] == []
         ready = httpx.get(f"http://{restarted.admin_address}/ready")
         assert ready.status_code == 200, ready.text  # registered, leading what it should
+
+
+def test_a_killed_controller_is_replaced_and_counted_once(tmp_path: Path) -> None:
+    """SIGKILL the controller: the survivors elect one (``controller_active`` sums to 1
+    again, every survivor sees it), the partitions it led get leaders, and health names it."""
+    with cluster(tmp_path, 3, options=OPTIONS) as c:
+        asyncio.run(setup(c.address(1)))
+        controller = c.controller()
+        assert controller is not None
+        old = controller.broker_id
+        c.wait_until("every ISR full", lambda: total(c, "tidelog_partitions_under_replicated") == 0)
+        c.kill(old)
+        c.wait_until(
+            "a new controller",
+            lambda: (now := c.controller()) is not None and now.broker_id != old,
+        )
+        c.wait_until("one active controller", lambda: total(c, "tidelog_controller_active") == 1)
+        c.wait_until("every survivor sees it", lambda: total(c, "tidelog_controller_present") == 2)
+        c.wait_until(
+            "the old controller's replicated partition led again",
+            lambda: total(c, "tidelog_partitions_led") == 2 * PARTITIONS - 1,  # its single one
+        )
+        assert total(c, "tidelog_partitions_leaderless") == 1
+        assert total(c, "tidelog_leader_elections_total") >= 1  # by the new controller
+        survivor = next(b for b in c.brokers if b != old)
+        code, report = health(c.address(survivor))
+        assert code == EXIT_UNHEALTHY, report
+        assert report["brokers_down"] == [str(old)]
+        assert report["controller_id"] not in (-1, old)
