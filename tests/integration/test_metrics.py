@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tidelog.client import AdminClient, Consumer, Producer, QueueConsumer, TopicPartition
 from tidelog.server import Broker, BrokerConfig
 from tidelog.testing import BrokerThread
+from tidelog.wire.records import batch_size_at
 
 RECORDS = 50
 TOPIC = "orders"
@@ -309,3 +311,43 @@ def test_the_grafana_dashboard_uses_only_metrics_the_broker_exports(
     declared = set(samples) | set(families) | {f + "_total" for f in families}
     missing = sorted(used - declared)
     assert not missing, f"the dashboard queries series no scrape has: {missing}"
+
+
+def test_storage_damage_found_by_the_scrubber_is_counted(
+    tidelog_broker_factory: Callable[..., BrokerThread], tmp_path: Path
+) -> None:
+    """A byte flipped inside a sealed segment's second batch while the broker is down: after
+    the restart the scrubber isolates that batch and ``storage_damage_total{kind=
+    "damaged_range"}`` says 1."""
+    data_dir = tmp_path / "damaged"
+    settings = {"admin_port": -1, "storage": "disk", "data_dir": data_dir}
+    broker = tidelog_broker_factory(**settings)
+
+    async def produce() -> None:
+        async with AdminClient(broker.address) as admin:
+            await admin.create_topic("events", 1, configs={"segment_bytes": "2048"})
+        async with Producer(broker.address, linger=0) as producer:
+            for i in range(60):
+                await producer.send("events", b"%03d" % i + b"x" * 97)
+                await producer.flush()  # one batch each
+
+    asyncio.run(produce())
+    broker.stop()
+    first = sorted((data_dir / "events-0").glob("*.log"))[0]
+    data = bytearray(first.read_bytes())
+    second = batch_size_at(memoryview(data), 0)
+    assert second is not None and second + 80 < len(data)
+    data[second + 70 : second + 73] = b"\xff\xff\xff"  # inside the second batch's records
+    first.write_bytes(bytes(data))
+
+    again = tidelog_broker_factory(**settings, scrub_bytes_per_second=100 * 1024 * 1024)
+
+    def damaged() -> float:
+        samples, _ = scrape(again.admin_address)
+        return value(samples, "tidelog_storage_damage_total", kind="damaged_range")
+
+    deadline = time.monotonic() + 30
+    while damaged() < 1:
+        assert time.monotonic() < deadline, "the scrubber found nothing within 30 s"
+        time.sleep(0.05)
+    assert damaged() == 1
