@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -12,10 +13,10 @@ import pexpect
 import pytest
 
 from tidelog.cli.health import EXIT_UNHEALTHY
-from tidelog.client import AdminClient, Consumer, Producer
+from tidelog.client import AdminClient, Consumer, Producer, QueueConsumer
 from tidelog.testing import BrokerThread
 
-from .helpers import DEADLINE_S, TIDELOG, cli, free_port, subprocess_env
+from .helpers import DEADLINE_S, TIDELOG, cli, free_port, run, subprocess_env
 
 ALT_SCREEN_ON = "\x1b[?1049h"
 ALT_SCREEN_OFF = "\x1b[?1049l"
@@ -52,17 +53,29 @@ def test_status_summarises_the_broker(tidelog_broker_factory: Callable[..., Brok
         async with Producer(broker.address) as producer:
             await producer.send("a", b"hello", partition=0)
             await producer.flush()
+        async with QueueConsumer(broker.address, "workers", "a") as queue:
+            [message] = await queue.take(1, wait=5)
+            await message.ack()
 
     asyncio.run(setup())
     result = cli(broker.address, "status", "--json", "--admin", broker.admin_address)
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
-    assert (info["topics"], info["partitions"], info["groups"]) == (2, 4, 0)
+    assert (info["topics"], info["partitions"], info["groups"], info["queues"]) == (2, 4, 0, 1)
     assert info["version"]
     assert info["disk_bytes"] > 0
     assert info["uptime_s"] >= 0
     text = cli(broker.address, "status", "--admin", broker.admin_address)
     assert "partitions  4" in text.output
+    assert "queues      1" in text.output
+
+
+def test_health_watch_exits_at_the_first_healthy_check(tidelog_broker: BrokerThread) -> None:
+    result = cli(
+        tidelog_broker.address, "cluster", "health", "--watch", "--exit-when-healthy", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["healthy"] is True
 
 
 @pytest.fixture
@@ -173,3 +186,56 @@ def test_a_consumer_group_member_is_counted(
             return str(result.output)
 
     assert json.loads(asyncio.run(main()))["groups"] == 1
+
+
+def test_top_over_two_brokers_shows_each_a_queue_and_a_broker_that_stops_answering(
+    tidelog_broker_factory: Callable[..., BrokerThread],
+) -> None:
+    """``--admin a,b``: a row per broker; the queue "workers" on broker a with its depth, in
+    flight and dead letters; broker b stopped shows "no answer" while a's rows go on."""
+    a = tidelog_broker_factory(admin_port=-1)
+    b = tidelog_broker_factory(admin_port=-1)
+
+    async def queue() -> None:
+        async with AdminClient(a.address) as admin:
+            await admin.create_topic("jobs", 1)
+        async with Producer(a.address) as producer:
+            for i in range(10):
+                await producer.send("jobs", b"job%d" % i)
+        async with QueueConsumer(a.address, "workers", "jobs") as q:
+            taken = await q.take(3, wait=5)
+            await taken[0].reject("bad")
+            await taken[1].ack()
+            # leaving releases the third: depth 10 - 2, nothing in flight, one dead letter
+
+    run(queue())
+    b_admin = b.admin_address
+    child = pexpect.spawn(
+        str(TIDELOG),
+        [
+            "--broker",
+            a.address,
+            "top",
+            "--admin",
+            f"{a.admin_address},{b.admin_address}",
+            "--interval",
+            "0.3",
+        ],
+        env=subprocess_env(),
+        dimensions=(60, 160),
+        encoding="utf-8",
+        timeout=DEADLINE_S,
+    )
+    try:
+        child.expect_exact(ALT_SCREEN_ON)
+        child.expect_exact(b.admin_address)
+        # queue │ members │ depth │ in flight │ lag │ dead letters
+        child.expect(r"workers\s+│\s+0\s+│\s+8\s+│\s+0\s+│\s+8\s+│\s+1\s+│")
+        b.stop()
+        child.expect(re.escape(b_admin) + r"\s+│\s+│\s+(\x1b\[[0-9;]*m)?no answer")
+        child.send("q")
+        child.expect_exact(ALT_SCREEN_OFF)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before

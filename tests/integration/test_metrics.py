@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tidelog.client import AdminClient, Consumer, Producer, TopicPartition
+from tidelog.client import AdminClient, Consumer, Producer, QueueConsumer, TopicPartition
 from tidelog.server import Broker, BrokerConfig
 from tidelog.testing import BrokerThread
+from tidelog.wire.records import batch_size_at
 
 RECORDS = 50
 TOPIC = "orders"
@@ -54,7 +57,17 @@ EXPECTED_FAMILIES = {
     "tidelog_consumer_group_lag": {"group", "topic", "partition"},
     "tidelog_storage_damage": {"kind"},
     "tidelog_brokers_alive": set(),
+    "tidelog_controller_present": set(),
+    "tidelog_controller_active": set(),
     "tidelog_partitions_leaderless": set(),
+    "tidelog_partitions_led": set(),
+    "tidelog_partitions_under_replicated": set(),
+    "tidelog_partitions_under_min_isr": set(),
+    "tidelog_isr_shrinks": set(),
+    "tidelog_isr_expands": set(),
+    "tidelog_leader_elections": set(),
+    "tidelog_unclean_leader_elections": set(),
+    "tidelog_replica_lag_records": set(),  # no series on a single broker: no followers
     "tidelog_build_info": {"version", "broker_id", "cluster_id"},
     "tidelog_start_time_seconds": set(),
 }
@@ -162,6 +175,64 @@ def test_every_metric_is_exported_with_its_labels_and_exact_values(
     assert value(samples, "tidelog_connections") >= 1  # the live member's
     assert value(samples, "tidelog_storage_damage_total", kind="damaged_range") == 0
     assert value(samples, "tidelog_partitions_leaderless") == 0
+    # A single broker is its own cluster: alive, the controller, every replica in sync.
+    for name, expected in (
+        ("tidelog_brokers_alive", 1),
+        ("tidelog_controller_present", 1),
+        ("tidelog_controller_active", 1),
+        ("tidelog_partitions_led", len(samples["tidelog_log_end_offset"])),  # every one
+        ("tidelog_partitions_under_replicated", 0),
+        ("tidelog_partitions_under_min_isr", 0),
+        ("tidelog_isr_shrinks_total", 0),
+        ("tidelog_leader_elections_total", 0),
+    ):
+        assert value(samples, name) == expected, name
+
+
+@asynccontextmanager
+async def queue_jobs(address: str, settle: bool = True) -> AsyncIterator[QueueConsumer]:
+    """10 jobs in "jobs"; the share group "workers" takes 4 and (``settle``) acks 2, rejects
+    1, holds 1 while the context is open."""
+    async with AdminClient(address) as admin:
+        await admin.create_topic("jobs", 1)
+    async with Producer(address, acks="all") as producer:
+        for i in range(10):
+            await producer.send("jobs", b"job%d" % i)
+    async with QueueConsumer(address, "workers", "jobs") as queue:
+        taken = await queue.take(4, wait=5)
+        assert [m.offset for m in taken] == [0, 1, 2, 3]
+        if settle:
+            await taken[0].ack()
+            await taken[1].ack()
+            await taken[2].reject("bad job")
+        yield queue
+
+
+def test_share_group_metrics_count_a_queue_exactly(
+    tidelog_broker_factory: Callable[..., BrokerThread],
+) -> None:
+    """10 jobs; a worker takes 4, acks 2, rejects 1 (dead-lettered), holds 1."""
+    broker = tidelog_broker_factory(admin_port=-1)
+
+    def share(samples: Samples, name: str) -> float:
+        return value(samples, name, group="workers", topic="jobs", partition="0")
+
+    async def main() -> Samples:
+        async with queue_jobs(broker.address):
+            async with asyncio.timeout(30):
+                while True:  # dead-lettering is written in the background
+                    samples, _ = await asyncio.to_thread(scrape, broker.admin_address)
+                    if share(samples, "tidelog_share_group_dead_lettered_total") == 1:
+                        return samples
+                    await asyncio.sleep(0.05)
+
+    samples = asyncio.run(main())
+    assert value(samples, "tidelog_share_group_members", group="workers") == 1
+    assert share(samples, "tidelog_share_group_available") == 10 - 4
+    assert share(samples, "tidelog_share_group_inflight") == 1
+    assert share(samples, "tidelog_share_group_delayed") == 0
+    assert share(samples, "tidelog_share_group_acknowledged_total") == 2
+    assert share(samples, "tidelog_share_group_lag") == 10 - 3  # offset 3 still held
 
 
 def test_errors_are_counted_by_code(tidelog_broker_factory: Callable[..., BrokerThread]) -> None:
@@ -229,6 +300,54 @@ def test_the_grafana_dashboard_uses_only_metrics_the_broker_exports(
     used = {name for e in exprs for name in re.findall(r"\btidelog_\w+", e)}
     assert len(used) >= 20, used
     broker = tidelog_broker_factory(admin_port=-1)
-    samples, _ = run_with_member(broker.address, lambda: scrape(broker.admin_address))
-    missing = sorted(used - set(samples))
+
+    async def queue() -> None:  # the queue panels' series
+        async with queue_jobs(broker.address, settle=False):
+            pass
+
+    asyncio.run(queue())
+    samples, families = run_with_member(broker.address, lambda: scrape(broker.admin_address))
+    # A family declared without series (replica lag: no followers on a single broker) counts.
+    declared = set(samples) | set(families) | {f + "_total" for f in families}
+    missing = sorted(used - declared)
     assert not missing, f"the dashboard queries series no scrape has: {missing}"
+
+
+def test_storage_damage_found_by_the_scrubber_is_counted(
+    tidelog_broker_factory: Callable[..., BrokerThread], tmp_path: Path
+) -> None:
+    """A byte flipped inside a sealed segment's second batch while the broker is down: after
+    the restart the scrubber isolates that batch and ``storage_damage_total{kind=
+    "damaged_range"}`` says 1."""
+    data_dir = tmp_path / "damaged"
+    settings = {"admin_port": -1, "storage": "disk", "data_dir": data_dir}
+    broker = tidelog_broker_factory(**settings)
+
+    async def produce() -> None:
+        async with AdminClient(broker.address) as admin:
+            await admin.create_topic("events", 1, configs={"segment_bytes": "2048"})
+        async with Producer(broker.address, linger=0) as producer:
+            for i in range(60):
+                await producer.send("events", b"%03d" % i + b"x" * 97)
+                await producer.flush()  # one batch each
+
+    asyncio.run(produce())
+    broker.stop()
+    first = sorted((data_dir / "events-0").glob("*.log"))[0]
+    data = bytearray(first.read_bytes())
+    second = batch_size_at(memoryview(data), 0)
+    assert second is not None and second + 80 < len(data)
+    data[second + 70 : second + 73] = b"\xff\xff\xff"  # inside the second batch's records
+    first.write_bytes(bytes(data))
+
+    again = tidelog_broker_factory(**settings, scrub_bytes_per_second=100 * 1024 * 1024)
+
+    def damaged() -> float:
+        samples, _ = scrape(again.admin_address)
+        return value(samples, "tidelog_storage_damage_total", kind="damaged_range")
+
+    deadline = time.monotonic() + 30
+    while damaged() < 1:
+        assert time.monotonic() < deadline, "the scrubber found nothing within 30 s"
+        time.sleep(0.05)
+    assert damaged() == 1

@@ -27,6 +27,8 @@ class BrokerProcess:
         self.preexec = preexec
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
+        self.admin_address: str | None = None
+        """``host:port`` of the admin HTTP port, when on (``--admin-port -1``: a free one)."""
         self.stderr_lines: list[str] = []
 
     def start(self) -> BrokerProcess:
@@ -57,6 +59,8 @@ class BrokerProcess:
         def read_banner() -> None:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
+                if "admin HTTP on" in line:
+                    self.admin_address = line.rsplit(" ", 1)[1].strip()
                 if "listening on" in line:
                     self.address = line.rsplit(" ", 1)[1].strip()
                     found.set()

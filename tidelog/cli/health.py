@@ -3,8 +3,10 @@ answers, every partition has a leader, a controller exists -- judged from metada
 through the client. Exits 0 when healthy and :data:`EXIT_UNHEALTHY` (10, rpk's) when not,
 printing the reasons, so scripts and readiness probes can use it.
 
-With one broker, "every broker answers" is the broker answering the metadata request; a
-cluster adds each broker in the metadata answering its own (:func:`check` is where).
+With one broker, "every broker answers" is the broker answering the metadata request; in a
+cluster each registered broker must answer one of its own too, and a broker that holds
+replicas but is registered no more (killed: its lease ran out) is down. Each down broker is
+named in the reasons.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import typer
 from rich.text import Text
 
 from tidelog.client import AdminClient, TidelogError
+from tidelog.client.admin import BrokerInfo
 
 from . import context, render
 from .errors import command
@@ -35,17 +38,24 @@ class Health:
     reasons: list[str] = field(default_factory=list)
     controller_id: int = -1
     brokers: list[int] = field(default_factory=list)
+    """The brokers registered in the cluster (a broker whose lease ran out is not)."""
     brokers_down: list[str] = field(default_factory=list)
+    """Broker ids that hold replicas but are not registered or do not answer (the bootstrap
+    address when even it does not answer)."""
     leaderless_partitions: list[str] = field(default_factory=list)
+    under_replicated_partitions: list[str] = field(default_factory=list)
+    """Partitions whose ISR is smaller than their replica set: shown, not a reason on its own
+    (as rpk: a replica catching up after a restart is healthy)."""
 
 
 async def check(settings: context.Settings) -> Health:
-    """Ask the bootstrap broker for the cluster's metadata and judge it."""
+    """Ask the bootstrap broker for the cluster's metadata, ask every broker in it to answer,
+    and judge."""
     try:
         async with asyncio.timeout(settings.timeout * 2):
             async with AdminClient(settings.broker, **settings.client_options()) as admin:
                 cluster = await admin.describe_cluster()
-                topics = await admin.describe_topics()
+                topics = await admin.describe_topics(internal=True)
     except (TidelogError, OSError, TimeoutError) as exc:
         reason = f"broker {settings.broker} does not answer: {exc or type(exc).__name__}"
         return Health(False, [reason], brokers_down=[settings.broker])
@@ -54,12 +64,22 @@ async def check(settings: context.Settings) -> Health:
         controller_id=cluster.controller_id,
         brokers=sorted(b.node_id for b in cluster.brokers),
     )
-    health.leaderless_partitions = [
-        f"{t.name}-{p.partition}"
-        for t in topics
-        for p in t.partitions
-        if p.leader < 0 or p.error_code
-    ]
+    partitions = [(f"{t.name}-{p.partition}", p) for t in topics for p in t.partitions]
+    health.leaderless_partitions = [n for n, p in partitions if p.leader < 0 or p.error_code]
+    health.under_replicated_partitions = [n for n, p in partitions if len(p.isr) < len(p.replicas)]
+    holding: dict[int, int] = {}
+    for _, p in partitions:
+        for replica in p.replicas:
+            holding[replica] = holding.get(replica, 0) + 1
+    down: dict[int, str] = {
+        b: f"broker {b} is down: not registered, it holds replicas of {n} partition(s)"
+        for b, n in sorted(holding.items())
+        if b not in health.brokers
+    }
+    silent = await asyncio.gather(*(_answers(settings, b) for b in cluster.brokers))
+    down.update((b.node_id, why) for b, why in zip(cluster.brokers, silent, strict=True) if why)
+    health.brokers_down = [str(b) for b in sorted(down)]
+    health.reasons += [down[b] for b in sorted(down)]
     if health.leaderless_partitions:
         shown = ", ".join(health.leaderless_partitions[:10])
         health.reasons.append(
@@ -69,6 +89,17 @@ async def check(settings: context.Settings) -> Health:
         health.reasons.append("no controller")
     health.healthy = not health.reasons
     return health
+
+
+async def _answers(settings: context.Settings, broker: BrokerInfo) -> str | None:
+    """``None`` when ``broker`` answers a metadata request of its own, else why not."""
+    address = f"{broker.host}:{broker.port}"
+    try:
+        async with asyncio.timeout(settings.timeout):
+            async with AdminClient(address, **settings.client_options()):
+                return None
+    except (TidelogError, OSError, TimeoutError) as exc:
+        return f"broker {broker.node_id} at {address} does not answer: {exc or type(exc).__name__}"
 
 
 def show(health: Health, as_json: bool) -> None:
@@ -84,6 +115,7 @@ def show(health: Health, as_json: bool) -> None:
     context.stdout.print(f"All brokers: {health.brokers}")
     context.stdout.print(f"Brokers down: {health.brokers_down}")
     context.stdout.print(f"Leaderless partitions: {health.leaderless_partitions}")
+    context.stdout.print(f"Under-replicated partitions: {health.under_replicated_partitions}")
 
 
 async def watch(

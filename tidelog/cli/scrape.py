@@ -1,8 +1,9 @@
 """Reading a broker's ``/metrics`` over HTTP (httpx) into plain numbers for ``status``,
 ``top`` and ``cluster health``.
 
-The CLI finds the admin port with ``--admin HOST:PORT``; by default the ``--broker`` host and
-port 9644 (the broker's default ``admin_port``).
+The CLI finds the admin port with ``--admin HOST:PORT`` (``top`` takes several, comma-separated:
+one per broker of a cluster); by default the ``--broker`` host and port 9644 (the broker's
+default ``admin_port``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ AdminOption = Annotated[
     typer.Option(
         "--admin",
         envvar="TIDELOG_ADMIN",
-        help="The broker's admin HTTP port (/metrics), as host:port; default: the --broker "
-        "host and port 9644. Example: --admin 127.0.0.1:9644",
+        help="The broker's admin HTTP port (/metrics), as host:port (top: several, "
+        "comma-separated, one per broker); default: the --broker host and port 9644. "
+        "Example: --admin 127.0.0.1:9644",
     ),
 ]
 
@@ -60,6 +62,19 @@ class Scrape:
         for labels, value in self.series(name):
             out[tuple(labels.get(k, "") for k in keys)] += value
         return dict(out)
+
+
+def merge(scrapes: list[Scrape]) -> Scrape:
+    """Several brokers' scrapes as one: samples with the same name and labels added up (a
+    topic's records in over its leaders, a group's lag from its coordinator, disk use over
+    every replica)."""
+    out = Scrape()
+    for one in scrapes:
+        for name, series in one.samples.items():
+            merged = out.samples[name]
+            for labels, value in series.items():
+                merged[labels] = merged.get(labels, 0.0) + value
+    return out
 
 
 def parse(text: str) -> Scrape:

@@ -1,7 +1,7 @@
 """``tidelog status``: a one-shot summary of a broker -- version, uptime, topics, partitions,
-groups and disk used. Topics and groups come through the client (metadata, ListGroups); the
-version, uptime and disk from the broker's ``/metrics``. Without the admin port the summary
-still prints, with those fields unknown."""
+groups, queues and disk used. Topics and groups come through the client (metadata,
+ListGroups); the version, uptime, queues (share groups) and disk from the broker's
+``/metrics``. Without the admin port the summary still prints, with those fields unknown."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ async def gather(settings: context.Settings, admin: str) -> dict[str, Any]:
         "admin": admin,
         "version": None,
         "uptime_s": None,
+        "queues": None,
         "disk_bytes": None,
     }
     try:
@@ -53,6 +54,7 @@ async def gather(settings: context.Settings, admin: str) -> dict[str, Any]:
         out["version"] = labels.get("version")
     started = metrics.value("start_time_seconds")
     out["uptime_s"] = round(max(time.time() - started, 0.0), 1) if started else None
+    out["queues"] = len(metrics.series("share_group_members"))
     out["disk_bytes"] = int(sum(v for _, v in metrics.series("log_size_bytes")))
     return out
 
@@ -65,7 +67,8 @@ def status(
         bool, typer.Option("--json", help="Print the summary as JSON. Example: --json")
     ] = False,
 ) -> None:
-    """A one-shot summary of the broker: version, uptime, topics, partitions, groups, disk.
+    """A one-shot summary of the broker: version, uptime, topics, partitions, groups, queues,
+    disk.
 
     Example: `tidelog status` (`--admin host:9644` when the admin port is elsewhere)
     """
@@ -84,6 +87,7 @@ def status(
         ("topics", str(info["topics"])),
         ("partitions", str(info["partitions"])),
         ("groups", str(info["groups"])),
+        ("queues", unknown if info["queues"] is None else str(info["queues"])),
         (
             "disk used",
             unknown if info["disk_bytes"] is None else render.human_bytes(info["disk_bytes"]),

@@ -1,4 +1,5 @@
-"""``tidelog top``: a live view of a broker, read from its ``/metrics`` every second.
+"""``tidelog top``: a live view of one broker or several (``--admin a,b,c``), read from their
+``/metrics`` every second; a broker that stops answering shows as such while the others go on.
 
 Rates are the change of the counters between two scrapes; latencies the mean and the p99 of the
 requests of the last interval (from the histogram buckets). Keys: ``q`` quits, ``s`` cycles the
@@ -28,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import context, render, scrape
-from .errors import command
+from .errors import CliError, command
 from .stopping import Stopped
 
 SORTS: Final = ("name", "in", "out")
@@ -71,39 +72,76 @@ def _rate(now: float, before: float | None, dt: float) -> float:
 
 
 @dataclass(slots=True)
-class Frame:
-    """Two scrapes and the seconds between them: what one screen shows."""
+class BrokerScrapes:
+    """One broker's last two scrapes (``None``: it did not answer)."""
 
-    now: scrape.Scrape
-    before: scrape.Scrape | None
-    dt: float
     admin: str
-    keys: Keys = field(default_factory=Keys)
+    now: scrape.Scrape | None
+    before: scrape.Scrape | None = None
 
-    def _rates(self, name: str, *keys: str) -> dict[tuple[str, ...], float]:
-        cur = self.now.by(name, *keys)
-        old = self.before.by(name, *keys) if self.before is not None else {}
-        return {k: _rate(v, old.get(k) if self.before else None, self.dt) for k, v in cur.items()}
+
+@dataclass(slots=True)
+class Frame:
+    """Two scrapes of every broker and the seconds between them: what one screen shows. The
+    tables below the brokers' read the brokers' scrapes added up (:func:`scrape.merge`)."""
+
+    brokers: list[BrokerScrapes]
+    dt: float
+    keys: Keys = field(default_factory=Keys)
+    now: scrape.Scrape = field(init=False)
+    before: scrape.Scrape | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.now = scrape.merge([b.now for b in self.brokers if b.now is not None])
+        befores = [b.before for b in self.brokers if b.before is not None]
+        self.before = scrape.merge(befores) if befores else None
+
+    def _rates(
+        self,
+        name: str,
+        *keys: str,
+        now: scrape.Scrape | None = None,
+        before: scrape.Scrape | None = None,
+    ) -> dict[tuple[str, ...], float]:
+        if now is None:
+            now, before = self.now, self.before
+        cur = now.by(name, *keys)
+        old = before.by(name, *keys) if before is not None else {}
+        return {k: _rate(v, old.get(k) if before else None, self.dt) for k, v in cur.items()}
 
     def _shown(self, name: str) -> bool:
         return self.keys.filter.lower() in name.lower()
 
     def broker(self) -> Table:
         m = self.now
-        version = next((labels["version"] for labels, _ in m.series("build_info")), "?")
-        started = m.value("start_time_seconds")
-        requests = sum(self._rates("requests").values())
-        table = Table(title="brokers", title_justify="left", expand=True)
-        for col in ("admin", "version", "uptime", "connections", "in flight", "requests/s"):
+        alive = max((v for _, v in m.series("brokers_alive")), default=0)
+        leaderless = m.value("partitions_leaderless")
+        title = f"brokers ({alive:.0f} alive, {leaderless:.0f} leaderless partitions)"
+        table = Table(title=title, title_justify="left", expand=True)
+        columns = ("admin", "id", "version", "uptime", "connections", "in flight",
+                   "requests/s", "leads", "under-replicated")  # fmt: skip
+        for col in columns:
             table.add_column(col, justify="left" if col in ("admin", "version") else "right")
-        table.add_row(
-            self.admin,
-            version,
-            f"{max(time.time() - started, 0):.0f}s" if started else "?",
-            f"{m.value('connections'):.0f}",
-            f"{m.value('inflight_requests'):.0f}",
-            f"{requests:.1f}",
-        )
+        for b in self.brokers:
+            if b.now is None:
+                table.add_row(b.admin, "", Text("no answer", "bold red"))
+                continue
+            one = b.now
+            info = next((labels for labels, _ in one.series("build_info")), {})
+            started = one.value("start_time_seconds")
+            requests = sum(self._rates("requests", now=one, before=b.before).values())
+            controller = "*" if one.value("controller_active") else ""
+            table.add_row(
+                b.admin,
+                info.get("broker_id", "?") + controller,
+                info.get("version", "?"),
+                f"{max(time.time() - started, 0):.0f}s" if started else "?",
+                f"{one.value('connections'):.0f}",
+                f"{one.value('inflight_requests'):.0f}",
+                f"{requests:.1f}",
+                f"{one.value('partitions_led'):.0f}",
+                f"{one.value('partitions_under_replicated'):.0f}",
+            )
         return table
 
     def topics(self) -> Table:
@@ -111,10 +149,10 @@ class Frame:
         rout = self._rates("records_out_total", "topic")
         bout = self._rates("bytes_out_total", "topic")
         size = self.now.by("log_size_bytes", "topic")
+        partitions = {(lb["topic"], lb["partition"]) for lb, _ in self.now.series("log_end_offset")}
         counts: dict[tuple[str, ...], int] = {}
-        for labels, _ in self.now.series("log_end_offset"):  # one sample per partition
-            key = (labels["topic"],)
-            counts[key] = counts.get(key, 0) + 1
+        for topic, _ in partitions:  # one per partition, however many replicas
+            counts[(topic,)] = counts.get((topic,), 0) + 1
         names = sorted({k for k in (*rin, *rout, *size)}, key=lambda k: k[0])
         sort = SORTS[self.keys.sort]
         if sort == "in":
@@ -164,6 +202,31 @@ class Frame:
                 )
         return table
 
+    def queues(self) -> Table:
+        """Share groups: depth (records available now), in flight, lag, dead letters."""
+        members = self.now.by("share_group_members", "group")
+        depth = self.now.by("share_group_available", "group")
+        inflight = self.now.by("share_group_inflight", "group")
+        lag = self.now.by("share_group_lag", "group")
+        dead = self.now.by("share_group_dead_lettered_total", "group")
+        dead_rate = self._rates("share_group_dead_lettered_total", "group")
+        table = Table(title="queues", title_justify="left", expand=True)
+        for col in ("queue", "members", "depth", "in flight", "lag", "dead letters", "dead/s"):
+            table.add_column(col, justify="left" if col == "queue" else "right")
+        for (group,), count in sorted(members.items()):
+            if self._shown(group):
+                k = (group,)
+                table.add_row(
+                    group,
+                    f"{count:.0f}",
+                    f"{depth.get(k, 0):.0f}",
+                    f"{inflight.get(k, 0):.0f}",
+                    f"{lag.get(k, 0):.0f}",
+                    f"{dead.get(k, 0):.0f}",
+                    f"{dead_rate.get(k, 0.0):.1f}",
+                )
+        return table
+
     def latencies(self) -> Table:
         table = Table(title="request latency (last interval)", title_justify="left", expand=True)
         for col in ("api", "requests/s", "mean ms", "p99 ms", "errors/s"):
@@ -208,7 +271,9 @@ class Frame:
             else ""
         )
         footer = Text(f"q quit · s sort · / filter · Esc clear   {hint}", style="dim")
-        return Group(self.broker(), self.topics(), self.groups(), self.latencies(), footer)
+        return Group(
+            self.broker(), self.topics(), self.groups(), self.queues(), self.latencies(), footer
+        )
 
 
 @contextlib.contextmanager
@@ -236,26 +301,45 @@ def _cbreak(keys: Keys, wake: asyncio.Event, loop: asyncio.AbstractEventLoop) ->
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+async def _scrape_all(
+    http: httpx.AsyncClient, admins: list[str], previous: list[BrokerScrapes] | None
+) -> list[BrokerScrapes]:
+    """Every broker's scrape now. The first round fails (:class:`CliError`) if a broker does
+    not answer; later a broker that stops answering shows as such and the others go on."""
+    results = await asyncio.gather(
+        *(scrape.fetch(http, a) for a in admins), return_exceptions=previous is not None
+    )
+    out = []
+    for i, (admin, result) in enumerate(zip(admins, results, strict=True)):
+        now = None if isinstance(result, BaseException) else result
+        if isinstance(result, BaseException) and not isinstance(result, CliError):
+            raise result
+        out.append(BrokerScrapes(admin, now, None if previous is None else previous[i].now))
+    return out
+
+
 async def run_top(
-    admin: str, interval: float, http_timeout: float, stop: asyncio.Event, wake: asyncio.Event
+    admins: list[str],
+    interval: float,
+    http_timeout: float,
+    stop: asyncio.Event,
+    wake: asyncio.Event,
 ) -> None:
     """Redraw every ``interval`` seconds and at each key, until ``q`` or ``stop`` (whoever
     sets ``stop`` sets ``wake`` too)."""
     loop = asyncio.get_running_loop()
     keys = Keys()
-    before: scrape.Scrape | None = None
     then = time.monotonic()
     async with httpx.AsyncClient(timeout=http_timeout) as http:
-        first = await scrape.fetch(http, admin)  # fails before the screen is switched
+        current = await _scrape_all(http, admins, None)  # fails before the screen is switched
         with (
             _cbreak(keys, wake, loop),
             Live(console=context.stdout, screen=True, auto_refresh=False) as live,
         ):
-            current = first
+            dt = 0.0
             while not keys.quit and not stop.is_set():
                 now = time.monotonic()
-                frame = Frame(current, before, now - then, admin, keys)
-                live.update(frame.render(), refresh=True)
+                live.update(Frame(current, dt, keys).render(), refresh=True)
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(interval):
@@ -263,8 +347,8 @@ async def run_top(
                 if keys.quit or stop.is_set():
                     break
                 if time.monotonic() - now >= interval:
-                    before, then = current, now
-                    current = await scrape.fetch(http, admin)
+                    dt, then = time.monotonic() - then, time.monotonic()
+                    current = await _scrape_all(http, admins, current)
 
 
 @command
@@ -278,10 +362,12 @@ def top(
         ),
     ] = 1.0,
 ) -> None:
-    """A live view of the broker: topics' records/s and bytes/s in and out, groups with their
-    lag, request latencies. Keys: q quit, s sort, / filter, Esc clear the filter.
+    """A live view of the brokers: each broker's requests, leaderships and under-replicated
+    partitions; topics' records/s and bytes/s in and out; groups with their lag; queues with
+    their depth and dead letters; request latencies. Keys: q quit, s sort, / filter, Esc
+    clear the filter.
 
-    Example: `tidelog top` (`--admin host:9644` when the admin port is elsewhere)
+    Example: `tidelog top` (`--admin h1:9644,h2:9644,h3:9644` for the brokers of a cluster)
     """
     settings = context.settings(ctx)
     stop, wake = asyncio.Event(), asyncio.Event()
@@ -290,6 +376,7 @@ def top(
         stop.set()
         wake.set()
 
-    address = scrape.admin_address(admin, settings.broker)
+    admins = [a.strip() for a in admin.split(",") if a.strip()] if admin else []
+    addresses = admins or [scrape.admin_address(None, settings.broker)]
     with contextlib.suppress(Stopped):  # Ctrl-C is one way top ends, like tail: exit 0
-        context.run(run_top(address, interval, settings.timeout, stop, wake), on_stop=on_stop)
+        context.run(run_top(addresses, interval, settings.timeout, stop, wake), on_stop=on_stop)

@@ -88,7 +88,8 @@ class Broker:
             return "starting or stopping: the logs are not loaded"
         if self.core.state.shutting_down:
             return "shutting down"
-        return None
+        cluster = self.core.state.cluster
+        return None if cluster is None else cluster.not_ready()
 
     @property
     def connections(self) -> list[Connection]:

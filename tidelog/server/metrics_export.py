@@ -4,8 +4,9 @@ A prometheus-client custom collector, registered in a registry of the broker's o
 brokers in one process never clash). Counters come from :class:`~.metrics.BrokerMetrics`;
 everything else is read when scraped: the logs' offsets and sizes from the log manager, the
 connections from the broker, the groups from the coordinator (through
-:func:`group_views`, which only calls the coordinator's request methods), so nothing on the
-hot path updates a gauge. docs/OPERATIONS.md lists every name.
+:func:`group_views`, which only calls the coordinator's request methods), the cluster,
+replication and share groups through :mod:`.metrics_cluster`, so nothing on the hot path
+updates a gauge. docs/OPERATIONS.md lists every name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tidelog.wire.errors import BrokerError, ErrorCode
 
 from .log import LogManager, TopicPartition
 from .metrics import BrokerMetrics, Histogram
+from .metrics_cluster import cluster_families, share_families
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -99,9 +101,12 @@ class BrokerCollector(Collector):
         logs = broker.core.logs
         if logs is not None:
             yield from self._logs(logs)
+        else:
+            yield from cluster_families(broker.core.state.cluster, 0, 0)
         groups = broker.core.groups
         if groups is not None and logs is not None:
             yield from self._groups(groups, logs)
+        yield from share_families(broker.core.shares)
 
     def _info(self) -> Iterator[Metric]:
         config = self._broker.config
@@ -116,10 +121,6 @@ class BrokerCollector(Collector):
             PREFIX + "start_time_seconds",
             "When the broker started, in seconds since the epoch.",
             value=self._metrics.started_at,
-        )
-        # A single broker is its own cluster: it is alive and leads every partition.
-        yield GaugeMetricFamily(
-            PREFIX + "brokers_alive", "Brokers this broker knows to be up.", value=1
         )
 
     def _requests(self) -> Iterator[Metric]:
@@ -233,12 +234,7 @@ class BrokerCollector(Collector):
             repaired += plog.repairs_made
             offline += plog.offline is not None
         yield from gauges.values()
-        yield GaugeMetricFamily(
-            PREFIX + "partitions_leaderless",
-            "Partitions without a leader: on a single broker, those whose log went offline "
-            "after a storage error (Kafka's OfflinePartitionsCount).",
-            offline,
-        )
+        yield from cluster_families(self._broker.core.state.cluster, len(logs), offline)
         yield _histogram(
             "fsync_duration_seconds",
             "How long each partition flush (fsync of data and indexes) took.",

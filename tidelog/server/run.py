@@ -87,6 +87,14 @@ async def _serve(config: BrokerConfig, on_started: Callable[[Broker], None] | No
     return 0
 
 
+def _banner(broker: Broker) -> None:
+    """What the process prints once serving: the admin port first (when on), then the line
+    tests and supervisors wait for, ending with the broker's address."""
+    if broker.admin_address is not None:
+        print(f"tidelog broker admin HTTP on {broker.admin_address}", flush=True)
+    print(f"tidelog broker listening on {broker.address}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tidelog.server",
@@ -107,9 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(config.log_level, config.log_format)
     try:
-        return serve(
-            config, lambda b: print(f"tidelog broker listening on {b.address}", flush=True)
-        )
+        return serve(config, _banner)
     except TidelogError as exc:
         print(f"tidelog: cannot start the broker: {exc}", file=sys.stderr)
         return 1

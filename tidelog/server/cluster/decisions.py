@@ -41,6 +41,9 @@ class Change:
     partition_revision: int
     topic_revision: int = 0
     why: str = ""
+    election: str = ""
+    """``clean`` or ``unclean`` when the change gives the partition a new live leader (the
+    controller counts these: ``tidelog_leader_elections_total``); empty otherwise."""
 
 
 def place(
@@ -89,7 +92,12 @@ def decide(view: ClusterView) -> list[Change]:
         elected = _elect(state, alive, _unclean(owner.record))
         if elected is not None:
             new, why = elected
-            changes.append(Change(name, partition, new, versioned.mod_revision, why=why))
+            election = ""
+            if new.leader != NO_LEADER and new.leader_epoch != state.leader_epoch:
+                election = "clean" if new.leader in state.isr else "unclean"
+            changes.append(
+                Change(name, partition, new, versioned.mod_revision, why=why, election=election)
+            )
     return changes
 
 

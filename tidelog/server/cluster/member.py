@@ -92,6 +92,11 @@ class ClusterMember:
         self.controller_epoch = 0
         """The controller key's creation revision while this broker holds it, else 0."""
         self.controller_writes_refused = 0
+        self.leader_elections = 0
+        """Leaders this broker elected as controller (Kafka's LeaderElectionRateAndTimeMs
+        count): a dead leader replaced, or a leaderless partition led again."""
+        self.unclean_leader_elections = 0
+        """Of those, elections of a replica outside the ISR (UncleanLeaderElectionsPerSec)."""
         self._lease: Lease | None = None
         self._keeper: LeaseKeeper | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -312,6 +317,9 @@ class ClusterMember:
         if not result.succeeded:
             self.controller_writes_refused += 1
             return False
+        if change.election:
+            self.leader_elections += 1
+            self.unclean_leader_elections += change.election == "unclean"
         logger.info(
             "controller: %s[%d] %s (%s)",
             change.topic,

@@ -279,6 +279,24 @@ class ClusterRole:
         for p in range(count):
             self._on_partition_change((name, p))
 
+    def not_ready(self) -> str | None:
+        """Why this broker does not serve its part of the cluster yet (``/ready``): not
+        registered, or the view names it leader of partitions it does not lead yet (their
+        local logs are being set up). ``None`` when ready."""
+        member = self.member
+        if member is None or self.broker_id not in member.view.brokers:
+            return "not registered in the cluster"
+        view = member.view
+        waiting = sorted(
+            f"{name}-{p}"
+            for (name, p), v in view.partitions.items()
+            if v.record.leader == self.broker_id
+            and TopicPartition(name, p) not in self.replicas.leaders
+        )
+        if waiting:
+            return f"not yet leading {len(waiting)} partition(s) it leads: {', '.join(waiting[:5])}"
+        return None
+
     # --- what the request core asks ------------------------------------------------------
 
     def check_leader(self, topic: str, partition: int) -> None:

@@ -144,12 +144,14 @@ class PartitionLeader:
         progress = self.followers.get(broker)
         return 0 if progress is None else progress.caught_up_ms
 
-    def set_isr(self, isr: tuple[int, ...], revision: int) -> None:
+    def set_isr(self, isr: tuple[int, ...], revision: int) -> tuple[bool, bool]:
         """Use ``isr``, committed in etcd at ``revision`` (ignored if older than the one in
-        use). A shrink below the minimum fails the produces waiting for acks=all."""
+        use). A shrink below the minimum fails the produces waiting for acks=all. Returns
+        ``(shrunk, expanded)``: whether a member left, whether one joined (the metrics')."""
         if revision < self.isr_revision or isr == self.isr:
             self.isr_revision = max(self.isr_revision, revision)
-            return
+            return False, False
+        changed = (bool(set(self.isr) - set(isr)), bool(set(isr) - set(self.isr)))
         self.isr, self.isr_revision = isr, revision
         if len(isr) < self.min_isr:
             self.fail_waiters(
@@ -159,6 +161,7 @@ class PartitionLeader:
                 )
             )
         self.update_high_watermark()
+        return changed
 
     # --- the high watermark ----------------------------------------------------------------
 

@@ -94,6 +94,11 @@ class ReplicaManager:
         self._known_hw: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._proposals: set[asyncio.Task[None]] = set()
+        self.isr_shrinks = 0
+        """ISR changes of partitions led here that dropped a member (Kafka's IsrShrinksPerSec):
+        this leader's shrinks, and the controller's removal of a dead follower."""
+        self.isr_expands = 0
+        """ISR changes of partitions led here that added a member (IsrExpandsPerSec)."""
 
     def now_ms(self) -> int:
         return int(self._monotonic() * 1000)
@@ -151,7 +156,7 @@ class ReplicaManager:
     def _lead(self, tp: TopicPartition, a: Assignment) -> None:
         current = self.leaders.get(tp)
         if current is not None and current.epoch == a.epoch:
-            current.set_isr(a.isr, a.revision)
+            self._count_isr(current.set_isr(a.isr, a.revision))
             return
         if current is not None:
             self._resign(tp, NotLeaderError(f"{tp} has a new leader epoch {a.epoch}"))
@@ -312,7 +317,12 @@ class ReplicaManager:
             leader.proposing = False
         if revision and leader.closed is None:
             logger.info("%s: ISR %s -> %s", tp, list(leader.isr), list(isr))
-            leader.set_isr(isr, revision)
+            self._count_isr(leader.set_isr(isr, revision))
+
+    def _count_isr(self, change: tuple[bool, bool]) -> None:
+        shrunk, expanded = change
+        self.isr_shrinks += shrunk
+        self.isr_expands += expanded
 
     async def _check_isr(self) -> None:
         interval = min(ISR_CHECK_MAX_S, self.lag_ms / 2000)

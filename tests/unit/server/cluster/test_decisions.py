@@ -136,6 +136,33 @@ def test_a_dead_leader_with_a_live_in_sync_follower_hands_over() -> None:
     assert after.leader_epoch == state.leader_epoch + 1
 
 
+def test_changes_that_give_a_partition_a_new_leader_are_marked_as_elections() -> None:
+    """What ``tidelog_leader_elections_total`` counts: a dead leader replaced from the ISR
+    (clean), from outside it (unclean); not a placement, a leader lost, or an ISR shrink."""
+    etcd = Etcd()
+    for b in (1, 2, 3):
+        etcd.broker(b)
+    etcd.topic("t", 1, rf=3)
+    assert [c.election for c in decide(etcd.view())] == [""]  # placement
+    etcd.settle()
+    (state,) = states(etcd, "t").values()
+    etcd.broker(state.replicas[2], alive=False)
+    assert [c.election for c in decide(etcd.view())] == [""]  # a follower out of the ISR
+    etcd.settle()
+    etcd.broker(state.leader, alive=False)
+    assert [c.election for c in decide(etcd.view())] == ["clean"]
+    etcd.settle()
+    etcd.broker(state.replicas[1], alive=False)
+    assert [c.election for c in decide(etcd.view())] == [""]  # leaderless: nobody elected
+    etcd.settle()
+    etcd.put(
+        KEYS.topic("t"),
+        encode(TopicRecord(state.topic_id, 1, 3, {"unclean_leader_election": "true"})),
+    )
+    etcd.broker(state.replicas[2])  # out of the ISR, back: only an unclean election takes it
+    assert [c.election for c in decide(etcd.view())] == ["unclean"]
+
+
 def test_a_deleted_topic_loses_its_partitions_and_a_new_one_of_the_name_gets_new_ones() -> None:
     etcd = Etcd()
     etcd.broker(1)
