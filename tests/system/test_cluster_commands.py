@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cli.helpers import TIDELOG, subprocess_env
 from tidelog.cluster.run import wait_exit
+from tidelog.etcd import EtcdProcess, free_port
 
 from .supervised import (
     DEADLINE_S,
@@ -180,3 +183,45 @@ def test_down_stops_what_a_killed_supervisor_left(one_broker: Path) -> None:
     done = tidelog("cluster", "down", "--data-dir", str(data_dir))
     assert "the supervisor was gone; stopped 3 process(es)" in done.stdout  # gateway, broker, etcd
     assert not [pid for pid in pids if alive(pid)]
+
+
+def test_a_missing_etcd_binary_is_named_before_anything_starts(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(TIDELOG), "cluster", "up", "-n", "1", "--base-port", str(free_base_port(1)),
+         "--data-dir", str(tmp_path / "c"), "--detach"],
+        env=subprocess_env(PATH=str(TIDELOG.parent)),  # no etcd on it
+        capture_output=True, text=True, timeout=DEADLINE_S,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "the etcd server is not installed" in done.stderr
+    assert "apt-get install etcd-server" in done.stderr
+    assert not (tmp_path / "c").exists()
+    assert not reap(tmp_path)  # nothing was started
+
+
+def test_up_on_an_existing_etcd_leaves_it_running(one_broker: Path, tmp_path: Path) -> None:
+    data_dir = one_broker.parent / "c"
+    with EtcdProcess(tmp_path / "etcd") as etcd:
+        endpoint = etcd.endpoint.removeprefix("http://")
+        where = ("--config", str(one_broker))
+        status = tidelog_json("cluster", "up", *where, "--etcd", endpoint, "--detach")
+        pids = state_pids(data_dir)
+        try:
+            assert status["etcd"] == {"endpoints": [endpoint], "pid": None}
+            assert [(b["state"], b["registered"]) for b in status["brokers"]] == [("running", True)]
+            assert not (data_dir / "etcd").exists()
+        finally:
+            tidelog("cluster", "down", "--data-dir", str(data_dir))
+        assert not [pid for pid in pids if alive(pid)]
+        assert etcd.healthy()  # not ours to stop
+
+
+def test_an_etcd_that_does_not_answer_is_named(one_broker: Path) -> None:
+    data_dir = one_broker.parent / "c"
+    dead = f"127.0.0.1:{free_port()}"
+    done = tidelog("cluster", "up", "--config", str(one_broker), "--etcd", dead, "--detach",
+                   check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert f"etcd at {dead}: " in done.stderr
+    assert not (data_dir / "state.json").exists()
+    assert not reap(one_broker.parent)
