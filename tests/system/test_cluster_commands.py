@@ -78,6 +78,19 @@ def test_broker_stop_and_start(detached: Path) -> None:
     assert tidelog_json("cluster", "status", *where)["brokers"][1]["state"] == "running"
 
 
+def test_broker_restart_and_restart_all(detached: Path) -> None:
+    where = ("--data-dir", str(detached))
+    before = {b["id"]: b["pid"] for b in tidelog_json("cluster", "status", *where)["brokers"]}
+    done = tidelog_json("cluster", "broker", "restart", "1", *where)
+    now = tidelog_json("cluster", "status", *where)["brokers"]
+    assert done["message"] == f"broker 1 restarted (pid {now[0]['pid']}, was {before[1]})"
+    assert not alive(before[1]) and now[0]["registered"]
+    assert tidelog_json("cluster", "restart-all", *where)["message"] == "restarted brokers 1..2"
+    after = tidelog_json("cluster", "status", *where)["brokers"]
+    assert [(b["state"], b["registered"]) for b in after] == [("running", True)] * 2
+    assert not {b["pid"] for b in after} & {now[0]["pid"], now[1]["pid"]}
+
+
 def test_gateway_stop_and_start(detached: Path) -> None:
     where = ("--data-dir", str(detached))
     gateway = tidelog_json("cluster", "status", *where)["gateway"]
