@@ -1,6 +1,8 @@
-"""``tidelog cluster`` without the console, against a detached cluster: status and broker
-commands with ``--json``, and bad input (an unknown broker, starting a running broker, ``up``
-twice on one data dir, a port in use), each a clear message with nothing left running."""
+"""``tidelog cluster`` without the console, against a detached cluster: status, broker and
+restart commands with ``--json``; bad input (an unknown broker, starting a running broker, ``up``
+twice on one data dir, a port in use, no etcd binary, an etcd that does not answer), each a
+clear message with nothing left running; an existing etcd; a broker joining with ``serve
+--etcd``; restart on failure; ``down`` after the supervisor was SIGKILLed."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.helpers import TIDELOG, subprocess_env
+from tests.cli.helpers import TIDELOG, ServeProcess, subprocess_env
 from tidelog.cluster.run import wait_exit
 from tidelog.etcd import EtcdProcess, free_port
 
@@ -238,3 +240,27 @@ def test_an_etcd_that_does_not_answer_is_named(one_broker: Path) -> None:
     assert f"etcd at {dead}: " in done.stderr
     assert not (data_dir / "state.json").exists()
     assert not reap(one_broker.parent)
+
+
+def test_a_broker_started_elsewhere_joins_with_serve_etcd(one_broker: Path, tmp_path: Path) -> None:
+    """``tidelog serve --etcd`` (as on another host) joins the supervised cluster: it leads
+    partitions the supervisor shows, while the supervisor starts and stops only its own."""
+    data_dir = one_broker.parent / "c"
+    status = tidelog_json("cluster", "up", "--config", str(one_broker), "--detach")
+    try:
+        etcd = status["etcd"]["endpoints"][0].removeprefix("http://")
+        joined = ServeProcess(
+            tmp_path, "--etcd", etcd, "--cluster-id", "tidelog", "--broker-id", "9",
+            "--etcd-lease-ttl-s", "2", "--data-dir", str(tmp_path / "b9"),
+        )  # fmt: skip
+        try:
+            joined.wait_ready()
+            first = status["brokers"][0]["address"]
+            tidelog("--broker", first, "topic", "create", "spread", "--partitions", "4")
+            (topic,) = tidelog_json("cluster", "status", "--data-dir", str(data_dir))["topics"]
+            assert sorted(set(topic["leaders"].values())) == [1, 9]
+            assert topic["leaderless"] == []
+        finally:
+            assert joined.stop() == 0
+    finally:
+        tidelog("cluster", "down", "--data-dir", str(data_dir))
