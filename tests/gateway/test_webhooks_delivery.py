@@ -20,17 +20,8 @@ from tidelog.gateway.testing import GatewayThread
 
 from .conftest import eventually
 from .receiver import Receiver
-from .test_webhooks import (
-    TIMEOUT_S,
-    FakeSleep,
-    check_order,
-    fetch_all,
-    make_topic,
-    produce,
-    sleep,  # noqa: F401  (a fixture start_gateway uses)
-    start_gateway,  # noqa: F401  (a fixture)
-    subscribe,
-)
+from .test_webhooks import TIMEOUT_S, check_order, fetch_all, make_topic, produce, subscribe
+from .webhook_gateway import FakeSleep
 
 
 async def short_sleep(delay: float) -> None:
@@ -46,7 +37,7 @@ def status(gw: httpx.Client, name: str = "hook") -> dict[str, Any]:
 
 
 def test_a_receiver_that_does_not_listen_gets_everything_once_it_does(
-    start_gateway: Callable[..., GatewayThread],  # noqa: F811
+    start_gateway: Callable[..., GatewayThread],
     receiver_factory: Callable[..., Receiver],
 ) -> None:
     # The port is bound but not listening: every connection is refused, and no other process
@@ -77,9 +68,9 @@ def test_a_receiver_that_does_not_listen_gets_everything_once_it_does(
 
 
 def test_a_receiver_that_answers_too_late_is_retried(
-    start_gateway: Callable[..., GatewayThread],  # noqa: F811
+    start_gateway: Callable[..., GatewayThread],
     receiver_factory: Callable[..., Receiver],
-    sleep: FakeSleep,  # noqa: F811
+    sleep: FakeSleep,
 ) -> None:
     second = threading.Event()
 
@@ -104,21 +95,22 @@ def test_a_receiver_that_answers_too_late_is_retried(
         assert fetch_all(gw, "_tidelog_dlq.hook") == []
 
 
+def produce_text(http: httpx.Client, topic: str, records: list[dict[str, Any]]) -> None:
+    r = http.post(f"/v1/topics/{topic}/records", json={"format": "text", "records": records})
+    assert r.status_code == 200, r.text
+
+
 def test_text_and_base64_bodies_carry_the_subscriptions_headers(
-    start_gateway: Callable[..., GatewayThread],  # noqa: F811
+    gw: httpx.Client,
     receiver_factory: Callable[..., Receiver],
 ) -> None:
     receiver = receiver_factory()
-    with httpx.Client(base_url=start_gateway().url, timeout=TIMEOUT_S) as gw:
-        make_topic(gw, "orders")
-        row = {"key": "k-1", "value": "caf\u00e9", "headers": [{"name": "kind", "value": "paid"}]}
-        r = gw.post("/v1/topics/orders/records", json={"format": "text", "records": [row]})
-        assert r.status_code == 200, r.text
-        for fmt in ("text", "base64"):
-            subscribe(
-                gw, fmt, receiver.url, topic="orders", format=fmt, headers={"X-Env": f"e-{fmt}"}
-            )
-        eventually(lambda: len(receiver.acked()) == 2, "both subscriptions delivered")
+    make_topic(gw, "orders")
+    row = {"key": "k-1", "value": "caf\u00e9", "headers": [{"name": "kind", "value": "paid"}]}
+    produce_text(gw, "orders", [row])
+    for fmt in ("text", "base64"):
+        subscribe(gw, fmt, receiver.url, topic="orders", format=fmt, headers={"X-Env": f"e-{fmt}"})
+    eventually(lambda: len(receiver.acked()) == 2, "both subscriptions delivered")
     got = {d.body["subscription"]: d for d in receiver.acked()}
     text, b64 = got["text"], got["base64"]
     assert (text.body["key"], text.body["value"]) == ("k-1", "caf\u00e9")
@@ -134,33 +126,28 @@ def test_text_and_base64_bodies_carry_the_subscriptions_headers(
 
 
 def test_a_record_that_does_not_decode_goes_to_the_dead_letters(
-    start_gateway: Callable[..., GatewayThread],  # noqa: F811
+    gw: httpx.Client,
     receiver_factory: Callable[..., Receiver],
 ) -> None:
     receiver = receiver_factory()
-    with httpx.Client(base_url=start_gateway().url, timeout=TIMEOUT_S) as gw:
-        make_topic(gw, "orders")
-        produce(gw, "orders", [{"value": 1}])
-        r = gw.post(
-            "/v1/topics/orders/records",
-            json={"format": "text", "records": [{"value": "not json"}]},
-        )
-        assert r.status_code == 200, r.text
-        produce(gw, "orders", [{"value": 3}])
-        subscribe(gw, "hook", receiver.url, topic="orders")  # format json
-        eventually(lambda: len(receiver.acked()) == 2, "the two JSON records")
-        assert [d.body["value"] for d in receiver.acked()] == [1, 3]
-        r = gw.get(
-            "/v1/topics/_tidelog_dlq.hook/partitions/0/records",
-            params={"offset": "earliest", "format": "text"},
-        )
-        assert r.status_code == 200, r.text
-        (letter,) = r.json()["records"]
-        assert letter["value"] == "not json"
-        why = {h["name"]: h["value"] for h in letter["headers"]}
-        assert why["tidelog.dead_letter.reason"] == "undecodable"
-        assert why["tidelog.dead_letter.offset"] == "1"
-        assert why["tidelog.dead_letter.attempts"] == "0"  # never sent
+    make_topic(gw, "orders")
+    produce(gw, "orders", [{"value": 1}])
+    produce_text(gw, "orders", [{"value": "not json"}])
+    produce(gw, "orders", [{"value": 3}])
+    subscribe(gw, "hook", receiver.url, topic="orders")  # format json
+    eventually(lambda: len(receiver.acked()) == 2, "the two JSON records")
+    assert [d.body["value"] for d in receiver.acked()] == [1, 3]
+    r = gw.get(
+        "/v1/topics/_tidelog_dlq.hook/partitions/0/records",
+        params={"offset": "earliest", "format": "text"},
+    )
+    assert r.status_code == 200, r.text
+    (letter,) = r.json()["records"]
+    assert letter["value"] == "not json"
+    why = {h["name"]: h["value"] for h in letter["headers"]}
+    assert why["tidelog.dead_letter.reason"] == "undecodable"
+    assert why["tidelog.dead_letter.offset"] == "1"
+    assert why["tidelog.dead_letter.attempts"] == "0"  # never sent
 
 
 @pytest.mark.parametrize(
@@ -169,7 +156,7 @@ def test_a_record_that_does_not_decode_goes_to_the_dead_letters(
     ids=["per-subscription", "per-host"],
 )
 def test_requests_in_flight_are_bounded(
-    start_gateway: Callable[..., GatewayThread],  # noqa: F811
+    start_gateway: Callable[..., GatewayThread],
     receiver_factory: Callable[..., Receiver],
     limit: dict[str, int],
     subscriptions: int,
