@@ -2,7 +2,8 @@
 not listen at all (connection refused) and one that answers too late (a timeout) are retried,
 and the status names the error; the body in the ``text`` and ``base64`` formats with the
 subscription's own headers; a record that does not decode goes to the dead letters; requests in
-flight are bounded per subscription and per receiving host."""
+flight are bounded per subscription and per receiving host; ``start: offset`` and a replay of
+one partition."""
 
 from __future__ import annotations
 
@@ -192,3 +193,29 @@ def test_requests_in_flight_are_bounded(
     finally:
         go.set()
     assert receiver.most_in_flight == bound
+
+
+def test_start_at_an_offset_and_replay_one_partition(
+    gw: httpx.Client, receiver_factory: Callable[..., Receiver]
+) -> None:
+    """``start: offset`` starts every partition there (clamped into its log); a replay with
+    ``topic`` and ``partition`` moves that partition only."""
+    receiver = receiver_factory()
+    make_topic(gw, "orders", partitions=2)
+    produce(gw, "orders", [{"value": i, "partition": 0} for i in range(5)])
+    produce(gw, "orders", [{"value": i, "partition": 1} for i in range(2)])
+    subscribe(gw, "hook", receiver.url, topic="orders", start="offset", offset=3)
+    eventually(lambda: len(receiver.acked()) == 2, "offsets 3 and 4 of partition 0")
+
+    def positions() -> list[int]:
+        return [p["position"] for p in status(gw)["partitions"]]
+
+    eventually(lambda: positions() == [5, 2], "partition 1 clamped to its end, 2")
+    assert receiver.acked_offsets() == {("orders", 0): [3, 4]}
+    r = gw.post(
+        "/v1/subscriptions/hook/replay", json={"offset": 0, "topic": "orders", "partition": 1}
+    )
+    assert r.status_code == 200, r.text
+    eventually(lambda: len(receiver.acked()) == 4, "partition 1 from 0")
+    assert receiver.acked_offsets() == {("orders", 0): [3, 4], ("orders", 1): [0, 1]}
+    eventually(lambda: positions() == [5, 2], "both at their end again")
