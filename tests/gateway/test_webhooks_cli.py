@@ -45,6 +45,11 @@ def test_the_subscription_commands(
     eventually(
         lambda: json.loads(run("status", "hook"))["partitions"][0]["position"] == 3, "committed"
     )
+    human = runner.invoke(app, ["subscription", "status", "hook", "--gateway", tidelog_gateway])
+    assert human.exit_code == 0, human.output
+    assert "orders → " in human.stdout and "[active]" in human.stdout
+    assert "deliveries 3, failures 0, dead letters 0, filtered 0" in human.stdout
+    assert "last error: none" in human.stdout
     assert json.loads(run("pause", "hook"))["state"] == "paused"
     assert json.loads(run("resume", "hook"))["state"] == "active"
     assert json.loads(run("replay", "hook", "--offset", "1"))["generation"] == 1

@@ -149,6 +149,9 @@ def test_a_record_that_does_not_decode_goes_to_the_dead_letters(
     assert why["tidelog.dead_letter.reason"] == "undecodable"
     assert why["tidelog.dead_letter.offset"] == "1"
     assert why["tidelog.dead_letter.attempts"] == "0"  # never sent
+    delivery = status(gw)["delivery"]
+    assert (delivery["failures"], delivery["dead_letters"]) == (0, 1)
+    assert delivery["last_error"].startswith("undecodable: the value of the record at offset 1")
 
 
 @pytest.mark.parametrize(
