@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from .receiver import receiver_factory  # noqa: F401  (the webhook tests' receivers)
+from .webhook_gateway import gw, sleep, start_gateway  # noqa: F401  (the webhook tests' gateway)
 
 TIMEOUT_S = 30.0
 

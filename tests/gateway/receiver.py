@@ -36,15 +36,17 @@ Policy = Callable[[dict[str, Any], dict[str, str]], "int | tuple[int, dict[str, 
 
 class Receiver:
     """``policy(body, headers)`` gives the status (and headers) of each answer; it may block
-    (an ``Event.wait``) to hold a delivery in flight."""
+    (an ``Event.wait``) to hold a delivery in flight. ``port`` 0 takes an ephemeral one."""
 
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, port: int = 0) -> None:
         self.policy: Policy = policy or (lambda body, headers: 200)
         self.lock = threading.Lock()
         self.requests: list[Delivery] = []
         self.in_flight: dict[tuple[str, int], int] = {}
         self.overlaps = 0
         """Times a partition had two requests in flight at once (must stay 0)."""
+        self.most_in_flight = 0
+        """The most requests (of any partition) in flight at once."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +59,8 @@ class Receiver:
                     receiver.in_flight[tp] = receiver.in_flight.get(tp, 0) + 1
                     if receiver.in_flight[tp] > 1:
                         receiver.overlaps += 1
+                    now = sum(receiver.in_flight.values())
+                    receiver.most_in_flight = max(receiver.most_in_flight, now)
                 try:
                     answer = receiver.policy(body, headers)
                 finally:
@@ -74,13 +78,17 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def requests_in_flight(self) -> int:
+        with self.lock:
+            return sum(self.in_flight.values())
 
     def acked(self) -> list[Delivery]:
         with self.lock:
@@ -106,8 +114,8 @@ class Receiver:
 def receiver_factory() -> Iterator[Callable[..., Receiver]]:
     made: list[Receiver] = []
 
-    def make(policy: Policy | None = None) -> Receiver:
-        r = Receiver(policy)
+    def make(policy: Policy | None = None, port: int = 0) -> Receiver:
+        r = Receiver(policy, port)
         r.thread.start()
         made.append(r)
         return r

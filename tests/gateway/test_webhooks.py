@@ -4,59 +4,22 @@ Retry waits go through an injected sleep that records the delays and returns at 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tidelog.gateway.testing import GatewayThread
 from tidelog.gateway.webhooks_model import JITTER
 
 from .conftest import assert_error, eventually
 from .receiver import Receiver
+from .webhook_gateway import BACKOFF_S, FakeSleep
 
 TIMEOUT_S = 30.0
-BACKOFF_S = 0.5
-
-
-class FakeSleep:
-    """The gateway's retry wait: records each delay and yields once instead of waiting."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    return FakeSleep()
-
-
-@pytest.fixture
-def start_gateway(
-    tidelog_broker: Any, tidelog_gateway_factory: Callable[..., GatewayThread], sleep: FakeSleep
-) -> Callable[..., GatewayThread]:
-    def start(**settings: Any) -> GatewayThread:
-        settings.setdefault("sleep", sleep)
-        settings.setdefault("webhook_backoff_s", BACKOFF_S)
-        settings.setdefault("webhook_commit_interval_s", 0.05)
-        return tidelog_gateway_factory(tidelog_broker.address, **settings)
-
-    return start
-
-
-@pytest.fixture
-def gw(start_gateway: Callable[..., GatewayThread]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=start_gateway().url, timeout=TIMEOUT_S) as client:
-        yield client
 
 
 def make_topic(http: httpx.Client, name: str, partitions: int = 1) -> None:

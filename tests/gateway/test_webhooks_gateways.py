@@ -30,7 +30,7 @@ SESSION_TIMEOUT_S = 2.0
 class GatewayProcess:
     """``tidelog gateway`` as a process on an ephemeral loopback port; killed by PID."""
 
-    def __init__(self, broker: str) -> None:
+    def __init__(self, broker: str, *args: str) -> None:
         script = os.path.join(os.path.dirname(sys.executable), "tidelog")
         self.proc = subprocess.Popen(
             [
@@ -44,6 +44,7 @@ class GatewayProcess:
                 str(SESSION_TIMEOUT_S),
                 "--webhook-commit-interval-s",
                 "0.05",
+                *args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

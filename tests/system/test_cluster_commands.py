@@ -1,6 +1,8 @@
-"""``tidelog cluster`` without the console, against a detached cluster: status and broker
-commands with ``--json``, and bad input (an unknown broker, starting a running broker, ``up``
-twice on one data dir, a port in use), each a clear message with nothing left running."""
+"""``tidelog cluster`` without the console, against a detached cluster: status, broker and
+restart commands with ``--json``; bad input (an unknown broker, starting a running broker, ``up``
+twice on one data dir, a port in use, no etcd binary, an etcd that does not answer), each a
+clear message with nothing left running; an existing etcd; a broker joining with ``serve
+--etcd``; restart on failure; ``down`` after the supervisor was SIGKILLed."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cli.helpers import TIDELOG, ServeProcess, subprocess_env
 from tidelog.cluster.run import wait_exit
+from tidelog.etcd import EtcdProcess, free_port
 
 from .supervised import (
     DEADLINE_S,
@@ -73,6 +78,19 @@ def test_broker_stop_and_start(detached: Path) -> None:
     started = tidelog_json("cluster", "broker", "start", "2", *where)
     assert "broker 2 started" in started["message"]
     assert tidelog_json("cluster", "status", *where)["brokers"][1]["state"] == "running"
+
+
+def test_broker_restart_and_restart_all(detached: Path) -> None:
+    where = ("--data-dir", str(detached))
+    before = {b["id"]: b["pid"] for b in tidelog_json("cluster", "status", *where)["brokers"]}
+    done = tidelog_json("cluster", "broker", "restart", "1", *where)
+    now = tidelog_json("cluster", "status", *where)["brokers"]
+    assert done["message"] == f"broker 1 restarted (pid {now[0]['pid']}, was {before[1]})"
+    assert not alive(before[1]) and now[0]["registered"]
+    assert tidelog_json("cluster", "restart-all", *where)["message"] == "restarted brokers 1..2"
+    after = tidelog_json("cluster", "status", *where)["brokers"]
+    assert [(b["state"], b["registered"]) for b in after] == [("running", True)] * 2
+    assert not {b["pid"] for b in after} & {now[0]["pid"], now[1]["pid"]}
 
 
 def test_gateway_stop_and_start(detached: Path) -> None:
@@ -180,3 +198,69 @@ def test_down_stops_what_a_killed_supervisor_left(one_broker: Path) -> None:
     done = tidelog("cluster", "down", "--data-dir", str(data_dir))
     assert "the supervisor was gone; stopped 3 process(es)" in done.stdout  # gateway, broker, etcd
     assert not [pid for pid in pids if alive(pid)]
+
+
+def test_a_missing_etcd_binary_is_named_before_anything_starts(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(TIDELOG), "cluster", "up", "-n", "1", "--base-port", str(free_base_port(1)),
+         "--data-dir", str(tmp_path / "c"), "--detach"],
+        env=subprocess_env(PATH=str(TIDELOG.parent)),  # no etcd on it
+        capture_output=True, text=True, timeout=DEADLINE_S,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "the etcd server is not installed" in done.stderr
+    assert "apt-get install etcd-server" in done.stderr
+    assert not (tmp_path / "c").exists()
+    assert not reap(tmp_path)  # nothing was started
+
+
+def test_up_on_an_existing_etcd_leaves_it_running(one_broker: Path, tmp_path: Path) -> None:
+    data_dir = one_broker.parent / "c"
+    with EtcdProcess(tmp_path / "etcd") as etcd:
+        endpoint = etcd.endpoint.removeprefix("http://")
+        where = ("--config", str(one_broker))
+        status = tidelog_json("cluster", "up", *where, "--etcd", endpoint, "--detach")
+        pids = state_pids(data_dir)
+        try:
+            assert status["etcd"] == {"endpoints": [endpoint], "pid": None}
+            assert [(b["state"], b["registered"]) for b in status["brokers"]] == [("running", True)]
+            assert not (data_dir / "etcd").exists()
+        finally:
+            tidelog("cluster", "down", "--data-dir", str(data_dir))
+        assert not [pid for pid in pids if alive(pid)]
+        assert etcd.healthy()  # not ours to stop
+
+
+def test_an_etcd_that_does_not_answer_is_named(one_broker: Path) -> None:
+    data_dir = one_broker.parent / "c"
+    dead = f"127.0.0.1:{free_port()}"
+    done = tidelog("cluster", "up", "--config", str(one_broker), "--etcd", dead, "--detach",
+                   check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert f"etcd at {dead}: " in done.stderr
+    assert not (data_dir / "state.json").exists()
+    assert not reap(one_broker.parent)
+
+
+def test_a_broker_started_elsewhere_joins_with_serve_etcd(one_broker: Path, tmp_path: Path) -> None:
+    """``tidelog serve --etcd`` (as on another host) joins the supervised cluster: it leads
+    partitions the supervisor shows, while the supervisor starts and stops only its own."""
+    data_dir = one_broker.parent / "c"
+    status = tidelog_json("cluster", "up", "--config", str(one_broker), "--detach")
+    try:
+        etcd = status["etcd"]["endpoints"][0].removeprefix("http://")
+        joined = ServeProcess(
+            tmp_path, "--etcd", etcd, "--cluster-id", "tidelog", "--broker-id", "9",
+            "--etcd-lease-ttl-s", "2", "--data-dir", str(tmp_path / "b9"),
+        )  # fmt: skip
+        try:
+            joined.wait_ready()
+            first = status["brokers"][0]["address"]
+            tidelog("--broker", first, "topic", "create", "spread", "--partitions", "4")
+            (topic,) = tidelog_json("cluster", "status", "--data-dir", str(data_dir))["topics"]
+            assert sorted(set(topic["leaders"].values())) == [1, 9]
+            assert topic["leaderless"] == []
+        finally:
+            assert joined.stop() == 0
+    finally:
+        tidelog("cluster", "down", "--data-dir", str(data_dir))

@@ -1,7 +1,7 @@
 """``tidelog cluster up``'s console driven under a pseudo-terminal: a 3-broker cluster over its
-own etcd and its HTTP gateway, steered with status, broker stop/start/kill, gateway stop/start,
-restart all and quit; every process it
-started is gone afterwards (by PID), and a second ``up`` finds the first one's topic."""
+own etcd and its HTTP gateway, steered with status, broker stop/start/kill/restart, gateway
+stop/start, restart all, topic list, help, Tab completion and quit; every process it started is
+gone afterwards (by PID), the history is kept, and a second ``up`` finds the first one's topic."""
 
 from __future__ import annotations
 
@@ -97,6 +97,18 @@ def test_the_console_steers_the_cluster_and_stops_every_process(
         command(child, "broker list", r"3\*?\s+│\s+running")
         command(child, "broker start 9", r"there is no broker 9 in this cluster \(brokers 1\.\.3\)")
         command(child, "broker start 1", r"broker 1 is already running")
+        command(child, "topic list", r"orders\s+│\s+3\s+│")
+        command(child, "help", "Documented commands", "broker", "topic")
+        assert "EOF" not in child.before  # Ctrl-D's handler is no command to list
+        # Tab completes the command, its action and the broker number; `broker restart N`.
+        child.send("bro\t")
+        child.expect_exact("broker ")
+        child.send("rest\t")
+        child.expect_exact("restart ")
+        child.send("\t\t")  # every broker number matches: a second Tab lists them
+        child.expect(r"1\s+2\s+3")
+        command(child, "2", r"broker 2 restarted \(pid \d+, was \d+\)")
+        started |= state_pids(data_dir)
         child.sendline("quit")
         child.expect_exact("stopped")
         child.expect(pexpect.EOF)
@@ -106,6 +118,8 @@ def test_the_console_steers_the_cluster_and_stops_every_process(
     assert len(started) >= 3 + 1 + 1 + 3 + 2  # etcd, supervisor, brokers and gateways started
     assert not [pid for pid in started if alive(pid)]
     assert not (data_dir / "state.json").exists()
+    history = (data_dir / ".console_history").read_text()
+    assert "broker stop 2" in history and "broker restart 2" in history  # kept for the next up
 
     # The data outlives the processes: a second `up` (detached) serves the first one's topic.
     tidelog("cluster", "up", "--config", str(cluster_config), "--detach")

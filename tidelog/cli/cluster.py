@@ -168,7 +168,8 @@ def up(
 def down(
     ctx: typer.Context, data_dir: DataDirOption = None, config_file: ConfigOption = None
 ) -> None:
-    """Stop the cluster running from the data dir: every broker gracefully, then etcd.
+    """Stop the cluster running from the data dir: the gateway and every broker gracefully,
+    then the etcd it started; returns once they have exited.
 
     Example: `tidelog cluster down --data-dir ./dev-cluster`
     """

@@ -24,6 +24,7 @@ from .stopping import Stopped
 
 HTTP_PORT_ENV: Final = "TIDELOG_HTTP_PORT"
 HTTP_ENV: Final = "TIDELOG_HTTP"
+WEBHOOK_HOSTS_ENV: Final = "TIDELOG_WEBHOOK_ALLOWED_HOSTS"
 _DEFAULTS: Final = GatewaySettings()
 
 HttpPort = Annotated[
@@ -45,6 +46,26 @@ Http = Annotated[
         help=f"Run the HTTP gateway beside the broker (env {HTTP_ENV}). Example: --no-http",
     ),
 ]
+
+
+def webhook_hosts_option(flag: str) -> Any:
+    """The option listing the hosts webhook subscriptions may call besides loopback (the
+    setting ``webhook_allowed_hosts``), under ``flag``; the same environment variable for
+    ``tidelog gateway`` and ``tidelog serve`` (and so for the gateway ``tidelog cluster up``
+    starts)."""
+    return typer.Option(
+        flag,
+        envvar=WEBHOOK_HOSTS_ENV,
+        help="Hosts webhook subscriptions may call besides loopback, comma separated: exact "
+        f"names or addresses, never resolved; * allows any (env {WEBHOOK_HOSTS_ENV}). "
+        f"Example: {flag} hooks.internal,10.0.0.7",
+        show_default=False,
+    )
+
+
+def webhook_hosts(value: str) -> tuple[str, ...]:
+    """``a, b,,c`` as ``("a", "b", "c")``."""
+    return tuple(host for host in (h.strip() for h in value.split(",")) if host)
 
 
 def bind_http(host: str, port: int) -> socket.socket:
@@ -109,6 +130,7 @@ def gateway(
             "Example: --http-port 8080",
         ),
     ] = DEFAULT_HTTP_PORT,
+    webhook_allowed_hosts: Annotated[str, webhook_hosts_option("--webhook-allowed-hosts")] = "",
     **limits: Any,
 ) -> None:
     """Run the HTTP gateway (REST + WebSocket) in front of a broker or a cluster; Ctrl-C or
@@ -123,6 +145,7 @@ def gateway(
             host=http_host,
             port=http_port,
             request_timeout_s=settings.timeout,
+            webhook_allowed_hosts=webhook_hosts(webhook_allowed_hosts),
             **limits,
         ).validate()
     except ValueError as exc:
@@ -145,6 +168,7 @@ gateway.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # type
         _given["broker"],
         _given["http_host"],
         _given["http_port"],
+        _given["webhook_allowed_hosts"],
         *(limit_option(name, doc) for name, doc in LIMITS.items()),
     ]
 )

@@ -35,7 +35,15 @@ from tidelog.server.run import serve as run_broker
 
 from . import context, parsing
 from .errors import CliError, CliUsageError, command
-from .gateway import Http, HttpPort, banner_line, bind_http, limit_option
+from .gateway import (
+    Http,
+    HttpPort,
+    banner_line,
+    bind_http,
+    limit_option,
+    webhook_hosts,
+    webhook_hosts_option,
+)
 
 _BANNER_TOPICS: Final = 5
 _TABLE: Final = "topic_defaults"  # a TOML table: its option is --topic-default key=value
@@ -123,6 +131,9 @@ def serve(
     topic_default: TopicDefaults = None,
     http_port: HttpPort = DEFAULT_HTTP_PORT,
     http: Http = True,
+    http_webhook_allowed_hosts: Annotated[
+        str, webhook_hosts_option("--http-webhook-allowed-hosts")
+    ] = "",
     **settings: Any,
 ) -> None:
     """Start a broker in the foreground; Ctrl-C or SIGTERM shuts it down gracefully.
@@ -141,7 +152,11 @@ def serve(
     limits = {name: settings.pop(_HTTP + name) for name in LIMITS}
     try:
         broker_config = BrokerConfig.load(overrides=settings, config_file=config)
-        gateway_config = GatewaySettings(host=broker_config.host, **limits).validate()
+        gateway_config = GatewaySettings(
+            host=broker_config.host,
+            webhook_allowed_hosts=webhook_hosts(http_webhook_allowed_hosts),
+            **limits,
+        ).validate()
     except (ConfigError, ValueError) as exc:
         raise CliUsageError(str(exc)) from None
     if topic_default:
@@ -214,6 +229,7 @@ serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typer 
         _given["topic_default"],
         _given["http_port"],
         _given["http"],
+        _given["http_webhook_allowed_hosts"],
         *(limit_option(name, doc, _HTTP) for name, doc in LIMITS.items()),
     ]
 )

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from . import context
 from .errors import CliError, CliUsageError, command
-from .render import markup, print_json
+from .render import format_timestamp, markup, print_json
 
 GATEWAY_ENV: Final = "TIDELOG_GATEWAY"
 DEFAULT_GATEWAY: Final = "http://127.0.0.1:8080"
@@ -91,7 +91,8 @@ def _show(ctx: typer.Context, sub: dict[str, Any]) -> None:
         return
     what = sub["topic"] or f"/{sub['topic_pattern']}/"
     context.stdout.print(
-        f"{markup(sub['name'])}: {markup(what)} → {markup(sub['url'])} [{sub['state']}]",
+        f"{markup(sub['name'])}: {markup(what)} → {markup(sub['url'])} "
+        f"{markup('[' + sub['state'] + ']')}",
         soft_wrap=True,
     )
 
@@ -225,10 +226,16 @@ def status(
     d = st["delivery"]
     context.stdout.print(
         f"deliveries {d['deliveries']}, failures {d['failures']}, dead letters "
-        f"{d['dead_letters']}, consecutive failures {d['consecutive_failures']}, last error "
-        f"{markup(str(d['last_error']))}",
+        f"{d['dead_letters']}, filtered {d['filtered']}, consecutive failures "
+        f"{d['consecutive_failures']} (this gateway, since it took the subscription)",
         soft_wrap=True,
     )
+    success = d["last_success_ms"]
+    context.stdout.print(f"last success: {format_timestamp(success) if success else 'none'}")
+    error = "none"
+    if d["last_error"]:
+        error = f"{markup(d['last_error'])} at {format_timestamp(d['last_error_ms'] or -1)}"
+    context.stdout.print(f"last error: {error}", soft_wrap=True)
 
 
 @app.command("pause")

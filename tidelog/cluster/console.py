@@ -168,7 +168,14 @@ class ClusterConsole(cmd.Cmd):
         self.out.print()
         return True
 
-    # --- completion -------------------------------------------------------------------------
+    # --- help and completion ----------------------------------------------------------------
+
+    def get_names(self) -> list[str]:
+        """The commands ``help`` lists and Tab completes: not ``EOF`` (Ctrl-D's handler)."""
+        return [n for n in super().get_names() if n != "do_EOF"]
+
+    def completenames(self, text: str, *ignored: object) -> list[str]:
+        return [f"{name} " for name in super().completenames(text, *ignored)]
 
     def _ids(self, prefix: str) -> list[str]:
         return [str(i) for i in self.supervisor.slots if str(i).startswith(prefix)]
@@ -176,7 +183,7 @@ class ClusterConsole(cmd.Cmd):
     def complete_broker(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         words = line[:begidx].split()
         if len(words) == 1:
-            return [a for a in BROKER_ACTIONS if a.startswith(text)]
+            return _words(BROKER_ACTIONS, text, ends=("list",))
         if len(words) == 2 and words[1] != "list":
             return self._ids(text)
         return []
@@ -186,13 +193,19 @@ class ClusterConsole(cmd.Cmd):
 
     def complete_gateway(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         if len(line[:begidx].split()) == 1:
-            return [a for a in GATEWAY_ACTIONS if a.startswith(text)]
+            return _words(GATEWAY_ACTIONS, text, ends=GATEWAY_ACTIONS)
         return []
 
     def complete_topic(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         if len(line[:begidx].split()) == 1:
-            return [a for a in TOPIC_ACTIONS if a.startswith(text)]
+            return _words(TOPIC_ACTIONS, text, ends=("list",))
         return []
+
+
+def _words(words: tuple[str, ...], prefix: str, ends: tuple[str, ...]) -> list[str]:
+    """The ``words`` starting with ``prefix``; those that take an argument with a space after
+    them, so Tab leaves the cursor where the argument goes."""
+    return [w if w in ends else f"{w} " for w in words if w.startswith(prefix)]
 
 
 def _readline() -> ModuleType:

@@ -23,6 +23,8 @@ from typing import Any, Final
 
 from rich.console import Console
 
+from tidelog.etcd import EtcdNotInstalledError, etcd_binary
+
 from . import render
 from .config import ClusterConfig, from_json, to_json
 from .console import ClusterConsole, Notices
@@ -39,15 +41,24 @@ SUPERVISOR_LOG: Final = Path("logs") / "supervisor.log"
 
 
 def preflight(config: ClusterConfig) -> None:
-    """The checks that need nothing started: a free data dir, free ports."""
+    """The checks that need nothing started: a free data dir, free ports, and the etcd binary
+    unless an etcd is given."""
     if is_locked(config.data_dir):
         raise already_running(config.data_dir)
     check_ports(config)
+    if not config.etcd:
+        try:
+            etcd_binary()
+        except EtcdNotInstalledError as exc:
+            raise ClusterError(f"{exc}; or use a running etcd with --etcd HOST:PORT") from None
 
 
 def _what(config: ClusterConfig) -> str:
+    brokers = f"{config.brokers} broker{'s' if config.brokers != 1 else ''}"
     gateway = f" and the HTTP gateway on port {config.http_port}" if config.gateway else ""
-    return f"etcd, {config.brokers} brokers{gateway}"
+    if config.etcd:
+        return f"{brokers}{gateway} (etcd at {','.join(config.etcd)})"
+    return f"etcd, {brokers}{gateway}"
 
 
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)

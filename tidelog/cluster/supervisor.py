@@ -185,9 +185,11 @@ class Supervisor:
     def restart_broker(self, broker_id: int) -> str:
         with self._ops:
             slot = self.slot(broker_id)
+            was = f", was {slot.pid}" if slot.pid is not None else ", was not running"
             if slot.pid is not None:
                 self._stop_many([slot])
-            return self.start_broker(broker_id)
+            self.start_broker(broker_id)
+            return f"broker {broker_id} restarted (pid {slot.pid}{was})"
 
     def kill_broker(self, broker_id: int) -> str:
         """SIGKILL, like a power cut: the supervisor reports the death as it would any other

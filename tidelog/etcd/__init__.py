@@ -13,7 +13,7 @@ from .client import (
     WatchBatch,
 )
 from .lease import LeaseKeeper
-from .process import EtcdNotInstalledError, EtcdProcess, free_port
+from .process import EtcdNotInstalledError, EtcdProcess, etcd_binary, free_port
 from .types import (
     Compare,
     Delete,
@@ -49,6 +49,7 @@ __all__ = [
     "TxnResult",
     "WatchBatch",
     "WatchEvent",
+    "etcd_binary",
     "free_port",
     "prefix_end",
 ]

@@ -164,7 +164,9 @@ class Webhooks:
                 400,
                 "host_not_allowed",
                 f"the gateway may not call {parts.hostname!r}: only loopback and the hosts in "
-                "the gateway setting webhook_allowed_hosts are allowed",
+                "the gateway setting webhook_allowed_hosts are allowed (tidelog gateway "
+                "--webhook-allowed-hosts, tidelog serve --http-webhook-allowed-hosts, env "
+                "TIDELOG_WEBHOOK_ALLOWED_HOSTS)",
             )
 
     async def set_state(self, name: str, state: str) -> Definition:

@@ -101,7 +101,9 @@ class Deliverer:
             return Result.FILTERED
         try:
             body = self.body(record)
-        except UndecodableError as exc:
+        except UndecodableError as exc:  # never sent: no failed attempt, but the last error
+            self.stats.last_error = f"undecodable: {exc}"
+            self.stats.last_error_ms = time.time_ns() // 1_000_000
             return await self._dead_letter(record, "undecodable", str(exc), None, 0, stop)
         attempt = 0
         while True:
