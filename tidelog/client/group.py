@@ -259,6 +259,7 @@ class GroupSubscription:
         except (BrokerError, ClientError) as exc:
             g.link.moved(exc)  # a coordinator that moved is found again next time
             raise
+        g.link.succeeded()
 
     def commit_async(
         self, offsets: Mapping[TopicPartition, int] | None = None, metadata: str = ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 from tidelog.wire import messages as m
@@ -59,7 +59,9 @@ class CoordinatorLink:
     The coordinator is found with FindCoordinator (any broker answers: on a single broker it
     is that broker, in a cluster the leader of the group's ``__consumer_offsets`` partition).
     A group request answered NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE, or a broken
-    connection, makes the next :meth:`get` find it again (:meth:`moved`)."""
+    connection, makes the next :meth:`get` find it again (:meth:`moved`) -- after a backoff
+    that grows with consecutive failures, so that a caller retrying at once (a commit loop
+    while the coordinator is down) does not spin on FindCoordinator and connects."""
 
     def __init__(
         self,
@@ -68,14 +70,21 @@ class CoordinatorLink:
         group_id: str = "",
         client_id: str = "",
         request_timeout: float = 30.0,
+        retry_backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
         self.cluster = cluster
         self.group_id = group_id
         self.client_id = client_id
         self.request_timeout = request_timeout
+        self.backoff = retry_backoff or Backoff(0.1, 1.0)
+        self._sleep = sleep
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
+        self._failures = 0
+        self._wait = 0.0
+        """Seconds the next find waits: the backoff after the last failure."""
 
     async def get(self) -> Connection:
         """The open connection. Raises BrokerUnavailableError or COORDINATOR_NOT_AVAILABLE
@@ -87,15 +96,30 @@ class CoordinatorLink:
             conn = self._conn
             if conn is not None and not conn.closed:
                 return conn
-            host, port = await self._find()
-            self._conn = await Connection.open(
-                host,
-                port,
-                client_id=self.client_id,
-                connect_timeout=self.cluster.connect_timeout,
-                request_timeout=self.request_timeout,
-            )
+            wait, self._wait = self._wait, 0.0
+            if wait > 0:
+                await self._sleep(wait)  # retry backoff
+            try:
+                host, port = await self._find()
+                self._conn = await Connection.open(
+                    host,
+                    port,
+                    client_id=self.client_id,
+                    connect_timeout=self.cluster.connect_timeout,
+                    request_timeout=self.request_timeout,
+                )
+            except Exception:
+                self._failed()
+                raise
             return self._conn
+
+    def _failed(self) -> None:
+        self._wait = self.backoff.delay(self._failures)
+        self._failures += 1
+
+    def succeeded(self) -> None:
+        """A group request got through: the next failure backs off from the start again."""
+        self._failures = 0
 
     async def _find(self) -> tuple[str, int]:
         if not self.group_id:  # no group to look up: the controller, as before
@@ -126,6 +150,7 @@ class CoordinatorLink:
         connection broke), drop the connection so the next :meth:`get` finds it again."""
         if not isinstance(exc, (*_MOVED, TidelogConnectionError)):
             return
+        self._failed()
         conn, self._conn = self._conn, None
         if conn is not None:
             task = asyncio.get_running_loop().create_task(conn.close())
@@ -180,7 +205,11 @@ class GroupMembership:
         self.clock = clock
         self._on_change = on_change
         self.link = CoordinatorLink(
-            cluster, group_id=group_id, client_id=client_id, request_timeout=request_timeout
+            cluster,
+            group_id=group_id,
+            client_id=client_id,
+            request_timeout=request_timeout,
+            retry_backoff=self.backoff,
         )
         self.topics: tuple[str, ...] = ()
         self.pattern: str | None = None
@@ -271,6 +300,7 @@ class GroupMembership:
                     await self._heartbeat()
                     next_heartbeat = sent + self.heartbeat_interval
                 failures = 0
+                self.link.succeeded()
                 self._last_ok = self.clock()
             except _LOST as exc:
                 self._lose(str(exc))
