@@ -362,3 +362,48 @@ def test_a_tombstone_goes_delete_retention_ms_after_the_cleaning_that_passed_it(
     clock.advance(1)
     assert clean_with_more_data(b"z") == []  # its retention is over
     log.abandon()
+
+
+def test_a_log_is_cleaned_only_once_its_dirty_ratio_reaches_the_minimum(
+    log_dir: str, clock: FakeClock
+) -> None:
+    log = PartitionLog.open(log_dir, compact_config(min_cleanable_dirty_ratio=0.5), clock=clock)
+    cleaner = LogCleaner(lambda: [log], Files(), clock, CleanerSettings(io_bytes_per_second=0))
+
+    def sealed(values: range) -> None:
+        for i in values:
+            append(log, [(b"k%d" % i, b"v" * 50)])  # distinct keys: cleaning keeps them all
+        log.roll()
+        log.update_high_watermark(log.log_end_offset)
+
+    sealed(range(40))
+    assert cleaner.clean_now(log, force=False) is not None  # all dirty: ratio 1.0
+    sealed(range(40, 45))  # a little dirty data beside a lot of clean data
+    assert cleaner.clean_now(log, force=False) is None, "cleaned below the minimum ratio"
+    sealed(range(45, 120))  # now more dirty bytes than clean ones
+    assert cleaner.clean_now(log, force=False) is not None
+    assert [key for _, key, _ in entries(log)] == [b"k%d" % i for i in range(120)]
+    log.abandon()
+
+
+def test_segments_with_records_newer_than_min_compaction_lag_ms_are_not_cleaned(
+    log_dir: str, clock: FakeClock
+) -> None:
+    lag = 5_000
+    log = PartitionLog.open(log_dir, compact_config(min_compaction_lag_ms=lag), clock=clock)
+    cleaner = LogCleaner(lambda: [log], Files(), clock, CleanerSettings(io_bytes_per_second=0))
+    for i in range(20):
+        builder = RecordBatchBuilder()
+        builder.append(b"%d" % i, key=b"same", timestamp=clock.now)
+        log.append(builder.build())
+    log.roll()
+    log.update_high_watermark(log.log_end_offset)
+    assert cleaner.clean_now(log) is None  # forced, but every sealed segment is too young
+    assert len(entries(log)) == 20
+    clock.advance(lag - 1)
+    assert cleaner.clean_now(log) is None
+    assert len(entries(log)) == 20
+    clock.advance(1)
+    assert cleaner.clean_now(log) is not None
+    assert entries(log) == [(19, b"same", b"19")]
+    log.abandon()
