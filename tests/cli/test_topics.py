@@ -149,3 +149,31 @@ def test_describe_reports_the_ranges_the_broker_cannot_read(
     assert partition["unreadable"] == [
         {"start": start, "end": end, "kind": "missing", "detail": "no segment"}
     ]
+
+
+def test_internal_topics_are_listed_with_internal_described_and_not_deleted(
+    tidelog_broker: BrokerThread,
+) -> None:
+    address = tidelog_broker.address
+    assert cli(address, "topic", "create", "events").exit_code == 0
+    rows = json.loads(cli(address, "--json", "topic", "list").stdout)
+    assert [row["topic"] for row in rows] == ["events"]
+    listed = cli(address, "topic", "list", "--internal")
+    assert listed.exit_code == 0, listed.output
+    assert "__consumer_offsets" in listed.output
+    rows = json.loads(cli(address, "--json", "topic", "list", "--internal").stdout)
+    assert {row["topic"]: row["internal"] for row in rows} == {
+        "__consumer_offsets": True,
+        "events": False,
+    }
+
+    described = cli(address, "topic", "describe", "__consumer_offsets")
+    assert described.exit_code == 0, described.output
+    info = json.loads(cli(address, "--json", "topic", "describe", "__consumer_offsets").stdout)
+    assert info["configs"]["cleanup_policy"]["value"] == "compact"
+    assert len(info["partitions"]) >= 1
+
+    deleted = cli(address, "topic", "delete", "__consumer_offsets")
+    assert deleted.exit_code == 1, deleted.output
+    assert "internal topic" in deleted.output
+    assert "__consumer_offsets" in cli(address, "topic", "list", "--internal").output
