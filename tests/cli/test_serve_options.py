@@ -36,6 +36,11 @@ def test_each_setting_has_its_option(setting: Setting) -> None:
             assert param.show_default == str(setting.default)
 
 
+def test_serve_help_says_memory_storage_keeps_nothing_across_restarts() -> None:
+    assert "nothing is kept across restarts" in " ".join((SERVE.help or "").split())
+    assert "memory keeps nothing across restarts" in (PARAMS["storage"].help or "")
+
+
 @pytest.mark.parametrize("setting", GENERATED, ids=lambda s: s.name)
 def test_each_option_parses_its_example_as_the_setting_does(setting: Setting) -> None:
     wanted = getattr(
