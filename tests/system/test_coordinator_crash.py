@@ -3,7 +3,9 @@ with its epochs and assignments (docs/GROUPS.md, "Where group state lives").
 
 Three real consumers (one process, one event loop) share 6 partitions, committing by hand
 after every batch. The broker is SIGKILLed and restarted on the same port, several times
-(``TIDELOG_GROUP_KILLS``, 3 in ``make test``, many in ``make soak``). Checked:
+(``TIDELOG_GROUP_KILLS``, 3 in ``make test``, many in ``make soak``); after each restart it
+waits until the members commit again and each has had a heartbeat answered (``heartbeats``),
+and adds records. Checked:
 
 * **no partition has two owners at once**: every ``on_assigned`` / ``on_revoked`` updates one
   ownership map shared by the three; a partition assigned while another member still owns it,
@@ -53,6 +55,15 @@ class Ledger:
     epochs: dict[str, int] = field(default_factory=dict)
     member_ids: dict[str, set[str]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
+    consumers: dict[str, Consumer] = field(default_factory=dict)
+
+    def heartbeats(self) -> dict[str, int]:
+        return {name: consumer.heartbeats for name, consumer in self.consumers.items()}
+
+    def heartbeat_since(self, marks: dict[str, int]) -> bool:
+        """Every member got a heartbeat (or join) answered since ``marks``."""
+        now = self.heartbeats()
+        return len(now) == 3 and all(now[name] > marks.get(name, 0) for name in now)
 
     def assigned(self, name: str, tps: frozenset[TopicPartition]) -> None:
         for tp in tps:
@@ -101,6 +112,7 @@ async def member(name: str, address: str, ledger: Ledger, stop: asyncio.Event) -
         session_timeout=8.0,
         request_timeout=5.0,
     )
+    ledger.consumers[name] = consumer
 
     def note(callback: Callable[[str, frozenset[TopicPartition]], None]) -> Callable[..., None]:
         def on_change(tps: frozenset[TopicPartition]) -> None:
@@ -176,13 +188,21 @@ def test_a_group_resumes_after_coordinator_sigkills(tmp_path: Path) -> None:
                 before = ledger.acks
                 await wait_until(lambda b=before: ledger.acks >= b + 10, "commits", ledger)
                 broker.__exit__()  # SIGKILL
+                marks = ledger.heartbeats()  # answered by the broker just killed, at most
                 acked = dict(ledger.acked)
                 broker = BrokerProcess(data, "--port", port, *FAST_GROUPS).start()
                 await check_committed(broker.address, acked)
+                await produce(broker.address)  # more work: waiting for heartbeats takes time
                 after = ledger.acks
+                # The members must also have got a heartbeat through to the new broker before
+                # the next kill: otherwise kills in quick succession (each interrupting a held
+                # heartbeat) add up to a session timeout without one, and each member rightly
+                # gives up its membership and joins again with a new id.
                 await wait_until(
-                    lambda a=after: settled(ledger) and ledger.acks >= a + 10,
-                    "the group consuming again",
+                    lambda a=after, h=marks: (
+                        settled(ledger) and ledger.acks >= a + 10 and ledger.heartbeat_since(h)
+                    ),
+                    "the group consuming again and every member heartbeating",
                     ledger,
                 )
             stop.set()

@@ -345,6 +345,12 @@ class Consumer(AsyncClient):
         (0 while it is not a member)."""
         return self._require_group().membership.epoch
 
+    @property
+    def heartbeats(self) -> int:
+        """How many of this consumer's joins and heartbeats its group coordinator has answered
+        (a count that only goes up; a test can wait on it to know the member got through)."""
+        return self._require_group().membership.answered
+
     async def commit(
         self,
         offsets: Mapping[TopicPartition, int] | None = None,

@@ -216,6 +216,8 @@ class GroupMembership:
         self.member_id = ""
         self.epoch = 0
         self.heartbeat_interval = 3.0
+        self.answered = 0
+        """Joins and heartbeats the coordinator has answered (errors not counted)."""
         self.assignment: frozenset[TopicPartition] | None = None
         """The latest assignment from the broker (``None`` until the first join)."""
         self.owned: frozenset[TopicPartition] = frozenset()
@@ -302,6 +304,7 @@ class GroupMembership:
                 failures = 0
                 self.link.succeeded()
                 self._last_ok = self.clock()
+                self.answered += 1
             except _LOST as exc:
                 self._lose(str(exc))
                 continue
