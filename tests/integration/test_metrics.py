@@ -235,6 +235,27 @@ def test_share_group_metrics_count_a_queue_exactly(
     assert share(samples, "tidelog_share_group_lag") == 10 - 3  # offset 3 still held
 
 
+def test_a_queue_whose_topic_was_deleted_does_not_break_the_scrape(
+    tidelog_broker_factory: Callable[..., BrokerThread],
+) -> None:
+    """A share group keeps its state of a deleted topic's partitions: the scrape (and
+    DescribeShareGroup) leave them out instead of failing whole."""
+    broker = tidelog_broker_factory(admin_port=-1)
+
+    async def main() -> None:
+        async with queue_jobs(broker.address, settle=False):
+            pass
+        async with AdminClient(broker.address) as admin:
+            await admin.delete_topics(["jobs"])
+
+    asyncio.run(main())
+    assert httpx.get(f"http://{broker.admin_address}/metrics").status_code == 200
+    samples, _ = scrape(broker.admin_address)
+    assert value(samples, "tidelog_share_group_members", group="workers") == 0
+    left = [n for n, found in samples.items() for lb, _ in found if lb.get("topic") == "jobs"]
+    assert not [n for n in left if "share_group" in n]
+
+
 def test_errors_are_counted_by_code(tidelog_broker_factory: Callable[..., BrokerThread]) -> None:
     broker = tidelog_broker_factory(admin_port=-1)
 

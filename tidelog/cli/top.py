@@ -90,10 +90,17 @@ class Frame:
     keys: Keys = field(default_factory=Keys)
     now: scrape.Scrape = field(init=False)
     before: scrape.Scrape | None = field(init=False)
+    _rate_now: scrape.Scrape = field(init=False)
 
     def __post_init__(self) -> None:
-        self.now = scrape.merge([b.now for b in self.brokers if b.now is not None])
-        befores = [b.before for b in self.brokers if b.before is not None]
+        # Rates compare like with like: only brokers that answered both times (a broker that
+        # comes back would add its lifetime counters as one interval's worth; one that stops
+        # answering would hide the others' increases).
+        both = [b for b in self.brokers if b.now is not None and b.before is not None]
+        answered = [b.now for b in self.brokers if b.now is not None]
+        self.now = scrape.merge(answered)
+        self._rate_now = scrape.merge([b.now for b in both if b.now is not None])
+        befores = [b.before for b in both if b.before is not None]
         self.before = scrape.merge(befores) if befores else None
 
     def _rates(
@@ -104,7 +111,7 @@ class Frame:
         before: scrape.Scrape | None = None,
     ) -> dict[tuple[str, ...], float]:
         if now is None:
-            now, before = self.now, self.before
+            now, before = self._rate_now, self.before
         cur = now.by(name, *keys)
         old = before.by(name, *keys) if before is not None else {}
         return {k: _rate(v, old.get(k) if before else None, self.dt) for k, v in cur.items()}
@@ -114,7 +121,8 @@ class Frame:
 
     def broker(self) -> Table:
         m = self.now
-        alive = max((v for _, v in m.series("brokers_alive")), default=0)
+        # Each broker counts the brokers it sees: the largest count, not their sum.
+        alive = max((b.now.value("brokers_alive") for b in self.brokers if b.now), default=0)
         leaderless = m.value("partitions_leaderless")
         title = f"brokers ({alive:.0f} alive, {leaderless:.0f} leaderless partitions)"
         table = Table(title=title, title_justify="left", expand=True)
@@ -260,7 +268,7 @@ class Frame:
                 if labels.get("api") == api
             }
 
-        now, old = buckets(self.now), buckets(self.before)
+        now, old = buckets(self._rate_now), buckets(self.before)
         return {le: v - old.get(le, 0.0) for le, v in now.items()}
 
     def render(self) -> RenderableType:

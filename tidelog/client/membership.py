@@ -83,8 +83,9 @@ class CoordinatorLink:
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
         self._failures = 0
-        self._wait = 0.0
-        """Seconds the next find waits: the backoff after the last failure."""
+        self._retry_at = 0.0
+        """Loop time before which the next find waits: the backoff after the last failure
+        (time the caller spent on its own backoff meanwhile counts)."""
 
     async def get(self) -> Connection:
         """The open connection. Raises BrokerUnavailableError or COORDINATOR_NOT_AVAILABLE
@@ -96,26 +97,18 @@ class CoordinatorLink:
             conn = self._conn
             if conn is not None and not conn.closed:
                 return conn
-            wait, self._wait = self._wait, 0.0
+            wait = self._retry_at - asyncio.get_running_loop().time()
             if wait > 0:
                 await self._sleep(wait)  # retry backoff
-            try:
-                host, port = await self._find()
-                self._conn = await Connection.open(
-                    host,
-                    port,
-                    client_id=self.client_id,
-                    connect_timeout=self.cluster.connect_timeout,
-                    request_timeout=self.request_timeout,
-                )
-            except Exception:
-                self._failed()
-                raise
+            host, port = await self._find()
+            self._conn = await Connection.open(
+                host,
+                port,
+                client_id=self.client_id,
+                connect_timeout=self.cluster.connect_timeout,
+                request_timeout=self.request_timeout,
+            )
             return self._conn
-
-    def _failed(self) -> None:
-        self._wait = self.backoff.delay(self._failures)
-        self._failures += 1
 
     def succeeded(self) -> None:
         """A group request got through: the next failure backs off from the start again."""
@@ -146,11 +139,14 @@ class CoordinatorLink:
         return response.host, response.port
 
     def moved(self, exc: BaseException) -> None:
-        """After a failed group request: if ``exc`` says the coordinator moved (or the
-        connection broke), drop the connection so the next :meth:`get` finds it again."""
+        """After a failed group request (or :meth:`get`): if ``exc`` says the coordinator
+        moved (or the connection broke), drop the connection so the next :meth:`get` finds it
+        again, once the backoff for this many failures in a row has passed."""
         if not isinstance(exc, (*_MOVED, TidelogConnectionError)):
             return
-        self._failed()
+        delay = self.backoff.delay(self._failures)
+        self._failures += 1
+        self._retry_at = asyncio.get_running_loop().time() + delay
         conn, self._conn = self._conn, None
         if conn is not None:
             task = asyncio.get_running_loop().create_task(conn.close())
@@ -217,7 +213,8 @@ class GroupMembership:
         self.epoch = 0
         self.heartbeat_interval = 3.0
         self.answered = 0
-        """Joins and heartbeats the coordinator has answered (errors not counted)."""
+        """Joins and heartbeats the coordinator has answered (an error answer is not counted,
+        except one that arrives after this member was lost or left, which is ignored)."""
         self.assignment: frozenset[TopicPartition] | None = None
         """The latest assignment from the broker (``None`` until the first join)."""
         self.owned: frozenset[TopicPartition] = frozenset()

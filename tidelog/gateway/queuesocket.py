@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from . import models as mo
 from . import models_queues as mq
 from .formats import Format
-from .queues import Member
+from .queues import Member, QueueMembers
 from .routes_queues import ack_receipts, leased, nack_receipt, reject_receipt
 from .state import Gateway
 from .ws import POLL_WAIT_S, OpError, OpId, Socket, invalid, serve
@@ -120,14 +120,14 @@ class QueueSocket(Socket):
     async def _close(self) -> None:
         if self._pump_task is not None:
             self._pump_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._pump_task
+            # gather: the task's end, whatever it was -- but a cancellation of this one
+            # still goes through
+            await asyncio.gather(self._pump_task, return_exceptions=True)
         if self._taking is not None:
             # A ShareFetch cut short would still acquire at the broker after the member
             # left, costing those messages a delivery attempt: let it end (within
             # POLL_WAIT_S), and the close below releases what it took.
-            with contextlib.suppress(BaseException):
-                await self._taking
+            await asyncio.gather(self._taking, return_exceptions=True)
         if self.member is not None:
             await self.gw.queues.detach(self.member)
 
@@ -135,6 +135,13 @@ class QueueSocket(Socket):
         if self.member is None:
             raise OpError("not_consuming", "the socket did not open on a queue")
         q = self.gw.queues
+        try:
+            answer = await self._settle(q, op)
+        finally:
+            self._credit.set()  # a failed settlement may have freed room too
+        await self.send(answer)
+
+    async def _settle(self, q: QueueMembers, op: QueueOp) -> dict[str, object]:
         match op:
             case AckOp():
                 result = await ack_receipts(self.gw, self.group, op.receipts)
@@ -148,8 +155,7 @@ class QueueSocket(Socket):
             case RenewOp():
                 lock_ms = await q.renew(self.group, op.receipt)
                 answer = {"type": "renewed", "id": op.id, "lock_duration_ms": lock_ms}
-        self._credit.set()
-        await self.send(answer)
+        return answer
 
     async def _pump(self, member: Member, prefetch: int, fmt: Format) -> None:
         """Lease while the member holds fewer than ``prefetch`` unsettled messages; wait for

@@ -217,8 +217,7 @@ class Session(Socket):
         for task in (*self.tasks, *(t for _, t, _ in self.subs.values())):
             task.cancel()
         for consumer, task, _ in list(self.subs.values()):
-            with contextlib.suppress(BaseException):
-                await task
+            await asyncio.gather(task, return_exceptions=True)  # a cancellation of ours goes on
             await consumer.close()
         self.gw.sockets.subscriptions -= len(self.subs)
         self.subs.clear()

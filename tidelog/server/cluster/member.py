@@ -39,6 +39,7 @@ from tidelog.etcd import (
     Put,
 )
 from tidelog.wire.errors import (
+    BrokerError,
     InvalidReplicationFactorError,
     RequestTimedOutError,
     TidelogError,
@@ -375,10 +376,12 @@ class ClusterMember:
                 try:
                     start = max(int(current.value), at_least)
                 except ValueError:
-                    raise RequestTimedOutError(
+                    message = (
                         f"etcd key {key.decode()} is damaged ({current.value[:40]!r}): it "
                         "holds the next free producer id; put a number above every id in use"
-                    ) from None
+                    )
+                    logger.error("%s", message)
+                    raise BrokerError(message) from None  # not retriable: an operator's fix
                 compare = Compare.modified_at(key, current.mod_revision)
             result = await self.etcd.txn([compare], [Put(key, b"%d" % (start + size))])
             if result.succeeded:

@@ -292,6 +292,8 @@ class ClusterRole:
             for (name, p), v in view.partitions.items()
             if v.record.leader == self.broker_id
             and TopicPartition(name, p) not in self.replicas.leaders
+            and (topic := view.topics.get(name)) is not None
+            and topic.record.topic_id == v.record.topic_id  # not a deleted topic's leftover
         )
         if waiting:
             return f"not yet leading {len(waiting)} partition(s) it leads: {', '.join(waiting[:5])}"
@@ -325,6 +327,7 @@ class ClusterRole:
         return tuple(
             m.BrokerInfo(b, v.record.host, v.record.port, v.record.rack)
             for b, v in sorted(self.view.brokers.items())
+            if not (self.leaving and b == self.broker_id)  # its view is frozen: not itself
         )
 
     def topic_counts(self) -> dict[str, int]:
@@ -350,6 +353,8 @@ class ClusterRole:
                     partitions.append(m.PartitionMetadata(p, error_code=code))
                     continue
                 s = state.record
+                if self.leaving and s.leader == self.broker_id:  # others elect a leader now
+                    s = PartitionState(s.topic_id, s.replicas, NO_LEADER, s.leader_epoch, s.isr)
                 code = ErrorCode.LEADER_NOT_AVAILABLE if s.leader == NO_LEADER else ErrorCode.NONE
                 partitions.append(
                     m.PartitionMetadata(p, code, s.leader, s.leader_epoch, s.replicas, s.isr)
@@ -371,6 +376,10 @@ class ClusterRole:
 
     async def reserve_producer_ids(self, size: int, at_least: int) -> int:
         """A block of producer ids no other broker is given (see ``ClusterMember``)."""
+        if self.leaving:
+            raise CoordinatorNotAvailableError(
+                f"broker {self.broker_id} is shutting down: ask another broker"
+            )
         if self.member is None:
             raise LeaderNotAvailableError("this broker has not joined its cluster yet")
         try:

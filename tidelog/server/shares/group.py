@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from tidelog.server.log import LogManager, TopicPartition
 from tidelog.wire import share_messages as sm
-from tidelog.wire.errors import QueueFullError
+from tidelog.wire.errors import QueueFullError, UnknownTopicOrPartitionError
 
 from .partition import SharePartition
 from .settings import ShareSettings
@@ -39,8 +39,11 @@ class ShareGroup:
 def describe_group(group: ShareGroup, logs: LogManager, now: int) -> sm.DescribeShareGroupResponse:
     parts = []
     for tp, sp in sorted(group.partitions.items()):
+        try:
+            end = logs.get_log(tp).high_watermark
+        except UnknownTopicOrPartitionError:
+            continue  # its topic was deleted: nothing left to describe
         in_flight, delayed, ready, dlq = sp.counts(now)
-        end = logs.get_log(tp).high_watermark
         parts.append(
             sm.SharePartitionStatus(
                 tp.topic,

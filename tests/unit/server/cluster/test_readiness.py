@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from tidelog.server import BrokerConfig
 from tidelog.server.cluster.member import ClusterMember
-from tidelog.server.cluster.records import BrokerRecord, PartitionState
+from tidelog.server.cluster.records import BrokerRecord, PartitionState, TopicRecord
 from tidelog.server.cluster.role import ClusterRole
 from tidelog.server.cluster.view import Versioned
 from tidelog.server.log import LogManager, TopicPartition
@@ -28,6 +28,9 @@ def test_ready_once_registered_and_leading_what_the_view_says() -> None:
     view.brokers[1] = Versioned(me, 5, 5)
     view.partitions["t", 0] = Versioned(PartitionState("id", (1, 2), 1, 0, (1, 2)), 6, 6)
     view.partitions["t", 1] = Versioned(PartitionState("id", (2, 1), 2, 0, (2, 1)), 7, 7)
+    view.topics["t"] = Versioned(TopicRecord("id", 2, 2), 4, 4)
+    # a deleted topic's leftover partition state, not removed by the controller yet
+    view.partitions["gone", 0] = Versioned(PartitionState("old", (1,), 1, 0, (1,)), 3, 3)
     assert role.not_ready() == "not yet leading 1 partition(s) it leads: t-0"
     role.replicas.leaders[TopicPartition("t", 0)] = cast(Any, object())
     assert role.not_ready() is None  # t-1 is led by broker 2: not this one's to wait for
