@@ -42,14 +42,23 @@ def brokers_table(status: dict[str, Any]) -> Table:
 
 def topics_table(topics: list[dict[str, Any]]) -> Table:
     table = Table(title="topics", title_justify="left")
-    for column in ("topic", "partitions", "leaders (partition:broker)", "leaderless"):
+    columns = (
+        "topic",
+        "partitions",
+        "leaders (partition:broker)",
+        "leaderless",
+        "under-replicated",
+    )
+    for column in columns:
         table.add_column(column)
     for topic in topics:
         leaders = " ".join(f"{p}:{b if b >= 0 else '-'}" for p, b in topic["leaders"].items())
         leaderless = Text(", ".join(map(str, topic["leaderless"])) or "-")
         if topic["leaderless"]:
             leaderless.stylize("bold red")
-        table.add_row(topic["name"], str(topic["partitions"]), leaders or "-", leaderless)
+        short = topic.get("under_replicated", [])
+        under = Text(", ".join(map(str, short)) or "-", "yellow" if short else "")
+        table.add_row(topic["name"], str(topic["partitions"]), leaders or "-", leaderless, under)
     return table
 
 
@@ -82,3 +91,11 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
         )
     elif status.get("topics"):
         console.print("every partition has a leader")
+    short = status.get("under_replicated_partitions", [])
+    if short:
+        shown = ", ".join(short[:20]) + (" ..." if len(short) > 20 else "")
+        console.print(
+            Text(f"under-replicated partitions ({len(short)}): {shown}", "yellow"), soft_wrap=True
+        )
+    elif status.get("topics"):
+        console.print("every replica is in sync")
