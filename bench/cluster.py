@@ -53,10 +53,12 @@ async def produce(address: str, topic: str, records: int, replication_factor: in
         return records / (time.perf_counter() - start)
 
 
-def run_side(brokers: list[BrokerProc], topic: str, records: int) -> tuple[float, float]:
+def run_side(
+    brokers: list[BrokerProc], topic: str, records: int, replication_factor: int = -1
+) -> tuple[float, float]:
     """(records/s, broker CPU-seconds per million records)."""
     before = sum(cpu_seconds(b.proc.pid) for b in brokers)
-    rate = uvloop.run(produce(brokers[0].address, topic, records))
+    rate = uvloop.run(produce(brokers[0].address, topic, records, replication_factor))
     used = sum(cpu_seconds(b.proc.pid) for b in brokers) - before
     return rate, used / records * 1e6
 

@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import uvloop
-from cluster import cpu_seconds, produce
+from cluster import run_side
 from harness import BrokerProc, machine, spawn_broker, spread, stop_process
 
 from tidelog.client import AdminClient, Producer
@@ -73,9 +73,6 @@ class Brokers:
             if broker.proc.stdout is not None:
                 broker.proc.stdout.close()
 
-    def pids(self) -> list[int]:
-        return [b.proc.pid for b in self.procs.values()]
-
     def addresses(self) -> str:
         return ",".join(b.address for b in self.procs.values())
 
@@ -85,10 +82,8 @@ def throughput(brokers: Brokers, records: int, runs: int) -> dict[int, list[tupl
     out: dict[int, list[tuple[float, float]]] = {3: [], 1: []}
     for run in range(runs):
         for factor in out:
-            before = sum(cpu_seconds(pid) for pid in brokers.pids())
-            rate = uvloop.run(produce(brokers.addresses(), f"f{factor}-{run}", records, factor))
-            used = sum(cpu_seconds(pid) for pid in brokers.pids()) - before
-            out[factor].append((rate, used / records * 1e6))
+            procs = list(brokers.procs.values())
+            out[factor].append(run_side(procs, f"f{factor}-{run}", records, factor))
     return out
 
 

@@ -83,19 +83,14 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
     console.print(f"controller (*): {controller if controller >= 0 else 'none'}")
     if status.get("topics"):
         console.print(topics_table(status["topics"]))
-    leaderless = status.get("leaderless_partitions", [])
-    if leaderless:
-        shown = ", ".join(leaderless[:20]) + (" ..." if len(leaderless) > 20 else "")
-        console.print(
-            Text(f"leaderless partitions ({len(leaderless)}): {shown}", "bold red"), soft_wrap=True
-        )
-    elif status.get("topics"):
-        console.print("every partition has a leader")
-    short = status.get("under_replicated_partitions", [])
-    if short:
-        shown = ", ".join(short[:20]) + (" ..." if len(short) > 20 else "")
-        console.print(
-            Text(f"under-replicated partitions ({len(short)}): {shown}", "yellow"), soft_wrap=True
-        )
-    elif status.get("topics"):
-        console.print("every replica is in sync")
+    for key, label, style, fine in (
+        ("leaderless_partitions", "leaderless", "bold red", "every partition has a leader"),
+        ("under_replicated_partitions", "under-replicated", "yellow", "every replica is in sync"),
+    ):
+        names = status.get(key, [])
+        if names:
+            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+            line = Text(f"{label} partitions ({len(names)}): {shown}", style)
+            console.print(line, soft_wrap=True)
+        elif status.get("topics"):
+            console.print(fine)
