@@ -41,7 +41,9 @@ fuzz: $(STAMP)
 # 100 cleanings of a compacted log SIGKILLed at random points (make test runs 4).
 # 100 coordinator SIGKILLs under a consuming, committing group of 3 (make test runs 3).
 # 40 broker SIGKILLs while 4 queue workers hold messages (make test runs 10).
-# 200 leader SIGKILLs of a 3-broker, factor-3 cluster under acks=all (make test runs 20).
+# 200 leader SIGKILLs of a 3-broker, factor-3 cluster under acks=all (make test runs 20), and 100
+# at factor 2, min ISR 1 (make test runs 6); 20 leaders SIGSTOPped past their lease (make test
+# runs 2).
 # schemathesis over every gateway endpoint, 200 examples per operation and a random seed (make
 # test runs 10 with a fixed seed).
 soak: $(STAMP)
@@ -52,7 +54,8 @@ soak: $(STAMP)
 	TIDELOG_CLEAN_SOAK_ROUNDS=100 $(BIN)/pytest tests/system/test_log_clean_crash.py -q -s
 	TIDELOG_GROUP_KILLS=100 $(BIN)/pytest tests/system/test_coordinator_crash.py -q
 	TIDELOG_QUEUE_KILLS=40 $(BIN)/pytest tests/system/test_queue_crash.py -q -s
-	TIDELOG_REPLICATION_KILLS=200 $(BIN)/pytest tests/system/test_replication.py -q -s
+	TIDELOG_REPLICATION_KILLS=200 TIDELOG_REPLICATION_F2_KILLS=100 $(BIN)/pytest tests/system/test_replication.py -q -s
+	TIDELOG_REPLICATION_PAUSES=20 $(BIN)/pytest tests/system/test_replication_pause.py -q -s
 	TIDELOG_SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest tests/gateway/test_openapi.py -q
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).

@@ -36,10 +36,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def produce(address: str, topic: str, records: int) -> float:
-    """Records/s of one run."""
+async def produce(address: str, topic: str, records: int, replication_factor: int = -1) -> float:
+    """Records/s of one run (the topic with the brokers' replication factor unless given)."""
     async with AdminClient(address) as admin:
-        await admin.create_topic(topic, PARTITIONS)
+        await admin.create_topic(topic, PARTITIONS, replication_factor)
     value = os.urandom(SIZE)
     async with Producer(
         address, acks="all", batch_size=256 * 1024, linger=0.005, max_request_size=4 << 20
@@ -53,10 +53,12 @@ async def produce(address: str, topic: str, records: int) -> float:
         return records / (time.perf_counter() - start)
 
 
-def run_side(brokers: list[BrokerProc], topic: str, records: int) -> tuple[float, float]:
+def run_side(
+    brokers: list[BrokerProc], topic: str, records: int, replication_factor: int = -1
+) -> tuple[float, float]:
     """(records/s, broker CPU-seconds per million records)."""
     before = sum(cpu_seconds(b.proc.pid) for b in brokers)
-    rate = uvloop.run(produce(brokers[0].address, topic, records))
+    rate = uvloop.run(produce(brokers[0].address, topic, records, replication_factor))
     used = sum(cpu_seconds(b.proc.pid) for b in brokers) - before
     return rate, used / records * 1e6
 

@@ -31,55 +31,57 @@ class BrokerProc:
     data_dir: str
 
 
+def spawn_broker(data_dir: str, *args: str, stderr: IO[str] | None = None) -> BrokerProc:
+    """Start ``python -m tidelog.server`` on ``data_dir``; returns once it listens. The caller
+    stops it by PID."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tidelog.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            data_dir,
+            "--log-level",
+            "WARNING",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    found = threading.Event()
+    address: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "listening on" in line and not address:
+                address.append(line.rsplit(" ", 1)[1].strip())
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not found.wait(START_TIMEOUT_S):
+        stop_process(proc)
+        raise RuntimeError("the broker did not start")
+    return BrokerProc(proc, address[0], data_dir)
+
+
 @contextlib.contextmanager
 def broker_process(*args: str, stderr: IO[str] | None = None) -> Iterator[BrokerProc]:
     """A ``python -m tidelog.server`` process; yields once it listens; SIGTERM at the end.
     Its log goes to ``stderr`` (default: this process's)."""
     with tempfile.TemporaryDirectory(prefix="tidelog-bench-") as data_dir:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tidelog.server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--data-dir",
-                data_dir,
-                "--log-level",
-                "WARNING",
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-        found = threading.Event()
-        address: list[str] = []
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if "listening on" in line and not address:
-                    address.append(line.rsplit(" ", 1)[1].strip())
-                    found.set()
-
-        threading.Thread(target=read, daemon=True).start()
+        broker = spawn_broker(data_dir, *args, stderr=stderr)
         try:
-            if not found.wait(START_TIMEOUT_S):
-                raise RuntimeError("the broker did not start")
-            yield BrokerProc(proc, address[0], data_dir)
+            yield broker
         finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop_process(broker.proc, grace=30.0)
+            if broker.proc.stdout is not None:
+                broker.proc.stdout.close()
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -53,6 +53,7 @@ def test_create_list_describe_alter_delete(tidelog_broker: BrokerThread) -> None
     p1 = info["partitions"][1]
     assert (p1["start_offset"], p1["end_offset"], p1["records"], p1["segments"]) == (0, 3, 3, 1)
     assert p1["size_bytes"] > 0 and p1["leader"] == 0 and p1["replicas"] == [0]
+    assert p1["lag"] == {"0": 0}  # a single broker: its only replica is the leader
     assert info["configs"]["retention_ms"] == {"value": "60000", "source": "topic"}
 
     altered = cli(address, "topic", "alter", "events", "--config", "retention_ms=120000")

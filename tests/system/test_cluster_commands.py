@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -264,3 +265,38 @@ def test_a_broker_started_elsewhere_joins_with_serve_etcd(one_broker: Path, tmp_
             assert joined.stop() == 0
     finally:
         tidelog("cluster", "down", "--data-dir", str(data_dir))
+
+
+def describe_json(broker: str, topic: str) -> Any:
+    return json.loads(tidelog("--broker", broker, "--json", "topic", "describe", topic).stdout)
+
+
+def test_status_and_describe_show_a_stopped_replica(detached: Path) -> None:
+    """A topic with 2 replicas: with broker 2 stopped, ``cluster status`` names its partitions
+    under-replicated and ``topic describe`` shows broker 2's lag as unknown; once it is back
+    and in sync, neither does."""
+    where = ("--data-dir", str(detached))
+    first = tidelog_json("cluster", "status", *where)["brokers"][0]["address"]
+    tidelog("--broker", first, "topic", "create", "copies", "-p", "2", "--replication-factor", "2")
+    tidelog("--broker", first, "produce", "copies", "x")
+    tidelog_json("cluster", "broker", "stop", "2", *where)
+    try:
+        status = tidelog_json("cluster", "status", *where)
+        assert status["under_replicated_partitions"] == ["copies-0", "copies-1"]
+        (copies,) = [t for t in status["topics"] if t["name"] == "copies"]
+        assert copies["under_replicated"] == [0, 1] and copies["leaderless"] == []
+        assert (
+            "under-replicated partitions (2): copies-0, copies-1"
+            in tidelog("cluster", "status", *where).stdout
+        )
+        described = describe_json(first, "copies")
+        assert [p["lag"] for p in described["partitions"]] == [{"1": 0, "2": None}] * 2
+    finally:
+        tidelog_json("cluster", "broker", "start", "2", *where)
+    deadline = time.monotonic() + DEADLINE_S
+    while tidelog_json("cluster", "status", *where)["under_replicated_partitions"]:
+        assert time.monotonic() < deadline, "broker 2 back in every ISR"
+        time.sleep(0.2)  # polling the cluster's state, with a deadline
+    described = describe_json(first, "copies")
+    assert [p["lag"] for p in described["partitions"]] == [{"1": 0, "2": 0}] * 2
+    assert "every replica is in sync" in tidelog("cluster", "status", *where).stdout

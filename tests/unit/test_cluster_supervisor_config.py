@@ -81,12 +81,16 @@ def test_the_view_reads_the_records_of_one_cluster() -> None:
             kv("topics/t", {"topic_id": "x", "partitions": 3, "replication_factor": 1}),
             kv("partitions/t/0", {"topic_id": "x", "replicas": [1], "leader": 1, "isr": [1]}),
             kv("partitions/t/1", {"topic_id": "x", "replicas": [3], "leader": -1, "isr": [3]}),
+            kv("topics/u", {"topic_id": "y", "partitions": 2, "replication_factor": 2}),
+            kv("partitions/u/0", {"topic_id": "y", "replicas": [1, 2], "leader": 1, "isr": [1]}),
+            kv("partitions/u/1", {"topic_id": "y", "replicas": [2, 1], "leader": 2}),
             (b"/tidelog/dev/topics/bad", b"not json"),
         ],
     )
     assert sorted(view.brokers) == [1, 2]
     assert view.controller == 2
-    assert list(view.topics) == ["t"]
+    assert list(view.topics) == ["t", "u"]
     assert view.topics["t"].leaders == {0: 1, 1: NO_LEADER}
     assert view.leaderless == ["t-1", "t-2"]  # partition 2 is not placed yet
-    assert (view.led_by(1), view.led_by(2)) == (1, 0)
+    assert view.under_replicated == ["u-0"]  # u-1 has no ISR field: a record of before
+    assert (view.led_by(1), view.led_by(2)) == (2, 1)

@@ -11,6 +11,7 @@ from rich.table import Table
 from tidelog.client import (
     AdminClient,
     ConfigSource,
+    LogDirPartition,
     OffsetSpec,
     TopicAlreadyExistsError,
     TopicPartition,
@@ -169,8 +170,8 @@ async def _describe(admin: AdminClient, name: str) -> dict[str, Any]:
     tps = [TopicPartition(name, p.partition) for p in topic.partitions]
     starts = await admin.list_offsets(dict.fromkeys(tps, OffsetSpec.EARLIEST))
     ends = await admin.list_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))
-    disk = {
-        p.partition: p
+    held = {
+        (p.partition, d.broker_id): p
         for d in await admin.describe_log_dirs([name])
         for p in d.partitions
         if p.topic == name
@@ -180,13 +181,14 @@ async def _describe(admin: AdminClient, name: str) -> dict[str, Any]:
     for meta in topic.partitions:
         tp = TopicPartition(name, meta.partition)
         start, end = starts[tp].offset, ends[tp].offset
-        on_disk = disk.get(meta.partition)
+        on_disk = held.get((meta.partition, meta.leader))
         partitions.append(
             {
                 "partition": meta.partition,
                 "leader": meta.leader,
                 "replicas": list(meta.replicas),
                 "isr": list(meta.isr),
+                "lag": _lags(meta.partition, meta.leader, meta.replicas, held),
                 "start_offset": start,
                 "end_offset": end,
                 "records": max(end - start, 0),
@@ -214,14 +216,36 @@ async def _describe(admin: AdminClient, name: str) -> dict[str, Any]:
     }
 
 
+def _lags(
+    partition: int,
+    leader: int,
+    replicas: tuple[int, ...],
+    held: dict[tuple[int, int], LogDirPartition],
+) -> dict[str, int | None]:
+    """Per replica: the leader's log end offset minus the replica's, as each broker reported
+    it (DescribeLogDirs); ``None`` for a replica whose broker did not answer (it is down) or
+    without a leader."""
+    lead = held.get((partition, leader))
+    out: dict[str, int | None] = {}
+    for broker in replicas:
+        copy = held.get((partition, broker))
+        if lead is None or copy is None:
+            out[str(broker)] = None
+        else:
+            out[str(broker)] = max(lead.log_end_offset - copy.log_end_offset, 0)
+    return out
+
+
 @app.command("describe")
 @command
 def describe(ctx: typer.Context, name: NameArgument) -> None:
     """Show a topic's partitions (offsets, records, size on disk) and configs.
 
-    Per partition: leader, replicas, in-sync replicas, start and end offsets, records and size
-    on disk; then any offset ranges the broker cannot serve (damaged or missing on its disk).
-    Then every config, with where its value comes from (default, topic or broker).
+    Per partition: leader, replicas, in-sync replicas, each replica's lag (the leader's log end
+    offset minus the replica's, `-` for a broker that is down), start and end offsets, records
+    and size on the leader's disk; then any offset ranges the broker cannot serve (damaged or
+    missing on its disk). Then every config, with where its value comes from (default, topic
+    or broker).
 
     Example: `tidelog topic describe events`
     """
@@ -243,13 +267,16 @@ def describe(ctx: typer.Context, name: NameArgument) -> None:
         f"topic [bold]{markup(name)}[/bold]: {len(parts)} partition"
         f"{'s' if len(parts) != 1 else ''}, {records:,} records, {human_bytes(size)} on disk"
     )
-    table = Table("partition", "leader", "replicas", "isr", "start", "end", "records", "size")
+    table = Table(
+        "partition", "leader", "replicas", "isr", "lag", "start", "end", "records", "size"
+    )
     for p in parts:
         table.add_row(
             str(p["partition"]),
             str(p["leader"]),
             ",".join(map(str, p["replicas"])),
             ",".join(map(str, p["isr"])),
+            " ".join(f"{b}:{'-' if lag is None else lag}" for b, lag in p["lag"].items()),
             str(p["start_offset"]),
             str(p["end_offset"]),
             f"{p['records']:,}",

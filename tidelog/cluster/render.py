@@ -42,14 +42,23 @@ def brokers_table(status: dict[str, Any]) -> Table:
 
 def topics_table(topics: list[dict[str, Any]]) -> Table:
     table = Table(title="topics", title_justify="left")
-    for column in ("topic", "partitions", "leaders (partition:broker)", "leaderless"):
+    columns = (
+        "topic",
+        "partitions",
+        "leaders (partition:broker)",
+        "leaderless",
+        "under-replicated",
+    )
+    for column in columns:
         table.add_column(column)
     for topic in topics:
         leaders = " ".join(f"{p}:{b if b >= 0 else '-'}" for p, b in topic["leaders"].items())
         leaderless = Text(", ".join(map(str, topic["leaderless"])) or "-")
         if topic["leaderless"]:
             leaderless.stylize("bold red")
-        table.add_row(topic["name"], str(topic["partitions"]), leaders or "-", leaderless)
+        short = topic.get("under_replicated", [])
+        under = Text(", ".join(map(str, short)) or "-", "yellow" if short else "")
+        table.add_row(topic["name"], str(topic["partitions"]), leaders or "-", leaderless, under)
     return table
 
 
@@ -74,11 +83,14 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
     console.print(f"controller (*): {controller if controller >= 0 else 'none'}")
     if status.get("topics"):
         console.print(topics_table(status["topics"]))
-    leaderless = status.get("leaderless_partitions", [])
-    if leaderless:
-        shown = ", ".join(leaderless[:20]) + (" ..." if len(leaderless) > 20 else "")
-        console.print(
-            Text(f"leaderless partitions ({len(leaderless)}): {shown}", "bold red"), soft_wrap=True
-        )
-    elif status.get("topics"):
-        console.print("every partition has a leader")
+    for key, label, style, fine in (
+        ("leaderless_partitions", "leaderless", "bold red", "every partition has a leader"),
+        ("under_replicated_partitions", "under-replicated", "yellow", "every replica is in sync"),
+    ):
+        names = status.get(key, [])
+        if names:
+            shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+            line = Text(f"{label} partitions ({len(names)}): {shown}", style)
+            console.print(line, soft_wrap=True)
+        elif status.get("topics"):
+            console.print(fine)

@@ -433,7 +433,8 @@ class Supervisor:
         }
 
     def status(self) -> dict[str, Any]:
-        """The snapshot plus what etcd says: registrations, controller, partition leaders."""
+        """The snapshot plus what etcd says: registrations, controller, partition leaders,
+        leaderless and under-replicated partitions."""
         out = self.snapshot()
         try:
             current = self._view()
@@ -446,6 +447,7 @@ class Supervisor:
             broker["leads"] = current.led_by(broker["id"])
         out["topics"] = topic_list(current)
         out["leaderless_partitions"] = current.leaderless
+        out["under_replicated_partitions"] = current.under_replicated
         return out
 
     def topics(self) -> list[dict[str, Any]]:
@@ -484,6 +486,7 @@ def topic_list(current: view.ClusterView) -> list[dict[str, Any]]:
             "replication_factor": t.replication_factor,
             "leaders": {str(p): b for p, b in sorted(t.leaders.items())},
             "leaderless": t.leaderless,
+            "under_replicated": t.under_replicated,
         }
         for t in current.topics.values()
     ]

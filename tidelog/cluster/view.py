@@ -38,11 +38,13 @@ class TopicEntry(msgspec.Struct, frozen=True):
 
 
 class PartitionEntry(msgspec.Struct, frozen=True):
-    """``partitions/<topic>/<p>``: its replicas and leader (:data:`NO_LEADER` when none)."""
+    """``partitions/<topic>/<p>``: its replicas, leader (:data:`NO_LEADER` when none) and
+    in-sync replicas."""
 
     replicas: tuple[int, ...]
     leader: int
     leader_epoch: int = 0
+    isr: tuple[int, ...] | None = None  # absent: a record that predates replication
 
 
 S = TypeVar("S", BrokerEntry, ControllerEntry, TopicEntry, PartitionEntry)
@@ -62,10 +64,18 @@ class TopicView:
     replication_factor: int
     leaders: dict[int, int] = field(default_factory=dict)
     """Partition -> leader, for the partitions the controller has placed."""
+    short: tuple[int, ...] = ()
+    """The placed partitions whose ISR is smaller than their replica set."""
 
     @property
     def leaderless(self) -> list[int]:
         return [p for p in range(self.partitions) if self.leaders.get(p, NO_LEADER) < 0]
+
+    @property
+    def under_replicated(self) -> list[int]:
+        """Partitions with a replica out of the ISR (Kafka's under-replicated partitions); a
+        leaderless partition counts here too when its ISR is short."""
+        return list(self.short)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,10 @@ class ClusterView:
     def leaderless(self) -> list[str]:
         return [f"{t.name}-{p}" for t in self.topics.values() for p in t.leaderless]
 
+    @property
+    def under_replicated(self) -> list[str]:
+        return [f"{t.name}-{p}" for t in self.topics.values() for p in t.under_replicated]
+
 
 def parse(cluster_id: str, kvs: Sequence[tuple[bytes, bytes]]) -> ClusterView:
     """The view from the ``(key, value)`` pairs under ``/tidelog/<cluster_id>/``."""
@@ -91,6 +105,7 @@ def parse(cluster_id: str, kvs: Sequence[tuple[bytes, bytes]]) -> ClusterView:
     controller = NO_LEADER
     topics: dict[str, TopicEntry] = {}
     leaders: dict[str, dict[int, int]] = {}
+    short: dict[str, list[int]] = {}
     for key, value in kvs:
         parts = key[len(prefix) :].decode(errors="replace").split("/")
         match parts:
@@ -109,8 +124,16 @@ def parse(cluster_id: str, kvs: Sequence[tuple[bytes, bytes]]) -> ClusterView:
                 state = _decode(value, PartitionEntry)
                 if state is not None:
                     leaders.setdefault(name, {})[int(partition)] = state.leader
+                    if state.isr is not None and len(state.isr) < len(state.replicas):
+                        short.setdefault(name, []).append(int(partition))
     views = {
-        name: TopicView(name, t.partitions, t.replication_factor, leaders.get(name, {}))
+        name: TopicView(
+            name,
+            t.partitions,
+            t.replication_factor,
+            leaders.get(name, {}),
+            tuple(sorted(short.get(name, ()))),
+        )
         for name, t in sorted(topics.items())
     }
     return ClusterView(brokers, controller, views)
