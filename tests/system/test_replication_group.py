@@ -11,13 +11,12 @@ broker once, so the group's coordinator and the leaders of its partitions are am
 started again. After each kill, once the group consumes again, the coordinator (wherever it
 now is) reports at least every offset acknowledged before the kill.
 
-Today this fails at the first kill of the group's coordinator, so it is marked xfail (strict:
-it must be unmarked once it passes). The coordinator appends the group's records to its
-``__consumer_offsets`` partition directly, outside the acks=all replication path (docs/CLUSTER.md,
-"Limits of this version"), and answers commits and heartbeats before any follower has them: the
-new leader of that partition loads "0 record(s), 0 group(s) resumed", the first member to
-heartbeat there rejoins a group of one and is assigned all 6 partitions while the other two
-still own theirs, and the offsets committed before the kill are gone.
+The coordinator's records go through the replication path of its ``__consumer_offsets``
+partition (``replication/internal.py``) and are answered once every in-sync replica has them.
+Before that they were appended directly and answered after the coordinator's own fsync: the
+next leader of the partition loaded "0 record(s), 0 group(s) resumed", the first member to
+heartbeat there rejoined a group of one and was assigned all 6 partitions while the other two
+still owned theirs, and the offsets committed before the kill were gone.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-
-import pytest
 
 from tidelog.client import AdminClient
 
@@ -87,11 +84,6 @@ async def run(c: Cluster, ledger: Ledger) -> None:
         await asyncio.gather(*members, return_exceptions=True)
 
 
-@pytest.mark.xfail(
-    reason="group records are not replicated before the coordinator answers: a coordinator's "
-    "SIGKILL loses the group's members and committed offsets (docs/CLUSTER.md, limits)",
-    strict=True,
-)
 def test_a_group_through_broker_sigkills_keeps_commits_and_owners(tmp_path: Path) -> None:
     ledger = Ledger()
     with cluster(tmp_path, 3, options=OPTIONS) as c:

@@ -128,6 +128,12 @@ class BrokerCore:
         )
         if self.state.writes is not None:
             self.state.writes.replicas = role.replicas
+            if self.groups is not None:
+                from ..replication.internal import ReplicatedAppends
+
+                self.groups.offsets.replicated = ReplicatedAppends(
+                    self.state.writes, role.replicas
+                )
         if self.groups is not None:
             self.groups.topic_counts = role.topic_counts
 

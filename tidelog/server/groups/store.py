@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -59,6 +59,14 @@ Row = tuple[bytes, bytes | None]
 """A record to write: key and value (``None``: a tombstone)."""
 
 
+class Replicated(Protocol):
+    """Appends answered once every in-sync replica has them (``replication.internal``)."""
+
+    def append(self, tp: TopicPartition, batch: bytes) -> int: ...
+
+    async def until(self, tp: TopicPartition, end: int) -> None: ...
+
+
 def offsets_topic_config(segment_bytes: int) -> dict[str, object]:
     """The topic's overrides: compacted, kept forever, flushed explicitly before answers."""
     return {
@@ -91,6 +99,9 @@ def offset_row(group: str, tp: TopicPartition, value: OffsetValue | None) -> Row
 
 class GroupStore:
     """The topic, and the committed offsets of the groups in its loaded partitions."""
+
+    replicated: Replicated | None = None
+    """In a cluster: writes go through the partition leader's replication path."""
 
     def __init__(self, logs: LogManager, *, partitions: int, segment_bytes: int) -> None:
         self._logs = logs
@@ -187,17 +198,25 @@ class GroupStore:
 
     def append(self, partition: int, rows: Sequence[Row]) -> int:
         """Append ``rows`` as one batch (now, synchronously); returns the offset that
-        :meth:`durable` waits for. Raises :class:`StorageError`."""
+        :meth:`durable` waits for. Raises :class:`StorageError` (in a cluster, the coordinator
+        errors of :class:`Replicated`)."""
         builder = RecordBatchBuilder()
         for key, value in rows:
             builder.append(value, key=key)
-        plog = self._logs.get_log(self._tp(partition))
+        tp = self._tp(partition)
+        if self.replicated is not None:
+            return self.replicated.append(tp, builder.build())
+        plog = self._logs.get_log(tp)
         return plog.append(builder.build()).last_offset + 1
 
     async def durable(self, partition: int, end: int) -> None:
         """Wait until the partition is fsynced up to ``end`` (shared fsyncs), then make it
-        visible. Raises :class:`StorageError`."""
+        visible -- in a cluster, until every in-sync replica has it. Raises
+        :class:`StorageError`."""
         tp = self._tp(partition)
+        if self.replicated is not None:
+            await self.replicated.until(tp, end)
+            return
         await self._logs.committer(tp).flush_until(end)
         plog = self._logs.get_log(tp)
         if end > plog.high_watermark:
