@@ -144,6 +144,18 @@ class PartitionLeader:
         progress = self.followers.get(broker)
         return 0 if progress is None else progress.caught_up_ms
 
+    def set_replicas(self, replicas: tuple[int, ...], now_ms: int) -> None:
+        """A reassignment changed the replica list in this epoch: a new follower is tracked
+        from now (it joins the ISR once it has caught up), a dropped one is forgotten."""
+        if replicas == self.replicas:
+            return
+        self.replicas = replicas
+        self.followers = {
+            r: self.followers.get(r) or FollowerProgress(caught_up_ms=now_ms)
+            for r in replicas
+            if r != self.me
+        }
+
     def set_isr(self, isr: tuple[int, ...], revision: int) -> tuple[bool, bool]:
         """Use ``isr``, committed in etcd at ``revision`` (ignored if older than the one in
         use). A shrink below the minimum fails the produces waiting for acks=all. Returns
