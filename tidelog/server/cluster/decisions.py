@@ -31,7 +31,6 @@ The rules (docs/CLUSTER.md):
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -213,10 +212,12 @@ def _reassign(state: PartitionState, alive: set[int]) -> tuple[PartitionState, s
 
 def spread(view: ClusterView) -> dict[tuple[str, int], tuple[int, ...]]:
     """Targets that spread the replicas of every non-internal topic over the live brokers
-    (``tidelog cluster rebalance``): each broker holds at most its fair share (rounded up) of
-    the replicas and of the preferred leaderships, and a replica stays where it is whenever
-    that fits, so as little data moves as possible. Partitions already placed so are left
-    out (an empty answer: balanced)."""
+    (``tidelog cluster rebalance``): each broker gets its fair share of the replicas (the
+    total divided by the broker count; the brokers holding the most now take the remainder),
+    and a replica stays where it is whenever its broker's share allows, so as little data
+    moves as possible. Each partition's preferred leader is the replica that leads the fewest
+    partitions so far (the current one when tied). Partitions already placed so are left out
+    (an empty answer: balanced)."""
     alive = sorted(view.brokers)
     if not alive:
         return {}
@@ -230,35 +231,44 @@ def spread(view: ClusterView) -> dict[tuple[str, int], tuple[int, ...]]:
         parts.append((key, state.target or state.replicas, factor))
     if not parts:
         return {}
-    cap = math.ceil(sum(f for _, _, f in parts) / len(alive))
+    now = Counter(r for _, current, _ in parts for r in current)
+    quota = _shares(sum(f for _, _, f in parts), alive, now)
     load: Counter[int] = Counter()
     kept: dict[tuple[str, int], list[int]] = {}
     for key, current, factor in parts:
         keep: list[int] = []
         for r in current:
-            if r in view.brokers and load[r] < cap and len(keep) < factor:
+            if r in view.brokers and load[r] < quota[r] and len(keep) < factor:
                 keep.append(r)
                 load[r] += 1
         kept[key] = keep
     for key, _, factor in parts:
         keep = kept[key]
         while len(keep) < factor:
-            broker = min((b for b in alive if b not in keep), key=lambda b: (load[b], b))
+            broker = max(
+                (b for b in alive if b not in keep), key=lambda b: (quota[b] - load[b], -b)
+            )
             keep.append(broker)
             load[broker] += 1
-    lead_cap = math.ceil(len(parts) / len(alive))
     leads: Counter[int] = Counter()
     out = {}
     for key, current, _ in parts:
         keep = kept[key]
-        first = keep[0]
-        if leads[first] >= lead_cap:
-            first = min(keep, key=lambda b: (leads[b], keep.index(b)))
+        # the least leading so far; of those the one leading now, then the kept order
+        first = min(keep, key=lambda b: (leads[b], b != current[0], keep.index(b)))
         leads[first] += 1
         target = (first, *(r for r in keep if r != first))
         if target != current:
             out[key] = target
     return out
+
+
+def _shares(total: int, brokers: list[int], now: Counter[int]) -> dict[int, int]:
+    """``total`` split over ``brokers`` as evenly as it goes; the remainder goes to those
+    with the most ``now`` (fewest moves), then the lowest ids."""
+    base, extra = divmod(total, len(brokers))
+    ranked = sorted(brokers, key=lambda b: (-now[b], b))
+    return {b: base + (i < extra) for i, b in enumerate(ranked)}
 
 
 def _unclean(topic: TopicRecord) -> bool:

@@ -164,3 +164,15 @@ def test_any_reassignment_ends_on_its_target_led_by_a_target_replica(
         assert s.replicas == targets[p] and set(s.isr) == set(targets[p]) and not s.target
         assert s.leader == targets[p][0] != NO_LEADER
     assert decide(etcd.view()) == []
+
+
+def test_rebalance_gives_every_live_broker_a_share_when_the_split_is_uneven() -> None:
+    etcd = cluster(3, partitions=2, rf=3)  # 6 replicas on brokers 1-3
+    etcd.broker(4)
+    etcd.broker(5)
+    targets = spread(etcd.view())
+    final = {p: targets.get(("t", p), s.replicas) for p, s in states(etcd, "t").items()}
+    load = Counter(b for r in final.values() for b in r)
+    assert sorted(load.values()) == [1, 1, 1, 1, 2] and set(load) == {1, 2, 3, 4, 5}
+    assert len({r[0] for r in final.values()}) == 2  # the two preferred leaders differ
+    assert sum(len(set(r) & {1, 2, 3}) for r in final.values()) == 4  # 2 of 6 replicas move
