@@ -19,7 +19,7 @@ The rules (docs/CLUSTER.md):
 * a partition without a leader gets the first live in-sync replica, epoch up by one;
 * **preferred leader** (``auto_leader_rebalance``, Kafka's auto.leader.rebalance): a partition
   whose first replica is alive, in the ISR and not the leader is led by it again (epoch up by
-  one), so leaderships spread again after a broker returns;
+  one), so leaderships spread again after a broker returns (not for internal topics);
 * **reassignment** (a ``target`` replica list in the partition state), one step per write: the
   target's missing replicas are added (replicas = old + new); once every target replica is in
   the ISR, leadership moves to the first live one of them if the leader is not a target
@@ -106,8 +106,8 @@ def decide(view: ClusterView, *, auto_leader_rebalance: bool = True) -> list[Cha
         elected = _elect(state, alive, _unclean(owner.record))
         if elected is None and state.target:
             elected = _reassign(state, alive)
-        elif elected is None and auto_leader_rebalance:
-            elected = _prefer(state, alive)
+        elif elected is None and auto_leader_rebalance and not name.startswith("__"):
+            elected = _prefer(state, alive)  # internal topics: see _prefer
         if elected is not None:
             new, why = elected
             election = ""
@@ -177,7 +177,12 @@ def _elect(
 
 
 def _prefer(state: PartitionState, alive: set[int]) -> tuple[PartitionState, str] | None:
-    """The preferred replica (the first) leads again once it is alive and in sync."""
+    """The preferred replica (the first) leads again once it is alive and in sync.
+
+    Not for internal topics: their coordinators append outside the replication path (no
+    leader epochs in their batches), so each leadership change of theirs can cost the writes
+    the new leader had not fetched yet; they move only when they must (docs/CLUSTER.md,
+    "Limits of this version")."""
     preferred = state.replicas[0]
     if state.leader in (NO_LEADER, preferred) or preferred not in alive:
         return None

@@ -176,3 +176,15 @@ def test_rebalance_gives_every_live_broker_a_share_when_the_split_is_uneven() ->
     assert sorted(load.values()) == [1, 1, 1, 1, 2] and set(load) == {1, 2, 3, 4, 5}
     assert len({r[0] for r in final.values()}) == 2  # the two preferred leaders differ
     assert sum(len(set(r) & {1, 2, 3}) for r in final.values()) == 4  # 2 of 6 replicas move
+
+
+def test_internal_topics_keep_their_leader_when_the_preferred_one_returns() -> None:
+    etcd = Etcd()
+    for b in (1, 2, 3):
+        etcd.broker(b)
+    etcd.topic("__consumer_offsets", 1, rf=3)
+    etcd.settle()
+    (state,) = states(etcd, "__consumer_offsets").values()
+    moved = msgspec.structs.replace(state, leader=state.replicas[1], leader_epoch=1)
+    etcd.put(KEYS.partition("__consumer_offsets", 0), encode(moved))
+    assert decide(etcd.view()) == []
