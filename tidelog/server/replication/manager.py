@@ -318,6 +318,7 @@ class ReplicaManager:
         if leader.proposing or leader.closed is not None:
             return
         leader.proposing = True
+        leader.joining = tuple(b for b in isr if b not in leader.isr)
         task = asyncio.get_running_loop().create_task(self._proposal(tp, leader, isr))
         self._proposals.add(task)
         task.add_done_callback(self._proposals.discard)
@@ -332,9 +333,12 @@ class ReplicaManager:
             revision = 0
         finally:
             leader.proposing = False
+            leader.joining = ()
         if revision and leader.closed is None:
             logger.info("%s: ISR %s -> %s", tp, list(leader.isr), list(isr))
             self._count_isr(leader.set_isr(isr, revision))
+        elif leader.closed is None:
+            leader.update_high_watermark()  # refused: no longer held back by the joiners
 
     def _count_isr(self, change: tuple[bool, bool]) -> None:
         shrunk, expanded = change
