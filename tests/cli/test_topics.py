@@ -178,3 +178,16 @@ def test_internal_topics_are_listed_with_internal_described_and_not_deleted(
     assert deleted.exit_code == 1, deleted.output
     assert "internal topic" in deleted.output
     assert "__consumer_offsets" in cli(address, "topic", "list", "--internal").output
+
+
+def test_reassign_and_rebalance_on_a_single_broker_say_they_need_a_cluster(
+    tidelog_broker: BrokerThread,
+) -> None:
+    address = tidelog_broker.address
+    assert cli(address, "topic", "create", "moving").exit_code == 0
+    refused = cli(address, "topic", "reassign", "moving", "--replicas", "1")
+    assert refused.exit_code == 1
+    assert "partition reassignment needs a cluster (brokers started with --etcd)" in refused.output
+    assert cli(address, "cluster", "rebalance").exit_code == 1
+    usage = cli(address, "topic", "reassign", "moving", "--replicas", "1,,2")
+    assert usage.exit_code == 2 and "give broker ids separated by commas" in usage.output

@@ -21,6 +21,7 @@ from . import (
     health,
     produce,
     queue,
+    reassign,
     schema,
     serve,
     status,
@@ -68,6 +69,7 @@ app.command("status")(status.status)
 app.command("top")(top.top)
 app.add_typer(health.app, name="cluster")
 cluster.register(health.app)
+reassign.register(topics.app, health.app)
 
 
 def _version(value: bool) -> None:

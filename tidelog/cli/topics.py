@@ -1,4 +1,4 @@
-"""``tidelog topic create|list|describe|alter|delete``."""
+"""``tidelog topic create|list|describe|alter|delete`` (``reassign``: :mod:`.reassign`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .render import human_bytes, markup, print_json
 
 app = typer.Typer(
     name="topic",
-    help="Create, list, describe, alter and delete topics.\n\n"
+    help="Create, list, describe, alter, reassign and delete topics.\n\n"
     "Example: `tidelog topic create events --partitions 3`",
     no_args_is_help=True,
     rich_markup_mode="markdown",

@@ -23,6 +23,7 @@ from tidelog.wire.errors import (
     NotCoordinatorError,
 )
 
+from . import reassignments
 from .cluster import Cluster, TopicInfo
 from .connection import Connection
 from .errors import ClientClosedError, ClientUsageError, broker_error
@@ -557,6 +558,46 @@ class AdminClient(AsyncClient):
                 group_id, {tp: OffsetAndMetadata(o) for tp, o in chosen.items()}
             )
         return chosen
+
+    # --- moving partitions -------------------------------------------------------------------
+
+    async def reassign_partitions(
+        self,
+        topic: str,
+        replicas: Sequence[int],
+        *,
+        partition: int | None = None,
+        validate_only: bool = False,
+    ) -> dict[TopicPartition, tuple[int, ...]]:
+        """Move ``partition`` of ``topic`` (``None``: every partition) to the brokers
+        ``replicas`` (the first is the preferred leader); the targets set. The controller adds
+        the new replicas, waits until they are in sync, moves leadership, then drops the old
+        ones; :meth:`wait_for_reassignment` waits for that. Raises
+        ``InvalidReplicaAssignmentError`` (an unknown or repeated broker, a count other than
+        the replication factor) or ``UnknownTopicOrPartitionError``."""
+        entry = m.ReassignPartition(topic, -1 if partition is None else partition, tuple(replicas))
+        request = m.AlterPartitionReassignmentsRequest((entry,), validate_only=validate_only)
+        return await reassignments.alter(await self._controller(), request)
+
+    async def rebalance_partitions(
+        self, *, validate_only: bool = False
+    ) -> dict[TopicPartition, tuple[int, ...]]:
+        """Spread the replicas (and preferred leaders) of every non-internal topic evenly over
+        the live brokers, moving as few as possible; the targets set (empty: balanced)."""
+        request = m.AlterPartitionReassignmentsRequest(rebalance=True, validate_only=validate_only)
+        return await reassignments.alter(await self._controller(), request)
+
+    async def wait_for_reassignment(
+        self, targets: Mapping[TopicPartition, Sequence[int]], within: float = 300.0
+    ) -> None:
+        """Wait until every partition of ``targets`` has exactly its target replicas, all in
+        sync; ``RequestTimeoutError`` after ``within`` seconds."""
+
+        async def look(topics: list[str]) -> list[tuple[str, PartitionMetadata]]:
+            return [(d.name, p) for d in await self.describe_topics(topics) for p in d.partitions]
+
+        wanted = {tp: tuple(r) for tp, r in targets.items()}
+        await reassignments.wait(wanted, look, within)
 
     async def describe_cluster(self) -> ClusterDescription:
         """The cluster id, the controller and every broker."""

@@ -344,6 +344,13 @@ class BrokerConfig:
         low=100,
         high=3_600_000,
     )
+    auto_leader_rebalance: bool = _setting(
+        True,
+        "the controller moves a partition's leadership back to its preferred (first) replica "
+        "once that replica is alive and in sync again",
+        "false",
+        group=CLUSTER,
+    )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR", "DEBUG")
     log_format: str = _setting(
         "text", "text (one line per event) or json (one JSON object per line)", "json"

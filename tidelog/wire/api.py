@@ -54,6 +54,7 @@ class ApiKey(IntEnum):
     DESCRIBE_LOG_DIRS = 17
     INIT_PRODUCER_ID = 18
     FIND_COORDINATOR = 19
+    ALTER_PARTITION_REASSIGNMENTS = 20
     SHARE_FETCH = 30
     SHARE_ACKNOWLEDGE = 31
     ALTER_SHARE_GROUP = 32
@@ -98,6 +99,11 @@ API_SPECS: Final[Mapping[ApiKey, ApiSpec]] = {
         ApiSpec(ApiKey.DESCRIBE_LOG_DIRS, m.DescribeLogDirsRequest, m.DescribeLogDirsResponse),
         ApiSpec(ApiKey.INIT_PRODUCER_ID, m.InitProducerIdRequest, m.InitProducerIdResponse),
         ApiSpec(ApiKey.FIND_COORDINATOR, m.FindCoordinatorRequest, m.FindCoordinatorResponse),
+        ApiSpec(
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS,
+            m.AlterPartitionReassignmentsRequest,
+            m.AlterPartitionReassignmentsResponse,
+        ),
         ApiSpec(ApiKey.SHARE_FETCH, sm.ShareFetchRequest, sm.ShareFetchResponse),
         ApiSpec(ApiKey.SHARE_ACKNOWLEDGE, sm.ShareAcknowledgeRequest, sm.ShareAcknowledgeResponse),
         ApiSpec(ApiKey.ALTER_SHARE_GROUP, sm.AlterShareGroupRequest, sm.AlterShareGroupResponse),

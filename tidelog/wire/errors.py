@@ -64,6 +64,7 @@ class ErrorCode(IntEnum):
     UNSUPPORTED_ASSIGNOR = 40
     INVALID_COMMIT_OFFSET = 41
     OFFSET_METADATA_TOO_LARGE = 42
+    INVALID_REPLICA_ASSIGNMENT = 43
     OUT_OF_ORDER_SEQUENCE = 50
     DUPLICATE_SEQUENCE = 51
     INVALID_PRODUCER_EPOCH = 52
@@ -144,6 +145,11 @@ ERRORS: Final[dict[ErrorCode, ErrorInfo]] = dict(
         _info(ErrorCode.UNSUPPORTED_ASSIGNOR, False, "the broker does not know this assignor"),
         _info(ErrorCode.INVALID_COMMIT_OFFSET, False, "the committed offset is not valid"),
         _info(ErrorCode.OFFSET_METADATA_TOO_LARGE, False, "the commit metadata is too large"),
+        _info(
+            ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+            False,
+            "the replica list names an unknown broker, a broker twice, or a wrong count",
+        ),
         _info(ErrorCode.OUT_OF_ORDER_SEQUENCE, False, "the producer sequence is out of order"),
         _info(ErrorCode.DUPLICATE_SEQUENCE, False, "the batch was already written"),
         _info(ErrorCode.INVALID_PRODUCER_EPOCH, False, "the producer epoch is fenced"),
@@ -320,6 +326,10 @@ class InvalidPartitionsError(BrokerError):
 
 class InvalidReplicationFactorError(BrokerError):
     code = ErrorCode.INVALID_REPLICATION_FACTOR
+
+
+class InvalidReplicaAssignmentError(BrokerError):
+    code = ErrorCode.INVALID_REPLICA_ASSIGNMENT
 
 
 class InvalidConfigError(BrokerError):

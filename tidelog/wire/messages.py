@@ -250,6 +250,42 @@ class AlterConfigsResponse:
     results: tuple[ConfigResult, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ReassignPartition:
+    """Move ``topic``'s partition ``partition`` (-1: every partition) to ``replicas`` (the
+    first of them is the preferred leader)."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlterPartitionReassignmentsRequest:
+    """Start reassignments (``partitions``), or, with ``rebalance``, spread the replicas of
+    every non-internal topic over the live brokers (``partitions`` is then ignored)."""
+
+    partitions: tuple[ReassignPartition, ...] = ()
+    rebalance: bool = False
+    validate_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReassignResult:
+    """One partition's outcome: the target it is moving to, or why not."""
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...] = ()
+    error_code: int = 0
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlterPartitionReassignmentsResponse:
+    results: tuple[ReassignResult, ...] = ()
+
+
 # --- produce, fetch, list offsets -------------------------------------------------------------
 
 
@@ -634,6 +670,7 @@ Request: TypeAlias = (
     | DeleteTopicsRequest
     | DescribeConfigsRequest
     | AlterConfigsRequest
+    | AlterPartitionReassignmentsRequest
     | ProduceRequest
     | FetchRequest
     | ListOffsetsRequest
@@ -659,6 +696,7 @@ Response: TypeAlias = (
     | DeleteTopicsResponse
     | DescribeConfigsResponse
     | AlterConfigsResponse
+    | AlterPartitionReassignmentsResponse
     | ProduceResponse
     | FetchResponse
     | ListOffsetsResponse

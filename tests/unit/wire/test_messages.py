@@ -413,6 +413,7 @@ def _minimal_request(key: ApiKey) -> m.Request:
         ApiKey.DESCRIBE_LOG_DIRS: m.DescribeLogDirsRequest(),
         ApiKey.INIT_PRODUCER_ID: m.InitProducerIdRequest(),
         ApiKey.FIND_COORDINATOR: m.FindCoordinatorRequest("g"),
+        ApiKey.ALTER_PARTITION_REASSIGNMENTS: m.AlterPartitionReassignmentsRequest(),
         ApiKey.SHARE_FETCH: sm.ShareFetchRequest("g", "m", ("t",)),
         ApiKey.SHARE_ACKNOWLEDGE: sm.ShareAcknowledgeRequest("g", "m"),
         ApiKey.ALTER_SHARE_GROUP: sm.AlterShareGroupRequest("g"),

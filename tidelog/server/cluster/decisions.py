@@ -16,13 +16,26 @@ The rules (docs/CLUSTER.md):
 * a partition whose leader is not alive loses it: the next live in-sync replica leads, or
   nobody (:data:`NO_LEADER`) when none is alive (any live replica if the topic sets
   ``unclean_leader_election``); the leader epoch goes up by one;
-* a partition without a leader gets the first live in-sync replica, epoch up by one.
+* a partition without a leader gets the first live in-sync replica, epoch up by one;
+* **preferred leader** (``auto_leader_rebalance``, Kafka's auto.leader.rebalance): a partition
+  whose first replica is alive, in the ISR and not the leader is led by it again (epoch up by
+  one), so leaderships spread again after a broker returns (not for internal topics);
+* **reassignment** (a ``target`` replica list in the partition state), one step per write: the
+  target's missing replicas are added (replicas = old + new); once every target replica is in
+  the ISR, leadership moves to the first live one of them if the leader is not a target
+  replica (epoch up by one); then the old replicas are dropped (replicas = target, the ISR cut
+  to it, the target cleared). The preferred-leader rule waits while a reassignment runs.
+
+:func:`spread` computes the targets of ``tidelog cluster rebalance``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import msgspec
 
 from ..core.configs import normalise_key
 from .records import NO_LEADER, PartitionState, TopicRecord
@@ -63,8 +76,9 @@ def place(
     ]
 
 
-def decide(view: ClusterView) -> list[Change]:
-    """The changes the controller should make now (empty when the view is settled)."""
+def decide(view: ClusterView, *, auto_leader_rebalance: bool = True) -> list[Change]:
+    """The changes the controller should make now (empty when the view is settled); with
+    ``auto_leader_rebalance`` off, a preferred replica back in sync does not lead again."""
     changes: list[Change] = []
     alive = set(view.brokers)
     placed = len(view.partitions)
@@ -90,6 +104,10 @@ def decide(view: ClusterView) -> list[Change]:
         if owner.record.topic_id != state.topic_id:
             continue  # left by an older topic of this name: replaced above
         elected = _elect(state, alive, _unclean(owner.record))
+        if elected is None and state.target:
+            elected = _reassign(state, alive)
+        elif elected is None and auto_leader_rebalance and not name.startswith("__"):
+            elected = _prefer(state, alive)  # internal topics: see _prefer
         if elected is not None:
             new, why = elected
             election = ""
@@ -158,6 +176,106 @@ def _elect(
     return _with(state, new_leader, state.leader_epoch + 1, kept), why
 
 
+def _prefer(state: PartitionState, alive: set[int]) -> tuple[PartitionState, str] | None:
+    """The preferred replica (the first) leads again once it is alive and in sync.
+
+    Not for internal topics: their coordinators append outside the replication path (no
+    leader epochs in their batches), so each leadership change of theirs can cost the writes
+    the new leader had not fetched yet; they move only when they must (docs/CLUSTER.md,
+    "Limits of this version")."""
+    preferred = state.replicas[0]
+    if state.leader in (NO_LEADER, preferred) or preferred not in alive:
+        return None
+    if preferred not in state.isr:
+        return None
+    why = f"preferred replica {preferred} is in sync again: it leads (was {state.leader})"
+    return _with(state, preferred, state.leader_epoch + 1, state.isr), why
+
+
+def _reassign(state: PartitionState, alive: set[int]) -> tuple[PartitionState, str] | None:
+    """The next step of moving the partition to ``state.target`` (``None``: waiting for
+    the new replicas to join the ISR, or for a target replica to be alive)."""
+    target = state.target
+    added = tuple(r for r in target if r not in state.replicas)
+    if added:
+        replicas = state.replicas + added
+        why = f"reassignment to {list(target)}: adding replica(s) {list(added)}"
+        return msgspec.structs.replace(state, replicas=replicas), why
+    if not set(target) <= set(state.isr):
+        return None  # the new replicas are catching up
+    if state.leader not in target:
+        candidates = [r for r in target if r in alive]
+        if not candidates:
+            return None
+        why = f"reassignment to {list(target)}: leadership moves to {candidates[0]}"
+        return _with(state, candidates[0], state.leader_epoch + 1, state.isr), why
+    dropped = [r for r in state.replicas if r not in target]
+    isr = tuple(r for r in target if r in state.isr)
+    why = f"reassignment to {list(target)} done: dropped replica(s) {dropped}"
+    return msgspec.structs.replace(state, replicas=target, isr=isr, target=()), why
+
+
+def spread(view: ClusterView) -> dict[tuple[str, int], tuple[int, ...]]:
+    """Targets that spread the replicas of every non-internal topic over the live brokers
+    (``tidelog cluster rebalance``): each broker gets its fair share of the replicas (the
+    total divided by the broker count; the brokers holding the most now take the remainder),
+    and a replica stays where it is whenever its broker's share allows, so as little data
+    moves as possible. Each partition's preferred leader is the replica that leads the fewest
+    partitions so far (the current one when tied). Partitions already placed so are left out
+    (an empty answer: balanced)."""
+    alive = sorted(view.brokers)
+    if not alive:
+        return {}
+    parts: list[tuple[tuple[str, int], tuple[int, ...], int]] = []
+    for key, versioned in sorted(view.partitions.items()):
+        topic = view.topics.get(key[0])
+        state = versioned.record
+        if key[0].startswith("__") or topic is None or topic.record.topic_id != state.topic_id:
+            continue
+        factor = min(topic.record.replication_factor, len(alive))
+        parts.append((key, state.target or state.replicas, factor))
+    if not parts:
+        return {}
+    now = Counter(r for _, current, _ in parts for r in current)
+    quota = _shares(sum(f for _, _, f in parts), alive, now)
+    load: Counter[int] = Counter()
+    kept: dict[tuple[str, int], list[int]] = {}
+    for key, current, factor in parts:
+        keep: list[int] = []
+        for r in current:
+            if r in view.brokers and load[r] < quota[r] and len(keep) < factor:
+                keep.append(r)
+                load[r] += 1
+        kept[key] = keep
+    for key, _, factor in parts:
+        keep = kept[key]
+        while len(keep) < factor:
+            broker = max(
+                (b for b in alive if b not in keep), key=lambda b: (quota[b] - load[b], -b)
+            )
+            keep.append(broker)
+            load[broker] += 1
+    leads: Counter[int] = Counter()
+    out = {}
+    for key, current, _ in parts:
+        keep = kept[key]
+        # the least leading so far; of those the one leading now, then the kept order
+        first = min(keep, key=lambda b: (leads[b], b != current[0], keep.index(b)))
+        leads[first] += 1
+        target = (first, *(r for r in keep if r != first))
+        if target != current:
+            out[key] = target
+    return out
+
+
+def _shares(total: int, brokers: list[int], now: Counter[int]) -> dict[int, int]:
+    """``total`` split over ``brokers`` as evenly as it goes; the remainder goes to those
+    with the most ``now`` (fewest moves), then the lowest ids."""
+    base, extra = divmod(total, len(brokers))
+    ranked = sorted(brokers, key=lambda b: (-now[b], b))
+    return {b: base + (i < extra) for i, b in enumerate(ranked)}
+
+
 def _unclean(topic: TopicRecord) -> bool:
     """Whether the topic allows an unclean leader election (``unclean.leader.election`` too)."""
     return any(
@@ -167,10 +285,4 @@ def _unclean(topic: TopicRecord) -> bool:
 
 
 def _with(state: PartitionState, leader: int, epoch: int, isr: tuple[int, ...]) -> PartitionState:
-    return PartitionState(
-        topic_id=state.topic_id,
-        replicas=state.replicas,
-        leader=leader,
-        leader_epoch=epoch,
-        isr=isr,
-    )
+    return msgspec.structs.replace(state, leader=leader, leader_epoch=epoch, isr=isr)

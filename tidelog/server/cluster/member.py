@@ -27,6 +27,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
+import msgspec
+
 from tidelog.etcd import (
     Compare,
     Delete,
@@ -48,7 +50,15 @@ from tidelog.wire.errors import (
 )
 
 from .decisions import Change, decide
-from .records import BrokerRecord, ClusterKeys, ControllerRecord, TopicRecord, encode
+from .records import (
+    BrokerRecord,
+    ClusterKeys,
+    ControllerRecord,
+    PartitionState,
+    TopicRecord,
+    decode,
+    encode,
+)
 from .view import ClusterView
 
 logger = logging.getLogger("tidelog.server.cluster")
@@ -58,6 +68,8 @@ DEFAULT_LEASE_TTL: Final = 3
 """Seconds: a dead broker is noticed after about this long (etcd adds up to half a second)."""
 RETRY_DELAY: Final = 0.2
 """Seconds between attempts while etcd cannot be reached or a registration is still held."""
+RETRIES: Final = 10
+"""Compare-and-set attempts on a partition state that other writers keep changing."""
 RELEASE_MARGIN: Final = 2.0
 """Seconds past an old registration's lease TTL before it counts as held by a live process
 (etcd expires leases in steps of about half a second, later during an etcd leader change)."""
@@ -82,8 +94,10 @@ class ClusterMember:
         *,
         lease_ttl: int = DEFAULT_LEASE_TTL,
         on_change: Callable[[ClusterView], None] = lambda _: None,
+        auto_leader_rebalance: bool = True,
     ) -> None:
         self.etcd = etcd
+        self.auto_leader_rebalance = auto_leader_rebalance
         self.keys = keys
         self.me = me
         self.lease_ttl = lease_ttl
@@ -279,7 +293,9 @@ class ClusterMember:
                 if self.view.controller is None and self._lease is not None:
                     await self._campaign()
                 if self.is_controller:
-                    await self._apply(decide(self.view))
+                    await self._apply(
+                        decide(self.view, auto_leader_rebalance=self.auto_leader_rebalance)
+                    )
             except EtcdError as exc:
                 logger.warning("controller work failed (%s): retrying", exc)
                 await asyncio.sleep(RETRY_DELAY)
@@ -398,6 +414,27 @@ class ClusterMember:
         )
         if not result.succeeded:
             raise RequestTimedOutError(f"topic {name!r} changed while it was being deleted: retry")
+
+    async def reassign(self, topic: str, partition: int, target: tuple[int, ...]) -> None:
+        """Store ``target`` as the partition's reassignment target (compare-and-set on the
+        partition state's revision, read afresh); the controller then moves it step by
+        step. A target equal to the replicas of a partition not being moved changes nothing."""
+        key = self.keys.partition(topic, partition)
+        for _ in range(RETRIES):
+            current = await self.etcd.get(key)
+            if current is None:
+                raise UnknownTopicOrPartitionError(f"{topic}[{partition}] is not placed yet")
+            state = decode(current.value, PartitionState)
+            if state.replicas == target and not state.target:
+                return
+            new = msgspec.structs.replace(state, target=target)
+            result = await self.etcd.txn(
+                [Compare.modified_at(key, current.mod_revision)], [Put(key, encode(new))]
+            )
+            if result.succeeded:
+                logger.info("%s[%d]: reassignment to %s requested", topic, partition, list(target))
+                return
+        raise RequestTimedOutError(f"{topic}[{partition}] kept changing while it was reassigned")
 
     async def alter_topic_configs(self, name: str, configs: dict[str, str]) -> None:
         """Replace the topic's config overrides with ``configs``."""

@@ -54,15 +54,17 @@ class TopicRecord(msgspec.Struct, frozen=True):
     configs: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class PartitionState(msgspec.Struct, frozen=True):
+class PartitionState(msgspec.Struct, frozen=True, omit_defaults=True):
     """Who holds a partition: replicas, the leader (or :data:`NO_LEADER`), the leader epoch
-    (bumped by every leadership change) and the in-sync replicas."""
+    (bumped by every leadership change) and the in-sync replicas; ``target``, while a
+    reassignment runs, the replica list it moves the partition to (empty otherwise)."""
 
     topic_id: str
     replicas: tuple[int, ...]
     leader: int
     leader_epoch: int
     isr: tuple[int, ...]
+    target: tuple[int, ...] = ()
 
 
 R = TypeVar("R", BrokerRecord, ControllerRecord, TopicRecord, PartitionState)

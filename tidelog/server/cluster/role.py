@@ -28,12 +28,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
+import msgspec
+
 from tidelog.etcd import Compare, EtcdClient, EtcdError, Put
 from tidelog.wire import messages as m
 from tidelog.wire.errors import (
     BrokerError,
     CoordinatorNotAvailableError,
     ErrorCode,
+    InvalidReplicaAssignmentError,
+    InvalidRequestError,
     LeaderNotAvailableError,
     NotLeaderError,
     RequestTimedOutError,
@@ -49,8 +53,9 @@ from ..groups.store import offsets_topic_config
 from ..log import LogManager, TopicPartition
 from ..replication.leader import PartitionLeader
 from ..replication.manager import Assignment, ReplicaManager
+from .decisions import spread
 from .member import ClusterMember
-from .records import NO_LEADER, BrokerRecord, ClusterKeys, PartitionState, encode
+from .records import NO_LEADER, BrokerRecord, ClusterKeys, encode
 from .view import ClusterView
 
 logger = logging.getLogger("tidelog.server.cluster")
@@ -118,6 +123,7 @@ class ClusterRole:
             record,
             lease_ttl=self.config.etcd_lease_ttl_s,
             on_change=lambda _: self._dirty.set(),
+            auto_leader_rebalance=self.config.auto_leader_rebalance,
         )
         await self.member.start(register_within=self.config.cluster_join_timeout_s)
         self.replicas.start()
@@ -160,6 +166,7 @@ class ClusterRole:
                 self._dirty.set()
                 continue
             self.replicas.apply(self._assignments(self.view))
+            self._drop_unhosted(self.view)
             self._follow_offsets(self.view)
 
     async def _create_offsets_topic(self) -> None:
@@ -234,6 +241,28 @@ class ClusterRole:
             if current is None or current.record.topic_id != info.topic_id:
                 self._delete_local(manager, name, "the cluster deleted it")
 
+    def _drop_unhosted(self, view: ClusterView) -> None:
+        """Remove what a reassignment took away from this broker: a local topic of which it
+        holds no replica any more is deleted, a partition it no longer holds is emptied."""
+        manager = self._logs()
+        me = self.broker_id
+        for name, info in list(manager.topics().items()):
+            topic = view.topics.get(name)
+            if name.startswith("__") or topic is None or topic.record.topic_id != info.topic_id:
+                continue  # internal topics are never reassigned
+            states = view.partitions_of(name)
+            if len(states) < topic.record.partitions or any(
+                s.record.topic_id != info.topic_id for s in states.values()
+            ):
+                continue  # still being placed
+            hosted = {p for p, s in states.items() if me in s.record.replicas}
+            if not hosted:
+                self._delete_local(manager, name, "its replicas moved to other brokers")
+                continue
+            for p in range(topic.record.partitions):
+                if p not in hosted:
+                    self.replicas.discard(TopicPartition(name, p))
+
     def _assignments(self, view: ClusterView) -> dict[TopicPartition, Assignment]:
         """The partitions with a replica here and a local log of the cluster's topic id."""
         local = self._logs().topics()
@@ -265,7 +294,7 @@ class ClusterRole:
         if s.leader != self.broker_id or s.leader_epoch != leader.epoch:
             return 0
         ordered = tuple(r for r in s.replicas if r in isr)
-        state = PartitionState(s.topic_id, s.replicas, s.leader, s.leader_epoch, ordered)
+        state = msgspec.structs.replace(s, isr=ordered)
         key = self.keys.partition(tp.topic, tp.partition)
         result = await self.etcd.txn(
             [Compare.modified_at(key, current.mod_revision)], [Put(key, encode(state))]
@@ -398,6 +427,58 @@ class ClusterRole:
         if self.member is None:
             raise LeaderNotAvailableError("this broker has not joined its cluster yet")
         await self.member.alter_topic_configs(name, configs)
+
+    async def reassign(
+        self, topic: str, partition: int, replicas: tuple[int, ...], validate_only: bool
+    ) -> list[int]:
+        """Move partition ``partition`` of ``topic`` (-1: every partition) to ``replicas``;
+        the partitions whose target was set. Raises for an unknown topic or partition, an
+        internal topic, and a replica list with an unknown or repeated broker or of another
+        length than the topic's replication factor."""
+        member = self.member
+        if member is None:
+            raise LeaderNotAvailableError("this broker has not joined its cluster yet")
+        view = self.view
+        found = view.topics.get(topic)
+        if found is None:
+            raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+        if topic.startswith("__"):
+            raise InvalidRequestError(f"internal topic {topic} is not reassigned in this version")
+        count = found.record.partitions
+        if not -1 <= partition < count:
+            raise UnknownTopicOrPartitionError(f"{topic} has partitions 0-{count - 1} only")
+        factor = found.record.replication_factor
+        twice = sorted({b for b in replicas if replicas.count(b) > 1})
+        if twice:
+            raise InvalidReplicaAssignmentError(f"broker(s) {twice} named more than once")
+        if len(replicas) != factor:
+            raise InvalidReplicaAssignmentError(
+                f"{topic} has replication factor {factor}: name {factor} broker(s), "
+                f"not {len(replicas)}"
+            )
+        unknown = [b for b in replicas if b not in view.brokers]
+        if unknown:
+            raise InvalidReplicaAssignmentError(
+                f"broker(s) {unknown} are not live brokers of the cluster "
+                f"(live: {view.live_brokers()})"
+            )
+        chosen = list(range(count)) if partition == -1 else [partition]
+        if not validate_only:
+            for p in chosen:
+                await member.reassign(topic, p, replicas)
+        return chosen
+
+    async def rebalance(self, validate_only: bool) -> dict[tuple[str, int], tuple[int, ...]]:
+        """Spread the replicas of every non-internal topic over the live brokers
+        (:func:`~.decisions.spread`); the targets set (empty: nothing to move)."""
+        member = self.member
+        if member is None:
+            raise LeaderNotAvailableError("this broker has not joined its cluster yet")
+        targets = spread(self.view)
+        if not validate_only:
+            for (topic, p), replicas in targets.items():
+                await member.reassign(topic, p, replicas)
+        return targets
 
     def leader_of(self, topic: str, partition: int) -> BrokerRecord | None:
         """The live broker leading ``topic``/``partition``, if any."""

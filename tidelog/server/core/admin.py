@@ -21,7 +21,8 @@ from .state import CoreState, check_client_creatable, check_client_writable, is_
 
 
 class AdminApis:
-    """Serves Metadata, CreateTopics, DeleteTopics, Describe/AlterConfigs, DescribeLogDirs."""
+    """Serves Metadata, CreateTopics, DeleteTopics, Describe/AlterConfigs, DescribeLogDirs,
+    AlterPartitionReassignments."""
 
     def __init__(self, state: CoreState) -> None:
         self._state = state
@@ -228,6 +229,35 @@ class AdminApis:
         self._state.manager.default_config.with_overrides(parse_topic_configs(raw))
         if not validate_only:
             await cluster.alter_topic_configs(resource.name, raw)
+
+    async def alter_partition_reassignments(
+        self, request: m.AlterPartitionReassignmentsRequest
+    ) -> m.AlterPartitionReassignmentsResponse:
+        """Set reassignment targets through etcd (any broker of a cluster); the controller
+        moves the partitions. Per entry, the partitions set or the error."""
+        cluster = self._state.cluster
+        if cluster is None:
+            raise InvalidRequestError(
+                "partition reassignment needs a cluster (brokers started with --etcd)"
+            )
+        if request.rebalance:
+            targets = await cluster.rebalance(request.validate_only)
+            return m.AlterPartitionReassignmentsResponse(
+                tuple(m.ReassignResult(t, p, r) for (t, p), r in sorted(targets.items()))
+            )
+        results = []
+        for entry in request.partitions:
+            try:
+                chosen = await cluster.reassign(
+                    entry.topic, entry.partition, entry.replicas, request.validate_only
+                )
+            except BrokerError as exc:
+                results.append(
+                    m.ReassignResult(entry.topic, entry.partition, (), exc.code, exc.message)
+                )
+                continue
+            results += [m.ReassignResult(entry.topic, p, entry.replicas) for p in chosen]
+        return m.AlterPartitionReassignmentsResponse(tuple(results))
 
     def describe_log_dirs(self, request: m.DescribeLogDirsRequest) -> m.DescribeLogDirsResponse:
         manager = self._state.manager

@@ -245,6 +245,8 @@ class BrokerCore:
                 return self._admin.describe_configs(request), ()
             case m.AlterConfigsRequest():
                 return await self._admin.alter_configs(request), ()
+            case m.AlterPartitionReassignmentsRequest():
+                return await self._admin.alter_partition_reassignments(request), ()
             case m.DescribeLogDirsRequest():
                 return self._admin.describe_log_dirs(request), ()
             case m.FindCoordinatorRequest():

@@ -73,6 +73,12 @@ class PartitionLeader:
         self.followers = {r: FollowerProgress(caught_up_ms=now_ms) for r in replicas if r != me}
         self.proposing = False
         """An ISR change of this leader is waiting for etcd's answer."""
+        self.joining: tuple[int, ...] = ()
+        """Followers this leader proposed for the ISR, not committed yet. The high watermark
+        waits for them as for members (Kafka's maximal ISR): from the fetch that showed a
+        follower caught up to the moment etcd takes it in, no record passes the high
+        watermark without it, so an in-sync replica always holds every acknowledged record
+        (it may be elected, or made preferred leader, at once)."""
         self._on_visible = on_visible
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.closed: BrokerError | None = None
@@ -144,6 +150,18 @@ class PartitionLeader:
         progress = self.followers.get(broker)
         return 0 if progress is None else progress.caught_up_ms
 
+    def set_replicas(self, replicas: tuple[int, ...], now_ms: int) -> None:
+        """A reassignment changed the replica list in this epoch: a new follower is tracked
+        from now (it joins the ISR once it has caught up), a dropped one is forgotten."""
+        if replicas == self.replicas:
+            return
+        self.replicas = replicas
+        self.followers = {
+            r: self.followers.get(r) or FollowerProgress(caught_up_ms=now_ms)
+            for r in replicas
+            if r != self.me
+        }
+
     def set_isr(self, isr: tuple[int, ...], revision: int) -> tuple[bool, bool]:
         """Use ``isr``, committed in etcd at ``revision`` (ignored if older than the one in
         use). A shrink below the minimum fails the produces waiting for acks=all. Returns
@@ -169,7 +187,7 @@ class PartitionLeader:
         """Move the high watermark to the smallest position over the ISR, once every member
         has fetched in this epoch; resolve the produces it passes; wake the consumers."""
         hw = self.local_end
-        for broker in self.isr:
+        for broker in (*self.isr, *self.joining):
             if broker == self.me:
                 continue
             progress = self.followers.get(broker)

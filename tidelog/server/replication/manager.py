@@ -156,6 +156,8 @@ class ReplicaManager:
     def _lead(self, tp: TopicPartition, a: Assignment) -> None:
         current = self.leaders.get(tp)
         if current is not None and current.epoch == a.epoch:
+            if a.revision >= current.isr_revision:
+                current.set_replicas(a.replicas, self.now_ms())
             self._count_isr(current.set_isr(a.isr, a.revision))
             return
         if current is not None:
@@ -268,6 +270,21 @@ class ReplicaManager:
         if producers is not None:
             producers.forget(tp)
 
+    def discard(self, tp: TopicPartition) -> None:
+        """This broker holds no replica of ``tp`` any more (a reassignment dropped it): empty
+        its log (the segments are removed) and its leader epoch checkpoint. Nothing is done
+        while it still leads or follows ``tp``."""
+        if tp in self.leaders or any(tp in f.partitions for f in self.fetchers.values()):
+            return
+        plog = self._logs().get_log(tp)
+        if plog.log_end_offset == 0 and plog.log_start_offset == 0:
+            return
+        logger.info("%s: no replica here any more: removing its log [%d, %d)",
+                    tp, plog.log_start_offset, plog.log_end_offset)  # fmt: skip
+        self.restart_at(tp, 0)
+        self._epochs.pop(tp, None)
+        self._known_hw.pop(tp, None)
+
     def append_replica(
         self, tp: TopicPartition, data: memoryview, high_watermark: int
     ) -> asyncio.Future[None] | None:
@@ -301,6 +318,7 @@ class ReplicaManager:
         if leader.proposing or leader.closed is not None:
             return
         leader.proposing = True
+        leader.joining = tuple(b for b in isr if b not in leader.isr)
         task = asyncio.get_running_loop().create_task(self._proposal(tp, leader, isr))
         self._proposals.add(task)
         task.add_done_callback(self._proposals.discard)
@@ -315,9 +333,12 @@ class ReplicaManager:
             revision = 0
         finally:
             leader.proposing = False
+            leader.joining = ()
         if revision and leader.closed is None:
             logger.info("%s: ISR %s -> %s", tp, list(leader.isr), list(isr))
             self._count_isr(leader.set_isr(isr, revision))
+        elif leader.closed is None:
+            leader.update_high_watermark()  # refused: no longer held back by the joiners
 
     def _count_isr(self, change: tuple[bool, bool]) -> None:
         shrunk, expanded = change

@@ -4,15 +4,19 @@ file), the leader's high watermark and ISR upkeep, and the controller's election
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from tidelog.server.cluster.decisions import _elect
 from tidelog.server.cluster.records import NO_LEADER, PartitionState
-from tidelog.server.log import Files, PartitionLog
+from tidelog.server.log import Files, LogManager, PartitionLog, TopicPartition
 from tidelog.server.log.epochs import UNDEFINED, EpochEnd, LeaderEpochCache
 from tidelog.server.replication.leader import PartitionLeader
+from tidelog.server.replication.manager import ReplicaManager
 from tidelog.wire.batch_builder import RecordBatchBuilder
 from tidelog.wire.errors import NotEnoughReplicasAfterAppendError, NotEnoughReplicasError
 
@@ -108,6 +112,52 @@ def test_a_follower_lagging_past_the_limit_is_named_and_one_caught_up_may_join(
     assert leader.lagging(now_ms=12_000, lag_ms=10_000) == [3]
     leader.set_isr((1, 2), revision=6)
     assert leader.follower_fetched(3, 3, now_ms=12_500)  # caught up: it may come back
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_follower_proposed_for_the_isr_holds_the_high_watermark_until_etcd_answers(
+    tmp_path: Path, committed: bool
+) -> None:
+    """Kafka's maximal ISR: between the fetch that shows a follower caught up and etcd's
+    answer, the high watermark (and so every acks=all answer) waits for that follower too.
+    Otherwise it joins the ISR lacking records acknowledged meanwhile, and an election of it
+    right then (a failover, or its preferred leadership given back) loses them."""
+
+    async def main() -> None:
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def propose_isr(tp: TopicPartition, leader: PartitionLeader, isr: object) -> int:
+            return await answer
+
+        manager = ReplicaManager(
+            1, cast(Callable[[], LogManager], lambda: None), lambda: None, lambda tp: None,
+            propose_isr, min_insync_replicas=2, replica_lag_time_max_ms=10_000,
+            max_frame_size=1 << 20, monotonic=time.monotonic,
+        )  # fmt: skip
+        leader = _leader(tmp_path, (1, 2))
+        for _ in range(2):  # offsets 3 and 4, written in this epoch
+            builder = RecordBatchBuilder()
+            builder.append(b"w")
+            leader.plog.append(builder.build(), leader_epoch=1)
+        leader.advance_local(5)
+        leader.follower_fetched(2, 3, now_ms=1)
+        assert leader.plog.high_watermark == 3
+        assert leader.follower_fetched(3, 3, now_ms=1)  # at the high watermark: may join
+        manager.propose(TopicPartition("t", 0), leader, (1, 2, 3))
+        leader.follower_fetched(2, 5, now_ms=2)
+        assert leader.plog.high_watermark == 3  # broker 3 is joining: nothing passes it
+        answer.set_result(9 if committed else 0)
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        await asyncio.gather(*others)
+        assert leader.joining == ()
+        if committed:
+            assert leader.isr == (1, 2, 3) and leader.plog.high_watermark == 3
+            leader.follower_fetched(3, 5, now_ms=3)
+        else:
+            assert leader.isr == (1, 2)  # refused: 3 holds nothing back any more
+        assert leader.plog.high_watermark == 5
+
+    asyncio.run(main())
 
 
 def _state(leader: int, isr: tuple[int, ...], epoch: int = 4) -> PartitionState:
