@@ -383,7 +383,7 @@ class ClusterRole:
                     continue
                 s = state.record
                 if self.leaving and s.leader == self.broker_id:  # others elect a leader now
-                    s = PartitionState(s.topic_id, s.replicas, NO_LEADER, s.leader_epoch, s.isr)
+                    s = msgspec.structs.replace(s, leader=NO_LEADER)
                 code = ErrorCode.LEADER_NOT_AVAILABLE if s.leader == NO_LEADER else ErrorCode.NONE
                 partitions.append(
                     m.PartitionMetadata(p, code, s.leader, s.leader_epoch, s.replicas, s.isr)

@@ -131,9 +131,7 @@ class BrokerCore:
             if self.groups is not None:
                 from ..replication.internal import ReplicatedAppends
 
-                self.groups.offsets.replicated = ReplicatedAppends(
-                    self.state.writes, role.replicas
-                )
+                self.groups.offsets.replicated = ReplicatedAppends(self.state.writes, role.replicas)
         if self.groups is not None:
             self.groups.topic_counts = role.topic_counts
 
