@@ -17,8 +17,7 @@ from tidelog.client import AdminClient, Producer
 from tidelog.server.cluster.records import NO_LEADER
 
 from .cluster import Cluster, cluster
-from .test_replication import (
-    OPTIONS,
+from .history import (
     PARTITIONS,
     TOPIC,
     History,
@@ -28,6 +27,7 @@ from .test_replication import (
     final_log,
     produce,
 )
+from .test_replication import OPTIONS
 
 TIDELOG = Path(sys.executable).with_name("tidelog")
 
