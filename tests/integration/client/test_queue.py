@@ -21,7 +21,7 @@ from tidelog.client import (
 )
 from tidelog.server import Broker
 from tidelog.server.shares import ShareCoordinator, ShareSettings
-from tidelog.server.shares.records import decode_partition, partition_key
+from tidelog.server.shares.records import decode_partition, sort_rows
 from tidelog.wire.errors import (
     GroupIdNotFoundError,
     InvalidConfigError,
@@ -339,9 +339,8 @@ def test_an_acquisition_is_stored_before_it_is_delivered(tmp_path: Path) -> None
                 await take(q)
                 store = coordinator.store
                 rows = await store.read(store.partition_for("g"))
-                stored = decode_partition(
-                    rows[partition_key("g", TopicPartition("jobs", 0))], ShareSettings()
-                )
+                records = sort_rows(rows).partitions["g", TopicPartition("jobs", 0)]
+                stored = decode_partition(records, ShareSettings())
                 assert stored.records[0].delivery_count == 1
                 assert stored.end == 1
 
