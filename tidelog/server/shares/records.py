@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 
@@ -203,16 +203,12 @@ def decode_partition(stored: StoredPartition, settings: ShareSettings) -> ShareP
     record are dirty (stored as entry records with the next change)."""
     if stored.value is None:
         raise ShareRecordError("share entry records without their partition record")
-    try:
-        record = _PARTITION.decode(stored.value)
-    except msgspec.DecodeError as exc:
-        raise ShareRecordError(f"bad share partition record: {exc}") from None
-    if record.version not in (1, PARTITION_VERSION):
-        raise ShareRecordError(f"share partition record of version {record.version}")
+    record = _decode(_PARTITION, stored.value, "partition", (1, PARTITION_VERSION))
     sp = SharePartition(record.start, record.end)
     sp.acked, sp.dead_lettered = record.acked, record.dead_lettered
     values = [(e.offset, EntryValue(STATE_VERSION, *_fields(e))) for e in record.entries] + [
-        (offset, _decode_entry(data)) for offset, data in stored.entries.items()
+        (offset, _decode(_ENTRY, data, "entry", (STATE_VERSION,)))
+        for offset, data in stored.entries.items()
     ]
     for offset, e in values:
         if not record.start <= offset < record.end:
@@ -243,13 +239,23 @@ def _fields(e: EntryRecord) -> tuple[int, int, int, int, str, str]:
     return e.state, e.delivery_count, e.first_delivery, e.last_delivery, e.last_error, e.reason
 
 
-def _decode_entry(data: bytes) -> EntryValue:
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+_V = TypeVar("_V", bound=_Versioned)
+
+
+def _decode(
+    decoder: msgspec.msgpack.Decoder[_V], data: bytes, what: str, versions: tuple[int, ...]
+) -> _V:
     try:
-        value = _ENTRY.decode(data)
+        value = decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise ShareRecordError(f"bad share entry record: {exc}") from None
-    if value.version != STATE_VERSION:
-        raise ShareRecordError(f"share entry record of version {value.version}")
+        raise ShareRecordError(f"bad share {what} record: {exc}") from None
+    if value.version not in versions:
+        raise ShareRecordError(f"share {what} record of version {value.version}")
     return value
 
 
@@ -258,10 +264,5 @@ def encode_settings(settings: ShareSettings) -> bytes:
 
 
 def decode_settings(data: bytes) -> ShareSettings:
-    try:
-        record = _SETTINGS.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ShareRecordError(f"bad share settings record: {exc}") from None
-    if record.version != STATE_VERSION:
-        raise ShareRecordError(f"share settings record of version {record.version}")
+    record = _decode(_SETTINGS, data, "settings", (STATE_VERSION,))
     return ShareSettings().altered(record.configs)
