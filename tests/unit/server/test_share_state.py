@@ -159,7 +159,7 @@ def test_any_history_reads_back_as_the_live_state(
     for i, (op, o) in enumerate(ops):
         now = i + 1
         entry = sp.records.get(o)
-        held = entry is not None and entry.state is RecordState.ACQUIRED
+        held = entry is not None and entry.state is RecordState.ACQUIRED and entry.lock_until > now
         if op == "acquire" and (o >= sp.end or (entry and entry.state is RecordState.AVAILABLE)):
             sp.acquire(o, "m", now, now, 5)
         elif op == "accept" and held:
