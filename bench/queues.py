@@ -48,6 +48,8 @@ TAKE = 100
 """Messages a worker takes per request (tidelog max_records, XREADGROUP COUNT, fetch batch)."""
 
 Worker = Callable[[], Awaitable[None]]
+STOP_WAIT_S = 5.0
+"""How long a run waits for its cancelled workers to finish."""
 
 
 async def _race(workers: list[Worker], n: int, done: list[int]) -> float:
@@ -63,7 +65,8 @@ async def _race(workers: list[Worker], n: int, done: list[int]) -> float:
     finally:
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # bounded: a redis-py client cancelled inside a blocking XREADGROUP can hang on close
+        await asyncio.wait(tasks, timeout=STOP_WAIT_S)
 
 
 # --- tidelog ----------------------------------------------------------------------------------
