@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tidelog.client import (
@@ -21,7 +22,14 @@ from tidelog.client import (
 )
 from tidelog.server import Broker
 from tidelog.server.shares import ShareCoordinator, ShareSettings
-from tidelog.server.shares.records import decode_partition, partition_key
+from tidelog.server.shares.partition import RecordState
+from tidelog.server.shares.records import (
+    EntryRecord,
+    PartitionRecord,
+    decode_partition,
+    partition_key,
+    sort_rows,
+)
 from tidelog.wire.errors import (
     GroupIdNotFoundError,
     InvalidConfigError,
@@ -329,6 +337,45 @@ def test_acks_and_delivery_counts_survive_a_restart(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.storage_bound  # restarts: memory keeps nothing across them
+def test_a_whole_state_record_of_an_older_tidelog_is_resumed(tmp_path: Path) -> None:
+    """A version 1 partition record (the whole window, as tidelog wrote before the deltas):
+    read at start, its counts kept, and rewritten as entry records with the next change."""
+    tp = TopicPartition("jobs", 0)
+    entries = [
+        EntryRecord(1, int(RecordState.ACQUIRED), 2, 10, 20, "boom"),
+        EntryRecord(2, int(RecordState.AVAILABLE), 1, 10, 10),
+    ]
+    old = msgspec.msgpack.encode(PartitionRecord(1, 1, 3, entries, acked=1))
+
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            store = shares(b, FakeClock()).store
+            await create_topic(b.address, "jobs", 1)
+            await produce(b.address, "jobs", 3)
+            partition = store.partition_for("g")
+            await store.durable(partition, store.append(partition, [(partition_key("g", tp), old)]))
+        async with broker(tmp_path) as b:
+            shares(b, FakeClock())
+            async with QueueConsumer(b.address, "g", "jobs", max_records=1) as q:
+                first = await take(q)  # m2 is left alone: only the old record holds it
+                assert (first.value, first.delivery_count) == (b"m1", 3)
+                await first.ack()
+        async with broker(tmp_path) as b:
+            coordinator = shares(b, FakeClock())
+            rows = await coordinator.store.read(coordinator.store.partition_for("g"))
+            stored = sort_rows(rows).partitions["g", tp]
+            assert sorted(stored.entries) == [2]  # m1's tombstone, m2's entry record
+            assert decode_partition(stored, ShareSettings()).acked == 2
+            async with QueueConsumer(b.address, "g", "jobs", max_records=3) as q:
+                second = await take(q)
+                assert (second.value, second.delivery_count) == (b"m2", 2)
+                await second.ack()
+                await nothing(q)
+
+    run(main())
+
+
 def test_an_acquisition_is_stored_before_it_is_delivered(tmp_path: Path) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
@@ -339,9 +386,8 @@ def test_an_acquisition_is_stored_before_it_is_delivered(tmp_path: Path) -> None
                 await take(q)
                 store = coordinator.store
                 rows = await store.read(store.partition_for("g"))
-                stored = decode_partition(
-                    rows[partition_key("g", TopicPartition("jobs", 0))], ShareSettings()
-                )
+                records = sort_rows(rows).partitions["g", TopicPartition("jobs", 0)]
+                stored = decode_partition(records, ShareSettings())
                 assert stored.records[0].delivery_count == 1
                 assert stored.end == 1
 

@@ -2,10 +2,11 @@
 in ``__share_group_state`` (docs/QUEUES.md).
 
 **Stored before told.** Every change to a share-partition (an acquisition, an ack, a release,
-an expiry) appends the partition's whole state in the same turn of the loop, and the answer
-that tells of it waits until that record is fsynced: an acquired record is never delivered
-before its delivery count is durable, an ack is never confirmed before it is. A restarted
-broker resumes every partition with its counts and releases what was acquired.
+an expiry) appends what changed (a record per changed offset and the partition's start and
+end, records.py) as one batch in the same turn of the loop, and the answer that tells of it
+waits until that batch is fsynced: an acquired record is never delivered before its delivery
+count is durable, an ack is never confirmed before it is. A restarted broker resumes every
+partition with its counts and releases what was acquired.
 
 One background loop (every ``tick_ms``) expires locks and dead-letters what is bound for the
 dead-letter topic. Time for locks and delays is the injected ``clock`` (monotonic ms).
@@ -42,14 +43,12 @@ from .partition import RecordState, SharePartition
 from .records import (
     SHARE_STATE_TOPIC,
     ShareRecordError,
-    ShareRecordType,
-    decode_key,
+    changed_rows,
     decode_partition,
     decode_settings,
-    encode_partition,
     encode_settings,
-    partition_key,
     settings_key,
+    sort_rows,
 )
 from .settings import ShareSettings
 from .store import ShareStore
@@ -89,27 +88,15 @@ class ShareCoordinator:
         store.ensure_topic()
         for partition in range(store.partitions):
             rows = await store.read(partition)
-            settings: dict[str, ShareSettings] = {}
-            parts: list[tuple[str, TopicPartition, bytes]] = []
-            for key, value in rows.items():
-                if value is None:
-                    continue
-                try:
-                    kind, group_id, tp = decode_key(key)
-                    if kind is ShareRecordType.SETTINGS:
-                        settings[group_id] = decode_settings(value)
-                    elif tp is not None:
-                        parts.append((group_id, tp, value))
-                except (ShareRecordError, BrokerError) as exc:
-                    raise StorageError(f"{SHARE_STATE_TOPIC}-{partition}: {exc}") from None
-            for group_id, s in settings.items():
-                self._group(group_id).settings = s
-            for group_id, tp, value in parts:
-                group = self._group(group_id)
-                try:
-                    group.partitions[tp] = decode_partition(value, group.settings)
-                except (ShareRecordError, ValueError) as exc:
-                    raise StorageError(f"{SHARE_STATE_TOPIC}-{partition}: {exc}") from None
+            try:
+                stored = sort_rows(rows)
+                for group_id, value in stored.settings.items():
+                    self._group(group_id).settings = decode_settings(value)
+                for (group_id, tp), records in stored.partitions.items():
+                    group = self._group(group_id)
+                    group.partitions[tp] = decode_partition(records, group.settings)
+            except (ShareRecordError, BrokerError, ValueError) as exc:
+                raise StorageError(f"{SHARE_STATE_TOPIC}-{partition}: {exc}") from None
         self._limits_changed()
         if self.groups:
             logger.info("resumed %d share group(s)", len(self.groups))
@@ -174,16 +161,23 @@ class ShareCoordinator:
         return self._store
 
     async def _persist(self, group: ShareGroup, tps: list[TopicPartition]) -> None:
-        """Append the partitions' states now; return once fsynced."""
+        """Append what changed in the partitions now, as one batch; return once fsynced."""
         if not tps:
             return
         store = self.store
         partition = store.partition_for(group.group_id)
+        dirty = [(tp, group.partitions[tp].take_dirty()) for tp in tps]
         rows = [
-            (partition_key(group.group_id, tp), encode_partition(group.partitions[tp]))
-            for tp in tps
+            row
+            for tp, offsets in dirty
+            for row in changed_rows(group.group_id, tp, group.partitions[tp], offsets)
         ]
-        end = store.append(partition, rows)
+        try:
+            end = store.append(partition, rows)
+        except BaseException:
+            for tp, offsets in dirty:  # still to store: the next change writes them
+                group.partitions[tp].dirty.update(offsets)
+            raise
         await store.durable(partition, end)
 
     # --- the backlog limit ------------------------------------------------------------------

@@ -11,6 +11,10 @@ record at all: a compacted or aborted gap). States (docs/QUEUES.md, "States of a
 * ACQUIRED: locked for ``member`` until ``lock_until``;
 * ARCHIVING: bound for the dead-letter topic (rejected, or out of delivery attempts); it is
   archived (its entry dropped) only once the dead-letter record is durable.
+
+Every offset whose stored state changed is kept in :attr:`SharePartition.dirty` until the
+coordinator stores it (:meth:`SharePartition.take_dirty`): share state is stored as deltas,
+one record per changed offset, not the whole window per change.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from typing import Final
 from tidelog.wire.errors import InvalidRecordStateError
 
 from .settings import ShareSettings
+
+ADVANCE_SCAN: Final = 64
+"""Offsets :meth:`SharePartition._advance` steps over one by one before it takes the minimum
+of the window's entries (settling in offset order costs O(1), a gap costs one O(n) pass)."""
 
 
 class RecordState(IntEnum):
@@ -68,6 +76,21 @@ class SharePartition:
         self.records: dict[int, InFlight] = {}
         self.acked = 0
         self.dead_lettered = 0
+        self.dirty: set[int] = set()
+        """Offsets whose stored state (entry or its absence) changed since the last store."""
+        self._archiving: set[int] = set()
+
+    def load(self, offset: int, entry: InFlight) -> None:
+        """Put a stored entry back (at start-up); it is not dirty."""
+        self.records[offset] = entry
+        if entry.state is RecordState.ARCHIVING:
+            self._archiving.add(offset)
+
+    def take_dirty(self) -> list[int]:
+        """The offsets to store (oldest first); none are dirty after."""
+        out = sorted(self.dirty)
+        self.dirty.clear()
+        return out
 
     # --- acquiring --------------------------------------------------------------------------
 
@@ -105,6 +128,7 @@ class SharePartition:
         entry.expired = False
         if entry.first_delivery < 0:
             entry.first_delivery = wall
+        self.dirty.add(offset)
         return entry
 
     def extend_to(self, offset: int) -> None:
@@ -124,6 +148,8 @@ class SharePartition:
             for o in [o for o in self.records if o < offset]:
                 if self.records[o].state is not RecordState.ACQUIRED:
                     del self.records[o]
+                    self._archiving.discard(o)
+                    self.dirty.add(o)
         self._advance()
 
     # --- settling ---------------------------------------------------------------------------
@@ -154,6 +180,7 @@ class SharePartition:
     def accept(self, offset: int, member: str, now: int) -> InFlight:
         entry = self.held(offset, member, now)
         del self.records[offset]
+        self.dirty.add(offset)
         self.acked += 1
         self._advance()
         return entry
@@ -167,7 +194,7 @@ class SharePartition:
         if error:
             entry.last_error = error
         delay = settings.backoff_ms(entry.delivery_count) if delay_ms < 0 else delay_ms
-        self._released(entry, now + delay, settings, Reason.MAX_ATTEMPTS)
+        self._released(offset, entry, now + delay, settings, Reason.MAX_ATTEMPTS)
 
     def reject(self, offset: int, member: str, now: int, reason: str) -> None:
         entry = self.held(offset, member, now)
@@ -175,60 +202,86 @@ class SharePartition:
             entry.last_error = reason
         entry.state = RecordState.ARCHIVING
         entry.reason = Reason.REJECTED
+        self._archiving.add(offset)
+        self.dirty.add(offset)
 
     def renew(self, offset: int, member: str, now: int, lock_ms: int) -> None:
+        """Extend the lock (not stored: a restart releases every lock anyway)."""
         self.held(offset, member, now).lock_until = now + lock_ms
 
     def _released(
-        self, entry: InFlight, available_at: int, settings: ShareSettings, reason: str
+        self,
+        offset: int,
+        entry: InFlight,
+        available_at: int,
+        settings: ShareSettings,
+        reason: str,
     ) -> None:
         if entry.delivery_count >= settings.max_delivery_attempts:
             entry.state = RecordState.ARCHIVING
             entry.reason = reason
+            self._archiving.add(offset)
         else:
             entry.state = RecordState.AVAILABLE
             entry.available_at = available_at
+        self.dirty.add(offset)
 
     def expire(self, now: int, settings: ShareSettings) -> int:
         """Release every record whose lock expired (available at once); how many."""
         count = 0
-        for entry in self.records.values():
+        for offset, entry in self.records.items():
             if entry.state is RecordState.ACQUIRED and entry.lock_until <= now:
                 entry.expired = True
                 entry.lost_by = entry.member
-                self._released(entry, now, settings, Reason.LOCK_EXPIRED)
+                self._released(offset, entry, now, settings, Reason.LOCK_EXPIRED)
                 count += 1
         return count
 
     def release_member(self, member: str, now: int, settings: ShareSettings) -> int:
         """Release everything ``member`` holds (it left or its connection closed)."""
         count = 0
-        for entry in self.records.values():
+        for offset, entry in self.records.items():
             if entry.state is RecordState.ACQUIRED and entry.member == member:
                 entry.expired = True
                 entry.lost_by = member
-                self._released(entry, now, settings, Reason.LOCK_EXPIRED)
+                self._released(offset, entry, now, settings, Reason.LOCK_EXPIRED)
                 count += 1
         return count
 
     def dead_lettering(self) -> list[int]:
-        return sorted(o for o, r in self.records.items() if r.state is RecordState.ARCHIVING)
+        """The offsets bound for the dead-letter topic, oldest first (O(1) when none is)."""
+        return sorted(self._archiving) if self._archiving else []
 
     def archived(self, offset: int) -> None:
         """The dead-letter record of ``offset`` is durable: the record is settled."""
         entry = self.records.get(offset)
         if entry is not None and entry.state is RecordState.ARCHIVING:
             del self.records[offset]
+            self._archiving.discard(offset)
+            self.dirty.add(offset)
             self.dead_lettered += 1
             self._advance()
 
     def forget(self, offset: int) -> None:
         """The record at ``offset`` is gone from the log (retention, compaction): settled."""
         if self.records.pop(offset, None) is not None:
+            self._archiving.discard(offset)
+            self.dirty.add(offset)
             self._advance()
 
     def _advance(self) -> None:
-        self.start = min(self.records, default=self.end)
+        """The start moves to the first unsettled record (or the end). It never moves back and
+        every entry is at or past it, so stepping forward finds it."""
+        records, start = self.records, self.start
+        for _ in range(ADVANCE_SCAN):
+            if start >= self.end:
+                self.start = self.end
+                return
+            if start in records:
+                self.start = start
+                return
+            start += 1
+        self.start = min(records, default=self.end)
 
     # --- reporting --------------------------------------------------------------------------
 

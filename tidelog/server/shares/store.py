@@ -14,7 +14,7 @@ from tidelog.wire.errors import UnreadableRangeError
 from tidelog.wire.records import RecordBatchBuilder, iter_batches
 
 from ..groups.records import partition_for
-from .records import SHARE_STATE_TOPIC
+from .records import SHARE_STATE_TOPIC, Row
 
 logger = logging.getLogger("tidelog.server.shares")
 
@@ -22,8 +22,6 @@ SHARE_STATE_PARTITIONS: Final = 4
 SEGMENT_BYTES: Final = 16 * 1024 * 1024
 READ_CHUNK: Final = 1024 * 1024
 MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
-
-Row = tuple[bytes, bytes | None]
 
 
 class ShareStore:
