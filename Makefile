@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The whole suite, then the integration and CLI tests again with in-memory brokers (issue 14;
-# tests marked storage_bound, where storage is under test, are left out of that run).
+# tests marked storage_bound, where storage is under test, are left out of that run). The
+# gateway is a client of the broker, so the storage under it is covered by those two.
 test: $(STAMP)
 	$(BIN)/pytest
-	$(BIN)/pytest tests/integration tests/cli tests/gateway --tidelog-storage=memory
+	$(BIN)/pytest tests/integration tests/cli --tidelog-storage=memory
 
 lint: $(STAMP)
 	$(BIN)/ruff check tidelog tests bench
@@ -43,7 +44,8 @@ fuzz: $(STAMP)
 # 40 broker SIGKILLs while 4 queue workers hold messages (make test runs 10).
 # 200 leader SIGKILLs of a 3-broker, factor-3 cluster under acks=all (make test runs 20), and 100
 # at factor 2, min ISR 1 (make test runs 6); 20 leaders SIGSTOPped past their lease (make test
-# runs 2).
+# runs 2); 9 broker SIGKILLs under a group of 3 in that cluster (make test runs 3); 3 under queue
+# workers there (a known gap, xfail: share state is not replicated yet; make test skips it).
 # schemathesis over every gateway endpoint, 200 examples per operation and a random seed (make
 # test runs 10 with a fixed seed).
 soak: $(STAMP)
@@ -56,6 +58,8 @@ soak: $(STAMP)
 	TIDELOG_QUEUE_KILLS=40 $(BIN)/pytest tests/system/test_queue_crash.py -q -s
 	TIDELOG_REPLICATION_KILLS=200 TIDELOG_REPLICATION_F2_KILLS=100 $(BIN)/pytest tests/system/test_replication.py -q -s
 	TIDELOG_REPLICATION_PAUSES=20 $(BIN)/pytest tests/system/test_replication_pause.py -q -s
+	TIDELOG_REPLICATION_GROUP_KILLS=9 $(BIN)/pytest tests/system/test_replication_group.py -q -s
+	TIDELOG_REPLICATION_QUEUE_KILLS=3 $(BIN)/pytest tests/system/test_replication_queue.py -q -s
 	TIDELOG_SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest tests/gateway/test_openapi.py -q
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).

@@ -31,7 +31,7 @@ from tidelog.wire.errors import TidelogError
 from .cluster import Cluster, cluster
 from .history import settled
 
-KILLS = int(os.environ.get("TIDELOG_REPLICATION_QUEUE_KILLS", "1"))
+KILLS = int(os.environ.get("TIDELOG_REPLICATION_QUEUE_KILLS", "0"))  # make soak: 3
 MESSAGES = 200
 OPTIONS = ("--replication-factor", "3", "--min-insync-replicas", "2")
 
@@ -98,7 +98,9 @@ async def run(c: Cluster) -> tuple[Counter[bytes], list[str]]:
     return acked, bad
 
 
-@pytest.mark.skipif(KILLS < 1, reason="no kills asked for")
+@pytest.mark.skipif(
+    KILLS < 1, reason="a known gap (xfail), run by make soak: TIDELOG_REPLICATION_QUEUE_KILLS=3"
+)
 @pytest.mark.xfail(
     reason="share state is not replicated before it is answered: after a partition leader's "
     "SIGKILL acked messages come again, or nothing is delivered (docs/CLUSTER.md, limits)",
