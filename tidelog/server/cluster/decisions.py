@@ -179,10 +179,9 @@ def _elect(
 def _prefer(state: PartitionState, alive: set[int]) -> tuple[PartitionState, str] | None:
     """The preferred replica (the first) leads again once it is alive and in sync.
 
-    Not for internal topics: their coordinators append outside the replication path (no
-    leader epochs in their batches), so each leadership change of theirs can cost the writes
-    the new leader had not fetched yet; they move only when they must (docs/CLUSTER.md,
-    "Limits of this version")."""
+    Not for internal topics: a leadership change of ``__consumer_offsets`` moves its group
+    coordinator, which unloads every group of the partition and makes the next one load them
+    from the log while their members wait; they move only when they must."""
     preferred = state.replicas[0]
     if state.leader in (NO_LEADER, preferred) or preferred not in alive:
         return None
