@@ -59,7 +59,7 @@ soak: $(STAMP)
 	TIDELOG_REPLICATION_KILLS=200 TIDELOG_REPLICATION_F2_KILLS=100 $(BIN)/pytest tests/system/test_replication.py -q -s
 	TIDELOG_REPLICATION_PAUSES=20 $(BIN)/pytest tests/system/test_replication_pause.py -q -s
 	TIDELOG_REPLICATION_GROUP_KILLS=9 $(BIN)/pytest tests/system/test_replication_group.py -q -s
-	TIDELOG_REPLICATION_QUEUE_KILLS=3 $(BIN)/pytest tests/system/test_replication_queue.py -q -s
+	TIDELOG_REPLICATION_QUEUE_KILLS=10 $(BIN)/pytest tests/system/test_replication_queue.py -q -s
 	TIDELOG_SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest tests/gateway/test_openapi.py -q
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).

@@ -85,6 +85,7 @@ async def _main(data_dir: Path) -> None:
             broker.close()  # SIGKILL while the workers hold messages
             kills += 1
             for q in queues:
+                await q._link.close()
                 await q._cluster.close()
         except BaseException:
             broker.close()

@@ -68,6 +68,7 @@ class CoordinatorLink:
         cluster: Cluster,
         *,
         group_id: str = "",
+        key_type: int = m.KEY_TYPE_GROUP,
         client_id: str = "",
         request_timeout: float = 30.0,
         retry_backoff: Backoff | None = None,
@@ -75,6 +76,8 @@ class CoordinatorLink:
     ):
         self.cluster = cluster
         self.group_id = group_id
+        self.key_type = key_type
+        """Which kind of group: a consumer group, or a share group (a queue)."""
         self.client_id = client_id
         self.request_timeout = request_timeout
         self.backoff = retry_backoff or Backoff(0.1, 1.0)
@@ -128,7 +131,7 @@ class CoordinatorLink:
             return broker.host, broker.port
         conn = await self.cluster.any_connection()
         response = await conn.call(
-            m.FindCoordinatorRequest(self.group_id),
+            m.FindCoordinatorRequest(self.group_id, self.key_type),
             m.FindCoordinatorResponse,
             timeout=self.request_timeout,
         )

@@ -5,6 +5,10 @@ each is then settled with ``await message.ack()``, ``nack(delay=None, error=None
 ``reject(reason)`` or extended with ``renew()``. Settlements are batched: those made while one
 ShareAcknowledge is in flight go together in the next. Several tasks may iterate one consumer
 at once (see :func:`~tidelog.client.workers.run_workers`).
+
+Share requests go to the group's coordinator (found with FindCoordinator, key type 2: in a
+cluster the leader of the group's ``__share_group_state`` partition) over a connection of their
+own, found again when the coordinator moves.
 """
 
 from __future__ import annotations
@@ -15,20 +19,46 @@ import logging
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeVar
 
+from tidelog.wire import messages as m
 from tidelog.wire import share_messages as sm
 from tidelog.wire.errors import BrokerError, raise_for_code
 
 from .backoff import Backoff
 from .cluster import Cluster
-from .connection import Connection
 from .errors import ClientClosedError, ClientUsageError, TidelogConnectionError
+from .membership import CoordinatorLink
 
 logger = logging.getLogger("tidelog.client.queue")
 
 DEFAULT_MAX_RECORDS: Final = 100
 RETRY: Final = Backoff(0.05, 1.0)
+ADMIN_RETRY_S: Final = 15.0
+"""How long a queue admin call (alter, describe) retries a coordinator that is not there yet
+(a cluster creates ``__share_group_state`` on the first request that needs it)."""
+
+R = TypeVar("R", sm.ShareFetchResponse, sm.ShareAcknowledgeResponse,
+            sm.AlterShareGroupResponse, sm.DescribeShareGroupResponse)  # fmt: skip
+
+
+async def coordinator_call(
+    link: CoordinatorLink,
+    request: sm.ShareRequest,
+    kind: type[R],
+    answer_within: float | None = None,
+) -> R:
+    """One share request to the group's coordinator; its error raised. A moved coordinator
+    or a broken connection makes the link find it again next time (after a backoff)."""
+    try:
+        conn = await link.get()
+        response = await conn.call(request, kind, timeout=answer_within)
+        raise_for_code(response.error_code, response.error_message)
+    except (TidelogConnectionError, BrokerError) as exc:
+        link.moved(exc)
+        raise
+    link.succeeded()
+    return response
 
 
 class QueueMessage:
@@ -113,6 +143,13 @@ class QueueConsumer:
         self.max_records = max_records
         self.max_wait_ms = round(max_wait * 1000)
         self._cluster = cluster or Cluster(bootstrap_servers, client_id=client_id)
+        self._link = CoordinatorLink(
+            self._cluster,
+            group_id=group,
+            key_type=m.KEY_TYPE_SHARE,
+            client_id=client_id,
+            request_timeout=self._cluster.request_timeout,
+        )
         self._buffer: collections.deque[QueueMessage] = collections.deque()
         self._held: set[QueueMessage] = set()
         self._fetching = asyncio.Lock()
@@ -155,17 +192,14 @@ class QueueConsumer:
         self._buffer.clear()
         if self._started:
             try:
-                conn = await self._connection()
                 request = sm.ShareAcknowledgeRequest(
                     self.group, self.member_id, tuple(release), True
                 )
-                await conn.call(request, sm.ShareAcknowledgeResponse)
+                await coordinator_call(self._link, request, sm.ShareAcknowledgeResponse)
             except (TidelogConnectionError, BrokerError) as exc:
                 logger.info("queue %s: could not release held messages: %s", self.group, exc)
+        await self._link.close()
         await self._cluster.close()
-
-    async def _connection(self) -> Connection:
-        return await self._cluster.any_connection()
 
     # --- receiving --------------------------------------------------------------------------
 
@@ -206,17 +240,30 @@ class QueueConsumer:
         broker's error or :class:`TidelogConnectionError`."""
         if self._closed:
             raise ClientClosedError("the queue consumer is closed")
-        conn = await self._connection()
         request = sm.ShareFetchRequest(
             self.group, self.member_id, self.topics, max_records, round(wait * 1000)
         )
         timeout = self._cluster.request_timeout + wait  # the wait is part of the answer
-        response = await conn.call(request, sm.ShareFetchResponse, timeout=timeout)
-        raise_for_code(response.error_code, response.error_message)
+        response = await coordinator_call(self._link, request, sm.ShareFetchResponse, timeout)
         self.lock_duration_ms = response.lock_duration_ms
         return [QueueMessage(self, r) for r in response.records]
 
     # --- settling ---------------------------------------------------------------------------
+
+    async def _settle_batch(
+        self, request: sm.ShareAcknowledgeRequest
+    ) -> sm.ShareAcknowledgeResponse:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._cluster.request_timeout
+        attempt = 0
+        while True:
+            try:
+                return await coordinator_call(self._link, request, sm.ShareAcknowledgeResponse)
+            except BrokerError as exc:
+                if not exc.retriable or loop.time() >= deadline:
+                    raise
+            attempt += 1
+            await asyncio.sleep(RETRY.delay(attempt))
 
     async def _submit(
         self, message: QueueMessage, kind: sm.AckType, delay_ms: int, error: str
@@ -233,16 +280,17 @@ class QueueConsumer:
         await future
 
     async def _send_acks(self) -> None:
-        """Send what is pending, one request at a time: what arrives meanwhile goes next."""
+        """Send what is pending, one request at a time: what arrives meanwhile goes next. A
+        batch the coordinator refused as a whole with a retriable error (it moved, or is
+        loading the group) was not applied: it is sent again, for up to the request timeout;
+        after a broken connection its outcome is unknown, so its waiters get the error."""
         while self._pending:
             batch, self._pending = self._pending, []
+            request = sm.ShareAcknowledgeRequest(
+                self.group, self.member_id, tuple(a for a, _ in batch)
+            )
             try:
-                conn = await self._connection()
-                request = sm.ShareAcknowledgeRequest(
-                    self.group, self.member_id, tuple(a for a, _ in batch)
-                )
-                response = await conn.call(request, sm.ShareAcknowledgeResponse)
-                raise_for_code(response.error_code, response.error_message)
+                response = await self._settle_batch(request)
             except Exception as exc:  # every waiter gets the failure
                 for _, future in batch:
                     if not future.done():
@@ -262,20 +310,40 @@ class QueueConsumer:
                         future.set_exception(exc)
 
 
+async def _admin_call(
+    bootstrap_servers: str | Sequence[str], group: str, request: sm.ShareRequest, kind: type[R]
+) -> R:
+    """``request`` to ``group``'s coordinator, retried while it is retriably not there (for up
+    to :data:`ADMIN_RETRY_S`)."""
+    cluster = Cluster(bootstrap_servers)
+    link = CoordinatorLink(cluster, group_id=group, key_type=m.KEY_TYPE_SHARE)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ADMIN_RETRY_S
+    attempt = 0
+    try:
+        while True:
+            try:
+                return await coordinator_call(link, request, kind)
+            except (TidelogConnectionError, BrokerError) as exc:
+                if isinstance(exc, BrokerError) and not exc.retriable:
+                    raise
+                if loop.time() >= deadline:
+                    raise
+            attempt += 1
+            await asyncio.sleep(RETRY.delay(attempt))
+    finally:
+        await link.close()
+        await cluster.close()
+
+
 async def alter_queue(
     bootstrap_servers: str | Sequence[str], group: str, **settings: object
 ) -> None:
     """Set share group settings (docs/QUEUES.md, "Settings"), creating the group if missing.
     Raises :class:`InvalidConfigError` for an unknown name or an absurd value."""
-    cluster = Cluster(bootstrap_servers)
-    try:
-        conn = await cluster.any_connection()
-        configs = tuple((k, str(v)) for k, v in settings.items())
-        request = sm.AlterShareGroupRequest(group, configs)
-        response = await conn.call(request, sm.AlterShareGroupResponse)
-        raise_for_code(response.error_code, response.error_message)
-    finally:
-        await cluster.close()
+    configs = tuple((k, str(v)) for k, v in settings.items())
+    request = sm.AlterShareGroupRequest(group, configs)
+    await _admin_call(bootstrap_servers, group, request, sm.AlterShareGroupResponse)
 
 
 async def describe_queue(
@@ -283,13 +351,5 @@ async def describe_queue(
 ) -> sm.DescribeShareGroupResponse:
     """A share group's settings, members and per-partition counts. Raises
     :class:`GroupIdNotFoundError` for an unknown group."""
-    cluster = Cluster(bootstrap_servers)
-    try:
-        conn = await cluster.any_connection()
-        response = await conn.call(
-            sm.DescribeShareGroupRequest(group), sm.DescribeShareGroupResponse
-        )
-        raise_for_code(response.error_code, response.error_message)
-        return response
-    finally:
-        await cluster.close()
+    request = sm.DescribeShareGroupRequest(group)
+    return await _admin_call(bootstrap_servers, group, request, sm.DescribeShareGroupResponse)

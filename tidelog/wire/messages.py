@@ -645,10 +645,15 @@ class InitProducerIdResponse:
     producer_epoch: int = -1
 
 
+KEY_TYPE_GROUP: Final = 0
+KEY_TYPE_SHARE: Final = 2
+
+
 @dataclass(frozen=True, slots=True)
 class FindCoordinatorRequest:
-    """Which broker coordinates group ``key``: the leader of the ``__consumer_offsets``
-    partition the group id hashes to (``key_type`` 0: a consumer group)."""
+    """Which broker coordinates group ``key``: the leader of the partition the group id hashes
+    to, of ``__consumer_offsets`` (``key_type`` 0: a consumer group) or of
+    ``__share_group_state`` (2: a share group, KIP-932's number)."""
 
     key: str
     key_type: int = 0

@@ -34,9 +34,11 @@ from tidelog.wire.errors import (
     GroupIdNotFoundError,
     InvalidConfigError,
     InvalidRecordStateError,
+    NotCoordinatorError,
     QueueFullError,
 )
 
+from ..groups.helpers import wait_until
 from .helpers import broker, create_topic, run
 
 
@@ -123,7 +125,8 @@ def test_a_closed_connection_releases_what_the_member_held(tmp_path: Path) -> No
             await dying.start()
             first = await take(dying)
             assert first.delivery_count == 1
-            await dying._cluster.close()  # dies: no release, no leave
+            await dying._link.close()  # dies: no release, no leave
+            await dying._cluster.close()
             async with QueueConsumer(b.address, "g", "jobs", max_wait=10) as other:
                 again = await take(other)
                 assert (again.value, again.delivery_count) == (first.value, 2)
@@ -418,5 +421,33 @@ def test_a_full_queue_refuses_producers_with_queue_full(tmp_path: Path) -> None:
                     await producer.send_and_wait("jobs", b"full again")
                 await alter_queue(b.address, "g", max_backlog_records=0)  # no limit
                 await producer.send_and_wait("jobs", b"unbounded")
+
+    run(main())
+
+
+def test_a_coordinator_serves_only_the_groups_of_the_partitions_it_leads(tmp_path: Path) -> None:
+    """What a broker of a cluster does as the leadership of ``__share_group_state`` moves
+    (driven by hand here: ``follow`` is what the cluster calls)."""
+
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            coordinator = shares(b, FakeClock())
+            await create_topic(b.address, "jobs", 1)
+            await produce(b.address, "jobs", 2)
+            async with QueueConsumer(b.address, "g", "jobs", max_wait=10) as q:
+                [first] = await q.take(1, 0)
+                await first.ack()
+                coordinator.follow(4, set())  # another broker leads the group's partition
+                assert "g" not in coordinator.groups
+                with pytest.raises(NotCoordinatorError):
+                    await q.take(1, 0)
+                coordinator.follow(4, {0, 1, 2, 3})  # and back: loaded from the log
+                second = await anext(q)  # retried until the load is done
+                assert (second.value, second.delivery_count) == (b"m1", 1)
+                polling = asyncio.ensure_future(q.take(1, 30))
+                await wait_until(lambda: bool(coordinator.groups["g"].waiters), "a long poll")
+                coordinator.follow(4, set())  # a long poll answers at once
+                with pytest.raises(NotCoordinatorError):
+                    await asyncio.wait_for(polling, 10)
 
     run(main())

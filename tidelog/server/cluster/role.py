@@ -53,12 +53,17 @@ from ..groups.store import offsets_topic_config
 from ..log import LogManager, TopicPartition
 from ..replication.leader import PartitionLeader
 from ..replication.manager import Assignment, ReplicaManager
+from ..shares.records import SHARE_STATE_TOPIC
+from ..shares.store import SHARE_STATE_PARTITIONS, share_state_topic_config
 from .decisions import spread
 from .member import ClusterMember
 from .records import NO_LEADER, BrokerRecord, ClusterKeys, encode
 from .view import ClusterView
 
 logger = logging.getLogger("tidelog.server.cluster")
+
+INTERNAL_TOPICS: Final = (OFFSETS_TOPIC, SHARE_STATE_TOPIC)
+"""The coordinators' topics: led partitions are loaded by the group and share coordinators."""
 
 PLACE_WITHIN: Final = 10.0
 """Seconds CreateTopics waits for the controller to place the new partitions."""
@@ -73,18 +78,19 @@ class ClusterRole:
         logs: Callable[[], LogManager],
         on_partition_change: Callable[[tuple[str, int]], None],
         *,
-        on_offsets_leadership: Callable[[int, set[int]], None] = lambda count, led: None,
+        on_internal_leadership: Callable[[str, int, set[int]], None] = lambda *_: None,
         producers: Callable[[], ProducerStates | None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``on_offsets_leadership(partitions, led)`` is told, after each pass over the view,
-        how many partitions ``__consumer_offsets`` has and which of them this broker leads
-        (with its log ready): the group coordinator loads and unloads by it."""
+        """``on_internal_leadership(topic, partitions, led)`` is told, after each pass over
+        the view and for each coordinator topic (``__consumer_offsets``,
+        ``__share_group_state``), how many partitions it has and which of them this broker
+        leads (with its log ready): the group and share coordinators load and unload by it."""
         self.config = config
         self.broker_id = config.broker_id
         self._logs = logs
         self._on_partition_change = on_partition_change
-        self._on_offsets_leadership = on_offsets_leadership
+        self._on_internal_leadership = on_internal_leadership
         self.etcd = EtcdClient(config.etcd_endpoints)
         self.keys = ClusterKeys(config.cluster_id)
         self.member: ClusterMember | None = None
@@ -92,7 +98,7 @@ class ClusterRole:
         """Set when the broker leaves the cluster (shutting down): it leads nothing since."""
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._offsets_task: asyncio.Task[None] | None = None
+        self._creating: dict[str, asyncio.Task[None]] = {}
         self._unserved: set[str] = set()
         self.replicas = ReplicaManager(
             config.broker_id,
@@ -131,21 +137,22 @@ class ClusterRole:
         self._task = loop.create_task(self._follow(), name="cluster-logs")
         self._dirty.set()
 
-    def ensure_offsets_topic(self) -> None:
-        """Have ``__consumer_offsets`` created if the cluster has none yet, in the background.
-        Like Kafka, on the first request that needs it (FindCoordinator), not at start: by
-        then the brokers of a cluster started together have joined, and its partitions
-        spread over all of them."""
-        if OFFSETS_TOPIC in self.view.topics:
+    def ensure_internal_topic(self, name: str) -> None:
+        """Have coordinator topic ``name`` (``__consumer_offsets`` or ``__share_group_state``)
+        created if the cluster has none yet, in the background. Like Kafka, on the first
+        request that needs it (FindCoordinator), not at start: by then the brokers of a
+        cluster started together have joined, and its partitions spread over all of them."""
+        if name in self.view.topics:
             return
-        if self._offsets_task is None or self._offsets_task.done():
-            self._offsets_task = asyncio.get_running_loop().create_task(
-                self._create_offsets_topic(), name="offsets-topic"
+        task = self._creating.get(name)
+        if task is None or task.done():
+            self._creating[name] = asyncio.get_running_loop().create_task(
+                self._create_internal_topic(name), name=f"create-{name}"
             )
 
     async def stop(self) -> None:
         """Leave the cluster (the lease is revoked: others notice at once)."""
-        tasks = [t for t in (self._task, self._offsets_task) if t is not None]
+        tasks = [t for t in (self._task, *self._creating.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -167,38 +174,42 @@ class ClusterRole:
                 continue
             self.replicas.apply(self._assignments(self.view))
             self._drop_unhosted(self.view)
-            self._follow_offsets(self.view)
+            for name in INTERNAL_TOPICS:
+                self._follow_internal(self.view, name)
 
-    async def _create_offsets_topic(self) -> None:
-        """Make sure the cluster has ``__consumer_offsets`` (the first broker to look creates
-        it; later ones find it). Retried until etcd takes it."""
+    async def _create_internal_topic(self, name: str) -> None:
+        """Make sure the cluster has coordinator topic ``name`` (the first broker to look
+        creates it; later ones find it). Retried until etcd takes it."""
         config = self.config
-        configs = {
-            k: str(v) for k, v in offsets_topic_config(config.offsets_topic_segment_bytes).items()
-        }
-        while OFFSETS_TOPIC not in self.view.topics:
+        if name == OFFSETS_TOPIC:
+            partitions = config.offsets_topic_partitions
+            settings = offsets_topic_config(config.offsets_topic_segment_bytes)
+        else:
+            partitions, settings = SHARE_STATE_PARTITIONS, share_state_topic_config()
+        configs = {k: str(v) for k, v in settings.items()}
+        while name not in self.view.topics:
             try:
-                await self.create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, -1, configs)
+                await self.create_topic(name, partitions, -1, configs)
             except (TopicAlreadyExistsError, RequestTimedOutError):
                 return  # another broker made it; or it is made, only not placed yet
             except (BrokerError, EtcdError) as exc:
-                logger.warning("could not create %s yet: %s", OFFSETS_TOPIC, exc)
+                logger.warning("could not create %s yet: %s", name, exc)
                 await asyncio.sleep(1.0)
 
-    def _follow_offsets(self, view: ClusterView) -> None:
-        topic = view.topics.get(OFFSETS_TOPIC)
+    def _follow_internal(self, view: ClusterView, name: str) -> None:
+        topic = view.topics.get(name)
         if topic is None:
             return
         topic_id = topic.record.topic_id
-        local = self._logs().topics().get(OFFSETS_TOPIC)
+        local = self._logs().topics().get(name)
         led: set[int] = set()
         if local is not None and local.topic_id == topic_id:
             led = {
                 p
-                for p, state in view.partitions_of(OFFSETS_TOPIC).items()
+                for p, state in view.partitions_of(name).items()
                 if state.record.leader == self.broker_id and state.record.topic_id == topic_id
             }
-        self._on_offsets_leadership(topic.record.partitions, led)
+        self._on_internal_leadership(name, topic.record.partitions, led)
 
     async def _reconcile(self, view: ClusterView) -> None:
         manager = self._logs()
@@ -488,3 +499,21 @@ class ClusterRole:
             return None
         broker = view.brokers.get(state.record.leader)
         return None if broker is None else broker.record
+
+    def check_replica(self, topic: str, partition: int) -> None:
+        """Raise unless this broker holds a replica of ``topic``/``partition`` with its local
+        log set up (what the share coordinator reads a queue from, up to its high
+        watermark)."""
+        view = self.view
+        state = view.partitions.get((topic, partition))
+        if state is None:
+            raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
+        if self.broker_id not in state.record.replicas:
+            raise InvalidRequestError(
+                f"{topic}[{partition}] has no replica on broker {self.broker_id}, which "
+                "coordinates this share group: in this version a queue's topic needs a replica "
+                "on every broker (replication factor = broker count; docs/QUEUES.md)"
+            )
+        info = self._logs().topics().get(topic)
+        if info is None or info.topic_id != state.record.topic_id:
+            raise LeaderNotAvailableError(f"{topic}[{partition}] is being set up on this broker")

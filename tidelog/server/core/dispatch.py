@@ -23,7 +23,7 @@ from ..groups.coordinator import validate_group_id
 from ..log import FileSystem, LogManager, MemoryFileSystem, TopicConfig
 from ..log.memfs import MEMORY_DATA_DIR
 from ..metrics import BrokerMetrics
-from ..shares import ShareCoordinator
+from ..shares import SHARE_STATE_TOPIC, ShareCoordinator
 from .admin import AdminApis
 from .configs import parse_topic_configs
 from .data import DataApis, fetch_reservation
@@ -85,8 +85,9 @@ class BrokerCore:
             raise
         self.groups = groups
         shares = ShareCoordinator(self.state)
+        shares.clustered = bool(self.config.etcd_endpoints)  # loads as join_cluster says
         try:
-            await shares.start()
+            await shares.start(load=not shares.clustered)
         except BaseException:
             await groups.stop()
             self.groups = None
@@ -111,7 +112,7 @@ class BrokerCore:
             self.config,
             lambda: self.state.manager,
             self.state.notifier.notify,
-            on_offsets_leadership=self._follow_offsets,
+            on_internal_leadership=self._follow_internal,
             producers=lambda: None if self.state.writes is None else self.state.writes.producers,
             monotonic=self.state.clock.monotonic,
         )
@@ -128,40 +129,52 @@ class BrokerCore:
         )
         if self.state.writes is not None:
             self.state.writes.replicas = role.replicas
-            if self.groups is not None:
-                from ..replication.internal import ReplicatedAppends
+            from ..replication.internal import ReplicatedAppends
 
-                self.groups.offsets.replicated = ReplicatedAppends(self.state.writes, role.replicas)
+            replicated = ReplicatedAppends(self.state.writes, role.replicas)
+            if self.groups is not None:
+                self.groups.offsets.replicated = replicated
+            if self.shares is not None:
+                self.shares.store.replicated = replicated
         if self.groups is not None:
             self.groups.topic_counts = role.topic_counts
 
-    def _follow_offsets(self, partitions: int, led: set[int]) -> None:
-        if self.groups is not None:
-            self.groups.follow(partitions, led)
+    def _follow_internal(self, topic: str, partitions: int, led: set[int]) -> None:
+        if topic == OFFSETS_TOPIC:
+            if self.groups is not None:
+                self.groups.follow(partitions, led)
+        elif self.shares is not None:
+            self.shares.follow(partitions, led)
 
     def find_coordinator(self, request: m.FindCoordinatorRequest) -> m.FindCoordinatorResponse:
-        """The leader of the group's ``__consumer_offsets`` partition: this broker on its own,
-        the cluster's leader of that partition in a cluster."""
-        if request.key_type != 0:
-            raise InvalidRequestError(f"unknown coordinator key type {request.key_type}")
+        """Who coordinates group ``key``: this broker on its own; in a cluster the leader of
+        the group's partition of ``__consumer_offsets`` (key type 0, a consumer group) or of
+        ``__share_group_state`` (key type 2, a share group: KIP-932's number)."""
+        if request.key_type not in (m.KEY_TYPE_GROUP, m.KEY_TYPE_SHARE):
+            raise InvalidRequestError(
+                f"unknown coordinator key type {request.key_type} (0: a consumer group, "
+                "2: a share group)"
+            )
         validate_group_id(request.key)
-        groups = self.groups
-        if groups is None:
+        groups, shares = self.groups, self.shares
+        if groups is None or shares is None:
             raise BrokerShuttingDownError("the broker is not running")
-        partition = groups.offsets.partition_for(request.key)
         cluster = self.state.cluster
         if cluster is None:
             config = self.config
             return m.FindCoordinatorResponse(
                 node_id=config.broker_id, host=config.advertised, port=self.state.port
             )
-        cluster.ensure_offsets_topic()
-        leader = None if cluster.leaving else cluster.leader_of(OFFSETS_TOPIC, partition)
+        if request.key_type == m.KEY_TYPE_GROUP:
+            topic, partition = OFFSETS_TOPIC, groups.offsets.partition_for(request.key)
+        else:
+            topic, partition = SHARE_STATE_TOPIC, shares.store.partition_for(request.key)
+        cluster.ensure_internal_topic(topic)
+        leader = None if cluster.leaving else cluster.leader_of(topic, partition)
         if leader is None:
             return m.FindCoordinatorResponse(
                 ErrorCode.COORDINATOR_NOT_AVAILABLE,
-                f"{OFFSETS_TOPIC}-{partition}, where group {request.key!r} lives, has no "
-                "leader now",
+                f"{topic}-{partition}, where group {request.key!r} lives, has no leader now",
             )
         return m.FindCoordinatorResponse(
             node_id=leader.broker_id, host=leader.host, port=leader.port
@@ -178,6 +191,8 @@ class BrokerCore:
         role.leaving = True
         if self.groups is not None:  # commits go to the next coordinator, never to this log
             self.groups.follow(self.groups.offsets.partitions, ())
+        if self.shares is not None:
+            self.shares.follow(self.shares.store.partitions, set())
         await role.stop()
 
     def begin_shutdown(self) -> None:

@@ -3,27 +3,25 @@ read back partition by partition (:meth:`GroupStore.read`), written durably
 (:meth:`GroupStore.append`, then :meth:`GroupStore.durable`), and the committed-offsets table
 of the partitions loaded.
 
-Writes have acks=all semantics: a commit or a group change is fsynced before it is answered,
-through the partition's :class:`GroupCommitter`, so the commits that arrive while one fsync
-runs share the next one. The append half is synchronous: a group's record is appended in the
-same turn of the event loop as the change it stores, so the log holds the group's states in the
+Writes have acks=all semantics (:class:`~..core.internal_topic.InternalTopic`): a commit or a
+group change is durable before it is answered, and commits that arrive while one fsync runs
+share the next one. The append half is synchronous: a group's record is appended in the same
+turn of the event loop as the change it stores, so the log holds the group's states in the
 order they were made.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
 
 import msgspec
 
-from tidelog.server.log import FlushPolicy, LogManager, TopicPartition
-from tidelog.wire.errors import StorageError, UnreadableRangeError
-from tidelog.wire.records import RecordBatchBuilder, iter_batches
+from tidelog.server.log import LogManager, TopicPartition
+from tidelog.wire.errors import StorageError
 
+from ..core.internal_topic import InternalTopic, Row, internal_topic_config
 from .records import (
     OFFSET_VERSION,
     OFFSETS_TOPIC,
@@ -41,10 +39,6 @@ from .records import (
 
 logger = logging.getLogger("tidelog.server.groups")
 
-READ_CHUNK: Final = 1024 * 1024
-MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
-"""Largest batch the topic takes: a group of 1,000 members with big assignments fits."""
-
 
 class OffsetValue(msgspec.Struct, frozen=True):
     """A committed offset (what OffsetFetch reports)."""
@@ -55,28 +49,9 @@ class OffsetValue(msgspec.Struct, frozen=True):
     commit_timestamp: int = -1
 
 
-Row = tuple[bytes, bytes | None]
-"""A record to write: key and value (``None``: a tombstone)."""
-
-
-class Replicated(Protocol):
-    """Appends answered once every in-sync replica has them (``replication.internal``)."""
-
-    def append(self, tp: TopicPartition, batch: bytes) -> int: ...
-
-    async def until(self, tp: TopicPartition, end: int) -> None: ...
-
-
 def offsets_topic_config(segment_bytes: int) -> dict[str, object]:
     """The topic's overrides: compacted, kept forever, flushed explicitly before answers."""
-    return {
-        "cleanup_policy": "compact",
-        "retention_ms": -1,
-        "retention_bytes": -1,
-        "segment_bytes": segment_bytes,
-        "flush_policy": FlushPolicy.OS.value,
-        "max_message_bytes": MAX_RECORD_BYTES,
-    }
+    return internal_topic_config(segment_bytes)
 
 
 @dataclass(slots=True)
@@ -97,16 +72,11 @@ def offset_row(group: str, tp: TopicPartition, value: OffsetValue | None) -> Row
     return offset_key(group, tp), encode_offset(stored)
 
 
-class GroupStore:
+class GroupStore(InternalTopic):
     """The topic, and the committed offsets of the groups in its loaded partitions."""
 
-    replicated: Replicated | None = None
-    """In a cluster: writes go through the partition leader's replication path."""
-
     def __init__(self, logs: LogManager, *, partitions: int, segment_bytes: int) -> None:
-        self._logs = logs
-        self.partitions = partitions
-        """The topic's partition count (once :meth:`ensure_topic` ran: the existing one)."""
+        super().__init__(logs, OFFSETS_TOPIC, partitions)
         self.segment_bytes = segment_bytes
         self._offsets: dict[str, dict[TopicPartition, OffsetValue]] = {}
 
@@ -132,44 +102,20 @@ class GroupStore:
     def partition_for(self, group_id: str) -> int:
         return partition_for(group_id, self.partitions)
 
-    def _tp(self, partition: int) -> TopicPartition:
-        return TopicPartition(OFFSETS_TOPIC, partition)
-
-    # --- reading ----------------------------------------------------------------------------
-
     async def read(self, partition: int) -> LoadedPartition:
-        """Every key's latest value in ``partition``, read from its log start to its end (the
-        loop runs other work between chunks). Raises :class:`StorageError` if a record has a
-        type or version this broker does not know: resuming without it could repeat epochs.
-        A damaged or missing range is skipped, loudly: what it held is lost."""
-        plog = self._logs.get_log(self._tp(partition))
+        """Every key's latest value in ``partition`` (:meth:`rows`). Raises
+        :class:`StorageError` if a record has a type or version this broker does not know:
+        resuming without it could repeat epochs."""
         out = LoadedPartition()
-        offset = plog.log_start_offset
-        end = plog.log_end_offset
-        while offset < end:
+        async for offset, key, value in self.rows(partition):
             try:
-                read = plog.read(offset, READ_CHUNK)
-            except UnreadableRangeError as exc:
-                logger.error("%s-%d: group state in it is lost: %s", OFFSETS_TOPIC, partition, exc)
-                offset = exc.next_offset
-                continue
-            if read.size == 0:
-                break
-            for batch in iter_batches(read.records):
-                for record in batch.records():
-                    if record.offset < offset or record.key is None:
-                        continue
-                    try:
-                        self._apply(out, record.key, record.value)
-                    except RecordFormatError as exc:
-                        raise StorageError(
-                            f"{OFFSETS_TOPIC}-{partition} offset {record.offset}: {exc}; "
-                            "start the tidelog version that wrote it"
-                        ) from None
-                    out.records += 1
-            offset = read.next_offset
-            await asyncio.sleep(0)  # let the broker serve others between chunks
-        plog.update_high_watermark(plog.log_end_offset)
+                self._apply(out, key, value)
+            except RecordFormatError as exc:
+                raise StorageError(
+                    f"{OFFSETS_TOPIC}-{partition} offset {offset}: {exc}; "
+                    "start the tidelog version that wrote it"
+                ) from None
+            out.records += 1
         return out
 
     @staticmethod
@@ -193,34 +139,6 @@ class GroupStore:
         out.offsets.setdefault(group, {})[tp] = OffsetValue(
             stored.offset, stored.metadata, stored.leader_epoch, stored.commit_timestamp
         )
-
-    # --- writing ----------------------------------------------------------------------------
-
-    def append(self, partition: int, rows: Sequence[Row]) -> int:
-        """Append ``rows`` as one batch (now, synchronously); returns the offset that
-        :meth:`durable` waits for. Raises :class:`StorageError` (in a cluster, the coordinator
-        errors of :class:`Replicated`)."""
-        builder = RecordBatchBuilder()
-        for key, value in rows:
-            builder.append(value, key=key)
-        tp = self._tp(partition)
-        if self.replicated is not None:
-            return self.replicated.append(tp, builder.build())
-        plog = self._logs.get_log(tp)
-        return plog.append(builder.build()).last_offset + 1
-
-    async def durable(self, partition: int, end: int) -> None:
-        """Wait until the partition is fsynced up to ``end`` (shared fsyncs), then make it
-        visible -- in a cluster, until every in-sync replica has it. Raises
-        :class:`StorageError`."""
-        tp = self._tp(partition)
-        if self.replicated is not None:
-            await self.replicated.until(tp, end)
-            return
-        await self._logs.committer(tp).flush_until(end)
-        plog = self._logs.get_log(tp)
-        if end > plog.high_watermark:
-            plog.update_high_watermark(end)
 
     # --- committed offsets ------------------------------------------------------------------
 

@@ -10,6 +10,13 @@ partition with its counts and releases what was acquired.
 
 One background loop (every ``tick_ms``) expires locks and dead-letters what is bound for the
 dead-letter topic. Time for locks and delays is the injected ``clock`` (monotonic ms).
+
+**In a cluster** a share group is coordinated by the leader of its ``__share_group_state``
+partition (clients find it with FindCoordinator, key type 2, as in KIP-932): the coordinator
+loads a partition's groups when it gains the leadership and forgets them when it loses it
+(:meth:`follow`), writes their state through the replication path (answered once every in-sync
+replica has it), and reads the queue's records from its own replica of the topic, up to that
+replica's high watermark. Requests for groups it does not coordinate get NOT_COORDINATOR.
 """
 
 from __future__ import annotations
@@ -20,14 +27,17 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from tidelog.server.log import TopicPartition
+from tidelog.server.log import PartitionLog, TopicPartition
 from tidelog.wire import share_messages as sm
 from tidelog.wire.batch_format import BatchAttributes, Record
 from tidelog.wire.errors import (
     BrokerError,
     BrokerShuttingDownError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
     GroupIdNotFoundError,
     InvalidRequestError,
+    NotCoordinatorError,
     StorageError,
     UnknownTopicOrPartitionError,
     UnreadableRangeError,
@@ -74,36 +84,109 @@ class ShareCoordinator:
         self._wall = wall
         self._tick_ms = tick_ms
         self.groups: dict[str, ShareGroup] = {}
-        self._store: ShareStore | None = None
+        self._store = ShareStore(state.manager)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.clustered = False
+        """In a cluster: only the groups of the loaded partitions are served (see the
+        module); on a single broker, every group."""
+        self._loaded: set[int] = set()
+        self._loading: dict[int, asyncio.Task[None]] = {}
+        self._failed: dict[int, str] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Resume every group from ``__share_group_state`` (created on first use)."""
-        store = self._store = ShareStore(self._state.manager)
+        """Resume every group from ``__share_group_state`` (a single broker: created on first
+        use, so a broker without queues has no such topic)."""
+        store = self._store
         if not store.exists():
-            return  # created by the first share group: a broker without queues has no topic
+            return
         store.ensure_topic()
         for partition in range(store.partitions):
-            rows = await store.read(partition)
-            try:
-                stored = sort_rows(rows)
-                for group_id, value in stored.settings.items():
-                    self._group(group_id).settings = decode_settings(value)
-                for (group_id, tp), records in stored.partitions.items():
-                    group = self._group(group_id)
-                    group.partitions[tp] = decode_partition(records, group.settings)
-            except (ShareRecordError, BrokerError, ValueError) as exc:
-                raise StorageError(f"{SHARE_STATE_TOPIC}-{partition}: {exc}") from None
-        self._limits_changed()
-        if self.groups:
-            logger.info("resumed %d share group(s)", len(self.groups))
+            await self._load(partition)
+            if partition in self._failed:
+                raise StorageError(self._failed[partition])
 
-    async def start(self) -> None:
-        await self.open()
+    async def start(self, *, load: bool = True) -> None:
+        """Resume the groups (``load``; in a cluster :meth:`follow` loads them instead) and
+        start the housekeeping loop."""
+        if load:
+            await self.open()
         self._task = asyncio.create_task(self._run(), name="share-coordinator")
+
+    async def _load(self, partition: int) -> None:
+        """Take over the groups stored in ``partition``."""
+        store = self._store
+        try:
+            rows = await store.read(partition)
+            stored = sort_rows(rows)
+            groups: dict[str, ShareGroup] = {}
+            for group_id, value in stored.settings.items():
+                groups.setdefault(group_id, ShareGroup(group_id)).settings = decode_settings(value)
+            for (group_id, tp), records in stored.partitions.items():
+                group = groups.setdefault(group_id, ShareGroup(group_id))
+                group.partitions[tp] = decode_partition(records, group.settings)
+        except (ShareRecordError, BrokerError, ValueError, OSError) as exc:
+            self._failed[partition] = f"{SHARE_STATE_TOPIC}-{partition}: {exc}"
+            logger.error("could not load %s", self._failed[partition])
+            return
+        finally:
+            self._loading.pop(partition, None)
+        self.groups.update(groups)
+        self._loaded.add(partition)
+        self._limits_changed()
+        if groups:
+            logger.info(
+                "resumed %d share group(s) from %s-%d", len(groups), SHARE_STATE_TOPIC, partition
+            )
+
+    def follow(self, partitions: int, led: set[int]) -> None:
+        """In a cluster: ``__share_group_state`` has ``partitions`` partitions and this
+        broker leads ``led``. Load the ones newly led (a failed load is tried again), forget
+        the groups of the ones another broker leads now."""
+        self.clustered = True
+        self._store.partitions = partitions
+        held = self._loaded | set(self._loading)
+        for partition in sorted(led - held):
+            self._failed.pop(partition, None)
+            self._loading[partition] = asyncio.create_task(
+                self._load(partition), name=f"load-share-state-{partition}"
+            )
+        for partition in sorted(held - led):
+            task = self._loading.pop(partition, None)
+            if task is not None:
+                task.cancel()
+            self._loaded.discard(partition)
+            for group_id in [g for g in self.groups if self._store.partition_for(g) == partition]:
+                self.groups.pop(group_id).wake()  # its long polls answer NOT_COORDINATOR
+        self._limits_changed()
+
+    def _check(self, group_id: str) -> None:
+        """Raise unless this broker coordinates ``group_id`` now."""
+        validate_group_id(group_id)
+        if not self.clustered:
+            return
+        partition = self._store.partition_for(group_id)
+        if partition in self._loaded:
+            return
+        where = f"share group {group_id!r} ({SHARE_STATE_TOPIC}-{partition})"
+        if partition in self._loading:
+            raise CoordinatorLoadInProgressError(f"loading the state of {where}")
+        if partition in self._failed:
+            raise CoordinatorNotAvailableError(
+                f"{where} could not be loaded: {self._failed[partition]}"
+            )
+        raise NotCoordinatorError(f"this broker does not coordinate {where}")
+
+    def _data_log(self, tp: TopicPartition) -> PartitionLog:
+        """The log a queue's records are read from: the partition's (leader's) on a single
+        broker; this broker's replica in a cluster (see the module)."""
+        cluster = self._state.cluster
+        if cluster is None:
+            return self._state.log(tp.topic, tp.partition)
+        cluster.check_replica(tp.topic, tp.partition)
+        return self._state.manager.get_log(tp)
 
     def begin_shutdown(self) -> None:
         self._closing = True
@@ -113,10 +196,11 @@ class ShareCoordinator:
     async def stop(self) -> None:
         self.begin_shutdown()
         self._state.produce_guard = None
-        task, self._task = self._task, None
-        if task is not None:
+        tasks = [t for t in (self._task, *self._loading.values()) if t is not None]
+        self._task = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -147,7 +231,7 @@ class ShareCoordinator:
         return group
 
     def _known(self, group_id: str) -> ShareGroup:
-        validate_group_id(group_id)
+        self._check(group_id)
         group = self.groups.get(group_id)
         if group is None:
             raise GroupIdNotFoundError(f"no share group {group_id!r}")
@@ -155,9 +239,11 @@ class ShareCoordinator:
 
     @property
     def store(self) -> ShareStore:
-        if self._store is None or self._closing:
+        if self._closing:
             raise BrokerShuttingDownError("the share coordinator is not running")
-        self._store.ensure_topic()
+        if not self.clustered:  # a lone broker holds every partition, created on first use
+            self._store.ensure_topic()
+            self._loaded.update(range(self._store.partitions))
         return self._store
 
     async def _persist(self, group: ShareGroup, tps: list[TopicPartition]) -> None:
@@ -195,7 +281,7 @@ class ShareCoordinator:
 
     async def fetch(self, request: sm.ShareFetchRequest, session: Session) -> sm.ShareFetchResponse:
         try:
-            validate_group_id(request.group_id)
+            self._check(request.group_id)
             member = request.member_id
             if not member or len(member) > MAX_MEMBER_ID_LENGTH:
                 raise InvalidRequestError("a member id is 1 to 255 characters")
@@ -235,6 +321,8 @@ class ShareCoordinator:
         clock = self._state.clock
         deadline = clock.monotonic() + max(request.max_wait_ms, 0) / 1000
         while True:
+            if self.groups.get(group.group_id) is not group:
+                raise NotCoordinatorError(f"share group {group.group_id!r} moved to another broker")
             records, changed = self._acquire(group, member, tps, request)
             if changed:
                 await self._persist(group, changed)  # stored before delivered
@@ -301,7 +389,7 @@ class ShareCoordinator:
     ) -> bool:
         """Acquire up to ``limit`` records of ``tp`` into ``out``; whether the state changed."""
         settings = group.settings
-        plog = self._state.log(tp.topic, tp.partition)
+        plog = self._data_log(tp)
         sp = group.partitions.get(tp)
         created = sp is None
         if sp is None:
@@ -461,7 +549,7 @@ class ShareCoordinator:
 
     async def alter(self, request: sm.AlterShareGroupRequest) -> sm.AlterShareGroupResponse:
         try:
-            validate_group_id(request.group_id)
+            self._check(request.group_id)
             group = self.groups.get(request.group_id)
             current = group.settings if group is not None else ShareSettings()
             settings = current.altered(request.configs)
