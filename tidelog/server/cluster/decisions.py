@@ -9,7 +9,8 @@ applied. Nothing here does I/O, so every rule is tested without etcd.
 The rules (docs/CLUSTER.md):
 
 * a topic whose partitions have no state yet (or a state left by an older topic of the same
-  name: another topic id) gets them, placed round-robin over the live brokers;
+  name: another topic id) gets them, placed round-robin over the live brokers, rack-aware
+  (:func:`place`);
 * a partition state whose topic is gone or has another id now is deleted;
 * dead brokers leave every ISR (the last member stays, so it can lead again when it returns:
   as in Kafka, no unclean election);
@@ -60,20 +61,63 @@ class Change:
 
 
 def place(
-    partitions: int, brokers: Sequence[int], replication_factor: int, start: int
+    partitions: int,
+    brokers: Sequence[int],
+    replication_factor: int,
+    start: int,
+    racks: Mapping[int, str | None] | None = None,
 ) -> list[tuple[int, ...]]:
     """Replica lists for ``partitions`` partitions: partition ``p``'s leader is the broker at
     ``start + p`` (round robin, so leaders spread evenly) and its followers the next ones.
 
-    ``replication_factor`` larger than the broker count is cut to it."""
+    **Rack-aware** when brokers have a ``rack`` (``racks``: broker id to rack), as Kafka's
+    placement: the brokers are ordered alternating over the racks, and a follower is the next
+    broker whose rack holds no replica of the partition yet (the next one at all once every
+    rack does), so a partition's replicas span as many racks as its factor allows and a rack's
+    loss takes at most ``factor - racks + 1`` of them. ``replication_factor`` larger than the
+    broker count is cut to it."""
     if not brokers:
         raise ValueError("no live broker to place partitions on")
-    ordered = sorted(brokers)
+    rack_of = racks or {}
+    ordered = _rack_alternating(sorted(brokers), rack_of)
     count = len(ordered)
     factor = max(1, min(replication_factor, count))
-    return [
-        tuple(ordered[(start + p + r) % count] for r in range(factor)) for p in range(partitions)
-    ]
+    out = []
+    for p in range(partitions):
+        first = (start + p) % count
+        chosen = [ordered[first]]
+        used = {rack_of.get(ordered[first])}
+        for step in range(1, count):
+            if len(chosen) == factor:
+                break
+            broker = ordered[(first + step) % count]
+            if rack_of.get(broker) not in used:
+                chosen.append(broker)
+                used.add(rack_of.get(broker))
+        for step in range(1, count):  # fewer racks than the factor: any broker
+            if len(chosen) == factor:
+                break
+            broker = ordered[(first + step) % count]
+            if broker not in chosen:
+                chosen.append(broker)
+        out.append(tuple(chosen))
+    return out
+
+
+def _rack_alternating(brokers: list[int], racks: Mapping[int, str | None]) -> list[int]:
+    """``brokers`` one rack at a time (``a1, b1, c1, a2, b2, ...``); unchanged without racks."""
+    by_rack: dict[str | None, list[int]] = {}
+    for b in brokers:
+        by_rack.setdefault(racks.get(b), []).append(b)
+    if len(by_rack) < 2:
+        return brokers
+    columns = [by_rack[r] for r in sorted(by_rack, key=lambda r: (r is None, r or ""))]
+    return [c[i] for i in range(max(map(len, columns))) for c in columns if i < len(c)]
+
+
+def rack_map(view: ClusterView) -> dict[int, str | None]:
+    """The rack of every live broker (``None``: it has none)."""
+    return {b: v.record.rack for b, v in view.brokers.items()}
 
 
 def decide(view: ClusterView, *, auto_leader_rebalance: bool = True) -> list[Change]:
@@ -91,7 +135,7 @@ def decide(view: ClusterView, *, auto_leader_rebalance: bool = True) -> list[Cha
         ]
         if missing and alive:
             changes += _create(
-                name, topic.record, missing, current, topic.mod_revision, alive, placed
+                name, topic.record, missing, current, topic.mod_revision, rack_map(view), placed
             )
             placed += len(missing)
     for (name, partition), versioned in sorted(view.partitions.items()):
@@ -125,10 +169,10 @@ def _create(
     missing: list[int],
     current: Mapping[int, Versioned[PartitionState]],
     topic_revision: int,
-    alive: set[int],
+    racks: Mapping[int, str | None],
     start: int,
 ) -> list[Change]:
-    replicas = place(len(missing), sorted(alive), topic.replication_factor, start)
+    replicas = place(len(missing), sorted(racks), topic.replication_factor, start, racks)
     out = []
     for p, chosen in zip(missing, replicas, strict=True):
         old = current.get(p)
@@ -219,8 +263,10 @@ def spread(view: ClusterView) -> dict[tuple[str, int], tuple[int, ...]]:
     (``tidelog cluster rebalance``): each broker gets its fair share of the replicas (the
     total divided by the broker count; the brokers holding the most now take the remainder),
     and a replica stays where it is whenever its broker's share allows, so as little data
-    moves as possible. Each partition's preferred leader is the replica that leads the fewest
-    partitions so far (the current one when tied). Partitions already placed so are left out
+    moves as possible. With racks, a partition's replicas span as many racks as they can
+    (a replica sharing a rack with another of its partition moves when a rack is free). Each
+    partition's preferred leader is the replica that leads the fewest partitions so far (the
+    current one when tied). Partitions already placed so are left out
     (an empty answer: balanced)."""
     alive = sorted(view.brokers)
     if not alive:
@@ -237,20 +283,25 @@ def spread(view: ClusterView) -> dict[tuple[str, int], tuple[int, ...]]:
         return {}
     now = Counter(r for _, current, _ in parts for r in current)
     quota = _shares(sum(f for _, _, f in parts), alive, now)
+    rack = rack_map(view)
+    racks = len(set(rack.values()))
     load: Counter[int] = Counter()
     kept: dict[tuple[str, int], list[int]] = {}
     for key, current, factor in parts:
         keep: list[int] = []
         for r in current:
-            if r in view.brokers and load[r] < quota[r] and len(keep) < factor:
+            spare_rack = rack.get(r) not in {rack[k] for k in keep} or len(keep) >= racks
+            if r in rack and load[r] < quota[r] and len(keep) < factor and spare_rack:
                 keep.append(r)
                 load[r] += 1
         kept[key] = keep
     for key, _, factor in parts:
         keep = kept[key]
         while len(keep) < factor:
+            used = {rack[k] for k in keep}
             broker = max(
-                (b for b in alive if b not in keep), key=lambda b: (quota[b] - load[b], -b)
+                (b for b in alive if b not in keep),
+                key=lambda b: (rack[b] not in used, quota[b] - load[b], -b),
             )
             keep.append(broker)
             load[broker] += 1

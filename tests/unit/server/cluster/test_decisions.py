@@ -69,9 +69,10 @@ class Etcd:
                 self.apply(change)
         raise AssertionError("the decisions never settle")
 
-    def broker(self, broker_id: int, alive: bool = True) -> None:
+    def broker(self, broker_id: int, alive: bool = True, rack: str | None = None) -> None:
         if alive:
-            self.put(KEYS.broker(broker_id), encode(BrokerRecord(broker_id, "127.0.0.1", 7070)))
+            record = BrokerRecord(broker_id, "127.0.0.1", 7070, rack)
+            self.put(KEYS.broker(broker_id), encode(record))
         else:
             self.delete(KEYS.broker(broker_id))
 
@@ -99,6 +100,43 @@ def test_ten_partitions_over_five_brokers_get_two_leaders_each() -> None:
 def test_replicas_sit_on_distinct_brokers_and_the_factor_is_cut_to_the_broker_count() -> None:
     assert place(4, [3, 1, 2], 2, 0) == [(1, 2), (2, 3), (3, 1), (1, 2)]
     assert place(1, [1, 2], 5, 1) == [(2, 1)]
+
+
+def test_replicas_span_the_racks_and_leaders_spread_over_them() -> None:
+    racks = {1: "a", 2: "a", 3: "b", 4: "b", 5: "c", 6: "c"}
+    placed = place(6, sorted(racks), 3, 0, racks)
+    assert all(len({racks[b] for b in replicas}) == 3 for replicas in placed), placed
+    assert Counter(replicas[0] for replicas in placed) == {b: 1 for b in racks}
+    # two racks, factor 3: both racks hold a replica of every partition
+    two = {1: "a", 2: "a", 3: "a", 4: "b"}
+    assert all({two[b] for b in r} == {"a", "b"} for r in place(8, sorted(two), 3, 0, two))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    racks=st.lists(st.sampled_from("abcd"), min_size=1, max_size=8),
+    factor=st.integers(1, 5),
+    partitions=st.integers(1, 12),
+    start=st.integers(0, 20),
+)
+def test_placement_uses_as_many_racks_as_the_factor_allows(
+    racks: list[str], factor: int, partitions: int, start: int
+) -> None:
+    rack_of = {b: r for b, r in enumerate(racks, 1)}
+    for replicas in place(partitions, sorted(rack_of), factor, start, rack_of):
+        assert len(set(replicas)) == len(replicas) == min(factor, len(rack_of))
+        spanned = len({rack_of[b] for b in replicas})
+        assert spanned == min(len(replicas), len(set(racks)))
+
+
+def test_topics_created_in_a_cluster_with_racks_span_them() -> None:
+    etcd = Etcd()
+    for b, rack in ((1, "a"), (2, "a"), (3, "b"), (4, "b")):
+        etcd.broker(b, rack=rack)
+    etcd.topic("t", 4, rf=2)
+    etcd.settle()
+    rack = {1: "a", 2: "a", 3: "b", 4: "b"}
+    assert all({rack[b] for b in s.replicas} == {"a", "b"} for s in states(etcd, "t").values())
 
 
 def test_a_dead_leader_is_replaced_by_nobody_until_it_returns() -> None:

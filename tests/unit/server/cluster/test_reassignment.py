@@ -117,6 +117,19 @@ def test_a_dead_target_replica_holds_the_reassignment_but_not_the_partition() ->
     assert waiting.leader == 1  # still served meanwhile
 
 
+def test_rebalance_onto_new_racks_gives_every_partition_both_racks() -> None:
+    etcd = cluster(2, partitions=4, rf=2)  # brokers 1 and 2, no rack: every partition on both
+    for b in (1, 2):
+        etcd.broker(b, rack="a")
+    for b in (3, 4):
+        etcd.broker(b, rack="b")
+    rack = {1: "a", 2: "a", 3: "b", 4: "b"}
+    targets = spread(etcd.view())
+    final = {p: targets.get(("t", p), s.replicas) for p, s in states(etcd, "t").items()}
+    assert all({rack[b] for b in r} == {"a", "b"} for r in final.values()), final
+    assert Counter(b for r in final.values() for b in r) == {b: 2 for b in range(1, 5)}
+
+
 def test_rebalance_spreads_replicas_and_preferred_leaders_and_moves_little() -> None:
     etcd = cluster(3, partitions=6, rf=2)
     for b in (4, 5, 6):
