@@ -82,7 +82,8 @@ def test_leader_sigkills_lose_no_acknowledged_write_and_replicas_agree(
 
 def test_controlled_shutdown_of_each_broker_in_turn_fails_no_send(tmp_path: Path) -> None:
     """SIGTERM each broker in turn under load (and start it again): its leaderships move to
-    in-sync followers before it stops, so every send succeeds, and the checker finds nothing."""
+    in-sync followers while it still serves (it says so before it stops), so every send
+    succeeds, and the checker finds nothing."""
     with cluster(tmp_path, 3, options=OPTIONS) as c:
 
         async def shutdowns(history: History) -> None:
@@ -92,6 +93,11 @@ def test_controlled_shutdown_of_each_broker_in_turn_fails_no_send(tmp_path: Path
                 )
                 before = len(history.ops)
                 assert await asyncio.to_thread(c.brokers[broker].terminate) == 0
+                lines = c.brokers[broker].stderr_lines  # read by a thread: it may lag
+                await asyncio.to_thread(
+                    c.wait_until, "its leaderships handed over",
+                    lambda ls=lines: any("leaderships handed over: stopping" in x for x in ls), 10,
+                )  # fmt: skip
                 c.brokers[broker].close()  # its pipes
                 async with asyncio.timeout(30), history.acked:  # sends go on meanwhile
                     await history.acked.wait_for(

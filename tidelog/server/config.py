@@ -309,6 +309,15 @@ class BrokerConfig:
         low=2,
         high=60,
     )
+    controlled_shutdown_timeout_s: float = _setting(
+        10.0,
+        "on a graceful stop, seconds to serve on while the controller moves this broker's "
+        "leaderships to in-sync followers (controlled shutdown; 0: leave at once)",
+        "30",
+        group=CLUSTER,
+        low=0,
+        high=600,
+    )
     cluster_join_timeout_s: float = _setting(
         60.0,
         "seconds to keep trying etcd at start (and to wait out this broker id's previous "

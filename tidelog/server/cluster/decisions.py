@@ -18,6 +18,9 @@ The rules (docs/CLUSTER.md):
   nobody (:data:`NO_LEADER`) when none is alive (any live replica if the topic sets
   ``unclean_leader_election``); the leader epoch goes up by one;
 * a partition without a leader gets the first live in-sync replica, epoch up by one;
+* **controlled shutdown**: a partition led by a *draining* broker (stopping gracefully) is led
+  by its first in-sync replica that is not draining (epoch up by one) while the old leader
+  still serves; a draining broker is neither preferred nor given a reassigned leadership;
 * **preferred leader** (``auto_leader_rebalance``, Kafka's auto.leader.rebalance): a partition
   whose first replica is alive, in the ISR and not the leader is led by it again (epoch up by
   one), so leaderships spread again after a broker returns (not for internal topics);
@@ -125,6 +128,7 @@ def decide(view: ClusterView, *, auto_leader_rebalance: bool = True) -> list[Cha
     ``auto_leader_rebalance`` off, a preferred replica back in sync does not lead again."""
     changes: list[Change] = []
     alive = set(view.brokers)
+    serving = {b for b, v in view.brokers.items() if not v.record.draining}
     placed = len(view.partitions)
     for name, topic in sorted(view.topics.items()):
         current = view.partitions_of(name)
@@ -148,10 +152,12 @@ def decide(view: ClusterView, *, auto_leader_rebalance: bool = True) -> list[Cha
         if owner.record.topic_id != state.topic_id:
             continue  # left by an older topic of this name: replaced above
         elected = _elect(state, alive, _unclean(owner.record))
-        if elected is None and state.target:
-            elected = _reassign(state, alive)
+        if elected is None and state.leader in alive - serving:
+            elected = _hand_over(state, serving)
+        elif elected is None and state.target:
+            elected = _reassign(state, serving)
         elif elected is None and auto_leader_rebalance and not name.startswith("__"):
-            elected = _prefer(state, alive)  # internal topics: see _prefer
+            elected = _prefer(state, serving)  # internal topics: see _prefer
         if elected is not None:
             new, why = elected
             election = ""
@@ -218,6 +224,17 @@ def _elect(
     if new_leader == leader and kept == state.isr:
         return None  # still leaderless, nothing new to write
     return _with(state, new_leader, state.leader_epoch + 1, kept), why
+
+
+def _hand_over(state: PartitionState, serving: set[int]) -> tuple[PartitionState, str] | None:
+    """**Controlled shutdown**: the leader is draining, so the first in-sync replica that is
+    not leads (epoch up by one) while the old leader still serves; ``None`` if there is no
+    such replica (the partition goes leaderless when the broker leaves, as it would anyway)."""
+    for r in state.isr:
+        if r in serving and r != state.leader:
+            why = f"broker {state.leader} is shutting down: in-sync replica {r} leads"
+            return _with(state, r, state.leader_epoch + 1, state.isr), why
+    return None
 
 
 def _prefer(state: PartitionState, alive: set[int]) -> tuple[PartitionState, str] | None:

@@ -144,6 +144,17 @@ class ClusterMember:
         self._spawn(self._control(), "controller")
         self._kick()
 
+    async def drain(self) -> None:
+        """Mark this broker draining (its record, same lease): the controller moves its
+        leaderships away (``decisions._hand_over``). Raises :class:`EtcdError`."""
+        if self._lease is None or self._stopping:
+            return
+        self.me = msgspec.structs.replace(self.me, draining=True)
+        key = self.keys.broker(self.broker_id)
+        await self.etcd.txn(
+            [Compare.created_at(key, self.incarnation)], [Put(key, encode(self.me), self._lease.id)]
+        )
+
     async def stop(self) -> None:
         """Leave the cluster at once: revoke the lease, so the registration (and the controller
         key, if held) vanish now rather than after the TTL."""

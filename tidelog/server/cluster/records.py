@@ -35,6 +35,9 @@ class BrokerRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     port: int
     rack: str | None = None
     admin_port: int = 0
+    draining: bool = False
+    """Set by a broker that is stopping gracefully: the controller moves its leaderships to
+    in-sync followers while it still serves (controlled shutdown), then it leaves."""
 
 
 class ControllerRecord(msgspec.Struct, frozen=True):

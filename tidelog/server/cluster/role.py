@@ -23,6 +23,7 @@ retriable: the client refreshes its metadata and tries again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -97,6 +98,8 @@ class ClusterRole:
         self.leaving = False
         """Set when the broker leaves the cluster (shutting down): it leads nothing since."""
         self._dirty = asyncio.Event()
+        self._changed = asyncio.Event()
+        """Set on every change of the view (:meth:`drain` waits on it)."""
         self._task: asyncio.Task[None] | None = None
         self._creating: dict[str, asyncio.Task[None]] = {}
         self._unserved: set[str] = set()
@@ -128,7 +131,7 @@ class ClusterRole:
             self.keys,
             record,
             lease_ttl=self.config.etcd_lease_ttl_s,
-            on_change=lambda _: self._dirty.set(),
+            on_change=lambda _: self._view_changed(),
             auto_leader_rebalance=self.config.auto_leader_rebalance,
         )
         await self.member.start(register_within=self.config.cluster_join_timeout_s)
@@ -149,6 +152,51 @@ class ClusterRole:
             self._creating[name] = asyncio.get_running_loop().create_task(
                 self._create_internal_topic(name), name=f"create-{name}"
             )
+
+    def _view_changed(self) -> None:
+        self._dirty.set()
+        self._changed.set()
+
+    async def drain(self, within: float) -> None:
+        """Controlled shutdown, first half: mark this broker draining and serve on until the
+        controller has handed every partition it leads to an in-sync follower (one without
+        such a follower stays; it goes leaderless when the broker leaves), for up to
+        ``within`` seconds. Never raises: a shutdown goes on regardless."""
+        member = self.member
+        if member is None:
+            return
+        try:
+            await member.drain()
+        except EtcdError as exc:
+            logger.warning("could not hand over leaderships before stopping: %s", exc)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            self._changed.clear()  # before the look: a change after it wakes the wait
+            left = self._handing_over()
+            wait = deadline - loop.time()
+            if not left or wait <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+        if left:
+            logger.warning(
+                "stopping with %d leadership(s) not handed over within %gs: %s",
+                len(left), within, ", ".join(left[:5]),
+            )  # fmt: skip
+        else:
+            logger.info("leaderships handed over: stopping")
+
+    def _handing_over(self) -> list[str]:
+        """Partitions this broker still leads that an in-sync follower could lead."""
+        view = self.view
+        return sorted(
+            f"{name}-{p}"
+            for (name, p), v in view.partitions.items()
+            if v.record.leader == self.broker_id
+            and any(r != self.broker_id and r in view.brokers for r in v.record.isr)
+        )
 
     async def stop(self) -> None:
         """Leave the cluster (the lease is revoked: others notice at once)."""

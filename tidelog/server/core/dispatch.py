@@ -188,6 +188,7 @@ class BrokerCore:
         role = self.state.cluster
         if role is None:
             return
+        await role.drain(self.config.controlled_shutdown_timeout_s)
         role.leaving = True
         if self.groups is not None:  # commits go to the next coordinator, never to this log
             self.groups.follow(self.groups.offsets.partitions, ())

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidelog.server.cluster.decisions import decide, spread
-from tidelog.server.cluster.records import NO_LEADER, PartitionState, encode
+from tidelog.server.cluster.records import NO_LEADER, BrokerRecord, PartitionState, encode
 
 from .test_decisions import KEYS, Etcd, states
 
@@ -201,3 +201,31 @@ def test_internal_topics_keep_their_leader_when_the_preferred_one_returns() -> N
     moved = msgspec.structs.replace(state, leader=state.replicas[1], leader_epoch=1)
     etcd.put(KEYS.partition("__consumer_offsets", 0), encode(moved))
     assert decide(etcd.view()) == []
+
+
+def test_a_draining_leader_hands_its_partitions_to_in_sync_followers() -> None:
+    etcd = cluster(3, partitions=3, rf=2)
+    before = states(etcd, "t")
+    leader = before[0].leader
+    etcd.put(KEYS.broker(leader), encode(BrokerRecord(leader, "127.0.0.1", 7070, draining=True)))
+    etcd.settle()
+    after = states(etcd, "t")
+    for p, state in after.items():
+        if before[p].leader == leader:  # moved while the old leader still serves
+            assert state.leader != leader and state.leader in before[p].isr
+            assert state.leader_epoch == before[p].leader_epoch + 1
+            assert state.isr == before[p].isr  # it stays in sync until it leaves
+        else:
+            assert state == before[p]  # and is not preferred back meanwhile
+    etcd.broker(leader)  # back, not draining: preferred leader again
+    etcd.settle()
+    assert states(etcd, "t")[0].leader == leader
+
+
+def test_a_draining_leader_without_an_in_sync_follower_keeps_leading() -> None:
+    etcd = cluster(2, partitions=1, rf=1)
+    (state,) = states(etcd, "t").values()
+    record = BrokerRecord(state.leader, "127.0.0.1", 7070, draining=True)
+    etcd.put(KEYS.broker(state.leader), encode(record))
+    etcd.settle()
+    assert states(etcd, "t")[0] == state
