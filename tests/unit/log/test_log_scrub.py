@@ -17,7 +17,7 @@ from tidelog.server.log import Files, LogManager, OsFileSystem, PartitionLog, To
 from tidelog.server.log.faults import FaultyFileSystem
 from tidelog.server.log.scrub import Pacer, Scrubber, ScrubStopped
 from tidelog.wire.errors import CorruptBatchError, DamagedRangeError, StorageError
-from tidelog.wire.records import iter_batches
+from tidelog.wire.records import iter_batches, stamp_batch
 
 from .helpers import FakeClock, async_test, make_batch
 
@@ -251,3 +251,55 @@ async def test_stopping_makes_a_running_check_give_up(tmp_path: Path) -> None:
     await asyncio.wait_for(task, 30)
     assert scrubber.stats.checks == 0
     logs.close()
+
+
+@async_test
+async def test_a_damaged_range_is_restored_from_another_replicas_batches(tmp_path: Path) -> None:
+    batches = filled(tmp_path)
+    base, end = batches[12]
+    path, position = position_in(tmp_path, base)
+    before = path.read_bytes()
+    flip(path, position)
+    logs = opened(tmp_path)
+    log = logs.get_log(TP)
+    await logs.scrubber.scrub_once()
+    assert log.damaged_ranges() == [(base, end)]
+    # what another replica sends for those offsets: the batch before, them, and the one after
+    replica = tmp_path / "replica"
+    filled(replica)
+    with opened(replica) as other:
+        good = other.get_log(TP).read(batches[11][0], 1 << 20).records
+
+    assert log.restore_range(base, end, good)
+
+    assert path.read_bytes() == before
+    assert log.damaged_ranges() == []
+    assert not (tmp_path / "events-0" / "damaged-ranges.json").exists()
+    assert next(b.base_offset for b in iter_batches(log.read(base, 1 << 20).records)) == base
+    logs.close()
+
+
+@async_test
+async def test_batches_that_do_not_fit_a_damaged_range_leave_it_damaged(tmp_path: Path) -> None:
+    batches = filled(tmp_path)
+    base, end = batches[12]
+    path, position = position_in(tmp_path, base)
+    flip(path, position)
+    logs = opened(tmp_path)
+    log = logs.get_log(TP)
+    await logs.scrubber.scrub_once()
+    damaged = path.read_bytes()
+    other = make_batch(end - base, size=40, tag=99)  # the right offsets, other bytes
+
+    assert not log.restore_range(base, end, stamped(other, base))
+    assert not log.restore_range(base, end, b"")
+
+    assert path.read_bytes() == damaged
+    assert log.damaged_ranges() == [(base, end)]
+    logs.close()
+
+
+def stamped(batch: bytes, base_offset: int) -> bytes:
+    out = bytearray(batch)
+    stamp_batch(out, base_offset)
+    return bytes(out)

@@ -179,8 +179,9 @@ class LogFile:
             end_offset=end_offset,
         )
 
-    def repair(self, repairs: Sequence[Repair]) -> None:
-        """Write the restored prefixes of batches whose CRC proved them intact."""
+    def repair(self, repairs: Sequence[Repair], *, durable: bool = False) -> None:
+        """Write the restored prefixes of batches whose CRC proved them intact (or whole
+        batches fetched from another replica); ``durable``: fsynced before this returns."""
         if not repairs:
             return
         writable = self._writable and self._handle is not None
@@ -189,6 +190,8 @@ class LogFile:
         try:
             for repair in repairs:
                 handle.write_at([repair.prefix], repair.position)
+            if durable:
+                handle.sync()
         finally:
             if not writable:
                 handle.close_quietly()

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import suppress
+from itertools import pairwise
 
 from tidelog.wire.batch_format import COMPACTED
 from tidelog.wire.errors import (
@@ -29,10 +30,10 @@ from tidelog.wire.errors import (
     UnsupportedCompressionError,
 )
 from tidelog.wire.layouts import BATCH_LOG_OVERHEAD, BATCH_STAMP_STRUCT, BATCH_STAMPED_SIZE
-from tidelog.wire.records import Buffer, RecordBatch
+from tidelog.wire.records import Buffer, RecordBatch, batch_size_at
 
 from .cache import HandleCache
-from .check import CheckJob, SegmentCheck, report_check
+from .check import CheckJob, Repair, SegmentCheck, report_check
 from .cleaning import check_compactable
 from .config import INT32_MAX, CleanupPolicy, Clock, TopicConfig, system_clock
 from .damage import Damage, missing_range, unreadable_ranges, write_damage
@@ -406,6 +407,70 @@ class PartitionLog:
             self.damage_found += len(new)
             self._save_damage()
         return new
+
+    def restore_range(self, first_offset: int, next_offset: int, data: Buffer) -> bool:
+        """Write ``data`` -- batches fetched from another replica -- over the damaged range
+        that stood for ``[first_offset, next_offset)``, if they fit it exactly (the same
+        offsets in the same bytes, as a follower's verbatim copy of its leader does; a
+        replica compacted on its own differs and is left alone), fsync, and check the
+        segment again: the range is readable once more if its check finds it whole. Whether
+        it was restored. Rare, and synchronous: the segment is read whole."""
+        self._check_usable()
+        segment = self._segments.floor(first_offset)
+        region = next(
+            (r for r in segment.damage
+             if (r.first_offset, r.next_offset) == (first_offset, next_offset)),
+            None,
+        )  # fmt: skip
+        if region is None or first_offset == next_offset:
+            return False
+        view = memoryview(data)
+        position, chosen = 0, []
+        while position < len(view):
+            size = batch_size_at(view, position)
+            if size is None or position + size > len(view):
+                break
+            batch = RecordBatch.parse(view[position : position + size])
+            if batch.base_offset >= first_offset and batch.next_offset <= next_offset:
+                chosen.append(batch)
+            position += size
+        fits = (
+            chosen
+            and chosen[0].base_offset == first_offset
+            and chosen[-1].next_offset == next_offset
+            and all(a.next_offset == b.base_offset for a, b in pairwise(chosen))
+            and sum(b.size for b in chosen) == region.end - region.position
+        )
+        if not fits:
+            logger.warning(
+                "%s: the batches fetched for damaged offsets [%d, %d) do not fit its %d bytes; "
+                "left damaged", self.name, first_offset, next_offset,
+                region.end - region.position,
+            )  # fmt: skip
+            return False
+        restored = b"".join(bytes(b.buffer) for b in chosen)
+        repair = Repair(region.position, restored, "fetched from another replica")
+        segment.log.repair([repair], durable=True)
+        after = self._segments.higher(segment.base_offset)
+        result = segment.check(None if after is None else after.base_offset)
+        segment.apply_check(result, reindex=result.start == 0)
+        self._save_damage()
+        fixed = all(not r.holds(first_offset) for r in segment.damage)
+        if fixed:
+            logger.warning(
+                "%s: damaged offsets [%d, %d) restored from another replica",
+                self.name, first_offset, next_offset,
+            )  # fmt: skip
+        return fixed
+
+    def damaged_ranges(self) -> list[tuple[int, int]]:
+        """The offset ranges ``[first, next)`` of known damage that stood for records."""
+        return [
+            (r.first_offset, r.next_offset)
+            for segment in self._segments
+            for r in segment.damage
+            if r.next_offset > r.first_offset
+        ]
 
     def _save_damage(self) -> None:
         write_damage(self._files, self.directory, {s.base_offset: s.damage for s in self._segments})

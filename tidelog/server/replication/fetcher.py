@@ -7,6 +7,13 @@ log end with its replica id and the epoch it follows, appends the leader's batch
 (their offsets and epochs), and fsyncs them before the next fetch reports the new log end as
 its position. A partition whose leader refuses the epoch waits for the cluster's view to name
 the next leader (:meth:`ReplicaFetcher.follow` is called again then).
+
+**Damaged ranges** (storage integrity: the scrubber, recovery or a read found bytes that fail
+their checks) are fetched again from the leader: every ``REPAIR_CHECK_S`` the fetcher looks for
+damage in the partitions it follows and asks the leader for those offsets with a plain
+consumer fetch (below the high watermark; not a replica fetch, which would report a position),
+and the log writes them over the damage if they fit it exactly (``PartitionLog.restore_range``).
+A range that cannot be restored is asked for again after ``REPAIR_RETRY_S``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ FETCH_MAX_BYTES: Final = 8 * 1024 * 1024
 PARTITION_MAX_BYTES: Final = 1024 * 1024
 RETRY_DELAY_S: Final = 0.2
 REQUEST_TIMEOUT_S: Final = 10.0
+REPAIR_CHECK_S: Final = 1.0
+"""How often the fetcher looks for damaged ranges in what it follows (a scan of the segments'
+damage lists: cheap, but not for every fetch)."""
+REPAIR_RETRY_S: Final = 30.0
 
 
 class FollowerLogs(Protocol):
@@ -47,6 +58,8 @@ class FollowerLogs(Protocol):
     def append_replica(
         self, tp: TopicPartition, data: memoryview, high_watermark: int
     ) -> asyncio.Future[None] | None: ...
+    def damaged_ranges(self, tp: TopicPartition) -> list[tuple[int, int]]: ...
+    def restore_range(self, tp: TopicPartition, first: int, end: int, data: memoryview) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -72,6 +85,9 @@ class ReplicaFetcher:
         self.partitions: dict[TopicPartition, Following] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._repair_check_at = 0.0
+        self._repair_tried: dict[tuple[TopicPartition, int], float] = {}
+        """Damaged ranges asked for (by first offset), and when: asked again after a while."""
 
     def start(self) -> ReplicaFetcher:
         self._task = asyncio.get_running_loop().create_task(
@@ -117,6 +133,7 @@ class ReplicaFetcher:
                     async with asyncio.timeout(REQUEST_TIMEOUT_S):
                         await self._truncate(peer)
                         await self._fetch(peer)
+                        await self._repair(peer)
             except (TidelogError, OSError, TimeoutError) as exc:
                 logger.info("replica fetcher from broker %d: %s; retrying", self.leader, exc)
                 await asyncio.sleep(RETRY_DELAY_S)
@@ -211,6 +228,39 @@ class ReplicaFetcher:
         if flushes:
             # fsynced before the next fetch reports the new log end as this replica's position
             await asyncio.gather(*flushes)
+
+    async def _repair(self, peer: PeerConnection) -> None:
+        """Fetch the damaged ranges of the followed partitions again (see the module)."""
+        now = asyncio.get_running_loop().time()
+        if now < self._repair_check_at:
+            return
+        self._repair_check_at = now + REPAIR_CHECK_S
+        for tp, following in list(self.partitions.items()):
+            if not following.truncated:
+                continue
+            for first, end in self._logs.damaged_ranges(tp):
+                if self._repair_tried.get((tp, first), -REPAIR_RETRY_S) + REPAIR_RETRY_S > now:
+                    continue
+                self._repair_tried[(tp, first)] = now
+                request = m.FetchRequest(
+                    (m.FetchPartition(tp.topic, tp.partition, first, FETCH_MAX_BYTES,
+                                      current_leader_epoch=following.epoch),),
+                    max_wait_ms=0,
+                    max_bytes=FETCH_MAX_BYTES,
+                )  # fmt: skip
+                response, data = await peer.request(request)
+                assert isinstance(response, m.FetchResponse)
+                (result,) = response.partitions
+                if result.error_code:
+                    logger.info("%s: damaged offsets [%d, %d) not fetched again: %s",
+                                tp, first, end, result.error_message)  # fmt: skip
+                    continue
+                try:
+                    if self._logs.restore_range(tp, first, end, memoryview(data)[: result.size]):
+                        del self._repair_tried[(tp, first)]
+                except BrokerError as exc:
+                    logger.warning("%s: cannot restore damaged offsets [%d, %d): %s",
+                                   tp, first, end, exc)  # fmt: skip
 
     def _out_of_range(
         self, tp: TopicPartition, following: Following, result: m.FetchPartitionResult

@@ -285,6 +285,12 @@ class ReplicaManager:
         self._epochs.pop(tp, None)
         self._known_hw.pop(tp, None)
 
+    def damaged_ranges(self, tp: TopicPartition) -> list[tuple[int, int]]:
+        return self._logs().get_log(tp).damaged_ranges()
+
+    def restore_range(self, tp: TopicPartition, first: int, end: int, data: memoryview) -> bool:
+        return self._logs().get_log(tp).restore_range(first, end, data)
+
     def append_replica(
         self, tp: TopicPartition, data: memoryview, high_watermark: int
     ) -> asyncio.Future[None] | None:
