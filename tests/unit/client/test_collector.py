@@ -70,3 +70,33 @@ def test_a_position_inside_a_cleaned_batch_skips_by_offset() -> None:
         out = RecordCollector(deserializer, deserializer).collect([state], 100)
         assert [r.offset for r in out[TP]] == [3, 4]
         assert state.position == 6
+
+
+def test_a_batch_taken_whole_moves_the_position_past_its_cleaned_offsets() -> None:
+    from tidelog.wire.compaction import BatchRows, empty_batch, filter_batch
+
+    full = RecordBatch.parse(build_batch([(b"k%d" % i, b"v%d" % i) for i in range(6)]))
+    kept = RecordBatch.parse(filter_batch(full, BatchRows(full), [1, 3]))  # holds 0..5
+    empty = RecordBatch.parse(empty_batch(6, 3, base_timestamp=0, max_timestamp=0))  # 6..9
+    state = PartitionState(TP)
+    state.seek(0)
+    state.batches.extend([kept, empty])
+    collector = RecordCollector(deserialize_bytes, deserialize_bytes)
+    batch = collector.take_batch([state])
+    assert batch is not None
+    assert (list(batch.offsets), batch.raw_values()) == ([1, 3], [b"v1", b"v3"])
+    assert state.position == 6  # past the cleaned tail: handed out, so consumed
+    assert collector.take_batch([state]) is None  # nothing left to hand out, but
+    assert state.position == 10  # the emptied batch is passed over
+
+
+def test_a_batch_taken_after_getmany_starts_at_the_position() -> None:
+    state = PartitionState(TP)
+    state.seek(0)
+    state.batches.append(RecordBatch.parse(build_batch([(None, b"%d" % i) for i in range(8)])))
+    collector = RecordCollector(deserialize_bytes, deserialize_bytes)
+    assert [r.offset for r in collector.collect([state], 3)[TP]] == [0, 1, 2]
+    assert state.pending  # the other five records, decoded
+    batch = collector.take_batch([state])
+    assert batch is not None and list(batch.offsets) == [3, 4, 5, 6, 7]
+    assert not state.pending and state.position == 8
