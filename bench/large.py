@@ -14,8 +14,10 @@ writing ``--mib`` MiB into a fresh one-partition topic:
 * ``producer``: the client ``Producer`` (batch_size 1 MiB, linger 5 ms) sending 64 KiB
   records: what an application gets.
 
-Beside them, in the same run, the machine's limits: loopback TCP from one process to another
-(1 MiB sends, ``bench/limits.py``) and a 1 MiB ``bytes`` copy in memory. The broker's CPU time
+Beside them, in the same run, the machine's limits (``bench/limits.py``): the disk's
+sequential write of 1 MiB chunks with a final fsync (in the temporary dir), loopback TCP from
+one process to another (1 MiB sends) and a copy of 1 MiB pieces of a buffer larger than the
+caches. The broker's CPU time
 (user + system, from /proc) per GB received says what a copy or a checksum costs it.
 """
 
@@ -28,7 +30,7 @@ import time
 
 import uvloop
 from harness import broker_process, machine, spread
-from limits import loopback_mb_s
+from limits import disk_write_mb_s, loopback_mb_s
 from rich.console import Console
 from rich.table import Table
 
@@ -150,6 +152,9 @@ async def main(args: argparse.Namespace) -> None:
             table.add_row(where, way, spread(rates[way]), spread(cpu[way], ".2f"))
     loopback = [loopback_mb_s(args.mib) for _ in range(args.runs)]
     memcpy = [memcpy_mb_s() for _ in range(args.runs)]
+    disk = [disk_write_mb_s(args.mib) for _ in range(args.runs)] if "disk" in args.where else []
+    if disk:
+        table.add_row("disk", "sequential 1 MiB writes + fsync (limit)", spread(disk), "")
     table.add_row("", "loopback TCP, 1 MiB sends (limit)", spread(loopback), "")
     table.add_row("", "memory copy, 1 MiB pieces of 256 MiB (limit)", spread(memcpy), "")
     console.print(table)
