@@ -12,7 +12,9 @@ consecutive. The ways, interleaved run by run:
 * ``batches+values``: the same, also reading every batch's ``values`` column (a bytes object
   per record, as an application that looks at the records does).
 
-Figures: records/s and MB/s of values (median of ``--runs`` with min-max), plus the latency
+Figures: records/s and MB/s of values (median of ``--runs`` with min-max), the client's CPU
+time per record (less sensitive than records/s to a machine shared with other work), and the
+latency
 of the calls that returned records (per batch for ``batches``; none for ``async-for``).
 """
 
@@ -42,7 +44,8 @@ async def fill(address: str, topic: str, n: int, size: int) -> None:
         await producer.flush()
 
 
-async def consume(address: str, topic: str, n: int, way: str) -> tuple[float, list[float]]:
+async def consume(address: str, topic: str, n: int, way: str) -> tuple[float, float, list[float]]:
+    """Records/s, client CPU microseconds per record, and the call latencies (ms)."""
     tp = TopicPartition(topic, 0)
     waits: list[float] = []
     clock = time.perf_counter
@@ -51,6 +54,7 @@ async def consume(address: str, topic: str, n: int, way: str) -> tuple[float, li
         await consumer.seek_to_beginning(tp)
         expected = 0
         start = clock()
+        cpu = time.process_time()
         if way == "getmany":
             while expected < n:
                 t = clock()
@@ -83,13 +87,15 @@ async def consume(address: str, topic: str, n: int, way: str) -> tuple[float, li
                     break
                 t = clock()
         elapsed = clock() - start
-    return n / elapsed, waits
+        cpu = time.process_time() - cpu
+    return n / elapsed, cpu / n * 1e6, waits
 
 
 async def main(args: argparse.Namespace) -> None:
     console = Console(width=150)
     table = Table(title=f"consume: one client process, one broker process ({machine()})")
-    for column in ("size", "way", "records", "records/s", "MB/s", "call p50 ms", "p99 ms"):
+    columns = ("size", "way", "records", "records/s", "MB/s", "client CPU µs/record")
+    for column in (*columns, "call p50 ms", "p99 ms"):
         table.add_column(column, justify="right")
     with broker_process() as broker:
         async with AdminClient(broker.address) as admin:
@@ -98,11 +104,13 @@ async def main(args: argparse.Namespace) -> None:
                 await admin.create_topic(topic, 1)
                 await fill(broker.address, topic, args.records, size)
                 rates: dict[str, list[float]] = {way: [] for way in args.ways}
+                cpus: dict[str, list[float]] = {way: [] for way in args.ways}
                 waits: dict[str, list[float]] = {way: [] for way in args.ways}
                 for _ in range(args.runs):
                     for way in args.ways:  # interleaved: a slow minute hits every way
-                        rate, w = await consume(broker.address, topic, args.records, way)
+                        rate, cpu, w = await consume(broker.address, topic, args.records, way)
                         rates[way].append(rate)
+                        cpus[way].append(cpu)
                         waits[way].extend(w)
                 for way in args.ways:
                     waited = sorted(waits[way])
@@ -112,6 +120,7 @@ async def main(args: argparse.Namespace) -> None:
                         f"{args.records:,}",
                         spread(rates[way]),
                         spread([r * size / 1e6 for r in rates[way]], ",.1f"),
+                        spread(cpus[way], ".3f"),
                         f"{percentile(waited, 50):.2f}" if waited else "-",
                         f"{percentile(waited, 99):.2f}" if waited else "-",
                     )
