@@ -17,7 +17,12 @@ commits)::
         async for record in consumer:   # committed every auto_commit_interval seconds
             handle(record)
 
-docs/GROUPS.md shows the at-most-once and at-least-once patterns.
+    async with Consumer("127.0.0.1:7070", auto_offset_reset="earliest") as consumer:
+        consumer.assign([TopicPartition("events", 0)])
+        async for batch in consumer.batches():   # each fetched batch whole, as columns
+            handle_many(batch.offsets, batch.values)
+
+docs/GROUPS.md shows the at-most-once and at-least-once patterns, and whole batches.
 """
 
 from __future__ import annotations

@@ -100,3 +100,24 @@ def test_a_batch_taken_after_getmany_starts_at_the_position() -> None:
     batch = collector.take_batch([state])
     assert batch is not None and list(batch.offsets) == [3, 4, 5, 6, 7]
     assert not state.pending and state.position == 8
+
+
+def test_a_batch_deserializes_its_columns_and_records_when_read() -> None:
+    from tidelog.client.types import ConsumerRecord
+
+    state = PartitionState(TP)
+    state.seek(1)
+    state.batches.append(
+        RecordBatch.parse(build_batch([(b'"k%d"' % i, b"%d" % i) for i in range(4)]))
+    )
+    batch = RecordCollector(json.loads, json.loads).take_batch([state])
+    assert batch is not None and batch.tp == TP
+    assert (batch.keys, batch.values) == (["k1", "k2", "k3"], [1, 2, 3])
+    assert batch.raw_values() == [b"1", b"2", b"3"]
+    records = batch.records()
+    assert all(type(r) is ConsumerRecord for r in records)
+    assert [(r.offset, r.key, r.value) for r in records] == [
+        (1, "k1", 1),
+        (2, "k2", 2),
+        (3, "k3", 3),
+    ]
