@@ -5,15 +5,18 @@ A :class:`BatchView` is what a batch-level reader hands an application: ``len()`
 offsets cost nothing beyond the batch's one check of its arrays (done when the view is made,
 so a damaged section is refused before anything is handed out); ``keys`` or ``values`` cost a
 slice per record and only when asked for. The view reads the records from an offset on (a
-position inside the batch), by offset in a batch the log cleaner rewrote. Pure: no I/O.
+position inside the batch), by offset in a batch the log cleaner rewrote. It holds its own
+batch's bytes, never the larger buffer (a fetch response) the batch was read from. Pure: no
+I/O.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from copy import copy
 
-from .batch_format import LOG_APPEND_TIME, Headers, decode_header_blocks
+from .batch_format import CODEC_MASK, LOG_APPEND_TIME, Headers, decode_header_blocks
 from .gcpause import gc_paused
 from .records import RecordBatch
 from .records_section import Columns, Row, _slices
@@ -26,8 +29,13 @@ class BatchView:
     __slots__ = ("batch", "columns", "first")
 
     def __init__(self, batch: RecordBatch, since: int = -1) -> None:
-        self.batch = batch
         columns = Columns.parse(batch)
+        if type(batch.buffer) is not bytes:
+            # A view into a larger buffer (a whole fetch response): hold this batch's own
+            # bytes only -- the uncompressed section is already a copy of the whole batch.
+            batch = copy(batch)
+            batch.buffer = bytes(batch.buffer) if batch.attributes & CODEC_MASK else columns.section
+        self.batch = batch
         self.columns = columns
         skip = since - batch.base_offset
         deltas = columns.offset_deltas

@@ -112,3 +112,18 @@ def test_a_section_that_does_not_add_up_is_refused_when_the_view_is_made() -> No
                 bytes(data),
             )
         )
+
+
+@pytest.mark.parametrize("compression", [Compression.NONE, Compression.ZSTD])
+def test_a_view_holds_its_own_bytes_not_the_buffer_it_was_read_from(
+    compression: Compression,
+) -> None:
+    batch = batch_of([(b"k", b"v" * 100, [], 0)] * 3, compression)
+    response = bytearray(b"x" * 64 + batch.buffer + b"y" * 64)  # a fetch response, say
+    inside = RecordBatch.parse(memoryview(response)[64 : 64 + len(batch.buffer)])
+    view = BatchView(inside, 101)
+    assert type(view.batch.buffer) is bytes and view.batch.buffer == batch.buffer
+    assert type(view.columns.section) is bytes
+    response[:] = b"z" * len(response)  # the response's memory reused: the view is intact
+    assert view.raw_values() == [b"v" * 100] * 2
+    assert list(view.offsets) == [101, 102]
