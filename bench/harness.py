@@ -71,10 +71,13 @@ def spawn_broker(data_dir: str, *args: str, stderr: IO[str] | None = None) -> Br
 
 
 @contextlib.contextmanager
-def broker_process(*args: str, stderr: IO[str] | None = None) -> Iterator[BrokerProc]:
+def broker_process(
+    *args: str, stderr: IO[str] | None = None, parent: str | None = None
+) -> Iterator[BrokerProc]:
     """A ``python -m tidelog.server`` process; yields once it listens; SIGTERM at the end.
-    Its log goes to ``stderr`` (default: this process's)."""
-    with tempfile.TemporaryDirectory(prefix="tidelog-bench-") as data_dir:
+    Its log goes to ``stderr`` (default: this process's); its data to a temporary directory
+    in ``parent`` (default: the system's temporary directory)."""
+    with tempfile.TemporaryDirectory(prefix="tidelog-bench-", dir=parent) as data_dir:
         broker = spawn_broker(data_dir, *args, stderr=stderr)
         try:
             yield broker

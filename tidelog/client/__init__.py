@@ -39,6 +39,7 @@ from .backoff import Backoff
 from .cluster import Cluster, ClusterMetadata
 from .connection import Connection
 from .consumer import Consumer
+from .consumer_batch import ConsumerBatch
 from .deadletters import DeadLetter, DeadLetterPartition, QueueAdmin, RedriveResult
 from .errors import (
     BrokerError,
@@ -101,6 +102,7 @@ __all__ = [
     "Connection",
     "ConnectionClosedError",
     "Consumer",
+    "ConsumerBatch",
     "ConsumerRecord",
     "CorruptBatchError",
     "DamagedRangeError",

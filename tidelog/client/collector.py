@@ -1,4 +1,5 @@
-"""Records out of the consumer's prefetched batches: what ``getmany()`` hands out.
+"""Records out of the consumer's prefetched batches: what ``getmany()`` hands out, and whole
+batches, what ``getbatch()`` hands out.
 
 A :class:`RecordCollector` goes over the partitions in rotation (so none starves), takes up to
 a limit of records from each one's position on, deserializes them into
@@ -15,6 +16,7 @@ from tidelog.wire.batch_format import COMPACTED
 from tidelog.wire.gcpause import gc_paused
 from tidelog.wire.records import Record, RecordBatch
 
+from .consumer_batch import ConsumerBatch
 from .errors import RecordDeserializationError
 from .fetcher import PartitionState
 from .serializers import Deserializer, deserialize_bytes
@@ -62,6 +64,38 @@ class RecordCollector:
                 limit -= len(records)
         return out
 
+    def take_batch(self, states: list[PartitionState]) -> ConsumerBatch | None:
+        """The next batch of one of the unpaused ``states`` with a position, from its position
+        on (partitions in rotation); the position moves past the batch. ``None`` if none has
+        one. A batch's records section is checked before it is taken: a damaged one raises
+        :class:`CorruptBatchError` and stays, so the error repeats until a seek."""
+        n = len(states)
+        if not n:
+            return None
+        start = self._rotation % n
+        self._rotation += 1
+        for state in states[start:] + states[:start]:
+            position = state.position
+            if state.paused or position is None or not has_data(state):
+                continue
+            if state.pending:
+                state.unpend()  # records getmany() decoded and left: read again as a batch
+            batches = state.batches
+            while batches:
+                view = ConsumerBatch(
+                    state.tp,
+                    batches[0],
+                    position,
+                    self._key_deserializer,
+                    self._value_deserializer,
+                )
+                state.take_batch()
+                position = state.position = max(position, view.next_offset)
+                if len(view):
+                    return view
+                # A batch the log cleaner emptied (or wholly before the position): go on.
+        return None
+
     def _take(self, state: PartitionState, limit: int) -> list[AnyRecord]:
         """Up to ``limit`` records of ``state`` from its position on; advances the position."""
         taken: list[AnyRecord] = []
@@ -73,7 +107,9 @@ class RecordCollector:
             if len(pending) <= limit:
                 taken = list(pending)
                 pending.clear()
-                end = state.pending_end
+                assert state.pending_batch is not None
+                end = state.pending_batch.next_offset
+                state.pending_batch = None
             else:
                 popleft = pending.popleft
                 taken = [popleft() for _ in range(limit)]
@@ -93,7 +129,7 @@ class RecordCollector:
             batch = state.take_batch()
             if len(records) > room:
                 state.pending = deque(records[room:])
-                state.pending_end = batch.next_offset
+                state.pending_batch = batch
                 records = records[:room]
                 end = -1
             else:

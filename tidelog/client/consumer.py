@@ -17,15 +17,20 @@ commits)::
         async for record in consumer:   # committed every auto_commit_interval seconds
             handle(record)
 
-docs/GROUPS.md shows the at-most-once and at-least-once patterns.
+    async with Consumer("127.0.0.1:7070", auto_offset_reset="earliest") as consumer:
+        consumer.assign([TopicPartition("events", 0)])
+        async for batch in consumer.batches():   # each fetched batch whole, as columns
+            handle_many(batch.offsets, batch.values)
+
+docs/GROUPS.md shows the at-most-once and at-least-once patterns, and whole batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Final, TypeVar
 
 from tidelog.wire import messages as m
 
@@ -33,14 +38,16 @@ from .assignment import Assignment
 from .backoff import Backoff
 from .cluster import Cluster
 from .collector import RecordCollector, has_data
+from .consumer_batch import ConsumerBatch
 from .errors import ClientClosedError, ClientUsageError, NoOffsetForPartitionError
-from .fetcher import Fetcher, ResetPolicy
+from .fetcher import Fetcher, PartitionState, ResetPolicy
 from .group import GroupSubscription, RebalanceCallback
 from .lifecycle import AsyncClient, despite_cancellation
 from .offsets import OffsetAndMetadata
 from .serializers import Deserializer, SerializerName, get_deserializer
 from .types import AnyRecord, TopicPartition
 
+T = TypeVar("T")
 ITERATION_CHUNK: Final = 10_000
 """Records ``async for`` takes per ``getmany()`` when ``max_poll_records`` is not set."""
 
@@ -419,6 +426,49 @@ class Consumer(AsyncClient):
         """
         self._check_open()
         limit = max_records or self.max_poll_records or 2**62
+        collect = self._collector.collect
+        return await self._poll(partitions, timeout, lambda states: collect(states, limit)) or {}
+
+    async def getbatch(
+        self,
+        *partitions: TopicPartition,
+        timeout: float = 0.0,  # noqa: ASYNC109
+    ) -> ConsumerBatch | None:
+        """The next fetched batch of one of ``partitions`` (all assigned, unpaused ones if
+        none given; in rotation), from the partition's position on, waiting up to ``timeout``
+        seconds for one; ``None`` if none came. The batch counts as consumed once returned:
+        the position (what :meth:`commit` and auto-commit store) moves past it, and past any
+        offsets the log cleaner removed from it.
+
+        Raises what :meth:`getmany` raises (but deserialization errors: those come from the
+        batch's ``keys`` / ``values``). Records ``async for`` or :meth:`getmany` took and did
+        not hand out come first, as a batch."""
+        self._check_open()
+        if self._iterated:
+            self._assignment.give_back(self._states)  # held by async for: hand them out here
+        return await self._poll(partitions, timeout, self._collector.take_batch)
+
+    async def batches(self, *partitions: TopicPartition) -> AsyncIterator[ConsumerBatch]:
+        """``async for batch in consumer.batches()``: every fetched batch as a
+        :class:`ConsumerBatch` (``len()``, ``offsets``, ``keys``, ``values``, ...: columns
+        decoded when read), waiting for more; ends when the consumer closes. Each batch counts
+        as consumed when it is handed out (see :meth:`getbatch`)."""
+        while not self._closed:
+            try:
+                batch = await self.getbatch(*partitions, timeout=3600.0)
+            except ClientClosedError:
+                return
+            if batch is not None:
+                yield batch
+
+    async def _poll(
+        self,
+        partitions: Sequence[TopicPartition],
+        timeout: float,  # noqa: ASYNC109
+        take: Callable[[list[PartitionState]], T],
+    ) -> T | None:
+        """``take(states)`` once it gives something (``None`` after ``timeout`` seconds),
+        raising the error of a partition with nothing to give."""
         ready = self._fetcher.data_ready
         deadline: float | None = None
         while True:
@@ -428,7 +478,7 @@ class Consumer(AsyncClient):
             for state in states:
                 if state.error is not None and not state.paused and not has_data(state):
                     raise state.error
-            out = self._collector.collect(states, limit)
+            out = take(states)
             if out:
                 self._fetcher.wake()
                 return out
@@ -437,7 +487,7 @@ class Consumer(AsyncClient):
                 deadline = loop_now + timeout
             remaining = deadline - loop_now
             if remaining <= 0:
-                return {}
+                return None
             due = self._group.auto_commit_due_in() if self._group is not None else None
             await ready.wait(remaining if due is None else min(remaining, max(due, 0.001)))
             self._check_open()

@@ -106,8 +106,10 @@ class NoOffsetForPartitionError(ClientError):
 
 class RecordDeserializationError(ClientError):
     """A record's key or value could not be deserialized. ``__cause__`` holds the
-    deserializer's error; ``topic``, ``partition`` and ``offset`` name the record. The
-    consumer's position stays on it: ``seek(tp, offset + 1)`` to skip it."""
+    deserializer's error; ``topic``, ``partition`` and ``offset`` name the record. From
+    ``getmany()`` / ``async for`` the consumer's position stays on it: ``seek(tp, offset + 1)``
+    to skip it. From a :class:`ConsumerBatch`'s ``keys`` / ``values`` the batch was already
+    handed out, and counts as consumed."""
 
     def __init__(self, message: str, *, topic: str, partition: int, offset: int) -> None:
         super().__init__(message)

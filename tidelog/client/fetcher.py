@@ -80,7 +80,7 @@ class PartitionState:
         "log_start_offset",
         "paused",
         "pending",
-        "pending_end",
+        "pending_batch",
         "position",
         "reset_to",
         "retry_at",
@@ -98,7 +98,7 @@ class PartitionState:
         self.batches: deque[RecordBatch] = deque()
         self.buffered = 0
         self.pending: deque[Any] = deque()  # records decoded, not yet returned (the consumer's)
-        self.pending_end = -1  # the end of the batch ``pending`` came from
+        self.pending_batch: RecordBatch | None = None  # the batch ``pending`` came from
         self.epoch = 0
         self.error: BaseException | None = None
         self.high_watermark = -1
@@ -124,6 +124,7 @@ class PartitionState:
         self.batches.clear()
         self.buffered = 0
         self.pending = deque()
+        self.pending_batch = None
 
     def need_reset(self, spec: int | None) -> None:
         """Forget the position; the fetcher resolves it with ``spec`` (or fails for none)."""
@@ -135,6 +136,16 @@ class PartitionState:
         batch = self.batches.popleft()
         self.buffered -= len(batch.buffer)
         return batch
+
+    def unpend(self) -> None:
+        """Put the batch the decoded ``pending`` records came from back in front of the
+        queue, and forget them: it is read again from the position on."""
+        batch = self.pending_batch
+        if batch is not None:
+            self.batches.appendleft(batch)
+            self.buffered += len(batch.buffer)
+        self.pending = deque()
+        self.pending_batch = None
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ import uvloop
 
 from tidelog.wire.errors import TidelogError
 
+from .allocator import keep_large_allocations
 from .broker import Broker
 from .config import SETTINGS_DOC, BrokerConfig, ConfigError
 from .limits import raise_descriptor_limit
@@ -54,6 +55,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 def serve(config: BrokerConfig, on_started: Callable[[Broker], None] | None = None) -> int:
     """Run a broker until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code."""
     raise_descriptor_limit()
+    keep_large_allocations()
     return uvloop.run(_serve(config, on_started))
 
 

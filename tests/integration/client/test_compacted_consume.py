@@ -1,10 +1,13 @@
 """A compacted topic end to end: produce through the real client, clean the broker's log,
-consume from offset 0: only the survivors, each at its original offset, passing over the
-offsets cleaned away inside and between batches, and the position ends at the log end."""
+consume from offset 0 (record by record, and batch by batch): only the survivors, each at its
+original offset, passing over the offsets cleaned away inside and between batches, and the
+position ends at the log end."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from tidelog.client import Consumer, Producer, TopicPartition
 from tidelog.server.log import TopicPartition as LogPartition
@@ -17,7 +20,8 @@ KEYS = 10
 UPDATES = 400
 
 
-def test_a_consumer_reads_a_cleaned_log_with_its_gaps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api", ["getmany", "batches"])
+def test_a_consumer_reads_a_cleaned_log_with_its_gaps(tmp_path: Path, api: str) -> None:
     async def main() -> None:
         async with broker(tmp_path, scrub_bytes_per_second=0) as b:
             await create_topic(
@@ -55,8 +59,13 @@ def test_a_consumer_reads_a_cleaned_log_with_its_gaps(tmp_path: Path) -> None:
             async with Consumer(b.address, auto_offset_reset="earliest", fetch_max_wait=0.05) as c:
                 c.assign([TP])
                 while await c.position(TP) < end:
-                    for record in (await c.getmany(timeout=5.0)).get(TP, []):
-                        got[record.offset] = (record.key, record.value)
+                    if api == "getmany":
+                        for record in (await c.getmany(timeout=5.0)).get(TP, []):
+                            got[record.offset] = (record.key, record.value)
+                    elif (batch := await c.getbatch(timeout=5.0)) is not None:
+                        assert batch.offsets[-1] < batch.next_offset <= await c.position(TP)
+                        pairs = zip(batch.keys, batch.values, strict=True)
+                        got.update(zip(batch.offsets, pairs, strict=True))
                 assert await c.position(TP) == end
 
             latest = {key: offset for offset, (key, _) in sorted(sent.items())}
