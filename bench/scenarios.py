@@ -18,8 +18,8 @@ DURABILITY: dict[str, dict[str, str]] = {
     "all": {
         "tidelog": "acks=all: fsynced before the ack (group commit)",
         "redis": "appendfsync always: AOF fsynced before the reply (per event-loop batch)",
-        "nats": "sync always needs nats-server >= 2.10; 2.9 has no per-publish fsync, so this "
-        "is the default run again (NOT matching: a lower bar than tidelog's)",
+        "nats": "sync_interval: always: every write fsynced before the ack (nats-server 2.10+; "
+        "with an older server the row is left out)",
     },
 }
 

@@ -198,11 +198,13 @@ class Bench:
                            f"{N.MAX_PENDING} in flight", DURABILITY["leader"]["nats"],
                            "records/s", runs, key=f"produce-leader-{size}", size=size)
                 )  # fmt: skip
-                if size == 100:
+                if size == 100 and peers.nats_syncs_always():
+                    with peers.nats_server(sync_always=True) as synced:
+                        synced_runs = await self.repeat(N.produce, synced.port, p.records, size)
                     self.add(
-                        Result("produce", "nats", "100 B, same run as above (no sync always)",
-                               DURABILITY["all"]["nats"], "records/s", runs,
-                               key="produce-all-100", size=size)
+                        Result("produce", "nats", f"100 B, publish_async, {N.MAX_PENDING} in "
+                               "flight, sync_interval always", DURABILITY["all"]["nats"],
+                               "records/s", synced_runs, key="produce-all-100", size=size)
                     )  # fmt: skip
             for size in p.sizes:
                 self.add(
