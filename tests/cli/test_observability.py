@@ -121,6 +121,7 @@ def test_top_shows_rates_and_lag_and_leaves_the_terminal_clean_on_ctrl_c(
         env=subprocess_env(),
         dimensions=(50, 140),
         encoding="utf-8",
+        codec_errors="replace",  # Ctrl-C may cut a box-drawing character in two
         timeout=DEADLINE_S,
     )
     try:
@@ -145,6 +146,7 @@ def test_top_quits_on_q(traffic: BrokerThread) -> None:
         env=subprocess_env(),
         dimensions=(50, 140),
         encoding="utf-8",
+        codec_errors="replace",  # Ctrl-C may cut a box-drawing character in two
         timeout=DEADLINE_S,
     )
     try:
@@ -224,6 +226,7 @@ def test_top_over_two_brokers_shows_each_a_queue_and_a_broker_that_stops_answeri
         env=subprocess_env(),
         dimensions=(60, 160),
         encoding="utf-8",
+        codec_errors="replace",  # Ctrl-C may cut a box-drawing character in two
         timeout=DEADLINE_S,
     )
     try:
