@@ -51,11 +51,11 @@ VALUES = 256
 """Distinct prebuilt batches cycled by the producers (distinct values, not one repeated)."""
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of ``pid`` so far."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of every thread of ``pid`` so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 @dataclass
@@ -63,6 +63,8 @@ class Window:
     requests: int
     seconds: float
     server_cpu: float
+    server_sys: float
+    """The part of ``server_cpu`` spent in the kernel (stime)."""
     client_cpu: float
 
     @property
@@ -72,6 +74,10 @@ class Window:
     @property
     def server_us(self) -> float:
         return self.server_cpu / max(self.requests, 1) * 1e6
+
+    @property
+    def sys_share(self) -> float:
+        return self.server_sys / max(self.server_cpu, 1e-9)
 
     @property
     def client_us(self) -> float:
@@ -108,7 +114,8 @@ async def closed_loop(
         await asyncio.gather(*tasks, return_exceptions=True)
     if spy is not None:
         await asyncio.to_thread(spy.wait, seconds + 30)
-    return Window(n1 - n0, t1 - t0, s1 - s0, c1 - c0)
+    user, system = s1[0] - s0[0], s1[1] - s0[1]
+    return Window(n1 - n0, t1 - t0, user + system, system, c1 - c0)
 
 
 # --- tidelog --------------------------------------------------------------------------------
@@ -290,7 +297,8 @@ def top_functions(path: str, count: int = 15) -> list[tuple[str, float, float]]:
 
 def row(system: str, n: int, kind: str, w: Window) -> str:
     return (
-        f"| {system} | {n} | {kind} | {w.rate:,.0f} | {w.server_us:.1f} | {w.client_us:.1f} |"
+        f"| {system} | {n} | {kind} | {w.rate:,.0f} | {w.server_us:.1f} | {w.sys_share:.0%} "
+        f"| {w.client_us:.1f} |"
     )
 
 
@@ -303,8 +311,11 @@ async def main(args: argparse.Namespace) -> None:
     else:
         print(f"# peer: Redis skipped ({redis_note})")
     results: dict[tuple[str, int, str], list[Window]] = collections.defaultdict(list)
-    print("| system | connections | request | requests/s | server CPU us/req | client CPU us/req |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| system | connections | request | requests/s | server CPU us/req | of it in kernel "
+        "| client CPU us/req |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for run in range(args.runs):
         for n in counts:
             tag = f"run{run}-c{n}"

@@ -28,9 +28,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from tidelog import __version__
 from tidelog.wire import messages as m
@@ -52,7 +52,7 @@ from tidelog.wire.session import (
 
 from .budget import RequestBudget
 from .config import BrokerConfig
-from .core import Reply, RequestCore, Session
+from .core import Outcome, Reply, RequestCore, Session, finish, served
 from .metrics import BrokerMetrics
 
 log = logging.getLogger("tidelog.server.connection")
@@ -62,6 +62,10 @@ _FETCH: Final = m.FetchRequest
 """The request cancelled when its client goes away: a fetch changes nothing, its work (a long
 poll, reading up to its ``max_bytes``) exists only for its response."""
 _OPEN: Final = State.OPEN
+_INTERRUPTED: Final = "interrupted"
+_TIMED_OUT: Final = "timed out"
+TIMER_SLACK_S: Final = 0.001
+"""A read deadline this close is due: loop timers may fire up to a clock tick early."""
 
 
 class ClientProtocol(asyncio.StreamReaderProtocol):
@@ -125,7 +129,9 @@ class Connection:
         self.stats = ConnectionStats()
         # Each request's task, and whether it is cancelled when the client goes away.
         self._tasks: dict[asyncio.Task[None], bool] = {}
-        self._forget = self._tasks.pop  # bound once: a done callback per request
+        # The tasks not started yet, with what to undo if one is cancelled before it starts:
+        # its outcome (closed unawaited), request bytes (budget) and accounted size.
+        self._unstarted: dict[asyncio.Task[None], tuple[Outcome, int, int]] = {}
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
@@ -134,6 +140,12 @@ class Connection:
         self._task: asyncio.Task[None] | None = None  # the task in run()
         self._waiting = False  # run() sits in a read or a budget wait
         self._interrupted = False
+        self._loop = asyncio.get_running_loop()
+        self._reading = False  # run() sits in a read
+        self._deadline = 0.0  # when the read times out (loop clock)
+        self._timer: asyncio.TimerHandle | None = None  # follows the deadline
+        self._timer_at = 0.0
+        self._timed_out = False  # the timer cancelled the read
         self._accepted_at = asyncio.get_running_loop().time()
         protocol = writer.transport.get_protocol()
         self._protocol = protocol if isinstance(protocol, ClientProtocol) else None
@@ -223,20 +235,44 @@ class Connection:
 
         A plain awaited read, not a task raced against a stop signal: that cost a task, a
         wait() and an extra loop turn per chunk. :meth:`_interrupt` cancels this task
-        instead, only while it sits in the read (unread bytes stay in the StreamReader)."""
+        instead, only while it sits in the read (unread bytes stay in the StreamReader).
+        Nor a timeout context per read, which cost a timer set and cancelled per chunk: one
+        timer (:meth:`_on_timer`) follows the deadline, which mostly only moves later."""
         if self._closing:
             return None
-        self._waiting = True
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._waiting = self._reading = True
         try:
-            async with asyncio.timeout_at(deadline):
-                return await self._reader.read(READ_CHUNK)
+            return await self._reader.read(READ_CHUNK)
         except asyncio.CancelledError:
-            if self._interrupted_here():
+            why = self._ours()
+            if why is _INTERRUPTED:
                 return None
+            if why is _TIMED_OUT:
+                raise TimeoutError from None
             raise
         finally:
-            self._waiting = False
-            self._interrupted = False
+            self._waiting = self._reading = False
+            self._interrupted = self._timed_out = False
+
+    def _on_timer(self) -> None:
+        """The read deadline's timer: cancel the read if it is due, else follow the deadline
+        (it moved later since the timer was set)."""
+        self._timer = None
+        if not self._reading or self._closing:
+            return  # the next read sets the timer again
+        if self._deadline - self._loop.time() > TIMER_SLACK_S:
+            self._timer_at = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        elif not self._timed_out and self._task is not None:
+            self._timed_out = True
+            self._task.cancel()
 
     async def _take(self, nbytes: int) -> bool:
         """Take ``nbytes`` of the broker's budget for the frame being received (or none, to
@@ -245,7 +281,7 @@ class Connection:
         try:
             await self._budget.take(nbytes)
         except asyncio.CancelledError:
-            if self._interrupted_here():
+            if self._ours() is _INTERRUPTED:
                 return False
             raise
         finally:
@@ -254,14 +290,18 @@ class Connection:
         self._taken += nbytes
         return True
 
-    def _interrupted_here(self) -> bool:
-        """Whether the cancel being handled is :meth:`_interrupt`'s alone (``cancelling()``
-        is 1): then it is swallowed. Anyone else's cancel goes on up."""
+    def _ours(self) -> str | None:
+        """Whose the cancel being handled is: when only :meth:`_interrupt` and the read timer
+        cancelled (``cancelling()`` counts theirs alone) it is swallowed, and the answer is
+        :data:`_INTERRUPTED` if the interrupt was among them, else :data:`_TIMED_OUT`.
+        ``None``: anyone else's cancel, which goes on up."""
         task = self._task
-        if self._interrupted and task is not None and task.cancelling() == 1:
-            task.uncancel()
-            return True
-        return False
+        ours = self._interrupted + self._timed_out
+        if ours and task is not None and task.cancelling() == ours:
+            for _ in range(ours):
+                task.uncancel()
+            return _INTERRUPTED if self._interrupted else _TIMED_OUT
+        return None
 
     def _interrupt(self, reason: str) -> None:
         """Stop the read loop: it ends at its next wait, or at once if it sits in one."""
@@ -304,6 +344,9 @@ class Connection:
 
     async def _finish(self) -> None:
         self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wire.close()  # drops the bytes of frames not served
         if self._taken:
             self._budget.release(self._taken)
@@ -357,9 +400,96 @@ class Connection:
         size = body + self._core.reserve(request)
         self._account(size, +1)
         received = 0.0 if self._metrics is None else self._now()
-        task = asyncio.create_task(self._serve(header, request, data, size, held, received))
+        if self._unstarted:
+            # An earlier request's task has not started yet: this one starts after it, so
+            # requests still start in arrival order (pipelined produces land in order).
+            outcome: Outcome = self._core.handle(request, data, self.session)
+        else:
+            # Served at once when the core can (a small produce or fetch): no task, no turn
+            # of the event loop, the response written before the next frame is decoded.
+            error: tuple[ErrorCode, str] | None = None
+            try:
+                outcome = self._core.handle_now(request, data, self.session)
+            except Exception as exc:
+                outcome, error = None, self._error(request, exc)
+            if error is not None or served(outcome):
+                del data
+                self._budget.release(held)
+                self._finish_now(header, request, cast(Reply, outcome), error, size, held, received)
+                return
+        task = asyncio.create_task(self._serve(header, request, outcome, size, held, received))
+        self._unstarted[task] = outcome, size, held
         self._tasks[task] = cancel
         task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        """A request's task is done. One cancelled before it started (a fetch of a client
+        that went away at once) gives back what its start would have."""
+        del self._tasks[task]
+        unstarted = self._unstarted.pop(task, None)
+        if unstarted is not None:
+            outcome, size, held = unstarted
+            if not served(outcome):
+                cast(Coroutine[Any, Any, Reply], outcome).close()  # never awaited: no warning
+            self._budget.release(held)
+            self._account(-size, -1)
+
+    def _error(self, request: m.Request, exc: Exception) -> tuple[ErrorCode, str]:
+        """The error response for what a handler raised."""
+        if isinstance(exc, BrokerError):
+            return exc.code, exc.message
+        if isinstance(exc, MalformedMessageError):
+            return ErrorCode.INVALID_REQUEST, str(exc)
+        log.error("error handling %s from %s", type(request).__name__, self._peer, exc_info=exc)
+        return ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected broker error (see logs)"
+
+    def _finish_now(
+        self,
+        header: FrameHeader,
+        request: m.Request,
+        reply: Reply,
+        error: tuple[ErrorCode, str] | None,
+        size: int,
+        held: int,
+        received: float,
+    ) -> None:
+        """Write the response of a request served at once. Its bytes stay counted until the
+        socket has taken them (at once, as a rule; else a task waits for the drain)."""
+        response_size = 0
+        try:
+            response_size = self._respond(header, reply, error)
+        except (ConnectionError, OSError):
+            self._client_gone(True)  # the read loop notices and closes
+        if response_size and self.unsent_bytes:
+            self._account(-size, 0)
+            self._track(asyncio.create_task(self._drain_then_release(response_size)))
+        else:
+            self._account(-size - response_size, -1)
+        metrics = self._metrics
+        if metrics is not None:
+            code = 0 if error is None else int(error[0])
+            metrics.request(type(request), code, held, response_size, 0.0, self._now() - received)
+
+    def _respond(
+        self, header: FrameHeader, reply: Reply, error: tuple[ErrorCode, str] | None
+    ) -> int:
+        """Write the response (none when the client has gone, or for a NO_RESPONSE request);
+        its size, counted in the connection's buffered bytes."""
+        if self._gone:
+            return 0  # nobody will read it: not built
+        if error is not None:
+            buffers = self._wire.send_error(header, *error)
+        elif reply is None:
+            return 0
+        else:
+            response, chunks = reply
+            buffers = self._wire.send_response(header, response, data=chunks)
+        if not buffers:
+            return 0  # a NO_RESPONSE request
+        response_size = sum(len(b) for b in buffers)
+        self._account(response_size, 0)
+        self._send(buffers)
+        return response_size
 
     def _answered(self, event: ServerEvent) -> None:
         """A frame the wire session answered itself: a handshake, or a refused request."""
@@ -381,45 +511,29 @@ class Connection:
         self,
         header: FrameHeader,
         request: m.Request,
-        data: bytearray,
+        outcome: Outcome,
         size: int,
         held: int,
         received: float,
     ) -> None:
-        """Handle one request and write its response; ``received`` is when its frame was
-        decoded (on the loop's clock; only read when metrics are kept)."""
+        """Finish serving one request in a task and write its response; ``received`` is when
+        its frame was decoded (on the loop's clock; only read when metrics are kept)."""
+        del self._unstarted[cast(asyncio.Task[None], asyncio.current_task())]
         response_size = 0
         reply: Reply = None
         error: tuple[ErrorCode, str] | None = None
         started = 0.0 if self._metrics is None else self._now()
         try:
             try:
-                reply = await self._core.handle(request, data, self.session)
-            except BrokerError as exc:
-                error = exc.code, exc.message
-            except MalformedMessageError as exc:
-                error = ErrorCode.INVALID_REQUEST, str(exc)
-            except Exception:
-                log.exception("error handling %s from %s", type(request).__name__, self._peer)
-                error = ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected broker error (see logs)"
+                reply = await finish(outcome)
+            except Exception as exc:
+                error = self._error(request, exc)
             finally:
-                del data  # the request's bytes go back to the broker's budget now
+                del outcome  # the request's bytes go back to the broker's budget now
                 self._budget.release(held)
-            if self._gone:
-                return  # nobody will read it: not built
-            if error is not None:
-                buffers = self._wire.send_error(header, *error)
-            elif reply is None:
-                return
-            else:
-                response, chunks = reply
-                buffers = self._wire.send_response(header, response, data=chunks)
-            if not buffers:
-                return  # a NO_RESPONSE request
-            response_size = sum(len(b) for b in buffers)
-            self._account(response_size, 0)
-            self._send(buffers)
-            await self._writer.drain()
+            response_size = self._respond(header, reply, error)
+            if response_size:
+                await self._writer.drain()
         except (ConnectionError, OSError):
             self._client_gone(True)  # the read loop notices and closes
         finally:
@@ -440,7 +554,10 @@ class Connection:
         size = sum(len(b) for b in buffers)
         self._account(size, +1)
         self._send(buffers)
-        task = asyncio.create_task(self._drain_then_release(size))
+        self._track(asyncio.create_task(self._drain_then_release(size)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Keep a task that writes (never cancelled when the client goes) until it is done."""
         self._tasks[task] = False
         task.add_done_callback(self._forget)
 
