@@ -214,9 +214,12 @@ async def run_redis(args: argparse.Namespace, n: int) -> dict[str, Window]:
 
     with redis_server("everysec") as peer:
         pid = peer.proc.pid
-        clients = [Redis(host=peer.host, port=peer.port, single_connection_client=True) for _ in range(n)]  # fmt: skip
+        clients = [
+            Redis(host=peer.host, port=peer.port, single_connection_client=True) for _ in range(n)
+        ]
         values = [i.to_bytes(4, "big") + os.urandom(args.size - 4) for i in range(VALUES)]
         try:
+
             def adder(r: Redis, start: int) -> Callable[[], Awaitable[None]]:  # fmt: skip
                 i = start
 
@@ -227,7 +230,8 @@ async def run_redis(args: argparse.Namespace, n: int) -> dict[str, Window]:
 
                 return one
 
-            xadd = await closed_loop(pid, [adder(r, k) for k, r in enumerate(clients)], args.seconds)
+            adders = [adder(r, k) for k, r in enumerate(clients)]
+            xadd = await closed_loop(pid, adders, args.seconds)
             ids = [entry[0] for entry in await clients[0].xrange("s")]
             stretch = max(1, len(ids) // n)
 
@@ -337,12 +341,16 @@ async def main(args: argparse.Namespace) -> None:
                 f"  server {statistics.median(us):6.1f} us/req ({min(us):.1f}-{max(us):.1f})"
             )
     if args.profile is not None:
-        for name in sorted(os.listdir(args.profile)):
-            path = os.path.join(args.profile, name)
-            if name.endswith(".txt") and os.path.getsize(path):
-                print(f"\n{name}: top functions by own time (own %, total %)")
-                for func, self_pct, total_pct in top_functions(path):
-                    print(f"  {self_pct:5.1f} {total_pct:5.1f}  {func}")
+        print_profiles(args.profile)
+
+
+def print_profiles(directory: str) -> None:
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.endswith(".txt") and os.path.getsize(path):
+            print(f"\n{name}: top functions by own time (own %, total %)")
+            for func, self_pct, total_pct in top_functions(path):
+                print(f"  {self_pct:5.1f} {total_pct:5.1f}  {func}")
 
 
 def parse() -> argparse.Namespace:
