@@ -58,6 +58,12 @@ from .metrics import BrokerMetrics
 log = logging.getLogger("tidelog.server.connection")
 
 READ_CHUNK: Final = 256 * 1024
+MAX_UNREAD: Final = 1 << 20
+"""Bytes received and not yet decoded (the read loop busy or waiting) at which a connection
+stops reading its socket until the loop takes them."""
+_AGAIN: Final = memoryview(b"")
+"""What :meth:`Connection._read` returns when bytes were taken in its callback and the read
+loop has to look at what they left (a partial frame, a full connection)."""
 _FETCH: Final = m.FetchRequest
 """The request cancelled when its client goes away: a fetch changes nothing, its work (a long
 poll, reading up to its ``max_bytes``) exists only for its response."""
@@ -69,17 +75,47 @@ TIMER_SLACK_S: Final = 0.001
 
 
 class ClientProtocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol, which also tells its connection at once when the client goes
-    away, even while the connection is not reading (waiting for room, or for the budget)."""
+    """asyncio's stream protocol (its writer side: drain, close), which hands the bytes it
+    receives straight to its connection (:attr:`sink`), not to a StreamReader: a request that
+    arrives whole is served from this callback, with no task woken and no loop turn. It also
+    tells its connection at once when the client goes away, even while the connection is not
+    reading (waiting for room, or for the budget)."""
 
     gone: Callable[[bool], None] | None = None
     """Called with ``False`` at the client's EOF and ``True`` when the connection is lost."""
+    sink: Callable[[bytes], None] | None = None
+    """Takes each chunk received, and ``b""`` at the client's EOF, once a connection is
+    attached; until then they are kept in :attr:`early` (reading paused above a limit)."""
+    early: list[bytes] | None = None
+    transport: asyncio.Transport | None = None
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink(data)
+        else:
+            self._keep(data)
 
     def eof_received(self) -> bool:
         keep_open = bool(super().eof_received())
+        if self.sink is not None:
+            self.sink(b"")
+        else:
+            self._keep(b"")
         if self.gone is not None:
             self.gone(False)
         return keep_open
+
+    def _keep(self, data: bytes) -> None:
+        if self.early is None:
+            self.early = []
+        self.early.append(data)
+        if sum(map(len, self.early)) > MAX_UNREAD and self.transport is not None:
+            self.transport.pause_reading()  # resumed by the connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -147,10 +183,19 @@ class Connection:
         self._timer_at = 0.0
         self._timed_out = False  # the timer cancelled the read
         self._accepted_at = asyncio.get_running_loop().time()
+        # Bytes received that the read loop has not taken yet (b"": the client's EOF).
+        self._inbox: list[bytes] = []
+        self._unread = 0
+        self._paused = False  # reading the socket paused: the inbox is over MAX_UNREAD
+        self._waiter: asyncio.Future[None] | None = None  # the read loop's, while it waits
         protocol = writer.transport.get_protocol()
         self._protocol = protocol if isinstance(protocol, ClientProtocol) else None
         if self._protocol is not None:
             self._protocol.gone = self._client_gone
+            for chunk in self._protocol.early or ():
+                self._keep(chunk)
+            self._protocol.early = None
+            self._protocol.sink = self._received
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -211,6 +256,8 @@ class Connection:
                     break
                 if chunk is None:
                     break
+                if chunk is _AGAIN:
+                    continue  # bytes were taken in the callback: see what they left
                 if not chunk:
                     reason = "closed by client"
                     self._client_gone(False)
@@ -229,7 +276,7 @@ class Connection:
             reason = reason or self._stop_reason or "closed by client"
             log.info("client %s disconnected (%s)", self._peer, reason)
 
-    async def _read(self, deadline: float) -> bytes | None:
+    async def _read(self, deadline: float) -> bytes | memoryview | None:
         """The next chunk from the client (``b""`` at its EOF), or ``None`` once the broker
         stops reading. Raises ``TimeoutError`` at ``deadline`` (on the loop's clock).
 
@@ -247,9 +294,15 @@ class Connection:
                 timer.cancel()
             self._timer_at = deadline
             self._timer = self._loop.call_at(deadline, self._on_timer)
+        if self._inbox:
+            return self._take_inbox()
         self._waiting = self._reading = True
         try:
-            return await self._reader.read(READ_CHUNK)
+            if self._protocol is None:
+                return await self._reader.read(READ_CHUNK)
+            self._waiter = waiter = self._loop.create_future()
+            await waiter
+            return self._take_inbox() if self._inbox else _AGAIN
         except asyncio.CancelledError:
             why = self._ours()
             if why is _INTERRUPTED:
@@ -258,8 +311,67 @@ class Connection:
                 raise TimeoutError from None
             raise
         finally:
+            self._waiter = None
             self._waiting = self._reading = False
             self._interrupted = self._timed_out = False
+
+    def _take_inbox(self) -> bytes:
+        """What the inbox holds, up to the client's EOF (``b""`` if that is all there is)."""
+        inbox = self._inbox
+        if not inbox[0]:
+            return inbox.pop(0)  # the EOF: nothing came before it
+        try:
+            end = inbox.index(b"")
+        except ValueError:
+            end = len(inbox)
+        chunk = inbox[0] if end == 1 else b"".join(inbox[:end])
+        del inbox[:end]
+        self._unread -= len(chunk)
+        if self._paused and self._unread <= MAX_UNREAD // 2 and not self._closing:
+            self._paused = False
+            cast(asyncio.Transport, self._writer.transport).resume_reading()
+        return chunk
+
+    def _keep(self, data: bytes) -> None:
+        """Keep bytes for the read loop (pausing the socket above :data:`MAX_UNREAD`)."""
+        self._inbox.append(data)
+        self._unread += len(data)
+        if self._unread > MAX_UNREAD and not self._paused:
+            self._paused = True
+            cast(asyncio.Transport, self._writer.transport).pause_reading()
+
+    def _received(self, data: bytes) -> None:
+        """The protocol's sink. While the read loop waits for bytes and nothing is pending
+        (no partial frame, room, budget), the requests ``data`` completes are served here
+        and now; the rest is left to the loop, which is woken."""
+        waiter = self._waiter
+        wire = self._wire
+        if (
+            data
+            and waiter is not None
+            and not self._inbox
+            and wire.state is _OPEN
+            and wire.buffered == 0
+            and not self._taken
+            and self._budget.used < self._budget.limit
+            and not self._closing
+        ):
+            self._deadline = self._loop.time() + self._config.idle_timeout_s
+            try:
+                wire.receive_data(data)
+                while not self._full():
+                    event = wire.next_event()
+                    if event is None:
+                        if not wire.buffered:
+                            return  # all served: the loop goes on waiting
+                        break
+                    self._dispatch(event)
+            except FramingError:
+                pass  # the loop meets it again at its next_event() and closes
+        else:
+            self._keep(data)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _on_timer(self) -> None:
         """The read deadline's timer: cancel the read if it is due, else follow the deadline
