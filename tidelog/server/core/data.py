@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Final
 
 from tidelog.schemas.types import ValidationMode
 from tidelog.wire import messages as m
@@ -37,6 +38,7 @@ from .state import CoreState, check_client_writable
 from .types import Outcome, Reply, finish
 
 log = logging.getLogger("tidelog.server.core")
+_ACKS: Final = frozenset((m.Acks.NONE, m.Acks.LEADER, m.Acks.ALL))
 
 
 def fetch_reservation(request: m.FetchRequest, config: BrokerConfig) -> int:
@@ -69,7 +71,7 @@ class DataApis:
         if state.shutting_down:
             raise BrokerShuttingDownError()
         acks = request.acks
-        if acks not in (m.Acks.NONE, m.Acks.LEADER, m.Acks.ALL):
+        if acks not in _ACKS:
             raise InvalidRequestError(f"acks must be 0, 1 or -1, not {acks}")
         sections = split_data([p.size for p in request.partitions], data)
         if state.creating(p.topic for p in request.partitions):

@@ -117,6 +117,10 @@ class CoreState:
     def partition_count(self, name: str) -> int | None:
         """A topic's partition count (the cluster's, in a cluster), ``None`` if it does not
         exist. Raises for an invalid name."""
+        if self.cluster is None and self.logs is not None and type(name) is str:
+            count = self.logs.partition_count(name)
+            if count is not None:
+                return count  # a topic's name was checked when it was created
         validate_topic_name(name)
         if self.cluster is not None:
             topic = self.cluster.view.topics.get(name)
