@@ -183,6 +183,7 @@ class Connection:
         self._timer_at = 0.0
         self._timed_out = False  # the timer cancelled the read
         self._accepted_at = asyncio.get_running_loop().time()
+        self._transport = cast(asyncio.Transport, writer.transport)
         # Bytes received that the read loop has not taken yet (b"": the client's EOF).
         self._inbox: list[bytes] = []
         self._unread = 0
@@ -329,7 +330,7 @@ class Connection:
         self._unread -= len(chunk)
         if self._paused and self._unread <= MAX_UNREAD // 2 and not self._closing:
             self._paused = False
-            cast(asyncio.Transport, self._writer.transport).resume_reading()
+            self._transport.resume_reading()
         return chunk
 
     def _keep(self, data: bytes) -> None:
@@ -338,7 +339,7 @@ class Connection:
         self._unread += len(data)
         if self._unread > MAX_UNREAD and not self._paused:
             self._paused = True
-            cast(asyncio.Transport, self._writer.transport).pause_reading()
+            self._transport.pause_reading()
 
     def _received(self, data: bytes) -> None:
         """The protocol's sink. While the read loop waits for bytes and nothing is pending
@@ -572,7 +573,7 @@ class Connection:
             response_size = self._respond(header, reply, error)
         except (ConnectionError, OSError):
             self._client_gone(True)  # the read loop notices and closes
-        if response_size and self.unsent_bytes:
+        if response_size and self._transport.get_write_buffer_size():
             self._account(-size, 0)
             self._track(asyncio.create_task(self._drain_then_release(response_size)))
         else:
@@ -598,7 +599,7 @@ class Connection:
             buffers = self._wire.send_response(header, response, data=chunks)
         if not buffers:
             return 0  # a NO_RESPONSE request
-        response_size = sum(len(b) for b in buffers)
+        response_size = sum(map(len, buffers))
         self._account(response_size, 0)
         self._send(buffers)
         return response_size
@@ -682,8 +683,9 @@ class Connection:
             self._account(-size, -1)
 
     def _send(self, buffers: Sequence[Buffer]) -> None:
-        if not self._writer.is_closing():
-            self._writer.writelines(buffers)
+        transport = self._transport
+        if not transport.is_closing():
+            transport.writelines(buffers)
 
     def _account(self, nbytes: int, requests: int) -> None:
         stats = self.stats
