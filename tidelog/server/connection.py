@@ -1,11 +1,21 @@
 """One client connection: transport + codec + flow control, around a core that knows no sockets.
 
-The read loop feeds bytes to a :class:`~tidelog.wire.session.WireSession`, which answers the
-handshake and refuses what it cannot decode, and starts one task per request it hands out as
-served, so pipelined requests (a long-polling fetch next to a produce) run side by side; each
-response is written when it is ready, tagged with its request's correlation id. Reading pauses
-while the connection holds ``max_inflight_requests`` requests or ``max_connection_buffer``
-bytes of requests and unsent responses: a slow client slows itself, never the broker.
+Bytes go to a :class:`~tidelog.wire.session.WireSession`, which answers the handshake and
+refuses what it cannot decode. A request the core can serve at once (a produce at acks 0 or 1,
+a fetch with data: ``RequestCore.handle_now``) is served where its last byte is received, in
+the protocol's callback, and answered before the next frame is decoded: no task, no turn of
+the event loop, which is most of what a small request costs. Any other request gets a task of
+its own, so pipelined requests (a long-polling fetch next to a produce) run side by side; a
+request arriving while an earlier one's task has not started gets a task too, so requests
+always start in arrival order. Each response is written when it is ready, tagged with its
+request's correlation id.
+
+A read loop (one task per connection) handles everything but that fast path: the handshake, a
+frame that arrives in pieces, and every wait. The callback serves inline only while the loop
+sits waiting for bytes with nothing pending; otherwise it queues the bytes for the loop (and
+stops reading the socket above :data:`MAX_UNREAD` of them). Reading pauses while the
+connection holds ``max_inflight_requests`` requests or ``max_connection_buffer`` bytes of
+requests and unsent responses: a slow client slows itself, never the broker.
 
 Memory is bounded per connection and broker-wide: every connection also stops reading while
 the broker's :class:`~tidelog.server.budget.RequestBudget` of request bytes is spent, and takes
@@ -28,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -54,13 +64,11 @@ from .budget import RequestBudget
 from .config import BrokerConfig
 from .core import Outcome, Reply, RequestCore, Session, finish, served
 from .metrics import BrokerMetrics
+from .protocol import MAX_UNREAD, ClientProtocol
 
 log = logging.getLogger("tidelog.server.connection")
 
 READ_CHUNK: Final = 256 * 1024
-MAX_UNREAD: Final = 1 << 20
-"""Bytes received and not yet decoded (the read loop busy or waiting) at which a connection
-stops reading its socket until the loop takes them."""
 _AGAIN: Final = memoryview(b"")
 """What :meth:`Connection._read` returns when bytes were taken in its callback and the read
 loop has to look at what they left (a partial frame, a full connection)."""
@@ -72,55 +80,6 @@ _INTERRUPTED: Final = "interrupted"
 _TIMED_OUT: Final = "timed out"
 TIMER_SLACK_S: Final = 0.001
 """A read deadline this close is due: loop timers may fire up to a clock tick early."""
-
-
-class ClientProtocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol (its writer side: drain, close), which hands the bytes it
-    receives straight to its connection (:attr:`sink`), not to a StreamReader: a request that
-    arrives whole is served from this callback, with no task woken and no loop turn. It also
-    tells its connection at once when the client goes away, even while the connection is not
-    reading (waiting for room, or for the budget)."""
-
-    gone: Callable[[bool], None] | None = None
-    """Called with ``False`` at the client's EOF and ``True`` when the connection is lost."""
-    sink: Callable[[bytes], None] | None = None
-    """Takes each chunk received, and ``b""`` at the client's EOF, once a connection is
-    attached; until then they are kept in :attr:`early` (reading paused above a limit)."""
-    early: list[bytes] | None = None
-    transport: asyncio.Transport | None = None
-
-    def data_received(self, data: bytes) -> None:
-        sink = self.sink
-        if sink is not None:
-            sink(data)
-        else:
-            self._keep(data)
-
-    def eof_received(self) -> bool:
-        keep_open = bool(super().eof_received())
-        if self.sink is not None:
-            self.sink(b"")
-        else:
-            self._keep(b"")
-        if self.gone is not None:
-            self.gone(False)
-        return keep_open
-
-    def _keep(self, data: bytes) -> None:
-        if self.early is None:
-            self.early = []
-        self.early.append(data)
-        if sum(map(len, self.early)) > MAX_UNREAD and self.transport is not None:
-            self.transport.pause_reading()  # resumed by the connection
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.gone is not None:
-            self.gone(True)
 
 
 @dataclass(slots=True)

@@ -135,27 +135,18 @@ class DataApis:
             if appended.durable is not None:
                 waits.append((index, appended.durable))
         if waits:
-            return self._durable_reply(request, results, waits)
+            return self._await_durable(request, results, waits)
         return _produce_reply(acks, results)
-
-    async def _durable_reply(
-        self,
-        request: m.ProduceRequest,
-        results: list[m.ProducePartitionResult],
-        waits: list[tuple[int, asyncio.Future[None]]],
-    ) -> Reply:
-        await self._await_durable(request, results, waits)
-        return _produce_reply(request.acks, results)
 
     async def _await_durable(
         self,
         request: m.ProduceRequest,
         results: list[m.ProducePartitionResult],
         waits: list[tuple[int, asyncio.Future[None]]],
-    ) -> None:
+    ) -> Reply:
         """Wait, within the request's ``timeout_ms``, until each partition's batches are as
-        durable as the acks promise; a partition that fails or runs out of time gets its
-        error in place of its offsets (its batches stay in the log, as in Kafka)."""
+        durable as the acks promise, then reply; a partition that fails or runs out of time
+        gets its error in place of its offsets (its batches stay in the log, as in Kafka)."""
         clock = self._state.clock
         timeout_ms = max(request.timeout_ms, 0)
         deadline = clock.monotonic() + timeout_ms / 1000
@@ -176,6 +167,7 @@ class DataApis:
             results[index] = m.ProducePartitionResult(
                 r.topic, r.partition, error.code, error.message
             )
+        return _produce_reply(request.acks, results)
 
     # --- fetch --------------------------------------------------------------------------
 
