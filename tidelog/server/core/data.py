@@ -194,9 +194,10 @@ class DataApis:
         sent: list[tuple[str, int, int]] | None = None if metrics is None else []
         results, chunks, total = self._read(request.partitions, max_bytes, sent)
         if not self._answered(results, total, min_bytes, deadline):
-            # A coroutine runs later: it reads again before it waits, so an append in between
-            # is never missed.
-            return self._long_poll(request, deadline, min_bytes, max_bytes)
+            # A coroutine runs later: if an append was notified in between, it reads again
+            # before it waits, so none is missed.
+            version = state.notifier.version
+            return self._long_poll(request, deadline, min_bytes, max_bytes, version)
         if metrics is not None and sent is not None:
             _count_fetch(metrics, sent, 0.0, -1.0)
         return m.FetchResponse(tuple(results)), chunks
@@ -220,26 +221,38 @@ class DataApis:
         return await self._long_poll(request, deadline, min_bytes, max_bytes)
 
     async def _long_poll(
-        self, request: m.FetchRequest, deadline: float, min_bytes: int, max_bytes: int
+        self,
+        request: m.FetchRequest,
+        deadline: float,
+        min_bytes: int,
+        max_bytes: int,
+        read_at: int = -1,
     ) -> Reply:
-        """Read, and wait for appends until the read answers the fetch or time is up."""
+        """Read, and wait for appends until the read answers the fetch or time is up.
+        ``read_at``: the notifier's version when the caller read too little; while it is
+        still the version, that read stands and the poll starts by waiting."""
         state = self._state
         clock = state.clock
         metrics = self.metrics
         sent: list[tuple[str, int, int]] | None = None if metrics is None else []
         waited_from = -1.0
+        stale = read_at != state.notifier.version
         while True:
-            results, chunks, total = self._read(request.partitions, max_bytes, sent)
-            if self._answered(results, total, min_bytes, deadline):
-                if metrics is not None and sent is not None:
-                    _count_fetch(metrics, sent, clock.monotonic() - waited_from, waited_from)
-                return m.FetchResponse(tuple(results)), chunks
+            if stale:
+                results, chunks, total = self._read(request.partitions, max_bytes, sent)
+                if self._answered(results, total, min_bytes, deadline):
+                    if metrics is not None and sent is not None:
+                        waited = clock.monotonic() - waited_from
+                        _count_fetch(metrics, sent, waited, waited_from)
+                    return m.FetchResponse(tuple(results)), chunks
+            stale = True
             remaining = deadline - clock.monotonic()
             if sent is not None:
                 sent.clear()  # read again after the wait: only the last read is sent
                 if waited_from < 0:
                     waited_from = clock.monotonic()
-            # No await since the read: no append can have slipped in between.
+            # No await since the read (or the notifier's version check): no append can have
+            # slipped in between.
             with state.notifier.watch((p.topic, p.partition) for p in request.partitions) as woken:
                 await clock.wait(woken, remaining)
 
