@@ -1,11 +1,13 @@
 """The data path of the request core: Produce, Fetch, ListOffsets and InitProducerId.
 
 Produce appends synchronously, before the handler's first ``await`` (the one exception, waiting
-for a topic to be auto-created, keeps the order too: see ``CoreState.auto_create``): requests
-are started in arrival order, so pipelined produces to one partition land in order. Its wait
-for durability is
-bounded by the request's ``timeout_ms``; fetch's long poll by ``max_wait_ms``. Both deadlines
-run on the injected :class:`~tidelog.server.core.types.DeadlineClock`.
+for topics to be auto-created, keeps the order too: see ``CoreState.auto_create``): requests
+are started in arrival order, so pipelined produces to one partition land in order. Produce and
+fetch each have a ``*_now`` form for ``RequestCore.handle_now``: the reply at once when nothing
+needs waiting for (acks 0 or 1; a first read that answers the fetch), else the coroutine that
+finishes. Produce's wait for durability is bounded by the request's ``timeout_ms``; fetch's
+long poll by ``max_wait_ms``. Both deadlines run on the injected
+:class:`~tidelog.server.core.types.DeadlineClock`.
 """
 
 from __future__ import annotations
