@@ -237,14 +237,16 @@ class Connection:
             log.info("client %s disconnected (%s)", self._peer, reason)
 
     async def _read(self, deadline: float) -> bytes | memoryview | None:
-        """The next chunk from the client (``b""`` at its EOF), or ``None`` once the broker
-        stops reading. Raises ``TimeoutError`` at ``deadline`` (on the loop's clock).
+        """The next chunk from the client (``b""`` at its EOF), :data:`_AGAIN` when the
+        protocol's callback took the bytes itself and left something for the loop to look at,
+        or ``None`` once the broker stops reading. Raises ``TimeoutError`` at ``deadline`` (on
+        the loop's clock).
 
-        A plain awaited read, not a task raced against a stop signal: that cost a task, a
+        A plain awaited future, not a task raced against a stop signal: that cost a task, a
         wait() and an extra loop turn per chunk. :meth:`_interrupt` cancels this task
-        instead, only while it sits in the read (unread bytes stay in the StreamReader).
-        Nor a timeout context per read, which cost a timer set and cancelled per chunk: one
-        timer (:meth:`_on_timer`) follows the deadline, which mostly only moves later."""
+        instead, only while it sits in the read (unread bytes stay in the inbox). Nor a
+        timeout context per read, which cost a timer set and cancelled per chunk: one timer
+        (:meth:`_on_timer`) follows the deadline, which mostly only moves later."""
         if self._closing:
             return None
         self._deadline = deadline
