@@ -269,6 +269,8 @@ def profile_path(args: argparse.Namespace, name: str) -> str | None:
 
 def start_profile(pid: int, path: str, seconds: float) -> subprocess.Popen[bytes]:
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(spy):
+        raise SystemExit("--profile needs py-spy (pip install -e '.[bench]')")
     argv = [spy, "record", "-r", "200", "--pid", str(pid), "-d", str(int(seconds)), "-f", "raw"]
     return subprocess.Popen(
         [*argv, "-o", path, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
