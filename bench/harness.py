@@ -31,9 +31,11 @@ class BrokerProc:
     data_dir: str
 
 
-def spawn_broker(data_dir: str, *args: str, stderr: IO[str] | None = None) -> BrokerProc:
+def spawn_broker(
+    data_dir: str, *args: str, stderr: IO[str] | None = None, env: dict[str, str] | None = None
+) -> BrokerProc:
     """Start ``python -m tidelog.server`` on ``data_dir``; returns once it listens. The caller
-    stops it by PID."""
+    stops it by PID. ``env``: the process's environment (default: this one's)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -52,6 +54,7 @@ def spawn_broker(data_dir: str, *args: str, stderr: IO[str] | None = None) -> Br
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
+        env=env,
     )
     found = threading.Event()
     address: list[str] = []
@@ -72,13 +75,16 @@ def spawn_broker(data_dir: str, *args: str, stderr: IO[str] | None = None) -> Br
 
 @contextlib.contextmanager
 def broker_process(
-    *args: str, stderr: IO[str] | None = None, parent: str | None = None
+    *args: str,
+    stderr: IO[str] | None = None,
+    parent: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[BrokerProc]:
     """A ``python -m tidelog.server`` process; yields once it listens; SIGTERM at the end.
     Its log goes to ``stderr`` (default: this process's); its data to a temporary directory
-    in ``parent`` (default: the system's temporary directory)."""
+    in ``parent`` (default: the system's temporary directory); ``env``: its environment."""
     with tempfile.TemporaryDirectory(prefix="tidelog-bench-", dir=parent) as data_dir:
-        broker = spawn_broker(data_dir, *args, stderr=stderr)
+        broker = spawn_broker(data_dir, *args, stderr=stderr, env=env)
         try:
             yield broker
         finally:

@@ -5,6 +5,7 @@ that trickle bytes, and the work of a client that goes away, cancelled at once."
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import pytest
@@ -92,6 +93,27 @@ def test_a_frame_once_begun_must_complete_within_the_idle_timeout(
         assert sent < len(frame), "the broker waited for the whole trickled frame"
         assert c.is_closed_by_peer()
     assert_serves_produce(broker, "t")
+
+
+def test_a_connection_busy_for_longer_than_the_idle_timeout_stays_open(
+    tidelog_broker_factory: Callable[..., BrokerThread],
+) -> None:
+    # The idle deadline moves with every request served, also those served in the protocol's
+    # callback while the read loop waits: whole requests spread over four idle timeouts.
+    broker = tidelog_broker_factory(idle_timeout_s=0.5)
+    batch = batch_of(1024)
+    request = m.ProduceRequest((m.ProducePartition("t", 0, len(batch)),))
+    with RawClient(broker.address) as c:
+        c.handshake()
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:
+            response = c.call(request, [batch])
+            assert isinstance(response, m.ProduceResponse)
+            assert response.partitions[0].error_code == 0
+            time.sleep(0.1)  # pacing the client, a tenth of the idle timeout
+        assert not broker.call(lambda b: b.connections[0].stats.inflight)
+        # And once it goes quiet, the idle timeout closes it.
+        assert c.is_closed_by_peer()
 
 
 # --- point 3: the work of a client that has gone --------------------------------------------------

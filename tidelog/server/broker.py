@@ -19,13 +19,14 @@ from prometheus_client.registry import CollectorRegistry
 from .admin_http import AdminServer, admin_app
 from .budget import RequestBudget
 from .config import ADMIN_PORT_ANY, ADMIN_PORT_OFF, BrokerConfig
-from .connection import ClientProtocol, Connection
+from .connection import Connection
 from .core import BrokerCore
 from .limits import check_descriptors, connection_capacity, descriptor_limit, partitions_on_disk
 from .log import FileSystem
 from .log.manager import MAX_OPEN_SEGMENTS
 from .metrics import BrokerMetrics
 from .metrics_export import BrokerCollector
+from .protocol import ClientProtocol
 
 log = logging.getLogger("tidelog.server")
 

@@ -1,11 +1,21 @@
 """One client connection: transport + codec + flow control, around a core that knows no sockets.
 
-The read loop feeds bytes to a :class:`~tidelog.wire.session.WireSession`, which answers the
-handshake and refuses what it cannot decode, and starts one task per request it hands out as
-served, so pipelined requests (a long-polling fetch next to a produce) run side by side; each
-response is written when it is ready, tagged with its request's correlation id. Reading pauses
-while the connection holds ``max_inflight_requests`` requests or ``max_connection_buffer``
-bytes of requests and unsent responses: a slow client slows itself, never the broker.
+Bytes go to a :class:`~tidelog.wire.session.WireSession`, which answers the handshake and
+refuses what it cannot decode. A request the core can serve at once (a produce at acks 0 or 1,
+a fetch with data: ``RequestCore.handle_now``) is served where its last byte is received, in
+the protocol's callback, and answered before the next frame is decoded: no task, no turn of
+the event loop, which is most of what a small request costs. Any other request gets a task of
+its own, so pipelined requests (a long-polling fetch next to a produce) run side by side; a
+request arriving while an earlier one's task has not started gets a task too, so requests
+always start in arrival order. Each response is written when it is ready, tagged with its
+request's correlation id.
+
+A read loop (one task per connection) handles everything but that fast path: the handshake, a
+frame that arrives in pieces, and every wait. The callback serves inline only while the loop
+sits waiting for bytes with nothing pending; otherwise it queues the bytes for the loop (and
+stops reading the socket above :data:`MAX_UNREAD` of them). Reading pauses while the
+connection holds ``max_inflight_requests`` requests or ``max_connection_buffer`` bytes of
+requests and unsent responses: a slow client slows itself, never the broker.
 
 Memory is bounded per connection and broker-wide: every connection also stops reading while
 the broker's :class:`~tidelog.server.budget.RequestBudget` of request bytes is spent, and takes
@@ -28,9 +38,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from tidelog import __version__
 from tidelog.wire import messages as m
@@ -52,35 +62,24 @@ from tidelog.wire.session import (
 
 from .budget import RequestBudget
 from .config import BrokerConfig
-from .core import Reply, RequestCore, Session
+from .core import Outcome, Reply, RequestCore, Session, finish, served
 from .metrics import BrokerMetrics
+from .protocol import MAX_UNREAD, ClientProtocol
 
 log = logging.getLogger("tidelog.server.connection")
 
 READ_CHUNK: Final = 256 * 1024
+_AGAIN: Final = memoryview(b"")
+"""What :meth:`Connection._read` returns when bytes were taken in its callback and the read
+loop has to look at what they left (a partial frame, a full connection)."""
 _FETCH: Final = m.FetchRequest
 """The request cancelled when its client goes away: a fetch changes nothing, its work (a long
 poll, reading up to its ``max_bytes``) exists only for its response."""
 _OPEN: Final = State.OPEN
-
-
-class ClientProtocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol, which also tells its connection at once when the client goes
-    away, even while the connection is not reading (waiting for room, or for the budget)."""
-
-    gone: Callable[[bool], None] | None = None
-    """Called with ``False`` at the client's EOF and ``True`` when the connection is lost."""
-
-    def eof_received(self) -> bool:
-        keep_open = bool(super().eof_received())
-        if self.gone is not None:
-            self.gone(False)
-        return keep_open
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.gone is not None:
-            self.gone(True)
+_INTERRUPTED: Final = "interrupted"
+_TIMED_OUT: Final = "timed out"
+TIMER_SLACK_S: Final = 0.001
+"""A read deadline this close is due: loop timers may fire up to a clock tick early."""
 
 
 @dataclass(slots=True)
@@ -125,7 +124,9 @@ class Connection:
         self.stats = ConnectionStats()
         # Each request's task, and whether it is cancelled when the client goes away.
         self._tasks: dict[asyncio.Task[None], bool] = {}
-        self._forget = self._tasks.pop  # bound once: a done callback per request
+        # The tasks not started yet, with what to undo if one is cancelled before it starts:
+        # its outcome (closed unawaited), request bytes (budget) and accounted size.
+        self._unstarted: dict[asyncio.Task[None], tuple[Outcome, int, int]] = {}
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
@@ -134,11 +135,27 @@ class Connection:
         self._task: asyncio.Task[None] | None = None  # the task in run()
         self._waiting = False  # run() sits in a read or a budget wait
         self._interrupted = False
+        self._loop = asyncio.get_running_loop()
+        self._reading = False  # run() sits in a read
+        self._deadline = 0.0  # when the read times out (loop clock)
+        self._timer: asyncio.TimerHandle | None = None  # follows the deadline
+        self._timer_at = 0.0
+        self._timed_out = False  # the timer cancelled the read
         self._accepted_at = asyncio.get_running_loop().time()
+        self._transport = cast(asyncio.Transport, writer.transport)
+        # Bytes received that the read loop has not taken yet (b"": the client's EOF).
+        self._inbox: list[bytes] = []
+        self._unread = 0
+        self._paused = False  # reading the socket paused: the inbox is over MAX_UNREAD
+        self._waiter: asyncio.Future[None] | None = None  # the read loop's, while it waits
         protocol = writer.transport.get_protocol()
         self._protocol = protocol if isinstance(protocol, ClientProtocol) else None
         if self._protocol is not None:
             self._protocol.gone = self._client_gone
+            for chunk in self._protocol.early or ():
+                self._keep(chunk)
+            self._protocol.early = None
+            self._protocol.sink = self._received
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -199,6 +216,8 @@ class Connection:
                     break
                 if chunk is None:
                     break
+                if chunk is _AGAIN:
+                    continue  # bytes were taken in the callback: see what they left
                 if not chunk:
                     reason = "closed by client"
                     self._client_gone(False)
@@ -217,26 +236,117 @@ class Connection:
             reason = reason or self._stop_reason or "closed by client"
             log.info("client %s disconnected (%s)", self._peer, reason)
 
-    async def _read(self, deadline: float) -> bytes | None:
-        """The next chunk from the client (``b""`` at its EOF), or ``None`` once the broker
-        stops reading. Raises ``TimeoutError`` at ``deadline`` (on the loop's clock).
+    async def _read(self, deadline: float) -> bytes | memoryview | None:
+        """The next chunk from the client (``b""`` at its EOF), :data:`_AGAIN` when the
+        protocol's callback took the bytes itself and left something for the loop to look at,
+        or ``None`` once the broker stops reading. Raises ``TimeoutError`` at ``deadline`` (on
+        the loop's clock).
 
-        A plain awaited read, not a task raced against a stop signal: that cost a task, a
+        A plain awaited future, not a task raced against a stop signal: that cost a task, a
         wait() and an extra loop turn per chunk. :meth:`_interrupt` cancels this task
-        instead, only while it sits in the read (unread bytes stay in the StreamReader)."""
+        instead, only while it sits in the read (unread bytes stay in the inbox). Nor a
+        timeout context per read, which cost a timer set and cancelled per chunk: one timer
+        (:meth:`_on_timer`) follows the deadline, which mostly only moves later."""
         if self._closing:
             return None
-        self._waiting = True
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+        if self._inbox:
+            return self._take_inbox()
+        self._waiting = self._reading = True
         try:
-            async with asyncio.timeout_at(deadline):
+            if self._protocol is None:
                 return await self._reader.read(READ_CHUNK)
+            self._waiter = waiter = self._loop.create_future()
+            await waiter
+            return self._take_inbox() if self._inbox else _AGAIN
         except asyncio.CancelledError:
-            if self._interrupted_here():
+            why = self._ours()
+            if why is _INTERRUPTED:
                 return None
+            if why is _TIMED_OUT:
+                raise TimeoutError from None
             raise
         finally:
-            self._waiting = False
-            self._interrupted = False
+            self._waiter = None
+            self._waiting = self._reading = False
+            self._interrupted = self._timed_out = False
+
+    def _take_inbox(self) -> bytes:
+        """What the inbox holds, up to the client's EOF (``b""`` if that is all there is)."""
+        inbox = self._inbox
+        if not inbox[0]:
+            return inbox.pop(0)  # the EOF: nothing came before it
+        try:
+            end = inbox.index(b"")
+        except ValueError:
+            end = len(inbox)
+        chunk = inbox[0] if end == 1 else b"".join(inbox[:end])
+        del inbox[:end]
+        self._unread -= len(chunk)
+        if self._paused and self._unread <= MAX_UNREAD // 2 and not self._closing:
+            self._paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def _keep(self, data: bytes) -> None:
+        """Keep bytes for the read loop (pausing the socket above :data:`MAX_UNREAD`)."""
+        self._inbox.append(data)
+        self._unread += len(data)
+        if self._unread > MAX_UNREAD and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _received(self, data: bytes) -> None:
+        """The protocol's sink. While the read loop waits for bytes and nothing is pending
+        (no partial frame, room, budget), the requests ``data`` completes are served here
+        and now; the rest is left to the loop, which is woken."""
+        waiter = self._waiter
+        wire = self._wire
+        if (
+            data
+            and waiter is not None
+            and not self._inbox
+            and wire.state is _OPEN
+            and wire.buffered == 0
+            and not self._taken
+            and self._budget.used < self._budget.limit
+            and not self._closing
+        ):
+            self._deadline = self._loop.time() + self._config.idle_timeout_s
+            try:
+                wire.receive_data(data)
+                while not self._full():
+                    event = wire.next_event()
+                    if event is None:
+                        if not wire.buffered:
+                            return  # all served: the loop goes on waiting
+                        break
+                    self._dispatch(event)
+            except FramingError:
+                pass  # the loop meets it again at its next_event() and closes
+        else:
+            self._keep(data)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        """The read deadline's timer: cancel the read if it is due, else follow the deadline
+        (it moved later since the timer was set)."""
+        self._timer = None
+        if not self._reading or self._closing:
+            return  # the next read sets the timer again
+        if self._deadline - self._loop.time() > TIMER_SLACK_S:
+            self._timer_at = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        elif not self._timed_out and self._task is not None:
+            self._timed_out = True
+            self._task.cancel()
 
     async def _take(self, nbytes: int) -> bool:
         """Take ``nbytes`` of the broker's budget for the frame being received (or none, to
@@ -245,7 +355,7 @@ class Connection:
         try:
             await self._budget.take(nbytes)
         except asyncio.CancelledError:
-            if self._interrupted_here():
+            if self._ours() is _INTERRUPTED:
                 return False
             raise
         finally:
@@ -254,14 +364,18 @@ class Connection:
         self._taken += nbytes
         return True
 
-    def _interrupted_here(self) -> bool:
-        """Whether the cancel being handled is :meth:`_interrupt`'s alone (``cancelling()``
-        is 1): then it is swallowed. Anyone else's cancel goes on up."""
+    def _ours(self) -> str | None:
+        """Whose the cancel being handled is: when only :meth:`_interrupt` and the read timer
+        cancelled (``cancelling()`` counts theirs alone) it is swallowed, and the answer is
+        :data:`_INTERRUPTED` if the interrupt was among them, else :data:`_TIMED_OUT`.
+        ``None``: anyone else's cancel, which goes on up."""
         task = self._task
-        if self._interrupted and task is not None and task.cancelling() == 1:
-            task.uncancel()
-            return True
-        return False
+        ours = self._interrupted + self._timed_out
+        if ours and task is not None and task.cancelling() == ours:
+            for _ in range(ours):
+                task.uncancel()
+            return _INTERRUPTED if self._interrupted else _TIMED_OUT
+        return None
 
     def _interrupt(self, reason: str) -> None:
         """Stop the read loop: it ends at its next wait, or at once if it sits in one."""
@@ -304,6 +418,9 @@ class Connection:
 
     async def _finish(self) -> None:
         self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wire.close()  # drops the bytes of frames not served
         if self._taken:
             self._budget.release(self._taken)
@@ -357,9 +474,96 @@ class Connection:
         size = body + self._core.reserve(request)
         self._account(size, +1)
         received = 0.0 if self._metrics is None else self._now()
-        task = asyncio.create_task(self._serve(header, request, data, size, held, received))
+        if self._unstarted:
+            # An earlier request's task has not started yet: this one starts after it, so
+            # requests still start in arrival order (pipelined produces land in order).
+            outcome: Outcome = self._core.handle(request, data, self.session)
+        else:
+            # Served at once when the core can (a small produce or fetch): no task, no turn
+            # of the event loop, the response written before the next frame is decoded.
+            error: tuple[ErrorCode, str] | None = None
+            try:
+                outcome = self._core.handle_now(request, data, self.session)
+            except Exception as exc:
+                outcome, error = None, self._error(request, exc)
+            if error is not None or served(outcome):
+                del data
+                self._budget.release(held)
+                self._finish_now(header, request, cast(Reply, outcome), error, size, held, received)
+                return
+        task = asyncio.create_task(self._serve(header, request, outcome, size, held, received))
+        self._unstarted[task] = outcome, size, held
         self._tasks[task] = cancel
         task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        """A request's task is done. One cancelled before it started (a fetch of a client
+        that went away at once) gives back what its start would have."""
+        del self._tasks[task]
+        unstarted = self._unstarted.pop(task, None)
+        if unstarted is not None:
+            outcome, size, held = unstarted
+            if not served(outcome):
+                cast(Coroutine[Any, Any, Reply], outcome).close()  # never awaited: no warning
+            self._budget.release(held)
+            self._account(-size, -1)
+
+    def _error(self, request: m.Request, exc: Exception) -> tuple[ErrorCode, str]:
+        """The error response for what a handler raised."""
+        if isinstance(exc, BrokerError):
+            return exc.code, exc.message
+        if isinstance(exc, MalformedMessageError):
+            return ErrorCode.INVALID_REQUEST, str(exc)
+        log.error("error handling %s from %s", type(request).__name__, self._peer, exc_info=exc)
+        return ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected broker error (see logs)"
+
+    def _finish_now(
+        self,
+        header: FrameHeader,
+        request: m.Request,
+        reply: Reply,
+        error: tuple[ErrorCode, str] | None,
+        size: int,
+        held: int,
+        received: float,
+    ) -> None:
+        """Write the response of a request served at once. Its bytes stay counted until the
+        socket has taken them (at once, as a rule; else a task waits for the drain)."""
+        response_size = 0
+        try:
+            response_size = self._respond(header, reply, error)
+        except (ConnectionError, OSError):
+            self._client_gone(True)  # the read loop notices and closes
+        if response_size and self._transport.get_write_buffer_size():
+            self._account(-size, 0)
+            self._track(asyncio.create_task(self._drain_then_release(response_size)))
+        else:
+            self._account(-size - response_size, -1)
+        metrics = self._metrics
+        if metrics is not None:
+            code = 0 if error is None else int(error[0])
+            metrics.request(type(request), code, held, response_size, 0.0, self._now() - received)
+
+    def _respond(
+        self, header: FrameHeader, reply: Reply, error: tuple[ErrorCode, str] | None
+    ) -> int:
+        """Write the response (none when the client has gone, or for a NO_RESPONSE request);
+        its size, counted in the connection's buffered bytes."""
+        if self._gone:
+            return 0  # nobody will read it: not built
+        if error is not None:
+            buffers = self._wire.send_error(header, *error)
+        elif reply is None:
+            return 0
+        else:
+            response, chunks = reply
+            buffers = self._wire.send_response(header, response, data=chunks)
+        if not buffers:
+            return 0  # a NO_RESPONSE request
+        response_size = sum(map(len, buffers))
+        self._account(response_size, 0)
+        self._send(buffers)
+        return response_size
 
     def _answered(self, event: ServerEvent) -> None:
         """A frame the wire session answered itself: a handshake, or a refused request."""
@@ -381,45 +585,29 @@ class Connection:
         self,
         header: FrameHeader,
         request: m.Request,
-        data: bytearray,
+        outcome: Outcome,
         size: int,
         held: int,
         received: float,
     ) -> None:
-        """Handle one request and write its response; ``received`` is when its frame was
-        decoded (on the loop's clock; only read when metrics are kept)."""
+        """Finish serving one request in a task and write its response; ``received`` is when
+        its frame was decoded (on the loop's clock; only read when metrics are kept)."""
+        del self._unstarted[cast(asyncio.Task[None], asyncio.current_task())]
         response_size = 0
         reply: Reply = None
         error: tuple[ErrorCode, str] | None = None
         started = 0.0 if self._metrics is None else self._now()
         try:
             try:
-                reply = await self._core.handle(request, data, self.session)
-            except BrokerError as exc:
-                error = exc.code, exc.message
-            except MalformedMessageError as exc:
-                error = ErrorCode.INVALID_REQUEST, str(exc)
-            except Exception:
-                log.exception("error handling %s from %s", type(request).__name__, self._peer)
-                error = ErrorCode.UNKNOWN_SERVER_ERROR, "unexpected broker error (see logs)"
+                reply = await finish(outcome)
+            except Exception as exc:
+                error = self._error(request, exc)
             finally:
-                del data  # the request's bytes go back to the broker's budget now
+                del outcome  # the request's bytes go back to the broker's budget now
                 self._budget.release(held)
-            if self._gone:
-                return  # nobody will read it: not built
-            if error is not None:
-                buffers = self._wire.send_error(header, *error)
-            elif reply is None:
-                return
-            else:
-                response, chunks = reply
-                buffers = self._wire.send_response(header, response, data=chunks)
-            if not buffers:
-                return  # a NO_RESPONSE request
-            response_size = sum(len(b) for b in buffers)
-            self._account(response_size, 0)
-            self._send(buffers)
-            await self._writer.drain()
+            response_size = self._respond(header, reply, error)
+            if response_size:
+                await self._writer.drain()
         except (ConnectionError, OSError):
             self._client_gone(True)  # the read loop notices and closes
         finally:
@@ -440,7 +628,10 @@ class Connection:
         size = sum(len(b) for b in buffers)
         self._account(size, +1)
         self._send(buffers)
-        task = asyncio.create_task(self._drain_then_release(size))
+        self._track(asyncio.create_task(self._drain_then_release(size)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Keep a task that writes (never cancelled when the client goes) until it is done."""
         self._tasks[task] = False
         task.add_done_callback(self._forget)
 
@@ -453,8 +644,9 @@ class Connection:
             self._account(-size, -1)
 
     def _send(self, buffers: Sequence[Buffer]) -> None:
-        if not self._writer.is_closing():
-            self._writer.writelines(buffers)
+        transport = self._transport
+        if not transport.is_closing():
+            transport.writelines(buffers)
 
     def _account(self, nbytes: int, requests: int) -> None:
         stats = self.stats

@@ -19,6 +19,7 @@ from tidelog.server.log import (
 )
 from tidelog.server.log.index import OFFSET_ENTRY
 from tidelog.wire.errors import StorageError
+from tidelog.wire.layouts import BATCH_HEADER_SIZE
 
 from .helpers import FakeClock, Written, append_all, make_batch
 
@@ -201,5 +202,59 @@ def test_a_lookup_that_stays_stale_is_retried_once_then_a_storage_error(log_dir:
 
     with pytest.raises(StorageError, match="does not match its rebuilt index"):
         seg.segment.read(seg.segment.base_offset + relative, 1 << 20)
-    assert fs.hits == 2  # the first walk, then one retry after the rebuild
+    # The append's hint of where that batch starts (checked: zeros, so dropped), the first
+    # walk, then one retry after the rebuild.
+    assert fs.hits == 3
     seg.log.abandon()
+
+
+# --- where the last read ended and the last append began: a hint, checked -------------------
+
+
+class CountingFileSystem(OsFileSystem):
+    """The real file system, noting the size of each read of a ``.log`` file."""
+
+    def __init__(self) -> None:
+        self.reads: list[int] = []
+        self._logs: set[int] = set()
+
+    def open(self, path: str, flags: int) -> int:
+        fd = super().open(path, flags)
+        if path.endswith(".log"):
+            self._logs.add(fd)
+        return fd
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        if fd in self._logs:
+            self.reads.append(size)
+        return super().pread(fd, size, offset)
+
+
+def test_a_read_that_goes_on_where_the_last_ended_reads_one_header_not_a_walk(
+    log_dir: str,
+) -> None:
+    fs = CountingFileSystem()
+    seg = open_segment(log_dir, Files(fs))
+    first = seg.segment.read(0, 1)  # one batch: offsets 0 and 1
+    assert first == FetchData(seg.data(0, 0), 0, 2)
+    for batch in range(1, 6):
+        fs.reads.clear()
+        fetched = seg.segment.read(2 * batch, 1)
+        assert fetched == FetchData(seg.data(batch, batch), 2 * batch, 2 * batch + 2)
+        # The hinted header alone (no chunk of headers walked from an index entry), then
+        # the batch.
+        assert fs.reads == [BATCH_HEADER_SIZE, len(seg.written[batch].data)]
+    seg.log.abandon()
+
+
+def test_hints_never_outlive_a_truncation(log_dir: str) -> None:
+    seg = open_segment(log_dir)
+    log = seg.log
+    assert seg.segment.read(4, 1) == FetchData(seg.data(2, 2), 4, 6)  # hints for 4 and 6
+    log.truncate_to(4)
+    # Offsets 4 and 6 again, in batches of other sizes: where they start has moved.
+    again = append_all(log, [make_batch(2, size=500 + 7 * i, tag=10 + i) for i in range(2)])
+    assert seg.segment.read(4, 1).records == again[0].data
+    assert seg.segment.read(6, 1).records == again[1].data
+    assert seg.segment.read(2, 1 << 20).records == seg.data(1, 1) + again[0].data + again[1].data
+    log.abandon()

@@ -8,7 +8,16 @@ from .configs import parse_topic_configs
 from .dispatch import BrokerCore
 from .durability import Appended, WritePath
 from .notifier import AppendNotifier
-from .types import DeadlineClock, LoopClock, Reply, RequestCore, Session
+from .types import (
+    DeadlineClock,
+    LoopClock,
+    Outcome,
+    Reply,
+    RequestCore,
+    Session,
+    finish,
+    served,
+)
 
 __all__ = [
     "Appended",
@@ -16,9 +25,12 @@ __all__ = [
     "BrokerCore",
     "DeadlineClock",
     "LoopClock",
+    "Outcome",
     "Reply",
     "RequestCore",
     "Session",
     "WritePath",
     "parse_topic_configs",
+    "finish",
+    "served",
 ]

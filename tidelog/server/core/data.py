@@ -1,11 +1,13 @@
 """The data path of the request core: Produce, Fetch, ListOffsets and InitProducerId.
 
 Produce appends synchronously, before the handler's first ``await`` (the one exception, waiting
-for a topic to be auto-created, keeps the order too: see ``CoreState.auto_create``): requests
-are started in arrival order, so pipelined produces to one partition land in order. Its wait
-for durability is
-bounded by the request's ``timeout_ms``; fetch's long poll by ``max_wait_ms``. Both deadlines
-run on the injected :class:`~tidelog.server.core.types.DeadlineClock`.
+for topics to be auto-created, keeps the order too: see ``CoreState.auto_create``): requests
+are started in arrival order, so pipelined produces to one partition land in order. Produce and
+fetch each have a ``*_now`` form for ``RequestCore.handle_now``: the reply at once when nothing
+needs waiting for (acks 0 or 1; a first read that answers the fetch), else the coroutine that
+finishes. Produce's wait for durability is bounded by the request's ``timeout_ms``; fetch's
+long poll by ``max_wait_ms``. Both deadlines run on the injected
+:class:`~tidelog.server.core.types.DeadlineClock`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Final
 
 from tidelog.schemas.types import ValidationMode
 from tidelog.wire import messages as m
@@ -34,9 +37,10 @@ from ..metrics import BrokerMetrics
 from .idempotence import MAX_EPOCH
 from .schema_guard import SchemaGuard
 from .state import CoreState, check_client_writable
-from .types import Reply
+from .types import Outcome, Reply, finish
 
 log = logging.getLogger("tidelog.server.core")
+_ACKS: Final = frozenset((m.Acks.NONE, m.Acks.LEADER, m.Acks.ALL))
 
 
 def fetch_reservation(request: m.FetchRequest, config: BrokerConfig) -> int:
@@ -59,17 +63,39 @@ class DataApis:
     # --- produce ------------------------------------------------------------------------
 
     async def produce(self, request: m.ProduceRequest, data: bytearray) -> Reply:
+        return await finish(self.produce_now(request, data))
+
+    def produce_now(self, request: m.ProduceRequest, data: bytearray) -> Outcome:
+        """Append at once and return the reply, unless a topic must be auto-created first
+        (then nothing is appended yet) or the acks wait for a flush (then the batches are
+        appended and the coroutine waits): see :meth:`RequestCore.handle_now`."""
         state = self._state
         if state.shutting_down:
             raise BrokerShuttingDownError()
         acks = request.acks
-        if acks not in (m.Acks.NONE, m.Acks.LEADER, m.Acks.ALL):
+        if acks not in _ACKS:
             raise InvalidRequestError(f"acks must be 0, 1 or -1, not {acks}")
         sections = split_data([p.size for p in request.partitions], data)
-        failed: dict[str, BrokerError] = {}
         if state.creating(p.topic for p in request.partitions):
-            failed = await state.auto_create(p.topic for p in request.partitions)
-        # From here to the first await below, nothing else runs: batches land in request order.
+            return self._produce_created(request, sections)
+        return self._append(request, sections, {})
+
+    async def _produce_created(
+        self, request: m.ProduceRequest, sections: list[memoryview]
+    ) -> Reply:
+        failed = await self._state.auto_create(p.topic for p in request.partitions)
+        return await finish(self._append(request, sections, failed))
+
+    def _append(
+        self,
+        request: m.ProduceRequest,
+        sections: list[memoryview],
+        failed: dict[str, BrokerError],
+    ) -> Outcome:
+        """Append each partition's batches (nothing else runs meanwhile: batches land in
+        request order); the reply, or the coroutine that waits for their durability."""
+        state = self._state
+        acks = request.acks
         writes = state.write_path
         metrics = self.metrics
         results: list[m.ProducePartitionResult] = []
@@ -111,20 +137,18 @@ class DataApis:
             if appended.durable is not None:
                 waits.append((index, appended.durable))
         if waits:
-            await self._await_durable(request, results, waits)
-        if acks == m.Acks.NONE:
-            return None
-        return m.ProduceResponse(tuple(results)), ()
+            return self._await_durable(request, results, waits)
+        return _produce_reply(acks, results)
 
     async def _await_durable(
         self,
         request: m.ProduceRequest,
         results: list[m.ProducePartitionResult],
         waits: list[tuple[int, asyncio.Future[None]]],
-    ) -> None:
+    ) -> Reply:
         """Wait, within the request's ``timeout_ms``, until each partition's batches are as
-        durable as the acks promise; a partition that fails or runs out of time gets its
-        error in place of its offsets (its batches stay in the log, as in Kafka)."""
+        durable as the acks promise, then reply; a partition that fails or runs out of time
+        gets its error in place of its offsets (its batches stay in the log, as in Kafka)."""
         clock = self._state.clock
         timeout_ms = max(request.timeout_ms, 0)
         deadline = clock.monotonic() + timeout_ms / 1000
@@ -145,42 +169,92 @@ class DataApis:
             results[index] = m.ProducePartitionResult(
                 r.topic, r.partition, error.code, error.message
             )
+        return _produce_reply(request.acks, results)
 
     # --- fetch --------------------------------------------------------------------------
 
     async def fetch(self, request: m.FetchRequest) -> Reply:
+        return await finish(self.fetch_now(request))
+
+    def fetch_now(self, request: m.FetchRequest) -> Outcome:
+        """The reply at once when a first read answers the fetch (enough data, no wait
+        asked, an error), else the coroutine that long-polls: see
+        :meth:`RequestCore.handle_now`."""
         state = self._state
         if request.replica_id >= 0:
             if state.replication is None:
                 raise InvalidRequestError("replica fetches go to brokers in a cluster")
-            return await state.replication.fetch(request, fetch_reservation(request, state.config))
+            return state.replication.fetch(request, fetch_reservation(request, state.config))
         clock = state.clock
         max_wait = min(max(request.max_wait_ms, 0), state.config.max_fetch_wait_ms) / 1000
         deadline = clock.monotonic() + max_wait
         min_bytes = max(request.min_bytes, 0)
         max_bytes = fetch_reservation(request, state.config)
         if any(p.verify for p in request.partitions):
-            await self._verify(request.partitions, max_bytes)
+            return self._verified_fetch(request, deadline, min_bytes, max_bytes)
+        metrics = self.metrics
+        sent: list[tuple[str, int, int]] | None = None if metrics is None else []
+        results, chunks, total = self._read(request.partitions, max_bytes, sent)
+        if not self._answered(results, total, min_bytes, deadline):
+            # A coroutine runs later: if an append was notified in between, it reads again
+            # before it waits, so none is missed.
+            version = state.notifier.version
+            return self._long_poll(request, deadline, min_bytes, max_bytes, version)
+        if metrics is not None and sent is not None:
+            _count_fetch(metrics, sent, 0.0, -1.0)
+        return m.FetchResponse(tuple(results)), chunks
+
+    def _answered(
+        self, results: list[m.FetchPartitionResult], total: int, min_bytes: int, deadline: float
+    ) -> bool:
+        """Whether a read answers the fetch now: enough bytes, no time left, an error."""
+        state = self._state
+        return (
+            total >= min_bytes
+            or deadline - state.clock.monotonic() <= 0
+            or state.shutting_down
+            or any(r.error_code for r in results)
+        )
+
+    async def _verified_fetch(
+        self, request: m.FetchRequest, deadline: float, min_bytes: int, max_bytes: int
+    ) -> Reply:
+        await self._verify(request.partitions, max_bytes)
+        return await self._long_poll(request, deadline, min_bytes, max_bytes)
+
+    async def _long_poll(
+        self,
+        request: m.FetchRequest,
+        deadline: float,
+        min_bytes: int,
+        max_bytes: int,
+        read_at: int = -1,
+    ) -> Reply:
+        """Read, and wait for appends until the read answers the fetch or time is up.
+        ``read_at``: the notifier's version when the caller read too little; while it is
+        still the version, that read stands and the poll starts by waiting."""
+        state = self._state
+        clock = state.clock
         metrics = self.metrics
         sent: list[tuple[str, int, int]] | None = None if metrics is None else []
         waited_from = -1.0
+        stale = read_at != state.notifier.version
         while True:
-            results, chunks, total = self._read(request.partitions, max_bytes, sent)
+            if stale:
+                results, chunks, total = self._read(request.partitions, max_bytes, sent)
+                if self._answered(results, total, min_bytes, deadline):
+                    if metrics is not None and sent is not None:
+                        waited = clock.monotonic() - waited_from
+                        _count_fetch(metrics, sent, waited, waited_from)
+                    return m.FetchResponse(tuple(results)), chunks
+            stale = True
             remaining = deadline - clock.monotonic()
-            if (
-                total >= min_bytes
-                or remaining <= 0
-                or state.shutting_down
-                or any(r.error_code for r in results)
-            ):
-                if metrics is not None and sent is not None:
-                    _count_fetch(metrics, sent, clock.monotonic() - waited_from, waited_from)
-                return m.FetchResponse(tuple(results)), chunks
             if sent is not None:
                 sent.clear()  # read again after the wait: only the last read is sent
                 if waited_from < 0:
                     waited_from = clock.monotonic()
-            # No await since the read: no append can have slipped in between.
+            # No await since the read (or the notifier's version check): no append can have
+            # slipped in between.
             with state.notifier.watch((p.topic, p.partition) for p in request.partitions) as woken:
                 await clock.wait(woken, remaining)
 
@@ -317,6 +391,12 @@ def _count_fetch(
         counts.bytes_out += nbytes
     if waited_from >= 0:
         metrics.fetch_wait.observe(waited)
+
+
+def _produce_reply(acks: int, results: list[m.ProducePartitionResult]) -> Reply:
+    if acks == m.Acks.NONE:
+        return None
+    return m.ProduceResponse(tuple(results)), ()
 
 
 def _split_batches(section: memoryview) -> list[memoryview]:

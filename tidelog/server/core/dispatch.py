@@ -6,6 +6,7 @@ and the unit tier drives it directly with a fake clock.
 from __future__ import annotations
 
 from concurrent.futures import Executor
+from typing import cast
 
 from tidelog.wire import messages as m
 from tidelog.wire import replica_messages as rm
@@ -29,7 +30,7 @@ from .configs import parse_topic_configs
 from .data import DataApis, fetch_reservation
 from .notifier import AppendNotifier
 from .state import CoreState
-from .types import DeadlineClock, LoopClock, Reply, Session
+from .types import DeadlineClock, LoopClock, Outcome, Reply, Session
 
 
 class BrokerCore:
@@ -240,6 +241,16 @@ class BrokerCore:
         if isinstance(request, m.FetchRequest):
             return fetch_reservation(request, self.config)
         return 0
+
+    def handle_now(self, request: m.Request, data: bytearray, session: Session) -> Outcome:
+        """Produce and fetch are served at once when they need not wait (no task, no loop
+        turn: the cost of a small request); every other request is a coroutine to run."""
+        kind = type(request)
+        if kind is m.ProduceRequest:
+            return self._data.produce_now(cast(m.ProduceRequest, request), data)
+        if kind is m.FetchRequest:
+            return self._data.fetch_now(cast(m.FetchRequest, request))
+        return self.handle(request, data, session)
 
     async def handle(self, request: m.Request, data: bytearray, session: Session) -> Reply:
         match request:

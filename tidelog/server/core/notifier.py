@@ -21,8 +21,12 @@ class AppendNotifier:
 
     def __init__(self) -> None:
         self._waiters: defaultdict[TopicPartition, set[asyncio.Future[None]]] = defaultdict(set)
+        self.version = 0
+        """Counts the notifications: a fetch that read too little at one version, and finds
+        the same one later, knows that reading again would find the same."""
 
     def notify(self, tp: TopicPartition) -> None:
+        self.version += 1
         waiters = self._waiters.pop(tp, None)
         if waiters:
             for future in waiters:
@@ -31,6 +35,7 @@ class AppendNotifier:
 
     def notify_all(self) -> None:
         """Wake every waiting fetch (shutdown, topic deletion)."""
+        self.version += 1
         for tp in list(self._waiters):
             self.notify(tp)
 

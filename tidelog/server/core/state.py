@@ -117,6 +117,10 @@ class CoreState:
     def partition_count(self, name: str) -> int | None:
         """A topic's partition count (the cluster's, in a cluster), ``None`` if it does not
         exist. Raises for an invalid name."""
+        if self.cluster is None and self.logs is not None and type(name) is str:
+            count = self.logs.partition_count(name)
+            if count is not None:
+                return count  # a topic's name was checked when it was created
         validate_topic_name(name)
         if self.cluster is not None:
             topic = self.cluster.view.topics.get(name)
@@ -124,9 +128,11 @@ class CoreState:
         return self.manager.partition_count(name)
 
     def creating(self, names: Iterable[str]) -> bool:
-        """Whether any of ``names`` is unknown or being auto-created by an earlier request."""
-        creating = self._creating
-        return any(n in creating or self._unknown(n) for n in names)
+        """Whether any of ``names`` is unknown, or an earlier request is auto-creating topics
+        (it appends once they exist: a later request waits its turn, whatever it names)."""
+        if self._creating:
+            return True
+        return any(self._unknown(n) for n in names)
 
     def _unknown(self, name: str) -> bool:
         try:
@@ -139,16 +145,16 @@ class CoreState:
         the broker allows it, at most ``max_auto_create_per_request`` of them; the errors of
         those that could not be created, by name.
 
-        The files are made in a worker thread. A request that names a topic an earlier request
-        is creating waits until that request has resumed (and appended), so pipelined produces
-        to a new topic still land in the order they were sent."""
+        The files are made in a worker thread. A request that comes while an earlier request
+        is creating topics waits until that request has resumed (and appended), so pipelined
+        produces still land in the order they were sent: to the new topic, and to the others
+        the earlier request named."""
         errors: dict[str, BrokerError] = {}
         creating = self._creating
         wanted: list[str] = []
-        earlier: set[asyncio.Future[None]] = set()
+        earlier: set[asyncio.Future[None]] = set(creating.values())
         for name in dict.fromkeys(names):
             if name in creating:
-                earlier.add(creating[name])
                 continue
             try:
                 if self.partition_count(name) is None and self.config.auto_create_topics:

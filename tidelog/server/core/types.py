@@ -8,15 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeAlias, TypeGuard, cast
 
 from tidelog.wire import messages as m
 from tidelog.wire.records import Buffer
 
 Reply = tuple[m.Response, Sequence[Buffer]] | None
 """What the core returns: a response and its data section, or ``None`` for no response."""
+
+Outcome: TypeAlias = Reply | Coroutine[Any, Any, Reply]
+"""What :meth:`RequestCore.handle_now` returns: the reply when the request was served at once,
+else the coroutine that finishes serving it (to run in a task of its own)."""
+
+
+def served(outcome: Outcome) -> TypeGuard[Reply]:
+    """Whether ``outcome`` is the reply itself (a type test: no ABC check on the hot path)."""
+    return outcome is None or type(outcome) is tuple
+
+
+async def finish(outcome: Outcome) -> Reply:
+    """The reply of an outcome: itself, or what its coroutine returns."""
+    if served(outcome):
+        return outcome
+    return await cast(Coroutine[Any, Any, Reply], outcome)
 
 
 @dataclass(slots=True)
@@ -53,6 +69,13 @@ class RequestCore(Protocol):
         ...
 
     async def handle(self, request: m.Request, data: bytearray, session: Session) -> Reply: ...
+
+    def handle_now(self, request: m.Request, data: bytearray, session: Session) -> Outcome:
+        """Serve ``request`` at once if nothing needs waiting for (a produce at acks 0 or 1, a
+        fetch with data), else start nothing and return the coroutine that serves it -- or,
+        when the request's effects were made at once (a produce's appends), the coroutine that
+        waits for what the answer depends on. Raises what :meth:`handle` raises."""
+        ...
 
 
 class DeadlineClock(Protocol):

@@ -14,6 +14,7 @@ from .check import Repair, SegmentCheck, check_segment
 from .damage import Damage
 from .files import CREATE_NEW, READ_ONLY, READ_WRITE, Files, Handle
 from .scan import BatchInfo, SegmentDamage, StaleIndexError
+from .scan import header_at as _header_at
 from .scan import scan_headers as _scan_headers
 
 
@@ -154,6 +155,10 @@ class LogFile:
                 self.path,
                 exc.position,
             ) from exc
+
+    def header_at(self, position: int, offset: int, end: int) -> BatchInfo | None:
+        """The batch starting ``offset`` at ``position``, if it is there (a hint checked)."""
+        return _header_at(self.handle(), position, end, offset)
 
     def end_offset(
         self, position: int, offset: int, end: int, skips: Sequence[Damage] = ()

@@ -109,6 +109,21 @@ def scan_headers(
         chunk = SCAN_CHUNK if size < SCAN_CHUNK else _HEADER_SIZE
 
 
+def header_at(handle: Handle, position: int, end: int, expected: int) -> BatchInfo | None:
+    """The batch at ``position`` if a plausible header starting ``expected`` is there and the
+    batch ends by ``end``; ``None`` otherwise (a lookup hint that no longer holds)."""
+    buf = handle.pread(_HEADER_SIZE, position)
+    if len(buf) < _HEADER_SIZE:
+        return None
+    base, length, _epoch, magic, _crc, _attrs, delta, _ts, max_ts, *_ = _HEADER.unpack_from(buf)
+    size = length + BATCH_LOG_OVERHEAD
+    if magic != BATCH_MAGIC or base != expected or delta < 0 or size < _HEADER_SIZE:
+        return None
+    if position + size > end:
+        return None
+    return BatchInfo(position, size, base, base + delta + 1, max_ts)
+
+
 def largest_timestamp(
     infos: Iterable[BatchInfo], start: tuple[int, int] | None
 ) -> tuple[int, int] | None:

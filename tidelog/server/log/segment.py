@@ -41,6 +41,8 @@ from .logfile import LogFile
 from .results import FetchData
 from .scan import BatchInfo, StaleIndexError, find_timestamp, largest_timestamp
 
+START_HINTS: Final = 1024
+"""Batch positions a segment remembers for the next reads (a hint each: 2 ints)."""
 LOG_SUFFIX: Final = ".log"
 DELETED_SUFFIX: Final = ".deleted"
 
@@ -54,6 +56,7 @@ class LogSegment:
     __slots__ = (
         "_cache",
         "_files",
+        "_starts",
         "_writeback_from",
         "active",
         "base_offset",
@@ -94,6 +97,10 @@ class LogSegment:
         self.index_synced_version = 0
         self.damage: list[Damage] = []
         """Known damaged ranges, by position: reads stop before them (:mod:`.damage`)."""
+        self._starts: dict[int, int] = {}
+        """Where recent batches start, by base offset: the batches just appended and those
+        after the last read ones, where consumers fetch next. A hint, checked against the
+        header it names before use; the oldest goes beyond :data:`START_HINTS`."""
 
     def __repr__(self) -> str:
         return f"LogSegment({self.log_path!r}, size={self.size}, next={self.next_offset})"
@@ -256,6 +263,7 @@ class LogSegment:
         position = self.size
         self.log.append(data, position, size)
         self.indexes.track(position, size, base_offset, max_timestamp)
+        self._remember(base_offset, position)
         self.size = position + size
         self.next_offset = next_offset
         if self.rolling_base_ms is None:
@@ -319,6 +327,7 @@ class LogSegment:
             return None
         limit = min(first.position + max_bytes, end)
         if limit <= first_end:
+            self._remember(first.next_offset, first_end)
             return first, first_end, first.next_offset
         if limit >= self.size:
             return first, self.size, self.next_offset
@@ -331,6 +340,7 @@ class LogSegment:
             if info.position + info.size > limit:
                 break
             stop, next_offset = info.position + info.size, info.next_offset
+        self._remember(next_offset, stop)
         return first, stop, next_offset
 
     def translate_offset(self, offset: int) -> BatchInfo:
@@ -356,7 +366,20 @@ class LogSegment:
                 next_offset=region.next_offset,
             )
 
+    def _remember(self, offset: int, position: int) -> None:
+        """Note that a batch starts ``offset`` at ``position`` (see :attr:`_starts`)."""
+        starts = self._starts
+        starts[offset] = position
+        if len(starts) > START_HINTS:
+            del starts[next(iter(starts))]
+
     def _batch_at(self, offset: int) -> BatchInfo:
+        starts = self._starts
+        if offset in starts and not self.damage:  # where a read ended or an append began
+            info = self._file().header_at(starts[offset], offset, self.size)
+            if info is not None:
+                return info
+            del starts[offset]  # no longer so: the index knows
         entry_offset, position = self.offset_index.lookup(offset)
         for info in self._walk(position, entry_offset, at_index_entry=position > 0):
             if info.next_offset > offset:
@@ -486,6 +509,7 @@ class LogSegment:
         of them or of its damaged ranges."""
         indexes = self.indexes
         indexes.reset()
+        self._starts.clear()
         for info in infos:
             indexes.track(info.position, info.size, info.base_offset, info.max_timestamp)
         size, next_offset = 0, self.base_offset
@@ -520,6 +544,7 @@ class LogSegment:
         range replace what was known there); with ``reindex``, a check of the whole file also
         rebuilds both indexes from its batches. Returns the damaged ranges that are new."""
         self.log.repair(check.repairs)
+        self._starts.clear()
         new = [r for r in check.damage if r not in self.damage]
         self.damage = merge_damage(self.damage, check.damage, check.start, check.end)
         if reindex and check.start == 0 and check.end >= self.size:
@@ -531,6 +556,7 @@ class LogSegment:
         """Cut the file at ``position`` (recovery: a torn write at the end of the newest
         segment); returns the bytes cut. Indexes are rebuilt by the caller."""
         removed = self._file().handle().size() - position
+        self._starts.clear()
         if removed > 0:
             self.log.truncate(position)
         self.damage = [r for r in self.damage if r.end <= position]
@@ -552,6 +578,7 @@ class LogSegment:
             new_next = cut.base_offset if cut is not None else self.base_offset
         self.damage = [r for r in self.damage if r.end <= position]
         removed = self.size - position
+        self._starts.clear()
         self.log.truncate(position)
         self.indexes.truncate_to(new_next, self._files)
         self.size = position

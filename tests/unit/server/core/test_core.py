@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tidelog.server.config import BrokerConfig
-from tidelog.server.core import BrokerCore, Reply, Session
+from tidelog.server.core import BrokerCore, Reply, Session, finish, served
 from tidelog.server.log import FaultyFileSystem, PartitionLog, TopicPartition
 from tidelog.wire import messages as m
 from tidelog.wire.errors import (
@@ -228,6 +228,47 @@ async def test_long_poll_ends_at_shutdown(rig: Rig) -> None:
     rig.core.begin_shutdown()
     _, data = await task
     assert data == b""
+
+
+# --- served at once (handle_now) or by a coroutine -------------------------------------------
+
+
+@with_rig()
+async def test_a_produce_at_acks_leader_and_a_fetch_with_data_are_served_at_once(rig: Rig) -> None:
+    request, data = produce(TP.topic, batch(b"hello"))
+    reply = rig.core.handle_now(request, data, SESSION)
+    assert served(reply) and reply is not None
+    assert isinstance(reply[0], m.ProduceResponse) and reply[0].partitions[0].base_offset == 0
+    reply = rig.core.handle_now(fetch(TP.topic, max_wait_ms=5000), bytearray(), SESSION)
+    assert served(reply) and reply is not None
+    assert b"hello" in b"".join(reply[1])
+
+
+@with_rig()
+async def test_a_fetch_that_parks_sees_an_append_made_before_its_poll_started(rig: Rig) -> None:
+    # The first read finds nothing; an append lands before the long poll runs (its task has
+    # not started): the poll answers with it at once, without waiting for the deadline.
+    outcome = rig.core.handle_now(fetch(TP.topic, max_wait_ms=5000), bytearray(), SESSION)
+    assert not served(outcome)
+    await rig.produce(b"hello")
+    task = await started(finish(outcome))
+    await settle(task.done)  # the clock never moves: it must not wait
+    response, chunks = task.result()
+    assert response.partitions[0].high_watermark == 1
+    assert b"hello" in b"".join(chunks)
+    assert rig.core.notifier.waiting == 0
+
+
+@with_rig()
+async def test_a_fetch_that_parks_with_nothing_new_waits_for_the_next_append(rig: Rig) -> None:
+    outcome = rig.core.handle_now(fetch(TP.topic, max_wait_ms=5000), bytearray(), SESSION)
+    assert not served(outcome)
+    task = await started(finish(outcome))
+    await settle(lambda: rig.clock.waiting == 1)
+    assert not task.done()
+    await rig.produce(b"later")
+    _, chunks = await task
+    assert b"later" in b"".join(chunks)
 
 
 # --- errors -----------------------------------------------------------------------------------
