@@ -94,8 +94,11 @@ class ClusterRole:
         self.etcd = EtcdClient(config.etcd_endpoints)
         self.keys = ClusterKeys(config.cluster_id)
         self.member: ClusterMember | None = None
-        self.leaving = False
-        """Set when the broker leaves the cluster (shutting down): it leads nothing since."""
+        self._leaving = False
+        self.fenced: str | None = None
+        """Why this broker leads nothing now: its etcd lease was lost (the cluster counts it
+        dead and elects other leaders), until it is registered again and has read the
+        cluster afresh."""
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._creating: dict[str, asyncio.Task[None]] = {}
@@ -111,6 +114,21 @@ class ClusterRole:
             max_frame_size=config.max_frame_size,
             monotonic=monotonic,
         )
+
+    @property
+    def leaving(self) -> bool:
+        """Whether this broker leads nothing and lists itself nowhere: it is leaving the
+        cluster (shutting down: set once, for good), or it is fenced (its lease was lost)."""
+        return self._leaving or self.fenced is not None
+
+    @leaving.setter
+    def leaving(self, value: bool) -> None:
+        self._leaving = value
+
+    def _out(self) -> str:
+        if self._leaving:
+            return f"broker {self.broker_id} is shutting down"
+        return f"broker {self.broker_id} lost its etcd lease ({self.fenced}) and is rejoining"
 
     @property
     def view(self) -> ClusterView:
@@ -129,12 +147,29 @@ class ClusterRole:
             record,
             lease_ttl=self.config.etcd_lease_ttl_s,
             on_change=lambda _: self._dirty.set(),
+            on_lease_lost=self._fence,
+            on_rejoined=self._unfence,
             auto_leader_rebalance=self.config.auto_leader_rebalance,
         )
         await self.member.start(register_within=self.config.cluster_join_timeout_s)
         self.replicas.start()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._follow(), name="cluster-logs")
+        self._dirty.set()
+
+    def _fence(self, reason: str) -> None:
+        """The lease is lost: by now (or very soon) the controller elects other leaders for
+        what this broker leads, and this broker may not hear of it (etcd may be out of its
+        reach). It resigns every leadership at once, so that producers and consumers get
+        NOT_LEADER and look elsewhere instead of waiting on a leader that can no longer
+        commit anything; its metadata lists neither itself nor its leaderships."""
+        self.fenced = reason
+        logger.warning("broker %d is fenced: it leads nothing until it has rejoined",
+                       self.broker_id)  # fmt: skip
+        self._dirty.set()
+
+    def _unfence(self) -> None:
+        self.fenced = None
         self._dirty.set()
 
     def ensure_internal_topic(self, name: str) -> None:
@@ -203,7 +238,7 @@ class ClusterRole:
         topic_id = topic.record.topic_id
         local = self._logs().topics().get(name)
         led: set[int] = set()
-        if local is not None and local.topic_id == topic_id:
+        if local is not None and local.topic_id == topic_id and not self.leaving:
             led = {
                 p
                 for p, state in view.partitions_of(name).items()
@@ -284,6 +319,8 @@ class ClusterRole:
             info = local.get(name)
             if me not in s.replicas or info is None or info.topic_id != s.topic_id:
                 continue
+            if s.leader == me and self.fenced is not None:
+                continue  # resigned (a partition left out is dropped by the replica manager)
             address = None
             broker = view.brokers.get(s.leader)
             if s.leader != me and broker is not None:
@@ -297,12 +334,18 @@ class ClusterRole:
         self, tp: TopicPartition, leader: PartitionLeader, isr: tuple[int, ...]
     ) -> int:
         """Write ``isr`` for ``tp`` if its state is still the one this leader leads by
-        (compare-and-set on its revision); the new revision, 0 when refused."""
-        current = self.view.partitions.get((tp.topic, tp.partition))
+        (compare-and-set on its revision); the new revision, 0 when refused. A broker that
+        is not registered (the cluster counts it dead: its lease ran out) never joins an
+        ISR, however well it keeps up (Kafka's KIP-841): the controller takes dead brokers
+        out of every ISR, and the two would undo each other's writes without end."""
+        view = self.view
+        current = view.partitions.get((tp.topic, tp.partition))
         if current is None:
             return 0
         s = current.record
         if s.leader != self.broker_id or s.leader_epoch != leader.epoch:
+            return 0
+        if any(b not in s.isr and b not in view.brokers for b in isr):
             return 0
         ordered = tuple(r for r in s.replicas if r in isr)
         state = msgspec.structs.replace(s, isr=ordered)
@@ -344,10 +387,7 @@ class ClusterRole:
     def check_leader(self, topic: str, partition: int) -> None:
         """Raise unless this broker leads ``topic``/``partition`` and its log is ready."""
         if self.leaving:
-            raise NotLeaderError(
-                f"{topic}[{partition}]: broker {self.broker_id} is shutting down; "
-                "its partitions are led by others now"
-            )
+            raise NotLeaderError(f"{topic}[{partition}]: {self._out()}; others lead it now")
         view = self.view
         found = view.topics.get(topic)
         if found is None or not 0 <= partition < found.record.partitions:
@@ -417,9 +457,7 @@ class ClusterRole:
     async def reserve_producer_ids(self, size: int, at_least: int) -> int:
         """A block of producer ids no other broker is given (see ``ClusterMember``)."""
         if self.leaving:
-            raise CoordinatorNotAvailableError(
-                f"broker {self.broker_id} is shutting down: ask another broker"
-            )
+            raise CoordinatorNotAvailableError(f"{self._out()}: ask another broker")
         if self.member is None:
             raise LeaderNotAvailableError("this broker has not joined its cluster yet")
         try:
