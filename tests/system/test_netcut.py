@@ -11,15 +11,17 @@ dropped, nothing closed, the nastier case than a reset.
   reach it: its lease runs out, the controller elects another in-sync replica, the followers
   move to it, and the deposed leader, which still believes it leads, must acknowledge nothing
   (the checker's I1 and I4: an acknowledgement of a write the new leader never had) while the
-  clients find the new leader. Healed, it rejoins the ISR. ``TIDELOG_NETCUT_ETCD_CUTS`` rounds
-  (2 in ``make test``, one per partition).
+  clients find the new leader. Healed, it rejoins the ISR, and the cuts cost only a handful
+  of etcd writes each. ``TIDELOG_NETCUT_ETCD_CUTS`` blackholes (4 in ``make test``, the
+  partitions in turn), and 2 resets (every connection reset, new ones refused).
 * **A follower cut off from its leader only.** Each broker sits behind a proxy that it
   advertises (``advertised_port``), and the proxy tells a replica fetcher's connections by
   the client id of their handshake (``replica-<id>``): exactly the fetches of one follower
   from the leader are blackholed, everything else passes. The leader shrinks the ISR after
   ``replica_lag_time_max_ms`` and goes on acknowledging with the other follower; healed, the
   follower catches up and rejoins the ISR. Then both followers are cut: acks=all stops with
-  NOT_ENOUGH_REPLICAS, and nothing acknowledged is lost.
+  NOT_ENOUGH_REPLICAS, and nothing acknowledged is lost. ``TIDELOG_NETCUT_FOLLOWER_ROUNDS``
+  rounds (1 in ``make test``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
+from tidelog.client import Producer
 from tidelog.server.cluster.records import NO_LEADER
 
 from .cluster import Cluster, cluster
@@ -38,15 +43,18 @@ from .history import (
     PARTITIONS,
     TOPIC,
     History,
+    Op,
     assert_replicas_agree,
     check,
+    settle,
     settled,
     summary,
     under_load,
 )
-from .netproxy import FaultProxy
+from .netproxy import FaultProxy, client_id
 
-ETCD_CUTS = int(os.environ.get("TIDELOG_NETCUT_ETCD_CUTS", "2"))
+ETCD_CUTS = int(os.environ.get("TIDELOG_NETCUT_ETCD_CUTS", "4"))
+FOLLOWER_ROUNDS = int(os.environ.get("TIDELOG_NETCUT_FOLLOWER_ROUNDS", "1"))
 RESUME_WITHIN_S = 40.0
 """From a cut to the partition's first acknowledgement on its new leader."""
 WRITES_PER_CUT = 15
@@ -95,20 +103,34 @@ def etcd_revision(c: Cluster) -> int:
     return c.etcd_call(lambda e: e.range(c.keys.prefix, prefix=True))[1]
 
 
+def blackhole(proxy: FaultProxy) -> None:
+    proxy.blackhole()
+
+
+def reset(proxy: FaultProxy) -> None:
+    """Every connection reset and new ones refused: the kinder cut (the broker hears of it)."""
+    proxy.block()
+    proxy.cut()
+
+
 async def etcd_cut_loop(
-    c: Cluster, proxies: dict[int, FaultProxy], history: History
+    c: Cluster,
+    proxies: dict[int, FaultProxy],
+    history: History,
+    cuts: int,
+    fault: Callable[[FaultProxy], None],
 ) -> tuple[list[tuple[float, float]], int]:
     """Blackhole the etcd connections of a partition's leader until another leads it and
     acknowledges a write, then heal; per round, the seconds from the cut to the election and
     to the first acknowledgement after it; and the etcd writes of all rounds."""
     rounds = []
     before = await asyncio.to_thread(etcd_revision, c)
-    for i in range(ETCD_CUTS):
+    for i in range(cuts):
         await asyncio.to_thread(c.wait_until, "every replica in sync", lambda: settled(c, 3), 60)
         partition = i % PARTITIONS
         victim = await asyncio.to_thread(leader, c, partition)
         cut = time.monotonic()
-        proxies[victim].blackhole()
+        fault(proxies[victim])
         try:
             await asyncio.to_thread(
                 c.wait_until,
@@ -124,20 +146,125 @@ async def etcd_cut_loop(
     return rounds, await asyncio.to_thread(etcd_revision, c) - before
 
 
-def test_a_leader_cut_off_from_etcd_is_deposed_and_acknowledges_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fault", "cuts"), [(blackhole, ETCD_CUTS), (reset, 2)], ids=["blackhole", "reset"]
+)
+def test_a_leader_cut_off_from_etcd_is_deposed_and_acknowledges_nothing(
+    tmp_path: Path, fault: Callable[[FaultProxy], None], cuts: int
+) -> None:
     with proxied(tmp_path, etcd_behind_proxy) as (c, proxies):
         history, (rounds, writes), final, elapsed = asyncio.run(
-            under_load(c, 3, 2, lambda h: etcd_cut_loop(c, proxies, h))
+            under_load(c, 3, 2, lambda h: etcd_cut_loop(c, proxies, h, cuts, fault))
         )
         print(
-            f"\n{ETCD_CUTS} leaders blackholed from etcd in {elapsed:.1f}s: "
+            f"\n{cuts} leaders cut from etcd ({fault.__name__}) in {elapsed:.1f}s: "
             f"{summary(history, elapsed)}; new leader elected after "
             f"{max(e for e, _ in rounds):.2f}s at most, first ack on it "
             f"{max(a for _, a in rounds):.2f}s after the cut at most; {writes} etcd writes"
         )
         # A cut costs a handful of writes (the lease's keys, an election, the ISR out and back
         # in, a registration); a leader re-adding a broker the controller takes out, hundreds.
-        assert writes <= WRITES_PER_CUT * ETCD_CUTS
+        assert writes <= WRITES_PER_CUT * cuts
+        violations = check(history, final)
+        assert not violations, "\n".join(violations[:20])
+        assert_replicas_agree(c, final)
+
+
+# --- a follower cut off from its leader -----------------------------------------------------
+
+
+def behind_proxy(proxies: dict[int, FaultProxy], c: Cluster, broker: int) -> None:
+    """The broker behind a proxy it advertises: every client and replica fetcher reaches it
+    through the proxy, which names each connection by its handshake's client id."""
+    proxy = proxies[broker] = FaultProxy(tagger=client_id).start()
+    c.start(broker, "--advertised-port", str(proxy.port))
+    host, port = c.address(broker).rsplit(":", 1)
+    proxy.set_upstream(host, int(port))
+
+
+def isr(c: Cluster, partition: int) -> tuple[int, ...]:
+    return c.partitions(TOPIC)[partition].isr
+
+
+async def probe(address: str, history: History, partition: int) -> Op:
+    """One acks=all send without retries, in the history: its outcome."""
+    op = history.invoke(partition)
+    async with Producer(address, acks="all", retries=0, delivery_timeout=10.0) as producer:
+        future = await producer.send(TOPIC, op.value.encode(), partition=partition)
+        await settle(history, op, future)
+    return op
+
+
+async def follower_cut_round(
+    c: Cluster, proxies: dict[int, FaultProxy], history: History, partition: int
+) -> tuple[dict[str, float], list[Op]]:
+    """Cut one follower of ``partition`` from its leader, then heal; then cut both. The
+    seconds each step took, and the probe sends made while both were cut."""
+    took: dict[str, float] = {}
+    await asyncio.to_thread(c.wait_until, "every replica in sync", lambda: settled(c, 3), 60)
+    state = (await asyncio.to_thread(c.partitions, TOPIC))[partition]
+    lead = state.leader
+    first, second = (r for r in state.replicas if r != lead)
+    proxy = proxies[lead]
+
+    cut = time.monotonic()
+    proxy.blackhole(lambda tag: tag == f"replica-{first}")
+    try:
+        took["shrink"] = await asyncio.to_thread(
+            c.wait_until, f"broker {first} out of the ISR", lambda: first not in isr(c, partition)
+        )
+        took["ack"] = await ack_after(history, partition, time.monotonic(), 10) - cut
+    finally:
+        proxy.heal()
+    took["rejoin"] = await asyncio.to_thread(
+        c.wait_until, f"broker {first} back in the ISR", lambda: first in isr(c, partition)
+    )
+
+    proxy.blackhole(lambda tag: tag in (f"replica-{first}", f"replica-{second}"))
+    probes = []
+    try:
+        took["shrink to the leader"] = await asyncio.to_thread(
+            c.wait_until, "an ISR of the leader alone", lambda: isr(c, partition) == (lead,)
+        )
+        alone = time.monotonic()
+        for _ in range(2):
+            probes.append(await probe(c.address(lead), history, partition))
+        assert history.last_ack(partition) < alone, "acknowledged by a leader alone in its ISR"
+    finally:
+        proxy.heal()
+    took["both rejoin"] = await asyncio.to_thread(
+        c.wait_until, "every replica in sync", lambda: settled(c, 3)
+    )
+    return took, probes
+
+
+async def follower_cut_loop(
+    c: Cluster, proxies: dict[int, FaultProxy], history: History
+) -> tuple[dict[str, float], list[Op]]:
+    """``FOLLOWER_ROUNDS`` rounds, over the partitions in turn; the longest time each step
+    took, and every probe."""
+    took: dict[str, float] = {}
+    probes = []
+    for i in range(FOLLOWER_ROUNDS):
+        steps, sent = await follower_cut_round(c, proxies, history, i % PARTITIONS)
+        took = {k: max(v, took.get(k, 0.0)) for k, v in steps.items()}
+        probes += sent
+    return took, probes
+
+
+def test_a_follower_cut_off_from_its_leader_leaves_the_isr_and_returns(tmp_path: Path) -> None:
+    with proxied(tmp_path, behind_proxy) as (c, proxies):
+        history, (took, probes), final, elapsed = asyncio.run(
+            under_load(c, 3, 2, lambda h: follower_cut_loop(c, proxies, h))
+        )
+        steps = ", ".join(f"{k} {v:.2f}s" for k, v in took.items())
+        print(
+            f"\n{FOLLOWER_ROUNDS} round(s) of followers cut from their leader in {elapsed:.1f}s: "
+            f"{summary(history, elapsed)}; at most: {steps}; "
+            f"{len(probes)} probes while the leader was alone: {probes[0].error}"
+        )
+        for op in probes:
+            assert op.outcome != "ok" and "NOT_ENOUGH_REPLICAS" in op.error, op
         violations = check(history, final)
         assert not violations, "\n".join(violations[:20])
         assert_replicas_agree(c, final)
