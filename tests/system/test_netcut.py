@@ -38,7 +38,7 @@ import pytest
 from tidelog.client import Producer
 from tidelog.server.cluster.records import NO_LEADER
 
-from .cluster import Cluster, cluster
+from .cluster import LEASE_TTL_S, Cluster, cluster
 from .history import (
     PARTITIONS,
     TOPIC,
@@ -168,6 +168,41 @@ def test_a_leader_cut_off_from_etcd_is_deposed_and_acknowledges_nothing(
         violations = check(history, final)
         assert not violations, "\n".join(violations[:20])
         assert_replicas_agree(c, final)
+
+
+def test_brokers_keep_serving_while_etcd_is_out_of_everyones_reach(tmp_path: Path) -> None:
+    """etcd blackholed for every broker at once, for several lease TTLs: every lease is lost,
+    but no controller can elect anyone, the followers keep fetching, and so nobody is fenced:
+    acknowledgements go on throughout. Healed, the brokers register again."""
+    with proxied(tmp_path, etcd_behind_proxy) as (c, proxies):
+
+        async def outage(history: History) -> float:
+            await asyncio.to_thread(c.wait_until, "every replica in sync", lambda: settled(c, 3))
+            for proxy in proxies.values():
+                proxy.blackhole()
+            try:
+                cut = time.monotonic()
+                lost = cut + 2 * LEASE_TTL_S + 1  # every lease lost (and seen lost) by now
+                for p in range(PARTITIONS):
+                    await ack_after(history, p, lost, 4 * LEASE_TTL_S + 10)
+                return time.monotonic() - cut
+            finally:
+                for proxy in proxies.values():
+                    proxy.heal()
+
+        history, lasted, final, elapsed = asyncio.run(under_load(c, 3, 2, outage))
+        try:
+            back = c.wait_until("every broker registered", lambda: c.live_brokers() == [1, 2, 3])
+        except AssertionError:
+            for b, proc in c.brokers.items():
+                print("BROKER", b, "".join(proc.stderr_lines[-30:]))
+            raise
+        print(
+            f"\netcd out of reach for {lasted:.1f}s: {summary(history, elapsed)}; every "
+            f"broker registered again {back:.1f}s after the final read"
+        )
+        violations = check(history, final)
+        assert not violations, "\n".join(violations[:20])
 
 
 # --- a follower cut off from its leader -----------------------------------------------------

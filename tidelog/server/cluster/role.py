@@ -65,6 +65,8 @@ logger = logging.getLogger("tidelog.server.cluster")
 INTERNAL_TOPICS: Final = (OFFSETS_TOPIC, SHARE_STATE_TOPIC)
 """The coordinators' topics: led partitions are loaded by the group and share coordinators."""
 
+DEPOSITION_CHECK_S: Final = 0.2
+"""Seconds between looks at the followers while the lease is lost."""
 PLACE_WITHIN: Final = 10.0
 """Seconds CreateTopics waits for the controller to place the new partitions."""
 
@@ -95,10 +97,12 @@ class ClusterRole:
         self.keys = ClusterKeys(config.cluster_id)
         self.member: ClusterMember | None = None
         self._leaving = False
+        self.lease_lost: str | None = None
+        """Why the etcd lease was lost, until this broker is registered again."""
         self.fenced: str | None = None
-        """Why this broker leads nothing now: its etcd lease was lost (the cluster counts it
-        dead and elects other leaders), until it is registered again and has read the
-        cluster afresh."""
+        """Why this broker leads nothing now: its lease was lost and its followers went to
+        another leader, until it is registered again and has read the cluster afresh."""
+        self._deposition: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._creating: dict[str, asyncio.Task[None]] = {}
@@ -128,7 +132,10 @@ class ClusterRole:
     def _out(self) -> str:
         if self._leaving:
             return f"broker {self.broker_id} is shutting down"
-        return f"broker {self.broker_id} lost its etcd lease ({self.fenced}) and is rejoining"
+        return (
+            f"broker {self.broker_id} lost its etcd lease ({self.fenced}) and another broker "
+            "leads its partitions"
+        )
 
     @property
     def view(self) -> ClusterView:
@@ -147,8 +154,8 @@ class ClusterRole:
             record,
             lease_ttl=self.config.etcd_lease_ttl_s,
             on_change=lambda _: self._dirty.set(),
-            on_lease_lost=self._fence,
-            on_rejoined=self._unfence,
+            on_lease_lost=self._lease_lost,
+            on_rejoined=self._rejoined,
             auto_leader_rebalance=self.config.auto_leader_rebalance,
         )
         await self.member.start(register_within=self.config.cluster_join_timeout_s)
@@ -157,19 +164,43 @@ class ClusterRole:
         self._task = loop.create_task(self._follow(), name="cluster-logs")
         self._dirty.set()
 
-    def _fence(self, reason: str) -> None:
-        """The lease is lost: by now (or very soon) the controller elects other leaders for
-        what this broker leads, and this broker may not hear of it (etcd may be out of its
-        reach). It resigns every leadership at once, so that producers and consumers get
-        NOT_LEADER and look elsewhere instead of waiting on a leader that can no longer
-        commit anything; its metadata lists neither itself nor its leaderships."""
-        self.fenced = reason
-        logger.warning("broker %d is fenced: it leads nothing until it has rejoined",
-                       self.broker_id)  # fmt: skip
-        self._dirty.set()
+    def _lease_lost(self, reason: str) -> None:
+        """The cluster counts this broker dead: the controller elects other leaders for what
+        it leads, and this broker may not hear of it (etcd may be out of its reach, or its
+        watch hang). Or etcd is down for every broker, and nothing changes. Which of the two,
+        its followers tell: see :meth:`_watch_deposition`."""
+        self.lease_lost = reason
+        if self._deposition is None or self._deposition.done():
+            self._deposition = asyncio.get_running_loop().create_task(
+                self._watch_deposition(), name="cluster-deposition"
+            )
 
-    def _unfence(self) -> None:
-        self.fenced = None
+    async def _watch_deposition(self) -> None:
+        """While the lease is lost: once the in-sync followers of a partition led here have
+        all been silent for a lease TTL, they follow another leader, elected by a controller
+        that counts this broker dead. The broker is then fenced: it resigns every leadership
+        (the controller replaced it everywhere at once), so that producers and consumers get
+        NOT_LEADER and look elsewhere instead of waiting on a leader that can commit nothing;
+        its metadata lists neither itself nor its leaderships. If etcd is down for everyone,
+        the followers keep fetching and it keeps leading."""
+        ttl_ms = self.config.etcd_lease_ttl_s * 1000
+        while self.lease_lost is not None:
+            deposed = self.replicas.abandoned(ttl_ms)
+            if deposed:
+                self.fenced = self.lease_lost
+                logger.warning(
+                    "broker %d is fenced: its lease is lost and the followers of %s went "
+                    "elsewhere; it leads nothing until it has rejoined",
+                    self.broker_id, ", ".join(map(str, deposed[:5])),
+                )  # fmt: skip
+                self._dirty.set()
+                return
+            await asyncio.sleep(DEPOSITION_CHECK_S)
+
+    def _rejoined(self) -> None:
+        self.lease_lost = self.fenced = None
+        if self._deposition is not None:
+            self._deposition.cancel()
         self._dirty.set()
 
     def ensure_internal_topic(self, name: str) -> None:
@@ -187,7 +218,9 @@ class ClusterRole:
 
     async def stop(self) -> None:
         """Leave the cluster (the lease is revoked: others notice at once)."""
-        tasks = [t for t in (self._task, *self._creating.values()) if t is not None]
+        tasks = [
+            t for t in (self._task, self._deposition, *self._creating.values()) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
