@@ -55,8 +55,11 @@ from .netproxy import FaultProxy, client_id
 
 ETCD_CUTS = int(os.environ.get("TIDELOG_NETCUT_ETCD_CUTS", "4"))
 FOLLOWER_ROUNDS = int(os.environ.get("TIDELOG_NETCUT_FOLLOWER_ROUNDS", "1"))
-RESUME_WITHIN_S = 40.0
-"""From a cut to the partition's first acknowledgement on its new leader."""
+RESUME_WITHIN_S = 3 * LEASE_TTL_S + 5.0
+"""From a new leader's election to the partition's first acknowledgement on it: the old
+leader notices its lease lost (a TTL), then its followers' silence (another), and resigns;
+its clients then find the new leader. (Before the old leader resigned on its own, they
+waited more than 40 s.)"""
 WRITES_PER_CUT = 15
 LAG_MS = 2000
 OPTIONS = (
@@ -120,8 +123,8 @@ async def etcd_cut_loop(
     cuts: int,
     fault: Callable[[FaultProxy], None],
 ) -> tuple[list[tuple[float, float]], int]:
-    """Blackhole the etcd connections of a partition's leader until another leads it and
-    acknowledges a write, then heal; per round, the seconds from the cut to the election and
+    """Cut a partition's leader from etcd (``fault`` on its proxy) until another leads the
+    partition and acknowledges a write, then heal; per round, the seconds from the cut to the election and
     to the first acknowledgement after it; and the etcd writes of all rounds."""
     rounds = []
     before = await asyncio.to_thread(etcd_revision, c)
