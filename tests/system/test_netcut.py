@@ -124,8 +124,8 @@ async def etcd_cut_loop(
     fault: Callable[[FaultProxy], None],
 ) -> tuple[list[tuple[float, float]], int]:
     """Cut a partition's leader from etcd (``fault`` on its proxy) until another leads the
-    partition and acknowledges a write, then heal; per round, the seconds from the cut to the election and
-    to the first acknowledgement after it; and the etcd writes of all rounds."""
+    partition and acknowledges a write, then heal; per round, the seconds from the cut to the
+    election and to the first acknowledgement after it; and the etcd writes of all rounds."""
     rounds = []
     before = await asyncio.to_thread(etcd_revision, c)
     for i in range(cuts):
