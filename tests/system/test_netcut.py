@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tidelog.client import Producer
@@ -99,7 +100,13 @@ async def ack_after(history: History, partition: int, since: float, within: floa
 
 def etcd_behind_proxy(proxies: dict[int, FaultProxy], c: Cluster, broker: int) -> None:
     proxies[broker] = FaultProxy(("127.0.0.1", c.etcd.client_port)).start()
-    c.start(broker, endpoint=proxies[broker].address)
+    c.start(broker, "--admin-port", "-1", endpoint=proxies[broker].address)
+
+
+def readiness(c: Cluster, broker: int) -> str:
+    """The broker's /ready answer: "ready", or why not."""
+    answer = httpx.get(f"http://{c.brokers[broker].admin_address}/ready", timeout=5)
+    return "ready" if answer.status_code == 200 else answer.text
 
 
 def etcd_revision(c: Cluster) -> int:
@@ -142,6 +149,12 @@ async def etcd_cut_loop(
             )
             elected = time.monotonic()
             acked = await ack_after(history, partition, elected, RESUME_WITHIN_S)
+            await asyncio.to_thread(
+                c.wait_until,
+                f"broker {victim} fenced",
+                lambda v=victim: "fenced" in readiness(c, v),
+                RESUME_WITHIN_S,
+            )
         finally:
             proxies[victim].heal()
         rounds.append((elected - cut, acked - cut))
@@ -188,6 +201,8 @@ def test_brokers_keep_serving_while_etcd_is_out_of_everyones_reach(tmp_path: Pat
                 lost = cut + 2 * LEASE_TTL_S + 1  # every lease lost (and seen lost) by now
                 for p in range(PARTITIONS):
                     await ack_after(history, p, lost, 4 * LEASE_TTL_S + 10)
+                answers = [await asyncio.to_thread(readiness, c, b) for b in sorted(c.brokers)]
+                assert not any("fenced" in a for a in answers), answers
                 return time.monotonic() - cut
             finally:
                 for proxy in proxies.values():

@@ -400,6 +400,8 @@ class ClusterRole:
         registered, or the view names it leader of partitions it does not lead yet (their
         local logs are being set up). ``None`` when ready."""
         member = self.member
+        if self.fenced is not None:
+            return f"fenced: {self._out()}"
         if member is None or self.broker_id not in member.view.brokers:
             return "not registered in the cluster"
         view = member.view
