@@ -46,6 +46,8 @@ fuzz: $(STAMP)
 # at factor 2, min ISR 1 (make test runs 6); 20 leaders SIGSTOPped past their lease (make test
 # runs 2); 9 broker SIGKILLs under a group of 3 in that cluster (make test runs 3); 3 under queue
 # workers there (a known gap, xfail: share state is not replicated yet; make test skips it).
+# 20 leaders blackholed from etcd (make test runs 4) and 4 rounds of followers cut from their
+# leader (make test runs 1), through userspace proxies (tests/system/test_netcut.py).
 # schemathesis over every gateway endpoint, 200 examples per operation and a random seed (make
 # test runs 10 with a fixed seed).
 soak: $(STAMP)
@@ -58,6 +60,7 @@ soak: $(STAMP)
 	TIDELOG_QUEUE_KILLS=40 $(BIN)/pytest tests/system/test_queue_crash.py -q -s
 	TIDELOG_REPLICATION_KILLS=200 TIDELOG_REPLICATION_F2_KILLS=100 $(BIN)/pytest tests/system/test_replication.py -q -s
 	TIDELOG_REPLICATION_PAUSES=20 $(BIN)/pytest tests/system/test_replication_pause.py -q -s
+	TIDELOG_NETCUT_ETCD_CUTS=20 TIDELOG_NETCUT_FOLLOWER_ROUNDS=4 $(BIN)/pytest tests/system/test_netcut.py -q -s
 	TIDELOG_REPLICATION_GROUP_KILLS=9 $(BIN)/pytest tests/system/test_replication_group.py -q -s
 	TIDELOG_REPLICATION_QUEUE_KILLS=10 $(BIN)/pytest tests/system/test_replication_queue.py -q -s
 	TIDELOG_SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest tests/gateway/test_openapi.py -q

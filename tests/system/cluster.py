@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -118,96 +116,21 @@ class Cluster:
 
 @contextmanager
 def cluster(
-    root: Path, brokers: int, name: str = "test", options: tuple[str, ...] | None = None
+    root: Path,
+    brokers: int,
+    name: str = "test",
+    options: tuple[str, ...] | None = None,
+    start: Callable[[Cluster, int], object] = Cluster.start,
 ) -> Iterator[Cluster]:
+    """A cluster of ``brokers`` brokers, each begun by ``start(cluster, broker_id)``."""
     need_etcd()
     with EtcdProcess(root / "etcd") as etcd:
         c = Cluster(root, etcd, name) if options is None else Cluster(root, etcd, name, options)
         try:
             for b in range(1, brokers + 1):
-                c.start(b)
+                start(c, b)
             c.wait_until("every broker registered", lambda: len(c.live_brokers()) == brokers)
             c.wait_until("a controller", lambda: c.controller() is not None)
             yield c
         finally:
             c.stop_all()
-
-
-class TcpProxy:
-    """A plain TCP proxy on a thread of its own, in front of etcd: :meth:`cut` closes every
-    connection through it, :meth:`block` refuses new ones until :meth:`unblock`."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> TcpProxy:
-        self._thread.start()
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.unblock()
-        return self
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
-    def unblock(self) -> None:
-        async def listen() -> None:
-            self._server = await asyncio.start_server(
-                self._accept, "127.0.0.1", self.port, reuse_address=True
-            )
-
-        self._run(listen())
-
-    def block(self) -> None:
-        async def close() -> None:
-            if self._server is not None:
-                self._server.close()
-                await self._server.wait_closed()
-                self._server = None
-
-        self._run(close())
-
-    def cut(self) -> None:
-        async def cut() -> None:
-            for writer in list(self._writers):
-                writer.transport.abort()
-
-        self._run(cut())
-
-    def stop(self) -> None:
-        self.block()
-        self.cut()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}

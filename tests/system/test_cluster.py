@@ -23,7 +23,8 @@ from tidelog.client import (
 from tidelog.etcd import EtcdProcess
 from tidelog.server.cluster.records import NO_LEADER
 
-from .cluster import LEASE_TTL_S, Cluster, TcpProxy, cluster, need_etcd
+from .cluster import LEASE_TTL_S, Cluster, cluster, need_etcd
+from .netproxy import FaultProxy
 from .procs import BrokerProcess
 
 WITHIN_S = 60.0
@@ -231,7 +232,7 @@ def test_a_topic_recreated_while_a_broker_was_down_never_serves_the_old_log(
 
 def test_a_broker_whose_watch_was_cut_past_a_compaction_catches_up(tmp_path: Path) -> None:
     with cluster(tmp_path, 1) as c:
-        proxy = TcpProxy("127.0.0.1", c.etcd.client_port).start()
+        proxy = FaultProxy(("127.0.0.1", c.etcd.client_port)).start()
         try:
             c.start(2, endpoint=proxy.address)
             c.wait_until("broker 2 registered", lambda: c.live_brokers() == [1, 2])

@@ -112,7 +112,7 @@ class Broker:
         except OSError:
             await self.core.shutdown()
             raise
-        self.core.set_advertised_port(self.port)
+        self.core.set_advertised_port(self.config.advertised_port or self.port)
         if self.config.etcd_endpoints:
             try:
                 await self.core.join_cluster()

@@ -110,6 +110,14 @@ class BrokerConfig:
     advertised_host: str | None = _setting(
         None, "host name clients should connect to (default: host)", "broker1.internal"
     )
+    advertised_port: int | None = _setting(
+        None,
+        "port clients should connect to, e.g. that of a proxy or NAT in front of the broker "
+        "(default: the port it listens on)",
+        "17070",
+        low=1,
+        high=65535,
+    )
     max_frame_size: int = _setting(
         DEFAULT_MAX_FRAME_SIZE,
         "largest frame (metadata + data bytes) accepted from a client",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.client.helpers import run
+from tests.system.netproxy import FaultProxy
 from tidelog.etcd import EtcdClient, EtcdProcess, Put
 from tidelog.server.cluster.decisions import Change
 from tidelog.server.cluster.member import BrokerIdInUseError, ClusterMember
@@ -184,3 +185,46 @@ def test_garbage_under_the_prefix_is_ignored(etcd_server: EtcdProcess, cluster_n
         assert "bad" not in members[0].view.topics
 
     in_cluster(etcd_server, cluster_name, 1)(body)
+
+
+def test_a_member_blackholed_from_etcd_is_told_and_reads_the_cluster_afresh_on_return(
+    etcd_server: EtcdProcess, cluster_name: str
+) -> None:
+    """Broker 2 reaches etcd through a proxy that blackholes it (nothing closed: its watch
+    hangs, and stays hung after the heal, as a half-open connection does). It is told when
+    its lease is lost; once it is back, it registers again (a new incarnation) and its view
+    has what changed meanwhile, which the hung watch would never bring."""
+    proxy = FaultProxy(("127.0.0.1", etcd_server.client_port)).start()
+    lost, rejoined = asyncio.Event(), asyncio.Event()
+
+    async def body() -> None:
+        async with (
+            member(etcd_server.endpoint, cluster_name, 1) as other,
+            EtcdClient([proxy.address]) as etcd,
+        ):
+            cut = ClusterMember(
+                etcd, ClusterKeys(cluster_name), BrokerRecord(2, "127.0.0.1", 7002),
+                lease_ttl=TTL, on_lease_lost=lambda _: lost.set(), on_rejoined=rejoined.set,
+            )  # fmt: skip
+            await cut.start(register_within=WITHIN)
+            try:
+                await settled([other, cut], lambda m: len(m.view.brokers) == 2)
+                incarnation = cut.incarnation
+                proxy.blackhole()
+                assert await other.wait_for(lambda v: list(v.brokers) == [1], WITHIN)
+                await other.create_topic("while-cut", 1, 1, {}, place_within=WITHIN)
+                async with asyncio.timeout(WITHIN):
+                    await lost.wait()
+                proxy.heal()
+                async with asyncio.timeout(WITHIN):
+                    await rejoined.wait()
+                assert "while-cut" in cut.view.topics
+                assert cut.incarnation > incarnation
+                assert await cut.wait_for(lambda v: len(v.brokers) == 2, WITHIN)
+            finally:
+                await cut.stop()
+
+    try:
+        run(body())
+    finally:
+        proxy.stop()

@@ -94,14 +94,21 @@ class ClusterMember:
         *,
         lease_ttl: int = DEFAULT_LEASE_TTL,
         on_change: Callable[[ClusterView], None] = lambda _: None,
+        on_lease_lost: Callable[[str], None] = lambda _: None,
+        on_rejoined: Callable[[], None] = lambda: None,
         auto_leader_rebalance: bool = True,
     ) -> None:
+        """``on_lease_lost(reason)`` is called when the registration's lease is lost (the
+        cluster counts this broker dead from then on), ``on_rejoined()`` once it is registered
+        again and has read the cluster afresh."""
         self.etcd = etcd
         self.auto_leader_rebalance = auto_leader_rebalance
         self.keys = keys
         self.me = me
         self.lease_ttl = lease_ttl
         self.on_change = on_change
+        self.on_lease_lost = on_lease_lost
+        self.on_rejoined = on_rejoined
         self.view = ClusterView(keys)
         self.incarnation = 0
         self.controller_epoch = 0
@@ -115,6 +122,7 @@ class ClusterMember:
         self._lease: Lease | None = None
         self._keeper: LeaseKeeper | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watch: asyncio.Task[None] | None = None
         self._reconcile = asyncio.Event()
         self._changed = asyncio.Condition()
         self._stopping = False
@@ -140,7 +148,7 @@ class ClusterMember:
         following it."""
         await self._register(register_within)
         await self._reload()
-        self._spawn(self._follow(), "watch")
+        self._watch = self._spawn(self._follow(), "watch")
         self._spawn(self._control(), "controller")
         self._kick()
 
@@ -168,10 +176,11 @@ class ClusterMember:
             with contextlib.suppress(EtcdError):
                 await self.etcd.revoke(self._lease.id)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=f"cluster-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- registration --------------------------------------------------------------------
 
@@ -240,10 +249,22 @@ class ClusterMember:
             "broker %d lost its etcd lease (%s): registering again", self.broker_id, reason
         )
         self.controller_epoch = 0
+        self.on_lease_lost(reason)
         self._spawn(self._reregister(), "reregister")
 
     async def _reregister(self) -> None:
+        """Register afresh, then read the whole cluster again and watch it anew: the watch
+        may hang on a connection that died without a word (a network that drops packets
+        rather than refuses them), so a view followed through it could stay frozen for ever,
+        naming this broker leader of partitions others lead now."""
         await self._register(None)
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        await self._reload()
+        self._watch = self._spawn(self._follow(), "watch")
+        logger.info("broker %d is registered again and has read the cluster", self.broker_id)
+        self.on_rejoined()
         self._kick()
 
     # --- following the cluster -----------------------------------------------------------

@@ -66,6 +66,8 @@ logger = logging.getLogger("tidelog.server.cluster")
 INTERNAL_TOPICS: Final = (OFFSETS_TOPIC, SHARE_STATE_TOPIC)
 """The coordinators' topics: led partitions are loaded by the group and share coordinators."""
 
+DEPOSITION_CHECK_S: Final = 0.2
+"""Seconds between looks at the followers while the lease is lost."""
 PLACE_WITHIN: Final = 10.0
 """Seconds CreateTopics waits for the controller to place the new partitions."""
 
@@ -95,8 +97,13 @@ class ClusterRole:
         self.etcd = EtcdClient(config.etcd_endpoints)
         self.keys = ClusterKeys(config.cluster_id)
         self.member: ClusterMember | None = None
-        self.leaving = False
-        """Set when the broker leaves the cluster (shutting down): it leads nothing since."""
+        self._leaving = False
+        self.lease_lost: str | None = None
+        """Why the etcd lease was lost, until this broker is registered again."""
+        self.fenced: str | None = None
+        """Why this broker leads nothing now: its lease was lost and its followers went to
+        another leader, until it is registered again and has read the cluster afresh."""
+        self._deposition: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
         self._changed = asyncio.Event()
         """Set on every change of the view (:meth:`drain` waits on it)."""
@@ -116,6 +123,24 @@ class ClusterRole:
         )
 
     @property
+    def leaving(self) -> bool:
+        """Whether this broker leads nothing and lists itself nowhere: it is leaving the
+        cluster (shutting down: set once, for good), or it is fenced (its lease was lost)."""
+        return self._leaving or self.fenced is not None
+
+    @leaving.setter
+    def leaving(self, value: bool) -> None:
+        self._leaving = value
+
+    def _out(self) -> str:
+        if self._leaving:
+            return f"broker {self.broker_id} is shutting down"
+        return (
+            f"broker {self.broker_id} lost its etcd lease ({self.fenced}) and another broker "
+            "leads its partitions"
+        )
+
+    @property
     def view(self) -> ClusterView:
         if self.member is None:
             raise LeaderNotAvailableError("this broker has not joined its cluster yet")
@@ -132,12 +157,53 @@ class ClusterRole:
             record,
             lease_ttl=self.config.etcd_lease_ttl_s,
             on_change=lambda _: self._view_changed(),
+            on_lease_lost=self._lease_lost,
+            on_rejoined=self._rejoined,
             auto_leader_rebalance=self.config.auto_leader_rebalance,
         )
         await self.member.start(register_within=self.config.cluster_join_timeout_s)
         self.replicas.start()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._follow(), name="cluster-logs")
+        self._dirty.set()
+
+    def _lease_lost(self, reason: str) -> None:
+        """The cluster counts this broker dead: the controller elects other leaders for what
+        it leads, and this broker may not hear of it (etcd may be out of its reach, or its
+        watch hang). Or etcd is down for every broker, and nothing changes. Which of the two,
+        its followers tell: see :meth:`_watch_deposition`."""
+        self.lease_lost = reason
+        if self._deposition is None or self._deposition.done():
+            self._deposition = asyncio.get_running_loop().create_task(
+                self._watch_deposition(), name="cluster-deposition"
+            )
+
+    async def _watch_deposition(self) -> None:
+        """While the lease is lost: once the in-sync followers of a partition led here have
+        all been silent for a lease TTL, they follow another leader, elected by a controller
+        that counts this broker dead. The broker is then fenced: it resigns every leadership
+        (the controller replaced it everywhere at once), so that producers and consumers get
+        NOT_LEADER and look elsewhere instead of waiting on a leader that can commit nothing;
+        its metadata lists neither itself nor its leaderships. If etcd is down for everyone,
+        the followers keep fetching and it keeps leading."""
+        ttl_ms = self.config.etcd_lease_ttl_s * 1000
+        while self.lease_lost is not None:
+            deposed = self.replicas.abandoned(ttl_ms)
+            if deposed:
+                self.fenced = self.lease_lost
+                logger.warning(
+                    "broker %d is fenced: its lease is lost and the followers of %s went "
+                    "elsewhere; it leads nothing until it has rejoined",
+                    self.broker_id, ", ".join(map(str, deposed[:5])),
+                )  # fmt: skip
+                self._dirty.set()
+                return
+            await asyncio.sleep(DEPOSITION_CHECK_S)
+
+    def _rejoined(self) -> None:
+        self.lease_lost = self.fenced = None
+        if self._deposition is not None:
+            self._deposition.cancel()
         self._dirty.set()
 
     def ensure_internal_topic(self, name: str) -> None:
@@ -200,7 +266,9 @@ class ClusterRole:
 
     async def stop(self) -> None:
         """Leave the cluster (the lease is revoked: others notice at once)."""
-        tasks = [t for t in (self._task, *self._creating.values()) if t is not None]
+        tasks = [
+            t for t in (self._task, self._deposition, *self._creating.values()) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -251,7 +319,7 @@ class ClusterRole:
         topic_id = topic.record.topic_id
         local = self._logs().topics().get(name)
         led: set[int] = set()
-        if local is not None and local.topic_id == topic_id:
+        if local is not None and local.topic_id == topic_id and not self.leaving:
             led = {
                 p
                 for p, state in view.partitions_of(name).items()
@@ -332,6 +400,8 @@ class ClusterRole:
             info = local.get(name)
             if me not in s.replicas or info is None or info.topic_id != s.topic_id:
                 continue
+            if s.leader == me and self.fenced is not None:
+                continue  # resigned (a partition left out is dropped by the replica manager)
             address = None
             broker = view.brokers.get(s.leader)
             if s.leader != me and broker is not None:
@@ -345,12 +415,18 @@ class ClusterRole:
         self, tp: TopicPartition, leader: PartitionLeader, isr: tuple[int, ...]
     ) -> int:
         """Write ``isr`` for ``tp`` if its state is still the one this leader leads by
-        (compare-and-set on its revision); the new revision, 0 when refused."""
-        current = self.view.partitions.get((tp.topic, tp.partition))
+        (compare-and-set on its revision); the new revision, 0 when refused. A broker that
+        is not registered (the cluster counts it dead: its lease ran out) never joins an
+        ISR, however well it keeps up (Kafka's KIP-841): the controller takes dead brokers
+        out of every ISR, and the two would undo each other's writes without end."""
+        view = self.view
+        current = view.partitions.get((tp.topic, tp.partition))
         if current is None:
             return 0
         s = current.record
         if s.leader != self.broker_id or s.leader_epoch != leader.epoch:
+            return 0
+        if any(b not in s.isr and b not in view.brokers for b in isr):
             return 0
         ordered = tuple(r for r in s.replicas if r in isr)
         state = msgspec.structs.replace(s, isr=ordered)
@@ -372,6 +448,8 @@ class ClusterRole:
         registered, or the view names it leader of partitions it does not lead yet (their
         local logs are being set up). ``None`` when ready."""
         member = self.member
+        if self.fenced is not None:
+            return f"fenced: {self._out()}"
         if member is None or self.broker_id not in member.view.brokers:
             return "not registered in the cluster"
         view = member.view
@@ -392,10 +470,7 @@ class ClusterRole:
     def check_leader(self, topic: str, partition: int) -> None:
         """Raise unless this broker leads ``topic``/``partition`` and its log is ready."""
         if self.leaving:
-            raise NotLeaderError(
-                f"{topic}[{partition}]: broker {self.broker_id} is shutting down; "
-                "its partitions are led by others now"
-            )
+            raise NotLeaderError(f"{topic}[{partition}]: {self._out()}; others lead it now")
         view = self.view
         found = view.topics.get(topic)
         if found is None or not 0 <= partition < found.record.partitions:
@@ -465,9 +540,7 @@ class ClusterRole:
     async def reserve_producer_ids(self, size: int, at_least: int) -> int:
         """A block of producer ids no other broker is given (see ``ClusterMember``)."""
         if self.leaving:
-            raise CoordinatorNotAvailableError(
-                f"broker {self.broker_id} is shutting down: ask another broker"
-            )
+            raise CoordinatorNotAvailableError(f"{self._out()}: ask another broker")
         if self.member is None:
             raise LeaderNotAvailableError("this broker has not joined its cluster yet")
         try:

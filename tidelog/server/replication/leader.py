@@ -146,6 +146,16 @@ class PartitionLeader:
         """ISR followers that have not caught up for ``lag_ms``."""
         return [b for b in self.isr if b != self.me and now_ms - self._caught_up(b) > lag_ms]
 
+    def abandoned(self, now_ms: int, silence_ms: int) -> bool:
+        """Whether the ISR has followers and none of them has fetched for ``silence_ms``
+        (what a leader the controller replaced sees: its followers fetch from the new one)."""
+        others = [b for b in self.isr if b != self.me]
+        return bool(others) and all(now_ms - self._heard(b) > silence_ms for b in others)
+
+    def _heard(self, broker: int) -> int:
+        progress = self.followers.get(broker)
+        return 0 if progress is None else max(progress.last_fetch_ms, progress.caught_up_ms)
+
     def _caught_up(self, broker: int) -> int:
         progress = self.followers.get(broker)
         return 0 if progress is None else progress.caught_up_ms

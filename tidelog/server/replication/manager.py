@@ -346,6 +346,12 @@ class ReplicaManager:
         elif leader.closed is None:
             leader.update_high_watermark()  # refused: no longer held back by the joiners
 
+    def abandoned(self, silence_ms: int) -> list[TopicPartition]:
+        """The partitions led here whose in-sync followers have all been silent for
+        ``silence_ms`` (see :meth:`PartitionLeader.abandoned`)."""
+        now = self.now_ms()
+        return [tp for tp, leader in self.leaders.items() if leader.abandoned(now, silence_ms)]
+
     def _count_isr(self, change: tuple[bool, bool]) -> None:
         shrunk, expanded = change
         self.isr_shrinks += shrunk

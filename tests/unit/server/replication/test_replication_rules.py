@@ -114,6 +114,21 @@ def test_a_follower_lagging_past_the_limit_is_named_and_one_caught_up_may_join(
     assert leader.follower_fetched(3, 3, now_ms=12_500)  # caught up: it may come back
 
 
+def test_a_leader_is_abandoned_once_every_in_sync_follower_has_been_silent(
+    tmp_path: Path,
+) -> None:
+    """What a broker whose lease is lost takes as the sign that it was replaced."""
+    leader = _leader(tmp_path, (1, 2, 3))
+    assert not leader.abandoned(now_ms=1_000, silence_ms=2_000)  # silent since it began only
+    assert leader.abandoned(now_ms=2_001, silence_ms=2_000)
+    leader.follower_fetched(2, 3, now_ms=2_500)
+    assert not leader.abandoned(now_ms=4_000, silence_ms=2_000)  # one follower still fetches
+    assert leader.abandoned(now_ms=4_501, silence_ms=2_000)
+    # No in-sync follower: nobody could have been elected in its place (nor is it a sign).
+    alone = _leader(tmp_path / "alone", (1,))
+    assert not alone.abandoned(now_ms=60_000, silence_ms=2_000)
+
+
 @pytest.mark.parametrize("committed", [True, False])
 def test_a_follower_proposed_for_the_isr_holds_the_high_watermark_until_etcd_answers(
     tmp_path: Path, committed: bool
