@@ -36,6 +36,7 @@ from .admin import (
     TopicDescription,
 )
 from .backoff import Backoff
+from .bulk import BulkFuture, OffsetRange
 from .cluster import Cluster, ClusterMetadata
 from .connection import Connection
 from .consumer import Consumer
@@ -88,6 +89,7 @@ __all__ = [
     "Backoff",
     "BrokerError",
     "BrokerUnavailableError",
+    "BulkFuture",
     "ClientClosedError",
     "ClientError",
     "ClientUsageError",
@@ -119,6 +121,7 @@ __all__ = [
     "OffsetAndMetadata",
     "OffsetAndTimestamp",
     "OffsetOutOfRangeError",
+    "OffsetRange",
     "OffsetSpec",
     "Partitioner",
     "Producer",

@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final, Protocol
 
 from tidelog.wire.compression import Compression
 from tidelog.wire.layouts import BATCH_HEADER_SIZE
-from tidelog.wire.records import HeadersInput, RecordBatchBuilder
+from tidelog.wire.records import Buffer, HeadersInput, RecordBatchBuilder
 
 from .backoff import earlier
 from .batch import RECORD_OVERHEAD, ProducerBatch, RecordFuture, record_size
@@ -223,6 +223,55 @@ class Accumulator:
                     return RecordFuture(batch, index, timestamp), True
                 return RecordFuture(batch, index, timestamp), False
             self._seal(batch)
+        batch = self._new_batch(tp)
+        future = batch.append(value, key, headers, timestamp, size)
+        if batch.reserved + size > self._room:
+            self._seal(batch)
+            return future, True
+        self._open[tp] = batch
+        self._on_ready()  # a new batch: the sender arms its linger timer
+        return future, False
+
+    @property
+    def batch_room(self) -> int:
+        """Bytes of records an empty batch takes (``batch_size`` less the batch header)."""
+        return self._room
+
+    def room(self, tp: TopicPartition) -> int:
+        """Bytes of records ``tp``'s open batch takes still (a new batch's room if it has
+        none): :meth:`extend` with at most this many bytes adds to the open batch."""
+        batch = self._open.get(tp)
+        return self._room if batch is None else self._room - batch.reserved
+
+    def extend(
+        self,
+        tp: TopicPartition,
+        values: Sequence[Buffer | None],
+        keys: Sequence[Buffer | None] | None,
+        timestamp: int,
+        size: int,
+    ) -> tuple[ProducerBatch, int, bool]:
+        """Add records without headers whose ``size`` bytes are already reserved in
+        :attr:`memory` (``send_many()``), all to one batch: the open one if they fit in it,
+        else a new one (which takes them whatever their size). Returns the batch, the first
+        record's index in it, and whether the batch is now full (closed and ready)."""
+        batch = self._open.get(tp)
+        if batch is not None and batch.reserved + size > self._room:
+            self._seal(batch)
+            batch = None
+        if batch is None:
+            batch = self._new_batch(tp)
+            self._open[tp] = batch
+            self._on_ready()  # a new batch: the sender arms its linger timer
+        index = batch.builder.extend(values, keys, timestamp, size)
+        batch.reserved += size
+        # Full once a record of the average size of these would not fit.
+        full = batch.reserved + size // len(values) > self._room
+        if full:
+            self._seal(batch)
+        return batch, index, full
+
+    def _new_batch(self, tp: TopicPartition) -> ProducerBatch:
         now = self.clock()
         batch = ProducerBatch(
             tp, RecordBatchBuilder(self.compression), now, now + self.delivery_timeout
@@ -232,13 +281,7 @@ class Accumulator:
             dq = self._queues[tp] = deque()
         dq.append(batch)
         self._incomplete.add(batch)
-        future = batch.append(value, key, headers, timestamp, size)
-        if batch.reserved + size > self._room:
-            self._seal(batch)
-            return future, True
-        self._open[tp] = batch
-        self._on_ready()  # a new batch: the sender arms its linger timer
-        return future, False
+        return batch
 
     def _seal(self, batch: ProducerBatch, *, notify: bool = True) -> None:
         """No more records for ``batch``: it is ready to be sent."""

@@ -7,7 +7,9 @@ reader that takes it apart again is :mod:`.records_section`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import sub
 
 from crc32c import crc32c
 
@@ -130,6 +132,33 @@ class RecordBatchBuilder:
         self._size += size
         return index
 
+    def extend(
+        self,
+        values: Sequence[Buffer | None],
+        keys: Sequence[Buffer | None] | None,
+        timestamp: int,
+        size: int,
+    ) -> int:
+        """Add records without headers, all with ``timestamp``, in one go (the producer's
+        ``send_many()``): like :meth:`append_sized`, the caller has checked the types and
+        counted ``size`` (16 per record plus the keys' and values' lengths). Returns the
+        first one's offset delta."""
+        n = len(values)
+        index = len(self._values)
+        self._values.extend(values)  # type: ignore[arg-type]  # bytes-like: joined by build()
+        if keys is None:
+            self._keys.extend(repeat(None, n))
+        else:
+            if len(keys) != n:
+                raise ValueError(f"{len(keys)} keys for {n} values")
+            self._keys.extend(keys)  # type: ignore[arg-type]
+        self._timestamps.extend(repeat(timestamp, n))
+        if self._header_blocks is not None:
+            self._header_blocks.extend(repeat(b"", n))
+            size += 4 * n
+        self._size += size
+        return index
+
     def __len__(self) -> int:
         return len(self._values)
 
@@ -155,7 +184,9 @@ class RecordBatchBuilder:
         blocks = self._header_blocks
         count = f">{n}"
         parts: list[Buffer] = [
-            _pack(count + "q", [t - base_ts for t in timestamps]),
+            bytes(8 * n)
+            if base_ts == max_ts
+            else _pack(count + "q", map(sub, timestamps, repeat(base_ts, n))),
             _lengths(count, keys),
             _lengths(count, values),
         ]
@@ -204,8 +235,7 @@ def _pack_header(*fields: int) -> bytes:
         raise ValueError(f"a batch header field is out of range: {exc}") from None
 
 
-def _pack(fmt: str, items: list[int]) -> bytes:
-
+def _pack(fmt: str, items: Iterable[int]) -> bytes:
     try:
         packed: bytes = struct.pack(fmt, *items)
         return packed
@@ -214,7 +244,10 @@ def _pack(fmt: str, items: list[int]) -> bytes:
 
 
 def _lengths(count: str, items: list[bytes | None]) -> bytes:
-    return _pack(count + "i", [-1 if x is None else len(x) for x in items])
+    try:
+        return _pack(count + "i", map(len, items))  # type: ignore[arg-type]  # None: TypeError
+    except TypeError:
+        return _pack(count + "i", [-1 if x is None else len(x) for x in items])
 
 
 def build_batch(
