@@ -16,8 +16,8 @@ import asyncio
 from bisect import bisect_right
 from collections.abc import Callable, Generator, Sequence
 from itertools import accumulate, repeat
-from operator import add
-from typing import Any, NamedTuple
+from operator import add, and_, mod
+from typing import Any, NamedTuple, TypeAlias
 
 from crc32c import crc32c
 
@@ -29,6 +29,11 @@ from .serializers import Serializer
 from .types import RecordMetadata
 
 _MASK = 0x7FFFFFFF
+
+Column: TypeAlias = Sequence[Buffer | None]
+"""Keys or values, checked: bytes-like or None each."""
+Groups: TypeAlias = dict[int, tuple[Sequence[int], Column, Column | None]]
+"""Per partition: the records' positions in the call, their values and their keys."""
 
 
 class OffsetRange(NamedTuple):
@@ -216,7 +221,7 @@ def partitions_of(
                 raise TypeError
             return 0
         hashed: Sequence[Any] = keys
-        return [(h & _MASK) % n for h in map(crc32c, hashed)]
+        return list(map(mod, map(and_, map(crc32c, hashed), repeat(_MASK)), repeat(n)))
     except TypeError:  # some keys are None: those go to the sticky partition
         current = sticky()
         return [current if k is None else (crc32c(k) & _MASK) % n for k in keys]
@@ -226,7 +231,7 @@ def split(
     chosen: list[int],
     values: Sequence[Buffer | None],
     keys: Sequence[Buffer | None] | None,
-) -> dict[int, tuple[list[int], list[Buffer | None], list[Buffer | None] | None]]:
+) -> Groups:
     """The records grouped by partition: per partition, their positions in the call, values
     and keys, each group in the order given."""
     indices: dict[int, list[int]] = {}
@@ -236,7 +241,9 @@ def split(
             indices[p] = [i]
         else:
             group.append(i)
-    out: dict[int, tuple[list[int], list[Buffer | None], list[Buffer | None] | None]] = {}
+    out: dict[
+        int, tuple[Sequence[int], Sequence[Buffer | None], Sequence[Buffer | None] | None]
+    ] = {}
     for p, idx in indices.items():
         vs = list(map(values.__getitem__, idx))
         ks = None if keys is None else list(map(keys.__getitem__, idx))

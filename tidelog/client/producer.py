@@ -20,6 +20,8 @@ from itertools import chain
 from operator import sub
 from typing import Any, Final, Literal, NoReturn, TypeAlias
 
+from crc32c import crc32c
+
 from tidelog.wire import messages as m
 from tidelog.wire.compression import Compression
 from tidelog.wire.errors import BrokerError, ErrorCode, MessageTooLargeError
@@ -27,7 +29,7 @@ from tidelog.wire.records import BYTES_LIKE, Buffer, HeadersInput
 
 from .accumulator import RECORD_OVERHEAD, UNBOUNDED, Accumulator, RecordFuture, record_size
 from .backoff import Backoff
-from .bulk import BulkFuture, column, cut, largest, partitions_of, sizes, split
+from .bulk import BulkFuture, Groups, column, cut, largest, partitions_of, sizes, split
 from .cluster import Cluster, TopicInfo
 from .errors import (
     ClientClosedError,
@@ -305,6 +307,9 @@ class Producer(AsyncClient):
             current = self._sticky_current.get(topic)
             p = self._sticky.partition(topic, parts, info.available) if current is None else current
             sticky = True
+        elif partition is None and self._partitioner is None:
+            # A keyed record: the key hash, inline (see partitioner.py).
+            p = (crc32c(key_bytes) & 0x7FFFFFFF) % len(parts)  # type: ignore[arg-type]
         else:
             p, sticky = choose_partition(
                 topic, key_bytes, partition, parts, info.available, self._partitioner, self._sticky
@@ -381,13 +386,6 @@ class Producer(AsyncClient):
         result = BulkFuture(n, timestamp)
         if not n:
             return result
-        ends = sizes(vals, ks)
-        if max(map(sub, ends, chain((0,), ends))) > self.max_request_size:
-            at, size = largest(ends)
-            raise MessageTooLargeError(
-                f"record {at} of send_many() is {size} bytes, larger than max_request_size "
-                f"({self.max_request_size}): send smaller records or raise max_request_size"
-            )
         hot = self._hot.get(topic)
         if hot is None:
             hot = await self._prepare(topic)
@@ -404,14 +402,26 @@ class Producer(AsyncClient):
             self._partitioner,
             lambda: self._sticky.partition(topic, info.partitions, info.available),
         )
+        groups: Groups
         if isinstance(chosen, int):
-            await self._extend(topic, chosen, range(n), vals, ks, ends, timestamp, result)
+            groups = {chosen: (range(n), vals, ks)}
         else:
-            for p, (positions, group_values, group_keys) in split(chosen, vals, ks).items():
-                group_ends = sizes(group_values, group_keys)
-                await self._extend(
-                    topic, p, positions, group_values, group_keys, group_ends, timestamp, result
+            groups = split(chosen, vals, ks)
+        runs = []
+        for p, (positions, group_values, group_keys) in groups.items():
+            ends = sizes(group_values, group_keys)
+            if max(map(sub, ends, chain((0,), ends))) > self.max_request_size:
+                at, size = largest(ends)
+                raise MessageTooLargeError(
+                    f"record {positions[at]} of send_many() is {size} bytes, larger than "
+                    f"max_request_size ({self.max_request_size}): send smaller records or "
+                    "raise max_request_size"
                 )
+            runs.append((p, positions, group_values, group_keys, ends))
+        for p, positions, group_values, group_keys, ends in runs:
+            await self._extend(
+                topic, p, positions, group_values, group_keys, ends, timestamp, result
+            )
         return result
 
     async def _extend(

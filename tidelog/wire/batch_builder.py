@@ -182,21 +182,19 @@ class RecordBatchBuilder:
         keys = self._keys
         values = self._values
         blocks = self._header_blocks
-        count = f">{n}"
         parts: list[Buffer] = [
             bytes(8 * n)
             if base_ts == max_ts
-            else _pack(count + "q", map(sub, timestamps, repeat(base_ts, n))),
-            _lengths(count, keys),
-            _lengths(count, values),
+            else _int64s(map(sub, timestamps, repeat(base_ts, n))),
+            _lengths(keys),
+            _lengths(values),
         ]
         attributes = int(self.compression)
         if blocks is not None:
             attributes |= BatchAttributes.HAS_HEADERS
-            parts.append(_pack(count + "i", [len(b) for b in blocks]))
-        # filter(None, ...) drops both None and b"", neither of which adds bytes.
-        parts.append(b"".join(filter(None, keys)))
-        parts.append(b"".join(filter(None, values)))
+            parts.append(_int32s(map(len, blocks)))
+        parts.append(_joined(keys))
+        parts.append(_joined(values))
         if blocks is not None:
             parts.append(b"".join(blocks))
         section = b"".join(parts)
@@ -235,19 +233,36 @@ def _pack_header(*fields: int) -> bytes:
         raise ValueError(f"a batch header field is out of range: {exc}") from None
 
 
-def _pack(fmt: str, items: Iterable[int]) -> bytes:
+def _int32s(items: Iterable[int]) -> bytes:
+    """Big-endian int32s (``struct.pack`` over an iterator: no list built per batch)."""
+    return _packed("i", items)
+
+
+def _int64s(items: Iterable[int]) -> bytes:
+    return _packed("q", items)
+
+
+def _packed(code: str, items: Iterable[int]) -> bytes:
+    values = tuple(items)
     try:
-        packed: bytes = struct.pack(fmt, *items)
+        packed: bytes = struct.pack(f">{len(values)}{code}", *values)
         return packed
     except struct.error as exc:
         raise ValueError(f"a record field is out of range: {exc}") from None
 
 
-def _lengths(count: str, items: list[bytes | None]) -> bytes:
+def _lengths(items: list[bytes | None]) -> bytes:
     try:
-        return _pack(count + "i", map(len, items))  # type: ignore[arg-type]  # None: TypeError
+        return _int32s(map(len, items))  # type: ignore[arg-type]  # a None: TypeError
     except TypeError:
-        return _pack(count + "i", [-1 if x is None else len(x) for x in items])
+        return _int32s([-1 if x is None else len(x) for x in items])
+
+
+def _joined(items: list[bytes | None]) -> bytes:
+    try:
+        return b"".join(items)  # type: ignore[arg-type]  # a None: TypeError
+    except TypeError:
+        return b"".join(filter(None, items))  # drops None (and b"", which adds nothing)
 
 
 def build_batch(
