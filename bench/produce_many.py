@@ -8,7 +8,8 @@ before the clock starts; keyed, so over 16 partitions the key hash spreads them.
 awaits each record's ``send()`` (its future is dropped); ``send_many()`` hands the records in
 lists of ``--chunk``. Both end with ``flush()``. acks=all is the default producer: idempotent.
 Per case, every run's records/s (the median and min-max), and the client's and the broker's
-CPU per record. The cases of one run follow each other in one broker process and the runs are
+CPU per record, and the client's idle share (1 - its CPU time over the wall time: time it waited
+for the broker). The cases of one run follow each other in one broker process and the runs are
 interleaved (case 1, case 2, ..., case 1, case 2, ...), so a noisy machine hits them alike.
 """
 
@@ -48,8 +49,8 @@ async def one_run(
     values: list[bytes],
     chunk: int,
     broker_pid: int,
-) -> tuple[float, float, float]:
-    """records/s, client CPU us/record, broker CPU us/record."""
+) -> tuple[float, float, float, float]:
+    """records/s, client CPU us/record, broker CPU us/record, client idle share."""
     n = len(values)
     async with Producer(
         address, acks=acks, batch_size=256 * 1024, linger=0.005, max_request_size=4 << 20
@@ -68,13 +69,15 @@ async def one_run(
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu
         broker = cpu_seconds(broker_pid) - broker
-    return n / wall, cpu / n * 1e6, broker / n * 1e6
+    return n / wall, cpu / n * 1e6, broker / n * 1e6, 1 - cpu / wall
 
 
 async def main(args: argparse.Namespace) -> None:
     keys, values = records(args.records)
     cases = list(itertools.product(args.apis, args.acks, args.partitions))
-    results: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {c: [] for c in cases}
+    results: dict[tuple[str, str, int], list[tuple[float, float, float, float]]] = {
+        c: [] for c in cases
+    }
     with broker_process() as broker:
         async with AdminClient(broker.address) as admin:
             for run in range(args.runs):
@@ -104,13 +107,21 @@ async def main(args: argparse.Namespace) -> None:
         "records/s: median (min-max)",
         "client us/rec",
         "broker us/rec",
+        "client idle",
     ):
         table.add_column(column, justify="right")
     for (api, acks, partitions), rows in results.items():
         client = statistics.median(r[1] for r in rows)
         brk = statistics.median(r[2] for r in rows)
+        idle = statistics.median(r[3] for r in rows)
         table.add_row(
-            api, acks, str(partitions), spread([r[0] for r in rows]), f"{client:.2f}", f"{brk:.2f}"
+            api,
+            acks,
+            str(partitions),
+            spread([r[0] for r in rows]),
+            f"{client:.2f}",
+            f"{brk:.2f}",
+            f"{idle:.0%}",
         )
     Console(width=160).print(table)
 

@@ -434,14 +434,16 @@ def test_send_many_splits_a_call_into_batches_in_order(tmp_path: Path) -> None:
                 sizes = [10, 900, 30, 2000, 5] * 20  # 2000: larger than a batch, goes alone
                 values = [b"%04d" % i + b"x" * n for i, n in enumerate(sizes)]
                 bulk = await producer.send_many("t", values)
+                last = await producer.send("t", b"last")
                 ranges = await bulk
+                assert (await last).offset == 101
             assert len(ranges) > 20, "the call was not split into batches"
             assert ranges[0].offset == 1
             for before, after in itertools.pairwise(ranges):
                 assert after.offset == before.offset + before.records
             assert sum(r.records for r in ranges) == 100
             assert [m.offset for m in bulk.metadata()] == list(range(1, 101))
-            records = await consume_all(b.address, [TopicPartition("t", 0)], 101)
-            assert [r.value for r in records] == [b"first", *values]
+            records = await consume_all(b.address, [TopicPartition("t", 0)], 102)
+            assert [r.value for r in records] == [b"first", *values, b"last"]
 
     run(main())
