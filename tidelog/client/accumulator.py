@@ -192,6 +192,10 @@ class Accumulator:
         self._incomplete: set[ProducerBatch] = set()
         self._drain_start = 0
         self._next_group = 0
+        self.grow: Callable[[TopicPartition, int], int] | None = None
+        """How many bytes of records a partition's open batch may hold now, given the closed
+        batches queued before it (0: close it at ``batch_size``); set by an idempotent
+        producer's sender (:mod:`.growth`). ``None``: batches never grow."""
 
     # --- adding records ----------------------------------------------------------------------
 
@@ -205,28 +209,31 @@ class Accumulator:
         size: int,
     ) -> tuple[RecordFuture, bool]:
         """Add a record whose ``size`` bytes are already reserved in :attr:`memory`. Returns
-        its future and whether this record filled its batch (another record of its size would
-        not fit: the batch is closed and ready)."""
+        its future and whether this record filled its batch: another record of its size would
+        not fit, so the batch is closed and ready, or it took one more step of growth (see
+        :meth:`_grown`); either way the caller should let the sender run."""
         batch = self._open.get(tp)
         if batch is not None:
             # The hot path. ``reserved`` counts what the builder counts (header aside), so
             # the size check needs no call into the builder.
             reserved = batch.reserved + size
-            if reserved <= self._room:
+            if reserved <= batch.room or self._grown(batch, reserved):
                 if headers:
                     index = batch.builder.append(value, key, headers, timestamp)
                 else:  # the producer checked the types and counted the size
                     index = batch.builder.append_sized(value, key, timestamp, size)
                 batch.reserved = reserved
-                if reserved + size > self._room:
-                    self._seal(batch)
+                if reserved + size > batch.room:  # full, or one more step of growth
+                    if not self._grown(batch, reserved + size):
+                        self._seal(batch)
                     return RecordFuture(batch, index, timestamp), True
                 return RecordFuture(batch, index, timestamp), False
             self._seal(batch)
         batch = self._new_batch(tp)
         future = batch.append(value, key, headers, timestamp, size)
-        if batch.reserved + size > self._room:
-            self._seal(batch)
+        if batch.reserved + size > batch.room:
+            if not self._grown(batch, batch.reserved + size):
+                self._seal(batch)
             return future, True
         self._open[tp] = batch
         self._on_ready()  # a new batch: the sender arms its linger timer
@@ -241,7 +248,7 @@ class Accumulator:
         """Bytes of records ``tp``'s open batch takes still (a new batch's room if it has
         none): :meth:`extend` with at most this many bytes adds to the open batch."""
         batch = self._open.get(tp)
-        return self._room if batch is None else self._room - batch.reserved
+        return self._room if batch is None else batch.room - batch.reserved
 
     def extend(
         self,
@@ -256,7 +263,11 @@ class Accumulator:
         else a new one (which takes them whatever their size). Returns the batch, the first
         record's index in it, and whether the batch is now full (closed and ready)."""
         batch = self._open.get(tp)
-        if batch is not None and batch.reserved + size > self._room:
+        if (
+            batch is not None
+            and batch.reserved + size > batch.room
+            and not self._grown(batch, batch.reserved + size)
+        ):
             self._seal(batch)
             batch = None
         if batch is None:
@@ -266,8 +277,9 @@ class Accumulator:
         index = batch.builder.extend(values, keys, timestamp, size)
         batch.reserved += size
         # Full once a record of the average size of these would not fit.
-        full = batch.reserved + size // len(values) > self._room
-        if full:
+        average = batch.reserved + size // len(values)
+        full = average > batch.room  # full, or one more step of growth
+        if full and not self._grown(batch, average):
             self._seal(batch)
         return batch, index, full
 
@@ -276,12 +288,27 @@ class Accumulator:
         batch = ProducerBatch(
             tp, RecordBatchBuilder(self.compression), now, now + self.delivery_timeout
         )
+        batch.room = self._room
         dq = self._queues.get(tp)
         if dq is None:
             dq = self._queues[tp] = deque()
         dq.append(batch)
         self._incomplete.add(batch)
         return batch
+
+    def _grown(self, batch: ProducerBatch, need: int) -> bool:
+        """Whether the open ``batch`` may grow to hold ``need`` bytes of records (the
+        :attr:`grow` hook says how far; see :mod:`.growth`); if so its room grows by one
+        ``batch_size`` step (at least to ``need``), so that the caller still yields to the
+        sender once per step and the hook is asked again at the next."""
+        grow = self.grow
+        if grow is None:
+            return False
+        room = grow(batch.tp, len(self._queues[batch.tp]) - 1)
+        if room < need:
+            return False
+        batch.room = min(room, max(need, batch.room + self._room))
+        return True
 
     def _seal(self, batch: ProducerBatch, *, notify: bool = True) -> None:
         """No more records for ``batch``: it is ready to be sent."""

@@ -107,7 +107,11 @@ class Producer(AsyncClient):
     Sizes are bytes and times seconds:
 
     * ``batch_size``: a partition's batch is sent when it reaches this size (uncompressed),
-      or ``linger`` seconds after its first record, whichever comes first.
+      or ``linger`` seconds after its first record, whichever comes first. With idempotence,
+      a batch that could not leave anyway (its partition has 5 batches in flight, or closed
+      ones waiting) grows past it, up to the topic's ``max_message_bytes`` and
+      ``max_request_size``, and leaves as soon as the partition has room: fewer, larger
+      batches when the brokers are the slower side (see :mod:`tidelog.client.growth`).
     * ``compression``: ``"none"``, ``"lz4"`` or ``"zstd"``, applied per batch.
     * ``acks``: ``"none"`` (no answer; offsets are -1), ``"leader"`` or ``"all"`` (the
       default: on one broker, an fsync before the answer).
@@ -308,8 +312,9 @@ class Producer(AsyncClient):
             p = self._sticky.partition(topic, parts, info.available) if current is None else current
             sticky = True
         elif partition is None and self._partitioner is None:
-            # A keyed record: the key hash, inline (see partitioner.py).
-            p = (crc32c(key_bytes) & 0x7FFFFFFF) % len(parts)  # type: ignore[arg-type]
+            # A keyed record: the key hash, inline (see partitioner.py); one partition: 0.
+            n = len(parts)
+            p = (crc32c(key_bytes) & 0x7FFFFFFF) % n if n > 1 else 0  # type: ignore[arg-type]
         else:
             p, sticky = choose_partition(
                 topic, key_bytes, partition, parts, info.available, self._partitioner, self._sticky

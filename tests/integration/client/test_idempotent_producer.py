@@ -14,6 +14,7 @@ import pytest
 
 from tidelog.client import AdminClient, OffsetSpec, Producer, TopicPartition
 from tidelog.wire.api import ApiKey
+from tidelog.wire.records import iter_batches
 
 from ..proxy import DropEvery, Proxy
 from .helpers import SEND_APIS, broker, consume_all, create_topic, run, send_records
@@ -21,6 +22,8 @@ from .helpers import SEND_APIS, broker, consume_all, create_topic, run, send_rec
 TOPIC = "events"
 PARTITIONS = 3
 RECORDS = 3000
+GROWN = "1024"
+"""The topics' max_message_bytes: how large a batch grows while its window is full."""
 
 
 async def produce_through(
@@ -59,7 +62,8 @@ def test_lost_produce_responses_are_retried_and_each_record_is_written_once(
 ) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
-            await create_topic(b.address, TOPIC, PARTITIONS)
+            # Small batches (grown ones too: see client/growth.py), so many requests to lose.
+            await create_topic(b.address, TOPIC, PARTITIONS, max_message_bytes=GROWN)
             policy = DropEvery(ApiKey.PRODUCE, 3)
             async with Proxy("127.0.0.1", b.port, policy=policy) as proxy:
                 acked = await produce_through(proxy, api)
@@ -88,7 +92,7 @@ def test_pipelined_requests_of_one_partition_cut_mid_flight_land_once_in_order(
 
     async def main() -> None:
         async with broker(tmp_path) as b:
-            await create_topic(b.address, TOPIC, 1)
+            await create_topic(b.address, TOPIC, 1, max_message_bytes=GROWN)
             policy = DropEvery(ApiKey.PRODUCE, 4)
             async with Proxy("127.0.0.1", b.port, policy=policy) as proxy:
                 acked = await produce_through(proxy, api)
@@ -121,3 +125,40 @@ async def _end(address: str, partition: int) -> int:
     tp = TopicPartition(TOPIC, partition)
     async with AdminClient(address) as admin:
         return (await admin.list_offsets({tp: OffsetSpec.LATEST}))[tp].offset
+
+
+@pytest.mark.parametrize("api", SEND_APIS)
+def test_batches_grow_while_the_window_is_full_up_to_the_topic_limit(
+    tmp_path: Path, api: str
+) -> None:
+    """A fast idempotent producer: the partition's 5 batches in flight leave the rest waiting,
+    so the open batch grows past batch_size (fewer, larger batches), never past the topic's
+    max_message_bytes; the records stay in order. Without idempotence nothing grows."""
+
+    async def produce(address: str, topic: str, idempotence: bool) -> list[int]:
+        values = [b"%06d" % i + b"x" * 44 for i in range(20_000)]
+        async with Producer(
+            address, batch_size=1024, linger=0.001, enable_idempotence=idempotence
+        ) as producer:
+            metas = await send_records(producer, api, topic, values, chunk=500)
+        assert [m.offset for m in metas] == list(range(20_000))
+        records = await consume_all(address, [TopicPartition(topic, 0)], 20_000)
+        assert [r.value for r in records] == values
+        return [
+            batch.size
+            for segment in sorted((tmp_path / f"{topic}-0").glob("*.log"))
+            for batch in iter_batches(segment.read_bytes())
+        ]
+
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, "grows", max_message_bytes="8192")
+            await create_topic(b.address, "control", max_message_bytes="8192")
+            grown = await produce(b.address, "grows", True)
+            plain = await produce(b.address, "control", False)
+        assert max(grown) > 1024, "no batch grew"
+        assert max(grown) <= 8192, "a batch grew past max_message_bytes"
+        assert max(plain) <= 1024
+        assert len(grown) < len(plain)
+
+    run(main())
