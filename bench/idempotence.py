@@ -17,21 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import uvloop
-from harness import broker_process, machine
+from harness import Meter, broker_process, machine
 
 from tidelog.client import AdminClient, Producer
 
 VARIANTS = {"on": True, "off": False}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one_run(
@@ -49,14 +41,11 @@ async def one_run(
     ) as producer:
         await producer.send_and_wait(topic, value)
         send = producer.send
-        wall, cpu, broker = time.perf_counter(), time.process_time(), cpu_seconds(broker_pid)
-        for _ in range(n):
-            await send(topic, value)
-        await producer.flush()
-        wall = time.perf_counter() - wall
-        cpu = time.process_time() - cpu
-        broker = cpu_seconds(broker_pid) - broker
-    return n / wall, cpu / n * 1e6, broker / n * 1e6, 1 - cpu / wall
+        with Meter(broker_pid, n) as meter:
+            for _ in range(n):
+                await send(topic, value)
+            await producer.flush()
+    return meter.figures()
 
 
 async def main(args: argparse.Namespace) -> None:

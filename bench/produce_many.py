@@ -19,11 +19,9 @@ import argparse
 import itertools
 import os
 import statistics
-import time
 
 import uvloop
-from harness import broker_process, machine, spread
-from idempotence import cpu_seconds
+from harness import Meter, broker_process, machine, spread
 from rich.console import Console
 from rich.table import Table
 
@@ -56,20 +54,17 @@ async def one_run(
         address, acks=acks, batch_size=256 * 1024, linger=0.005, max_request_size=4 << 20
     ) as producer:
         await producer.send_and_wait(topic, b"warm-up", key=b"warm-up")
-        wall, cpu, broker = time.perf_counter(), time.process_time(), cpu_seconds(broker_pid)
-        if api == "send":
-            send = producer.send
-            for key, value in zip(keys, values, strict=True):
-                await send(topic, value, key)
-        else:
-            send_many = producer.send_many
-            for at in range(0, n, chunk):
-                await send_many(topic, values[at : at + chunk], keys[at : at + chunk])
-        await producer.flush()
-        wall = time.perf_counter() - wall
-        cpu = time.process_time() - cpu
-        broker = cpu_seconds(broker_pid) - broker
-    return n / wall, cpu / n * 1e6, broker / n * 1e6, 1 - cpu / wall
+        with Meter(broker_pid, n) as meter:
+            if api == "send":
+                send = producer.send
+                for key, value in zip(keys, values, strict=True):
+                    await send(topic, value, key)
+            else:
+                send_many = producer.send_many
+                for at in range(0, n, chunk):
+                    await send_many(topic, values[at : at + chunk], keys[at : at + chunk])
+            await producer.flush()
+    return meter.figures()
 
 
 async def main(args: argparse.Namespace) -> None:
