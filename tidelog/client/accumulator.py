@@ -363,6 +363,7 @@ class Accumulator:
         rush = bool(self._flushes) or self._closing
         short = self.memory.waiting
         linger = self.linger
+        room = self._room
         queues = [(tp, dq) for tp, dq in self._queues.items() if dq]
         if not queues:
             return out, None, False
@@ -379,7 +380,8 @@ class Accumulator:
             if first.retry_at > now:
                 wake = earlier(wake, first.retry_at - now)
                 continue
-            if not (first.closed or hurry or len(dq) > 1):
+            # A grown batch (see _grown) is past batch_size: ready, whatever the linger.
+            if not (first.closed or hurry or len(dq) > 1 or first.room > room):
                 due = first.created + linger
                 if due > now:
                     wake = earlier(wake, due - now)
@@ -400,7 +402,9 @@ class Accumulator:
             group = self._next_group
             while dq and count < cap:
                 batch = dq[0]
-                if not (batch.closed or hurry or batch.created + linger <= now):
+                if not (
+                    batch.closed or hurry or batch.room > room or batch.created + linger <= now
+                ):
                     wake = earlier(wake, batch.created + linger - now)
                     break
                 size = batch.size

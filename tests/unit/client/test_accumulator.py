@@ -467,3 +467,16 @@ def test_without_a_hook_batches_close_at_batch_size() -> None:
     for _ in range(6):
         add(acc, TP0, b"x" * 100)
     assert [len(b.builder) for b in acc.queued(TP0)] == [4, 2]
+
+
+def test_a_grown_batch_is_ready_at_once_whatever_the_linger() -> None:
+    clock = Clock()
+    acc = make(clock, batch_size=65 + 4 * (RECORD_OVERHEAD + 100), linger=60.0)
+    acc.grow = lambda tp, queued: 10 * (RECORD_OVERHEAD + 100)
+    for _ in range(3):
+        add(acc, TP0, b"x" * 100)
+    assert drain(acc, clock.now)[0] == {}  # below batch_size: it lingers
+    for _ in range(3):
+        add(acc, TP0, b"x" * 100)
+    (batch,) = drain(acc, clock.now)[0][1]  # grew past batch_size: it goes now
+    assert len(values(batch)) == 6
