@@ -53,6 +53,10 @@ __all__ = [
 
 UNBOUNDED: Final = 2**31 - 1
 """``max_batches`` without a limit."""
+MAX_GROWTH: Final = 4
+"""A batch grows (see :meth:`Accumulator._grown`) to at most this many times ``batch_size``:
+``batch_size`` stays the order of a batch's size (and ``batch_size=1`` still means one record
+a batch)."""
 
 
 def _take_group(
@@ -304,7 +308,7 @@ class Accumulator:
         grow = self.grow
         if grow is None:
             return False
-        room = grow(batch.tp, len(self._queues[batch.tp]) - 1)
+        room = min(grow(batch.tp, len(self._queues[batch.tp]) - 1), MAX_GROWTH * self._room)
         if room < need:
             return False
         batch.room = min(room, max(need, batch.room + self._room))

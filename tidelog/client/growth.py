@@ -7,9 +7,10 @@ application, the batches pile up behind that window: sealing each at ``batch_siz
 more, smaller batches, and each costs a request and its share of an fsync on both sides. So,
 as Kafka's producer lets a batch take what arrives while it cannot be sent, a partition's open
 batch is not closed at ``batch_size`` while it could not leave anyway (the window is full, or
-other closed batches already wait for it): it grows, up to the largest batch the topic takes
-(its ``max_message_bytes``, learned once per topic with DescribeConfigs, in the background)
-and ``max_request_size``. Once the window has room, the sender takes it as it is.
+other closed batches already wait for it): it grows, in ``batch_size`` steps, up to four times
+``batch_size`` (:data:`~.accumulator.MAX_GROWTH`), the largest batch the topic takes (its
+``max_message_bytes``, learned once per topic with DescribeConfigs, in the background) and
+``max_request_size``. Once the window has room, the sender takes it as it is.
 
 Nothing grows before the topic's limit is known, or if it cannot be learned (then never), so
 a grown batch never exceeds what the broker accepts unless ``max_message_bytes`` is lowered

@@ -109,9 +109,10 @@ class Producer(AsyncClient):
     * ``batch_size``: a partition's batch is sent when it reaches this size (uncompressed),
       or ``linger`` seconds after its first record, whichever comes first. With idempotence,
       a batch that could not leave anyway (its partition has 5 batches in flight, or closed
-      ones waiting) grows past it, up to the topic's ``max_message_bytes`` and
-      ``max_request_size``, and leaves as soon as the partition has room: fewer, larger
-      batches when the brokers are the slower side (see :mod:`tidelog.client.growth`).
+      ones waiting) grows past it, up to four times ``batch_size``, the topic's
+      ``max_message_bytes`` and ``max_request_size``, and leaves as soon as the partition has
+      room: fewer, larger batches when the brokers are the slower side (see
+      :mod:`tidelog.client.growth`).
     * ``compression``: ``"none"``, ``"lz4"`` or ``"zstd"``, applied per batch.
     * ``acks``: ``"none"`` (no answer; offsets are -1), ``"leader"`` or ``"all"`` (the
       default: on one broker, an fsync before the answer).

@@ -480,3 +480,16 @@ def test_a_grown_batch_is_ready_at_once_whatever_the_linger() -> None:
         add(acc, TP0, b"x" * 100)
     (batch,) = drain(acc, clock.now)[0][1]  # grew past batch_size: it goes now
     assert len(values(batch)) == 6
+
+
+def test_a_batch_grows_to_four_times_batch_size_at_most() -> None:
+    acc = make(batch_size=65 + 4 * (RECORD_OVERHEAD + 100))  # four records a batch
+    acc.grow = lambda tp, queued: 1 << 30  # the hook would allow anything
+    for _ in range(20):
+        add(acc, TP0, b"x" * 100)
+    assert [len(b.builder) for b in acc.queued(TP0)] == [16, 4]
+    one = make(batch_size=1)  # smaller than a batch header: one record a batch, always
+    one.grow = lambda tp, queued: 1 << 30
+    for _ in range(3):
+        add(one, TP0, b"x")
+    assert [len(b.builder) for b in one.queued(TP0)] == [1, 1, 1]
