@@ -150,3 +150,36 @@ def process_usage(pid: int) -> tuple[float, int]:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) / 1024
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Meter:
+    """Wall time, this process's CPU and the broker's (``pid``) over a ``with`` block of
+    ``records`` records; :meth:`figures` after it."""
+
+    def __init__(self, pid: int, records: int) -> None:
+        self.pid = pid
+        self.records = records
+        self.wall = self.cpu = self.broker = 0.0
+
+    def __enter__(self) -> Meter:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.broker = cpu_seconds(self.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.broker = cpu_seconds(self.pid) - self.broker
+
+    def figures(self) -> tuple[float, float, float, float]:
+        """records/s, client CPU us/record, broker CPU us/record, client idle share (1 - its
+        CPU time over the wall time: waiting for the broker, or for a core)."""
+        n = self.records
+        return n / self.wall, self.cpu / n * 1e6, self.broker / n * 1e6, 1 - self.cpu / self.wall

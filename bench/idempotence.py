@@ -1,13 +1,15 @@
 """Idempotence on against off, interleaved in one broker process, with where the time goes.
 
-    python bench/idempotence.py [--runs 5] [--records 600000] [--size 100]
+    python bench/idempotence.py [--runs 5] [--records 600000] [--size 100] [--variants on,off]
 
 Each round produces ``--records`` records with idempotence on, then off (acks=all, batch_size
 256 KiB, linger 5 ms, max_request_size 4 MiB, as bench/produce.py's throughput run), each to a
 new one-partition topic. Per variant: the median records/s over the rounds, every round's
 figure, the client's and the broker's CPU per record, and the client's idle share (1 - its CPU
-time over the wall time: time it waited for the broker). Interleaving makes a noisy, shared
-machine hit both variants alike.
+time over the wall time: time it waited for the broker); then each round's on / off ratio and
+their median and range. Interleaving makes a noisy, shared machine hit both variants alike, and
+a ratio per round compares runs a few seconds apart. ``--variants on`` (or ``off``) runs one
+side only, to profile it (``py-spy record --subprocesses -- python bench/idempotence.py ...``).
 """
 
 from __future__ import annotations
@@ -15,21 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import uvloop
-from harness import broker_process, machine
+from harness import Meter, broker_process, machine
 
 from tidelog.client import AdminClient, Producer
 
 VARIANTS = {"on": True, "off": False}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid``."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one_run(
@@ -47,22 +41,20 @@ async def one_run(
     ) as producer:
         await producer.send_and_wait(topic, value)
         send = producer.send
-        wall, cpu, broker = time.perf_counter(), time.process_time(), cpu_seconds(broker_pid)
-        for _ in range(n):
-            await send(topic, value)
-        await producer.flush()
-        wall = time.perf_counter() - wall
-        cpu = time.process_time() - cpu
-        broker = cpu_seconds(broker_pid) - broker
-    return n / wall, cpu / n * 1e6, broker / n * 1e6, 1 - cpu / wall
+        with Meter(broker_pid, n) as meter:
+            for _ in range(n):
+                await send(topic, value)
+            await producer.flush()
+    return meter.figures()
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in VARIANTS}
+    variants = {name: VARIANTS[name] for name in args.variants}
+    results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in variants}
     with broker_process() as broker:
         async with AdminClient(broker.address) as admin:
             for run in range(args.runs):
-                for name, idempotence in VARIANTS.items():
+                for name, idempotence in variants.items():
                     topic = f"idem-{name}-{run}"
                     await admin.create_topic(topic, 1)
                     results[name].append(
@@ -83,9 +75,15 @@ async def main(args: argparse.Namespace) -> None:
             f"{name:>3}: median {rate:,.0f} records/s ({runs}); client {client:.2f} us/record, "
             f"broker {brk:.2f} us/record, client idle {idle:.0%}"
         )
+    if len(results) < 2:
+        return
     on = statistics.median(r[0] for r in results["on"])
     off = statistics.median(r[0] for r in results["off"])
-    print(f"on / off = {on / off:.2f}")
+    ratios = [a[0] / b[0] for a, b in zip(results["on"], results["off"], strict=True)]
+    print(
+        f"on / off = {on / off:.2f} (medians); per round {', '.join(f'{r:.2f}' for r in ratios)}: "
+        f"median {statistics.median(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}"
+    )
 
 
 def parse() -> argparse.Namespace:
@@ -93,6 +91,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--records", type=int, default=600_000)
     parser.add_argument("--size", type=int, default=100)
+    parser.add_argument(
+        "--variants", type=lambda s: s.split(","), default=list(VARIANTS), help="on,off"
+    )
     return parser.parse_args()
 
 

@@ -22,8 +22,7 @@ import time
 
 import fastavro
 import uvloop
-from harness import broker_process, machine
-from idempotence import cpu_seconds
+from harness import broker_process, cpu_seconds, machine
 
 from tidelog.client import AdminClient, NewTopic, Producer
 from tidelog.registry.service import Registry, SchemaInput

@@ -120,5 +120,8 @@ async def _create_and_fill(address: str) -> None:
     from tidelog.client import AdminClient
 
     async with AdminClient(address) as admin:
-        await admin.create_topic("big", partitions=1)
+        # Batches of the producer's batch_size (64 KiB): a frame is a batch, and one may pass
+        # the queue's bound. max_message_bytes keeps the idempotent producer's batches from
+        # growing past that while its window is full (client/growth.py).
+        await admin.create_topic("big", partitions=1, configs={"max_message_bytes": "66560"})
     await _fill(address)

@@ -36,6 +36,7 @@ from .admin import (
     TopicDescription,
 )
 from .backoff import Backoff
+from .bulk import BulkFuture, OffsetRange
 from .cluster import Cluster, ClusterMetadata
 from .connection import Connection
 from .consumer import Consumer
@@ -89,6 +90,7 @@ __all__ = [
     "Backoff",
     "BrokerError",
     "BrokerUnavailableError",
+    "BulkFuture",
     "ClientClosedError",
     "ClientError",
     "ClientUsageError",
@@ -121,6 +123,7 @@ __all__ = [
     "OffsetAndMetadata",
     "OffsetAndTimestamp",
     "OffsetOutOfRangeError",
+    "OffsetRange",
     "OffsetSpec",
     "Partitioner",
     "Producer",

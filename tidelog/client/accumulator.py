@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final, Protocol
 
 from tidelog.wire.compression import Compression
 from tidelog.wire.layouts import BATCH_HEADER_SIZE
-from tidelog.wire.records import HeadersInput, RecordBatchBuilder
+from tidelog.wire.records import Buffer, HeadersInput, RecordBatchBuilder
 
 from .backoff import earlier
 from .batch import RECORD_OVERHEAD, ProducerBatch, RecordFuture, record_size
@@ -53,6 +53,10 @@ __all__ = [
 
 UNBOUNDED: Final = 2**31 - 1
 """``max_batches`` without a limit."""
+MAX_GROWTH: Final = 4
+"""A batch grows (see :meth:`Accumulator._grown`) to at most this many times ``batch_size``:
+``batch_size`` stays the order of a batch's size (and ``batch_size=1`` still means one record
+a batch)."""
 
 
 def _take_group(
@@ -192,6 +196,10 @@ class Accumulator:
         self._incomplete: set[ProducerBatch] = set()
         self._drain_start = 0
         self._next_group = 0
+        self.grow: Callable[[TopicPartition, int], int] | None = None
+        """How many bytes of records a partition's open batch may hold now, given the closed
+        batches queued before it (0: close it at ``batch_size``); set by an idempotent
+        producer's sender (:mod:`.growth`). ``None``: batches never grow."""
 
     # --- adding records ----------------------------------------------------------------------
 
@@ -205,40 +213,106 @@ class Accumulator:
         size: int,
     ) -> tuple[RecordFuture, bool]:
         """Add a record whose ``size`` bytes are already reserved in :attr:`memory`. Returns
-        its future and whether this record filled its batch (another record of its size would
-        not fit: the batch is closed and ready)."""
+        its future and whether this record filled its batch: another record of its size would
+        not fit, so the batch is closed and ready, or it took one more step of growth (see
+        :meth:`_grown`); either way the caller should let the sender run."""
         batch = self._open.get(tp)
         if batch is not None:
             # The hot path. ``reserved`` counts what the builder counts (header aside), so
             # the size check needs no call into the builder.
             reserved = batch.reserved + size
-            if reserved <= self._room:
+            if reserved <= batch.room or self._grown(batch, reserved):
                 if headers:
                     index = batch.builder.append(value, key, headers, timestamp)
                 else:  # the producer checked the types and counted the size
                     index = batch.builder.append_sized(value, key, timestamp, size)
                 batch.reserved = reserved
-                if reserved + size > self._room:
-                    self._seal(batch)
+                if reserved + size > batch.room:  # full, or one more step of growth
+                    if not self._grown(batch, reserved + size):
+                        self._seal(batch)
                     return RecordFuture(batch, index, timestamp), True
                 return RecordFuture(batch, index, timestamp), False
             self._seal(batch)
+        batch = self._new_batch(tp)
+        future = batch.append(value, key, headers, timestamp, size)
+        if batch.reserved + size > batch.room:
+            if not self._grown(batch, batch.reserved + size):
+                self._seal(batch)
+            return future, True
+        self._open[tp] = batch
+        self._on_ready()  # a new batch: the sender arms its linger timer
+        return future, False
+
+    @property
+    def batch_room(self) -> int:
+        """Bytes of records an empty batch takes (``batch_size`` less the batch header)."""
+        return self._room
+
+    def room(self, tp: TopicPartition) -> int:
+        """Bytes of records ``tp``'s open batch takes still (a new batch's room if it has
+        none): :meth:`extend` with at most this many bytes adds to the open batch."""
+        batch = self._open.get(tp)
+        return self._room if batch is None else batch.room - batch.reserved
+
+    def extend(
+        self,
+        tp: TopicPartition,
+        values: Sequence[Buffer | None],
+        keys: Sequence[Buffer | None] | None,
+        timestamp: int,
+        size: int,
+    ) -> tuple[ProducerBatch, int, bool]:
+        """Add records without headers whose ``size`` bytes are already reserved in
+        :attr:`memory` (``send_many()``), all to one batch: the open one if they fit in it,
+        else a new one (which takes them whatever their size). Returns the batch, the first
+        record's index in it, and whether the batch is now full (closed and ready)."""
+        batch = self._open.get(tp)
+        if (
+            batch is not None
+            and batch.reserved + size > batch.room
+            and not self._grown(batch, batch.reserved + size)
+        ):
+            self._seal(batch)
+            batch = None
+        if batch is None:
+            batch = self._new_batch(tp)
+            self._open[tp] = batch
+            self._on_ready()  # a new batch: the sender arms its linger timer
+        index = batch.builder.extend(values, keys, timestamp, size)
+        batch.reserved += size
+        # Full once a record of the average size of these would not fit.
+        average = batch.reserved + size // len(values)
+        full = average > batch.room  # full, or one more step of growth
+        if full and not self._grown(batch, average):
+            self._seal(batch)
+        return batch, index, full
+
+    def _new_batch(self, tp: TopicPartition) -> ProducerBatch:
         now = self.clock()
         batch = ProducerBatch(
             tp, RecordBatchBuilder(self.compression), now, now + self.delivery_timeout
         )
+        batch.room = self._room
         dq = self._queues.get(tp)
         if dq is None:
             dq = self._queues[tp] = deque()
         dq.append(batch)
         self._incomplete.add(batch)
-        future = batch.append(value, key, headers, timestamp, size)
-        if batch.reserved + size > self._room:
-            self._seal(batch)
-            return future, True
-        self._open[tp] = batch
-        self._on_ready()  # a new batch: the sender arms its linger timer
-        return future, False
+        return batch
+
+    def _grown(self, batch: ProducerBatch, need: int) -> bool:
+        """Whether the open ``batch`` may grow to hold ``need`` bytes of records (the
+        :attr:`grow` hook says how far; see :mod:`.growth`); if so its room grows by one
+        ``batch_size`` step (at least to ``need``), so that the caller still yields to the
+        sender once per step and the hook is asked again at the next."""
+        grow = self.grow
+        if grow is None:
+            return False
+        room = min(grow(batch.tp, len(self._queues[batch.tp]) - 1), MAX_GROWTH * self._room)
+        if room < need:
+            return False
+        batch.room = min(room, max(need, batch.room + self._room))
+        return True
 
     def _seal(self, batch: ProducerBatch, *, notify: bool = True) -> None:
         """No more records for ``batch``: it is ready to be sent."""
@@ -293,6 +367,7 @@ class Accumulator:
         rush = bool(self._flushes) or self._closing
         short = self.memory.waiting
         linger = self.linger
+        room = self._room
         queues = [(tp, dq) for tp, dq in self._queues.items() if dq]
         if not queues:
             return out, None, False
@@ -309,7 +384,8 @@ class Accumulator:
             if first.retry_at > now:
                 wake = earlier(wake, first.retry_at - now)
                 continue
-            if not (first.closed or hurry or len(dq) > 1):
+            # A grown batch (see _grown) is past batch_size: ready, whatever the linger.
+            if not (first.closed or hurry or len(dq) > 1 or first.room > room):
                 due = first.created + linger
                 if due > now:
                     wake = earlier(wake, due - now)
@@ -330,7 +406,9 @@ class Accumulator:
             group = self._next_group
             while dq and count < cap:
                 batch = dq[0]
-                if not (batch.closed or hurry or batch.created + linger <= now):
+                if not (
+                    batch.closed or hurry or batch.room > room or batch.created + linger <= now
+                ):
                     wake = earlier(wake, batch.created + linger - now)
                     break
                 size = batch.size

@@ -57,6 +57,7 @@ class ProducerBatch:
         "producer_id",
         "reserved",
         "retry_at",
+        "room",
         "sequence",
         "tp",
     )
@@ -74,6 +75,9 @@ class ProducerBatch:
         self.attempts = 0
         self.retry_at = 0.0
         self.reserved = 0
+        self.room = 0
+        """Record bytes (header aside) the batch takes before it is closed: the accumulator's
+        ``batch_size`` room, more while it grows (see :mod:`.growth`)."""
         self._count = 0
         self.buffer: bytes | None = None
         self.base_offset = -1

@@ -16,15 +16,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from itertools import chain
+from operator import sub
 from typing import Any, Final, Literal, NoReturn, TypeAlias
+
+from crc32c import crc32c
 
 from tidelog.wire import messages as m
 from tidelog.wire.compression import Compression
 from tidelog.wire.errors import BrokerError, ErrorCode, MessageTooLargeError
-from tidelog.wire.records import BYTES_LIKE, HeadersInput
+from tidelog.wire.records import BYTES_LIKE, Buffer, HeadersInput
 
 from .accumulator import RECORD_OVERHEAD, UNBOUNDED, Accumulator, RecordFuture, record_size
 from .backoff import Backoff
+from .bulk import BulkFuture, Groups, column, cut, largest, partitions_of, sizes, split
 from .cluster import Cluster, TopicInfo
 from .errors import (
     ClientClosedError,
@@ -102,7 +107,12 @@ class Producer(AsyncClient):
     Sizes are bytes and times seconds:
 
     * ``batch_size``: a partition's batch is sent when it reaches this size (uncompressed),
-      or ``linger`` seconds after its first record, whichever comes first.
+      or ``linger`` seconds after its first record, whichever comes first. With idempotence,
+      a batch that could not leave anyway (its partition has 5 batches in flight, or closed
+      ones waiting) grows past it, up to four times ``batch_size``, the topic's
+      ``max_message_bytes`` and ``max_request_size``, and leaves as soon as the partition has
+      room: fewer, larger batches when the brokers are the slower side (see
+      :mod:`tidelog.client.growth`).
     * ``compression``: ``"none"``, ``"lz4"`` or ``"zstd"``, applied per batch.
     * ``acks``: ``"none"`` (no answer; offsets are -1), ``"leader"`` or ``"all"`` (the
       default: on one broker, an fsync before the answer).
@@ -302,6 +312,10 @@ class Producer(AsyncClient):
             current = self._sticky_current.get(topic)
             p = self._sticky.partition(topic, parts, info.available) if current is None else current
             sticky = True
+        elif partition is None and self._partitioner is None:
+            # A keyed record: the key hash, inline (see partitioner.py); one partition: 0.
+            n = len(parts)
+            p = (crc32c(key_bytes) & 0x7FFFFFFF) % n if n > 1 else 0  # type: ignore[arg-type]
         else:
             p, sticky = choose_partition(
                 topic, key_bytes, partition, parts, info.available, self._partitioner, self._sticky
@@ -335,6 +349,135 @@ class Producer(AsyncClient):
             # of filling buffer_memory first (one yield per batch, not per record).
             await asyncio.sleep(0)
         return future
+
+    async def send_many(
+        self,
+        topic: str,
+        values: Sequence[Any],
+        keys: Sequence[Any] | None = None,
+        *,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> BulkFuture:
+        """Queue many records at once: ``values[i]`` with ``keys[i]`` (no keys: keyless
+        records). The bulk form of :meth:`send`, for producers that have records in lists: the
+        records are checked, measured and split by partition in whole-list passes and appended
+        a batch at a time, and the call returns one :class:`~.bulk.BulkFuture` instead of a
+        future per record. Await it for the :class:`~.bulk.OffsetRange` of each run of
+        records, or for the first batch's error.
+
+        Records go where :meth:`send` would put them one by one (``partition``, the
+        ``partitioner``, the key hash, or the sticky partition for keyless records), keep
+        their order within a partition, and share one ``timestamp`` (milliseconds since the
+        epoch; default: now). No headers: use :meth:`send` for records with headers.
+        Back-pressure as in :meth:`send`: the call waits for ``buffer_memory`` a batch at a
+        time. Raises what :meth:`send` raises, before any record is queued:
+        ``TypeError`` for ``values`` or ``keys`` that are not sequences or hold an item that
+        is not bytes-like (or that the serializer turns into something else),
+        :class:`ClientUsageError` for as many keys as values, :class:`MessageTooLargeError`
+        for a record above ``max_request_size`` (naming its index).
+        """
+        if not self._running:
+            self._raise_not_running()
+        vals = column(values, self._value_serializer, self._raw_values, "value")
+        ks = None if keys is None else column(keys, self._key_serializer, self._raw_keys, "key")
+        n = len(vals)
+        if ks is not None and len(ks) != n:
+            raise ClientUsageError(
+                f"send_many() got {len(ks)} keys for {n} values: pass one key per value, "
+                "or keys=None"
+            )
+        if timestamp is None:
+            timestamp = time.time_ns() // 1_000_000
+        result = BulkFuture(n, timestamp)
+        if not n:
+            return result
+        hot = self._hot.get(topic)
+        if hot is None:
+            hot = await self._prepare(topic)
+            if not self._running:
+                raise ClientClosedError("the producer closed while send() waited for metadata")
+        info = hot[0]
+        chosen = partitions_of(
+            topic,
+            ks,
+            n,
+            partition,
+            info.partitions,
+            info.available,
+            self._partitioner,
+            lambda: self._sticky.partition(topic, info.partitions, info.available),
+        )
+        groups: Groups
+        if isinstance(chosen, int):
+            groups = {chosen: (range(n), vals, ks)}
+        else:
+            groups = split(chosen, vals, ks)
+        runs = []
+        for p, (positions, group_values, group_keys) in groups.items():
+            ends = sizes(group_values, group_keys)
+            limit = self.max_request_size
+            # All of them fit in a request together: each one does (the common case, free).
+            if ends[-1] > limit and max(map(sub, ends, chain((0,), ends))) > limit:
+                at, size = largest(ends)
+                raise MessageTooLargeError(
+                    f"record {positions[at]} of send_many() is {size} bytes, larger than "
+                    f"max_request_size ({limit}): send smaller records or "
+                    "raise max_request_size"
+                )
+            runs.append((p, positions, group_values, group_keys, ends))
+        for p, positions, group_values, group_keys, ends in runs:
+            await self._extend(
+                topic, p, positions, group_values, group_keys, ends, timestamp, result
+            )
+        return result
+
+    async def _extend(
+        self,
+        topic: str,
+        p: int,
+        positions: Sequence[int],
+        values: Sequence[Buffer | None],
+        keys: Sequence[Buffer | None] | None,
+        ends: list[int],
+        timestamp: int,
+        result: BulkFuture,
+    ) -> None:
+        """Append the records of one partition (``p``; -1: the topic's sticky partition, moved
+        on as batches fill) a batch at a time, each run's memory reserved first."""
+        acc = self._accumulator
+        memory = self._memory
+        sticky = p < 0
+        start, n = 0, len(values)
+        while start < n:
+            hot = self._hot.get(topic)
+            if hot is None:
+                hot = await self._prepare(topic)
+            info, tps = hot
+            if sticky:
+                current = self._sticky_current.get(topic)
+                if current is None:
+                    current = self._sticky.partition(topic, info.partitions, info.available)
+                tp = tps[current]
+            else:
+                tp = tps[p]
+            before = ends[start - 1] if start else 0
+            room = acc.room(tp)
+            if ends[start] - before > room:
+                room = acc.batch_room  # not even one fits: a new batch takes them
+            stop = cut(ends, start, room)
+            size = ends[stop - 1] - before
+            if not memory.try_reserve(size):
+                await self._wait_for_room(size)
+            batch, index, full = acc.extend(
+                tp, values[start:stop], None if keys is None else keys[start:stop], timestamp, size
+            )
+            result.add(batch, index, positions[start:stop])
+            start = stop
+            if full:
+                if sticky:
+                    self._sticky.next(topic, info.partitions, info.available)
+                await asyncio.sleep(0)  # let the sender ship it, as send() does
 
     async def send_and_wait(
         self,

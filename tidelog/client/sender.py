@@ -47,6 +47,7 @@ from .errors import (
     broker_error,
     is_retriable,
 )
+from .growth import BatchGrowth
 from .idempotence import Idempotence
 from .inflight import PartitionFlights
 from .types import TopicPartition
@@ -108,6 +109,16 @@ class Sender:
             max_batches=max_batches_per_partition,
             per_request=batches_per_request,
         )
+        self.growth: BatchGrowth | None = None
+        if idempotence is not None:
+            self.growth = BatchGrowth(
+                cluster,
+                self.flights,
+                max_batches=max_batches_per_partition,
+                max_request_size=max_request_size,
+                timeout=request_timeout,
+            )
+            accumulator.grow = self.growth.room
         self._wakeup = wakeup
         self._last_refresh = float("-inf")
         self._aborting = False
@@ -160,6 +171,8 @@ class Sender:
         finally:
             if self._identity is not None:
                 self._identity.cancel()
+            if self.growth is not None:
+                self.growth.close()
 
     def _drain(self, now: float) -> tuple[dict[int, list[ProducerBatch]], float | None, bool]:
         idem = self.idempotence
@@ -340,6 +353,8 @@ class Sender:
         """The error of a partition's result; INVALID_PRODUCER_EPOCH makes the producer fatal."""
         where = f"{tp.topic}[{tp.partition}]"
         error = broker_error(result.error_code, result.error_message, where=where)
+        if result.error_code == ErrorCode.MESSAGE_TOO_LARGE and self.growth is not None:
+            self.growth.forget(tp.topic)  # its max_message_bytes may have been lowered
         if result.error_code == ErrorCode.INVALID_PRODUCER_EPOCH:
             fenced = ProducerFencedError(
                 f"{where}: this producer is fenced ({error}); its pending records fail: close "

@@ -7,7 +7,9 @@ reader that takes it apart again is :mod:`.records_section`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import sub
 from typing import Final
 
 from crc32c import crc32c
@@ -131,6 +133,33 @@ class RecordBatchBuilder:
         self._size += size
         return index
 
+    def extend(
+        self,
+        values: Sequence[Buffer | None],
+        keys: Sequence[Buffer | None] | None,
+        timestamp: int,
+        size: int,
+    ) -> int:
+        """Add records without headers, all with ``timestamp``, in one go (the producer's
+        ``send_many()``): like :meth:`append_sized`, the caller has checked the types and
+        counted ``size`` (16 per record plus the keys' and values' lengths). Returns the
+        first one's offset delta."""
+        n = len(values)
+        index = len(self._values)
+        self._values.extend(values)  # type: ignore[arg-type]  # bytes-like: joined by build()
+        if keys is None:
+            self._keys.extend(repeat(None, n))
+        else:
+            if len(keys) != n:
+                raise ValueError(f"{len(keys)} keys for {n} values")
+            self._keys.extend(keys)  # type: ignore[arg-type]
+        self._timestamps.extend(repeat(timestamp, n))
+        if self._header_blocks is not None:
+            self._header_blocks.extend(repeat(b"", n))
+            size += 4 * n
+        self._size += size
+        return index
+
     def __len__(self) -> int:
         return len(self._values)
 
@@ -154,21 +183,21 @@ class RecordBatchBuilder:
         keys = self._keys
         values = self._values
         blocks = self._header_blocks
-        count = f">{n}"
         parts: list[Buffer] = [
-            _pack(count + "q", [t - base_ts for t in timestamps]),
-            _lengths(count, keys),
-            _lengths(count, values),
+            bytes(8 * n)
+            if base_ts == max_ts
+            else _int64s(map(sub, timestamps, repeat(base_ts, n))),
+            _lengths(keys),
+            _lengths(values),
         ]
         attributes = int(self.compression)
         if blocks is not None:
             attributes |= BatchAttributes.HAS_HEADERS
-            parts.append(_pack(count + "i", [len(b) for b in blocks]))
+            parts.append(_int32s(map(len, blocks)))
         if self.compression is Compression.NONE and self._size >= n * _LARGE_RECORD:
             return self._build_large(base_offset, parts, base_ts, max_ts)
-        # filter(None, ...) drops both None and b"", neither of which adds bytes.
-        parts.append(b"".join(filter(None, keys)))
-        parts.append(b"".join(filter(None, values)))
+        parts.append(_joined(keys))
+        parts.append(_joined(values))
         if blocks is not None:
             parts.append(b"".join(blocks))
         section = b"".join(parts)
@@ -246,17 +275,36 @@ def _pack_header(*fields: int) -> bytes:
         raise ValueError(f"a batch header field is out of range: {exc}") from None
 
 
-def _pack(fmt: str, items: list[int]) -> bytes:
+def _int32s(items: Iterable[int]) -> bytes:
+    """Big-endian int32s (``struct.pack`` over an iterator: no list built per batch)."""
+    return _packed("i", items)
 
+
+def _int64s(items: Iterable[int]) -> bytes:
+    return _packed("q", items)
+
+
+def _packed(code: str, items: Iterable[int]) -> bytes:
+    values = tuple(items)
     try:
-        packed: bytes = struct.pack(fmt, *items)
+        packed: bytes = struct.pack(f">{len(values)}{code}", *values)
         return packed
     except struct.error as exc:
         raise ValueError(f"a record field is out of range: {exc}") from None
 
 
-def _lengths(count: str, items: list[bytes | None]) -> bytes:
-    return _pack(count + "i", [-1 if x is None else len(x) for x in items])
+def _lengths(items: list[bytes | None]) -> bytes:
+    try:
+        return _int32s(map(len, items))  # type: ignore[arg-type]  # a None: TypeError
+    except TypeError:
+        return _int32s([-1 if x is None else len(x) for x in items])
+
+
+def _joined(items: list[bytes | None]) -> bytes:
+    try:
+        return b"".join(items)  # type: ignore[arg-type]  # a None: TypeError
+    except TypeError:
+        return b"".join(filter(None, items))  # drops None (and b"", which adds nothing)
 
 
 def build_batch(

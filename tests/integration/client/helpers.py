@@ -8,7 +8,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tidelog.client import AdminClient, Consumer, ConsumerRecord, TopicPartition
+from tidelog.client import (
+    AdminClient,
+    Consumer,
+    ConsumerRecord,
+    Producer,
+    RecordMetadata,
+    TopicPartition,
+)
 from tidelog.server import Broker
 from tidelog.server.config import BrokerConfig
 from tidelog.testing import default_storage
@@ -31,6 +38,44 @@ async def broker(data_dir: Path, **config: Any) -> AsyncIterator[Broker]:
     config.setdefault("storage", default_storage())
     async with Broker(BrokerConfig(data_dir=data_dir, **config)) as b:
         yield b
+
+
+SEND_APIS = ("send", "send_many")
+"""The producer's two ways in, for tests parametrised over both."""
+
+
+async def send_records(
+    producer: Producer,
+    api: str,
+    topic: str,
+    values: list[Any],
+    keys: list[Any] | None = None,
+    *,
+    partition: int | None = None,
+    chunk: int = 700,
+) -> list[RecordMetadata]:
+    """Send ``values`` (with ``keys``) through ``api``: one ``send()`` each, or
+    ``send_many()`` calls of ``chunk`` records; flush, and return each record's metadata in
+    the order given."""
+    if api == "send":
+        ks = keys if keys is not None else [None] * len(values)
+        futures = [
+            await producer.send(topic, v, k, partition=partition)
+            for v, k in zip(values, ks, strict=True)
+        ]
+        await producer.flush()
+        return [f.result() for f in futures]
+    bulks = [
+        await producer.send_many(
+            topic,
+            values[at : at + chunk],
+            None if keys is None else keys[at : at + chunk],
+            partition=partition,
+        )
+        for at in range(0, len(values), chunk)
+    ]
+    await producer.flush()
+    return [meta for bulk in bulks for meta in bulk.metadata()]
 
 
 async def create_topic(address: str, name: str, partitions: int = 1, **configs: str) -> None:

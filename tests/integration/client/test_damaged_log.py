@@ -24,7 +24,9 @@ RECORDS = 300
 
 async def fill(data: Path) -> None:
     async with broker(data, scrub_bytes_per_second=0) as b:
-        await create_topic(b.address, "events", segment_bytes="4096")
+        # Many small batches over several segments: max_message_bytes also bounds how far
+        # the idempotent producer's batches grow while its window is full (client/growth.py).
+        await create_topic(b.address, "events", segment_bytes="4096", max_message_bytes="600")
         async with Producer(b.address, linger=0, batch_size=600) as producer:
             for i in range(RECORDS):
                 await producer.send("events", f"value-{i}".encode(), key=str(i).encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,9 @@ import pytest
 
 from tidelog.client import (
     ClientClosedError,
+    ClientUsageError,
     DeliveryTimeoutError,
+    OffsetRange,
     Producer,
     RecordMetadata,
     TidelogConnectionError,
@@ -18,7 +21,9 @@ from tidelog.client import (
 )
 from tidelog.wire.errors import MessageTooLargeError, UnknownTopicOrPartitionError
 
-from .helpers import broker, consume_all, create_topic, run
+from .helpers import SEND_APIS, broker, consume_all, create_topic, run, send_records
+
+apis = pytest.mark.parametrize("api", SEND_APIS)
 
 
 def test_send_and_wait_returns_where_the_record_went(tmp_path: Path) -> None:
@@ -40,42 +45,66 @@ def test_send_and_wait_returns_where_the_record_went(tmp_path: Path) -> None:
     run(main())
 
 
-def test_many_records_keep_their_order_and_offsets(tmp_path: Path) -> None:
+@apis
+def test_many_records_keep_their_order_and_offsets(tmp_path: Path, api: str) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t")
             async with Producer(b.address, batch_size=1024, linger=0.001) as producer:
-                futures = [await producer.send("t", b"%05d" % i, partition=0) for i in range(3000)]
-                await producer.flush()
-                assert all(f.done() for f in futures)
-                assert [f.result().offset for f in futures] == list(range(3000))
+                values = [b"%05d" % i for i in range(3000)]
+                metas = await send_records(producer, api, "t", values, partition=0)
+                assert [m.offset for m in metas] == list(range(3000))
             records = await consume_all(b.address, [TopicPartition("t", 0)], 3000)
             assert [r.value for r in records] == [b"%05d" % i for i in range(3000)]
 
     run(main())
 
 
-def test_keyed_records_land_on_the_key_hash_partition(tmp_path: Path) -> None:
+@apis
+def test_keyed_records_land_on_the_key_hash_partition(tmp_path: Path, api: str) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t", partitions=5)
-            keys = [f"user-{i}".encode() for i in range(50)]
-            async with Producer(b.address) as producer:
-                futures = [await producer.send("t", b"v", key=k) for k in keys]
-                metas = [await f for f in futures]
+            keys = [f"user-{i}".encode() for i in range(500)]
+            values = [b"v%d" % i for i in range(500)]
+            async with Producer(b.address, batch_size=1024) as producer:
+                metas = await send_records(producer, api, "t", values, keys, chunk=300)
             assert [m.partition for m in metas] == [partition_for_key(k, 5) for k in keys]
+            records = await consume_all(b.address, [TopicPartition("t", p) for p in range(5)], 500)
+            stored = {(r.partition, r.offset): (r.key, r.value) for r in records}
+            assert [stored[m.partition, m.offset] for m in metas] == list(
+                zip(keys, values, strict=True)
+            ), "a record is not where its metadata says"
 
     run(main())
 
 
-def test_keyless_records_spread_over_partitions(tmp_path: Path) -> None:
+@apis
+def test_keyed_and_keyless_records_mixed(tmp_path: Path, api: str) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, "t", partitions=3)
+            keys = [None if i % 3 == 0 else b"k%d" % i for i in range(90)]
+            values = [b"v%d" % i for i in range(90)]
+            async with Producer(b.address) as producer:
+                metas = await send_records(producer, api, "t", values, keys)
+            for key, meta in zip(keys, metas, strict=True):
+                if key is not None:
+                    assert meta.partition == partition_for_key(key, 3)
+            records = await consume_all(b.address, [TopicPartition("t", p) for p in range(3)], 90)
+            assert sorted(r.value for r in records) == sorted(values)
+
+    run(main())
+
+
+@apis
+def test_keyless_records_spread_over_partitions(tmp_path: Path, api: str) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t", partitions=3)
             async with Producer(b.address, batch_size=200) as producer:
-                futures = [await producer.send("t", b"x" * 50) for _ in range(60)]
-                partitions = {(await f).partition for f in futures}
-            assert partitions == {0, 1, 2}
+                metas = await send_records(producer, api, "t", [b"x" * 50] * 60, chunk=60)
+            assert {m.partition for m in metas} == {0, 1, 2}
 
     run(main())
 
@@ -94,37 +123,50 @@ def test_explicit_partition_and_a_custom_partitioner(tmp_path: Path) -> None:
                 assert await producer.partitions_for("t") == (0, 1, 2, 3)
             async with Producer(b.address, partitioner=last) as producer:
                 assert (await producer.send_and_wait("t", b"x", key=b"k")).partition == 3
+                # send_many() chooses as send() does.
+                bulk = await producer.send_many("t", [b"x", b"y"], [b"k", None])
+                assert [r.partition for r in await bulk] == [3]
+            async with Producer(b.address) as producer:
+                bulk = await producer.send_many("t", [b"x"] * 3, partition=1)
+                assert {m.partition for m in (await bulk, bulk.metadata())[1]} == {1}
+                with pytest.raises(ValueError, match="no partition 4"):
+                    await producer.send_many("t", [b"x"], partition=4)
 
     run(main())
 
 
+@apis
 @pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
-def test_compressed_batches_round_trip(tmp_path: Path, compression: Any) -> None:
+def test_compressed_batches_round_trip(tmp_path: Path, compression: Any, api: str) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t")
             values = [b"value-%d " % i * 20 for i in range(500)]
+            keys = [b"%d" % i for i in range(500)]
             async with Producer(b.address, compression=compression) as producer:
-                for i, v in enumerate(values):
-                    await producer.send("t", v, key=b"%d" % i, headers={"n": b"%d" % i})
-                await producer.flush()
+                if api == "send":  # with headers, which only send() takes
+                    for i, v in enumerate(values):
+                        await producer.send("t", v, key=keys[i], headers={"n": b"%d" % i})
+                    await producer.flush()
+                else:
+                    await send_records(producer, api, "t", values, keys)
             records = await consume_all(b.address, [TopicPartition("t", 0)], 500)
             assert [r.value for r in records] == values
             assert records[7].key == b"7"
-            assert records[7].headers == (("n", b"7"),)
+            assert records[7].headers == ((("n", b"7"),) if api == "send" else ())
 
     run(main())
 
 
+@apis
 @pytest.mark.parametrize("acks", ["none", "leader", "all"])
-def test_every_ack_level_delivers(tmp_path: Path, acks: Any) -> None:
+def test_every_ack_level_delivers(tmp_path: Path, acks: Any, api: str) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t")
             async with Producer(b.address, acks=acks) as producer:
-                futures = [await producer.send("t", b"%d" % i) for i in range(100)]
-                await producer.flush()
-                offsets = [f.result().offset for f in futures]
+                values = [b"%d" % i for i in range(100)]
+                offsets = [m.offset for m in await send_records(producer, api, "t", values)]
             assert offsets == ([-1] * 100 if acks == "none" else list(range(100)))
             records = await consume_all(b.address, [TopicPartition("t", 0)], 100)
             assert [r.value for r in records] == [b"%d" % i for i in range(100)]
@@ -132,15 +174,16 @@ def test_every_ack_level_delivers(tmp_path: Path, acks: Any) -> None:
     run(main())
 
 
-def test_serializers_on_both_ends(tmp_path: Path) -> None:
+@apis
+def test_serializers_on_both_ends(tmp_path: Path, api: str) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t")
             async with Producer(
                 b.address, key_serializer="str", value_serializer="json"
             ) as producer:
-                await producer.send_and_wait("t", {"id": 1, "tags": ["a"]}, key="user")
-                await producer.send_and_wait("t", None, key="tombstone")
+                values = [{"id": 1, "tags": ["a"]}, None]
+                await send_records(producer, api, "t", values, ["user", "tombstone"])
             records = await consume_all(
                 b.address,
                 [TopicPartition("t", 0)],
@@ -167,6 +210,10 @@ def test_a_serializer_that_returns_no_bytes_is_refused_at_send(tmp_path: Path) -
                     await producer.send("t", 42)
                 with pytest.raises(TypeError, match="key serializer returned int"):
                     await producer.send("t", None, key=7)
+                with pytest.raises(TypeError, match="value serializer returned str for value 0"):
+                    await producer.send_many("t", [42])
+                with pytest.raises(TypeError, match="key serializer returned int for key 1"):
+                    await producer.send_many("t", [None, None], [b"k", 7])
                 # Nothing was half-added: the same producer goes on with good records.
                 meta = await producer.send_and_wait("t", None, key=b"k")
             assert meta.offset == 0
@@ -174,21 +221,28 @@ def test_a_serializer_that_returns_no_bytes_is_refused_at_send(tmp_path: Path) -
     run(main())
 
 
-def test_a_small_buffer_applies_back_pressure_without_losing_records(tmp_path: Path) -> None:
+@apis
+def test_a_small_buffer_applies_back_pressure_without_losing_records(
+    tmp_path: Path, api: str
+) -> None:
     async def main() -> None:
         async with broker(tmp_path) as b:
             await create_topic(b.address, "t")
             async with Producer(
                 b.address, batch_size=2048, max_request_size=4096, buffer_memory=8192
             ) as producer:
-                futures = [await producer.send("t", b"%06d" % i + b"x" * 100) for i in range(2000)]
-                metas = [await f for f in futures]
+                values = [b"%06d" % i + b"x" * 100 for i in range(2000)]
+                # send_many() calls of 1,000 records: far more than buffer_memory holds
+                metas = await send_records(producer, api, "t", values, chunk=1000)
             assert [m.offset for m in metas] == list(range(2000))
 
     run(main())
 
 
-def test_a_loop_that_only_sends_still_ships_full_batches_while_it_runs(tmp_path: Path) -> None:
+@apis
+def test_a_loop_that_only_sends_still_ships_full_batches_while_it_runs(
+    tmp_path: Path, api: str
+) -> None:
     # send() never has to wait here (the buffer holds everything), so only the yield after a
     # full batch lets the sender run: without it nothing would leave before the loop ends.
     async def main() -> None:
@@ -198,10 +252,18 @@ def test_a_loop_that_only_sends_still_ships_full_batches_while_it_runs(tmp_path:
             async with Producer(b.address, acks="leader", batch_size=1024, linger=60) as producer:
                 await producer.send("t", b"warm")
                 await producer.flush()  # metadata and connection ready
-                futures = [await producer.send("t", b"x" * 100) for _ in range(2000)]
-                assert futures[0].done(), "the first full batch was not sent during the loop"
+                if api == "send":
+                    futures = [await producer.send("t", b"x" * 100) for _ in range(2000)]
+                    first_done = futures[0].done()
+                else:
+                    bulks = [await producer.send_many("t", [b"x" * 100] * 5) for _ in range(400)]
+                    first_done = bulks[0].done()
+                assert first_done, "the first full batch was not sent during the loop"
                 await producer.flush()
-                metas = [f.result() for f in futures]
+                if api == "send":
+                    metas = [f.result() for f in futures]
+                else:
+                    metas = [m for bulk in bulks for m in bulk.metadata()]
             assert [m.offset for m in metas] == list(range(1, 2001))
 
     run(main())
@@ -235,6 +297,11 @@ def test_a_record_above_max_request_size_is_refused(tmp_path: Path) -> None:
             async with Producer(b.address, batch_size=1024, max_request_size=1024) as producer:
                 with pytest.raises(MessageTooLargeError, match="max_request_size"):
                     await producer.send("t", b"x" * 2000)
+                values = [b"ok", b"x" * 500, b"x" * 2000, b"ok"]
+                with pytest.raises(MessageTooLargeError, match="record 2 of send_many"):
+                    await producer.send_many("t", values, [b"k"] * 4)
+                # Nothing of that call was queued: the next record is the log's first.
+                assert (await producer.send_and_wait("t", b"next")).offset == 0
 
     run(main())
 
@@ -246,12 +313,19 @@ def test_send_after_close_is_refused(tmp_path: Path) -> None:
             producer = Producer(b.address)
             with pytest.raises(ClientClosedError, match="not running"):
                 await producer.send("t", b"x")
+            with pytest.raises(ClientClosedError, match="not running"):
+                await producer.send_many("t", [b"x"])
             async with producer:
                 future = await producer.send("t", b"x")
+                bulk = await producer.send_many("t", [b"y", b"z"])
             assert future.done()  # close() drained it
             assert future.result().offset == 0
+            assert bulk.done()
+            assert bulk.result() == [OffsetRange("t", 0, 1, 2)]
             with pytest.raises(ClientClosedError):
                 await producer.send("t", b"x")
+            with pytest.raises(ClientClosedError):
+                await producer.send_many("t", [b"x"])
 
     run(main())
 
@@ -320,5 +394,56 @@ def test_retries_zero_fails_on_the_first_retriable_error(tmp_path: Path) -> None
         with pytest.raises(TidelogConnectionError):
             await future
         await producer.close()
+
+    run(main())
+
+
+def test_send_many_refuses_bad_input_before_queueing_anything(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, "t")
+            async with Producer(b.address) as producer:
+                with pytest.raises(TypeError, match="sequence of values"):
+                    await producer.send_many("t", b"abc")
+                with pytest.raises(TypeError, match="sequence of values"):
+                    await producer.send_many("t", (v for v in [b"a"]))  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match="sequence of keys"):
+                    await producer.send_many("t", [b"a"], "k")
+                with pytest.raises(TypeError, match="cannot send a str as bytes"):
+                    await producer.send_many("t", [b"a", "b"])
+                with pytest.raises(TypeError, match="cannot send a int as bytes"):
+                    await producer.send_many("t", [b"a"], [3])
+                with pytest.raises(ClientUsageError, match="2 keys for 1 values"):
+                    await producer.send_many("t", [b"a"], [b"k", b"l"])
+                assert len(await producer.send_many("t", [])) == 0
+                # bytearray and memoryview are taken (as bytes), None is a null value.
+                bulk = await producer.send_many("t", [bytearray(b"ba"), memoryview(b"mv"), None])
+                assert await bulk == [OffsetRange("t", 0, 0, 3)]
+            records = await consume_all(b.address, [TopicPartition("t", 0)], 3)
+            assert [r.value for r in records] == [b"ba", b"mv", None]
+
+    run(main())
+
+
+def test_send_many_splits_a_call_into_batches_in_order(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            await create_topic(b.address, "t")
+            async with Producer(b.address, batch_size=1024, linger=0.001) as producer:
+                await producer.send("t", b"first")  # an open batch the call joins
+                sizes = [10, 900, 30, 2000, 5] * 20  # 2000: larger than a batch, goes alone
+                values = [b"%04d" % i + b"x" * n for i, n in enumerate(sizes)]
+                bulk = await producer.send_many("t", values)
+                last = await producer.send("t", b"last")
+                ranges = await bulk
+                assert (await last).offset == 101
+            assert len(ranges) > 20, "the call was not split into batches"
+            assert ranges[0].offset == 1
+            for before, after in itertools.pairwise(ranges):
+                assert after.offset == before.offset + before.records
+            assert sum(r.records for r in ranges) == 100
+            assert [m.offset for m in bulk.metadata()] == list(range(1, 101))
+            records = await consume_all(b.address, [TopicPartition("t", 0)], 102)
+            assert [r.value for r in records] == [b"first", *values, b"last"]
 
     run(main())

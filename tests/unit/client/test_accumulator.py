@@ -422,3 +422,74 @@ def test_record_size_counts_headers() -> None:
     assert plain == RECORD_OVERHEAD + 2
     assert record_size(b"k", b"v", {"h": b"x"}) > plain
     assert record_size(b"k", b"v", [("h", None)]) > plain
+
+
+# --- growth while a partition's window is full (client/growth.py) ---------------------------
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_an_open_batch_grows_in_steps_while_the_hook_allows_then_closes(bulk: bool) -> None:
+    acc = make(batch_size=65 + 4 * (RECORD_OVERHEAD + 100))  # four records a batch
+    allowed = {"room": 10 * (RECORD_OVERHEAD + 100)}  # what the hook grants: ten records
+    asked: list[tuple[TopicPartition, int]] = []
+
+    def grow(tp: TopicPartition, queued: int) -> int:
+        asked.append((tp, queued))
+        return allowed["room"]
+
+    acc.grow = grow
+    fulls = []
+    for i in range(12):
+        if bulk:
+            size = RECORD_OVERHEAD + 100
+            assert acc.memory.try_reserve(size)
+            _, _, full = acc.extend(TP0, [b"%03d" % i + b"x" * 97], None, 1, size)
+        else:
+            _, full = add(acc, TP0, b"%03d" % i + b"x" * 97)
+        fulls.append(full)
+    batches = acc.queued(TP0)
+    # Ten records in the grown batch (a yield after each step of four), then a new batch.
+    assert [len(b.builder) for b in batches] == [10, 2]
+    assert batches[0].closed and not batches[1].closed
+    assert [i for i, f in enumerate(fulls) if f] == [3, 7, 9]
+    assert asked[0] == (TP0, 0)
+    # The hook says no more (the window has room): the open batch closes at batch_size.
+    allowed["room"] = 0
+    for _ in range(2):
+        add(acc, TP0, b"y" * 100)
+    assert [len(b.builder) for b in acc.queued(TP0)] == [10, 4]
+    assert acc.queued(TP0)[1].closed
+    assert values(batches[0]) == [b"%03d" % i + b"x" * 97 for i in range(10)]
+
+
+def test_without_a_hook_batches_close_at_batch_size() -> None:
+    acc = make(batch_size=65 + 4 * (RECORD_OVERHEAD + 100))
+    for _ in range(6):
+        add(acc, TP0, b"x" * 100)
+    assert [len(b.builder) for b in acc.queued(TP0)] == [4, 2]
+
+
+def test_a_grown_batch_is_ready_at_once_whatever_the_linger() -> None:
+    clock = Clock()
+    acc = make(clock, batch_size=65 + 4 * (RECORD_OVERHEAD + 100), linger=60.0)
+    acc.grow = lambda tp, queued: 10 * (RECORD_OVERHEAD + 100)
+    for _ in range(3):
+        add(acc, TP0, b"x" * 100)
+    assert drain(acc, clock.now)[0] == {}  # below batch_size: it lingers
+    for _ in range(3):
+        add(acc, TP0, b"x" * 100)
+    (batch,) = drain(acc, clock.now)[0][1]  # grew past batch_size: it goes now
+    assert len(values(batch)) == 6
+
+
+def test_a_batch_grows_to_four_times_batch_size_at_most() -> None:
+    acc = make(batch_size=65 + 4 * (RECORD_OVERHEAD + 100))  # four records a batch
+    acc.grow = lambda tp, queued: 1 << 30  # the hook would allow anything
+    for _ in range(20):
+        add(acc, TP0, b"x" * 100)
+    assert [len(b.builder) for b in acc.queued(TP0)] == [16, 4]
+    one = make(batch_size=1)  # smaller than a batch header: one record a batch, always
+    one.grow = lambda tp, queued: 1 << 30
+    for _ in range(3):
+        add(one, TP0, b"x")
+    assert [len(b.builder) for b in one.queued(TP0)] == [1, 1, 1]

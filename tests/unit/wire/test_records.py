@@ -123,6 +123,40 @@ def test_builder_and_reader_round_trip(
 
 
 @PROPERTY
+@given(
+    head=st.lists(st.tuples(st.none() | st.binary(max_size=20), st.binary(max_size=20))),
+    tail=st.lists(
+        st.tuples(st.none() | st.binary(max_size=20), st.none() | st.binary(max_size=20)),
+        min_size=1,
+    ),
+    timestamp=st.integers(0, 2**40),
+    headers=st.booleans(),
+)
+def test_extend_builds_the_same_bytes_as_one_append_per_record(
+    head: list[tuple[bytes | None, bytes]],
+    tail: list[tuple[bytes | None, bytes | None]],
+    timestamp: int,
+    headers: bool,
+) -> None:
+    """The producer's send_many() path (``extend``) against send()'s (``append``), also
+    after records with other timestamps and with headers."""
+    one, bulk = RecordBatchBuilder(), RecordBatchBuilder()
+    for builder in (one, bulk):
+        for key, value in head:
+            builder.append(value, key, {"h": b"1"} if headers else None, timestamp + 1)
+    for key, value in tail:
+        one.append(value, key, None, timestamp)
+    size = sum(16 + len(k or b"") + len(v or b"") for k, v in tail)
+    keys = [k for k, _ in tail]
+    no_keys = all(k is None for k in keys)  # then keys=None, the keyless form
+    index = bulk.extend([v for _, v in tail], None if no_keys else keys, timestamp, size)
+
+    assert index == len(head)
+    assert bulk.size_in_bytes == one.size_in_bytes
+    assert bulk.build() == one.build()
+
+
+@PROPERTY
 @given(records=RECORD_LISTS)
 def test_size_in_bytes_is_the_uncompressed_batch_size(records: list[dict[str, Any]]) -> None:
     builder = build(records)
