@@ -31,7 +31,7 @@ TOPIC = "omb-1-topic-16-partitions-1kb"
 
 
 async def workload(
-    address: str, rate: int, seconds: float, warmup: float, size: int, partitions: int
+    address: str, rate: int, seconds: float, warmup: float, size: int, partitions: int, api: str
 ) -> tuple[Recorder, Recorder, float]:
     """Publish and end-to-end latency recorders of the measured phase, and the rate reached."""
     async with AdminClient(address) as admin:
@@ -50,10 +50,26 @@ async def workload(
             if measuring[0]:
                 record.record((clock() - due) * 1e6)
 
-        async def send_due(due: list[float]) -> None:
+        async def send_each(due: list[float]) -> None:
             for t in due:
                 future = await producer.send(TOPIC, STAMP.pack(t) + padding)
                 future.add_done_callback(lambda _, t=t: acked(t, publish))
+
+        pending: set[asyncio.Task[None]] = set()
+
+        async def send_bulk(due: list[float]) -> None:
+            done = await producer.send_many(TOPIC, [STAMP.pack(t) + padding for t in due])
+
+            async def record() -> None:
+                await done  # every record of the call: when the last of them is acknowledged
+                for t in due:
+                    acked(t, publish)
+
+            task = asyncio.ensure_future(record())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        send_due = send_each if api == "send" else send_bulk
 
         received = [0]
         expected = [-1]  # known once the producer is done
@@ -108,19 +124,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10.0, help="warm-up phase")
     parser.add_argument("--size", type=int, default=1024, help="message bytes")
     parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument(
+        "--api", choices=("send", "send_many"), default="send",
+        help="send(): a future per message, as OMB's producers; send_many(): what is due in "
+        "one call (its messages count as acknowledged when the last of them is)",
+    )  # fmt: skip
     args = parser.parse_args()
     with broker_process() as broker:
         cpu_before = cpu_seconds(broker.proc.pid)
         publish, e2e, reached = asyncio.run(
             workload(broker.address, args.rate, args.seconds, args.warmup, args.size,
-                     args.partitions)
+                     args.partitions, args.api)
         )  # fmt: skip
         cpu_after = cpu_seconds(broker.proc.pid)
     busy = (cpu_after - cpu_before) / (args.seconds + args.warmup)
     print(f"\nOMB 1-topic-{args.partitions}-partitions-{args.size}b, {machine()}")
     print(
         f"rate asked {args.rate:,}/s, reached {reached:,.0f}/s "
-        f"({reached * args.size / 1e6:.1f} MB/s), acks=all; broker CPU {busy:.2f} cores\n"
+        f"({reached * args.size / 1e6:.1f} MB/s), acks=all, {args.api}(); "
+        f"broker CPU {busy:.2f} cores\n"
     )
     print("| latency (ms) | p50 | p99 | p99.9 | max |")
     print("|---|---|---|---|---|")
