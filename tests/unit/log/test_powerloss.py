@@ -16,6 +16,7 @@ from tidelog.server.log.powerloss import (
     JOURNAL_ENV,
     JOURNAL_FILE,
     PowerLossFileSystem,
+    PowerLossReport,
     journaled_file_system,
     replay_power_loss,
 )
@@ -31,6 +32,7 @@ class Disk:
         self.root.mkdir()
         self.journal = str(tmp_path / "journal")
         self.files = Files(PowerLossFileSystem(str(self.root), self.journal))
+        self.report = PowerLossReport()
 
     def path(self, name: str) -> str:
         return str(self.root / name)
@@ -55,7 +57,7 @@ class Disk:
         self.files = Files(PowerLossFileSystem(str(self.root), self.journal))
 
     def power_loss(self) -> dict[str, bytes]:
-        replay_power_loss(str(self.root), self.journal)
+        self.report = replay_power_loss(str(self.root), self.journal)
         return {
             str(p.relative_to(self.root)): p.read_bytes()
             for p in sorted(self.root.rglob("*"))
@@ -74,6 +76,8 @@ def test_only_the_fsynced_part_of_a_file_remains(disk: Disk) -> None:
     disk.write("a.log", b" lost")
     assert (disk.root / "a.log").read_bytes() == b"durable lost"
     assert disk.power_loss() == {"a.log": b"durable"}
+    assert disk.report.dropped == {"a.log": 5}
+    assert disk.report.dropped_from(".log") == 5
 
 
 def test_a_later_fsync_covers_everything_written_before_it(disk: Disk) -> None:
@@ -90,6 +94,8 @@ def test_a_new_file_is_gone_unless_its_directory_was_fsynced(disk: Disk) -> None
     disk.sync_dir()
     disk.write("synced-data-only", b"x" * 10, sync=True)
     assert disk.power_loss() == {"synced-name-only": b""}
+    assert disk.report.files_gone == ["synced-data-only"]
+    assert disk.report.dropped == {"synced-data-only": 10, "synced-name-only": 10}
 
 
 def test_an_unsynced_truncation_is_undone(disk: Disk) -> None:
@@ -144,6 +150,7 @@ def test_a_removed_file_comes_back_until_its_directory_is_fsynced(disk: Disk) ->
     disk.files.remove(disk.path("a"))
     assert not (disk.root / "a").exists()
     assert disk.power_loss() == {"a": b"kept"}
+    assert disk.report.files_back == ["a"]
 
 
 def test_a_removal_fsynced_stays(disk: Disk) -> None:

@@ -33,6 +33,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -43,6 +44,9 @@ from .files import Buffer, OsFileSystem
 
 JOURNAL_ENV: Final = "TIDELOG_TEST_POWERLOSS_JOURNAL"
 """Names the journal directory of a broker process run with this layer (a test hook)."""
+SLOW_FSYNC_ENV: Final = "TIDELOG_TEST_POWERLOSS_SLOW_FSYNC_MS"
+"""With the journal: milliseconds each fsync of a ``.log`` file waits first (a slow disk, so
+that a power loss finds appended bytes not yet durable more often)."""
 JOURNAL_FILE: Final = "journal"
 GRAVEYARD: Final = "graveyard"
 ROOT: Final = 0
@@ -175,8 +179,12 @@ class PowerLossFileSystem(OsFileSystem):
     journal directory, so its bytes stay reachable whatever happens to its names; a link is
     dropped once no name, current or durable, refers to the file any more."""
 
-    def __init__(self, root: str, journal_dir: str) -> None:
+    def __init__(self, root: str, journal_dir: str, *, slow_fsync_s: float = 0.0) -> None:
+        """``slow_fsync_s``: how long every fsync of a ``.log`` file (log data, fsynced off the
+        event loop) waits before it starts, as on a slow disk."""
         self.root = os.path.abspath(root)
+        self.slow_fsync_s = slow_fsync_s
+        self._slow: set[int] = set()
         self.journal_dir = journal_dir
         self._graveyard = os.path.join(journal_dir, GRAVEYARD)
         os.makedirs(self._graveyard, exist_ok=True)
@@ -252,6 +260,13 @@ class PowerLossFileSystem(OsFileSystem):
     # --- the operations --------------------------------------------------------------------
 
     def open(self, path: str, flags: int) -> int:
+        fd = self._open(path, flags)
+        if self.slow_fsync_s and path.endswith(".log"):
+            with self._lock:
+                self._slow.add(fd)
+        return fd
+
+    def _open(self, path: str, flags: int) -> int:
         with self._lock:
             found = self._lookup(path)
             if found is None:
@@ -278,6 +293,7 @@ class PowerLossFileSystem(OsFileSystem):
     def close(self, fd: int) -> None:
         with self._lock:
             self._fds.pop(fd, None)
+            self._slow.discard(fd)
         super().close(fd)
 
     def dup(self, fd: int) -> int:
@@ -285,6 +301,8 @@ class PowerLossFileSystem(OsFileSystem):
             new = super().dup(fd)
             if fd in self._fds:
                 self._fds[new] = self._fds[fd]
+            if fd in self._slow:
+                self._slow.add(new)
             return new
 
     def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
@@ -305,6 +323,8 @@ class PowerLossFileSystem(OsFileSystem):
         """fsync, then journal what it made durable as of its start: a directory's entries,
         or a file's size (bytes written while it runs may or may not be covered: not
         counted)."""
+        if fd in self._slow:
+            time.sleep(self.slow_fsync_s)  # the simulated slow disk, not a synchronisation
         with self._lock:
             node_id = self._fds.get(fd)
             if node_id is None:
@@ -374,25 +394,32 @@ class PowerLossFileSystem(OsFileSystem):
 def journaled_file_system(data_dir: str) -> PowerLossFileSystem | None:
     """The file system a broker process uses for ``data_dir`` under test: a
     :class:`PowerLossFileSystem` if ``$TIDELOG_TEST_POWERLOSS_JOURNAL`` names its journal
-    directory, else ``None`` (the real one)."""
+    directory (``$TIDELOG_TEST_POWERLOSS_SLOW_FSYNC_MS`` slows its fsyncs of log data), else
+    ``None`` (the real one)."""
     journal = os.environ.get(JOURNAL_ENV)
-    return None if not journal else PowerLossFileSystem(data_dir, journal)
+    if not journal:
+        return None
+    slow_ms = float(os.environ.get(SLOW_FSYNC_ENV) or 0)
+    return PowerLossFileSystem(data_dir, journal, slow_fsync_s=slow_ms / 1000)
 
 
 @dataclass(slots=True)
 class PowerLossReport:
     """What :func:`replay_power_loss` changed."""
 
-    bytes_dropped: int = 0
-    """Bytes in files that the power loss cut (or never let exist)."""
-    bytes_restored: int = 0
-    """Bytes put back: overwritten or truncated after their fsync, without a new one."""
-    files_cut: list[str] = field(default_factory=list)
-    """Files that lost bytes (their data beyond their last fsync)."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Bytes lost per file (its bytes beyond its last fsync, or all of them if its name was
+    not durable), by path relative to the data dir."""
     files_gone: list[str] = field(default_factory=list)
     """Files whose names were not durable."""
     files_back: list[str] = field(default_factory=list)
-    """Files removed or renamed over whose old names were still durable."""
+    """Durable names of files that had been removed or renamed over."""
+    bytes_restored: int = 0
+    """Bytes put back: overwritten or truncated after their fsync, without a new one."""
+
+    def dropped_from(self, suffix: str) -> int:
+        """Bytes lost from files whose names end with ``suffix`` (``".log"``: log data)."""
+        return sum(n for path, n in self.dropped.items() if path.endswith(suffix))
 
 
 def _content(model: Model, node_id: int, where: str | None, graveyard: str) -> bytes:
@@ -430,12 +457,11 @@ def replay_power_loss(data_dir: str, journal_dir: str) -> PowerLossReport:
     durable_nodes = {node for _, node in durable}
     for node, path in now.items():
         if model.nodes[node].kind == FILE and os.path.isfile(path):
-            size = os.path.getsize(path)
-            report.bytes_dropped += max(0, size - len(contents.get(node, b"")))
+            lost = os.path.getsize(path) - len(contents.get(node, b""))
+            if lost > 0:
+                report.dropped[os.path.relpath(path, root)] = lost
             if node not in durable_nodes:
                 report.files_gone.append(os.path.relpath(path, root))
-            elif size > len(contents[node]):
-                report.files_cut.append(os.path.relpath(path, root))
             os.remove(path)
     for node, path in sorted(now.items(), key=lambda item: -len(item[1])):
         if model.nodes[node].kind == DIR:
