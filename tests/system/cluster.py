@@ -76,6 +76,8 @@ class Cluster:
         self.options = options
         self.keys = ClusterKeys(name)
         self.brokers: dict[int, BrokerProcess] = {}
+        self.started: list[tuple[int, BrokerProcess]] = []
+        """Every broker process started, in order (their logs, after restarts)."""
 
     def start(self, broker_id: int, *extra: str, endpoint: str | None = None) -> BrokerProcess:
         proc = BrokerProcess(
@@ -89,10 +91,17 @@ class Cluster:
             env=self._journal_env(broker_id),
         ).start()  # fmt: skip
         self.brokers[broker_id] = proc
+        self.started.append((broker_id, proc))
         return proc
 
     def kill(self, broker_id: int) -> None:
         self.brokers[broker_id].close()
+
+    def restart(self, broker_id: int) -> BrokerProcess:
+        """Start a stopped broker again on the port it had, as a machine that reboots comes
+        back at its address (clients whose bootstrap list names it find it again)."""
+        port = self.address(broker_id).rsplit(":", 1)[1]
+        return self.start(broker_id, "--port", port)
 
     def _journal(self, broker_id: int) -> Path:
         return self.root / f"powerloss-journal-{broker_id}"
@@ -108,8 +117,12 @@ class Cluster:
     def power_loss(self, broker_id: int) -> PowerLossReport:
         """SIGKILL a broker, then leave its data dir as a power loss would: every byte it had
         not fsynced dropped (:mod:`tidelog.server.log.powerloss`). Start it again after."""
-        assert self.journals, "a cluster started without power-loss journals"
         self.kill(broker_id)
+        return self.replay_power_loss(broker_id)
+
+    def replay_power_loss(self, broker_id: int) -> PowerLossReport:
+        """Leave a killed broker's data dir as a power loss would (see :meth:`power_loss`)."""
+        assert self.journals, "a cluster started without power-loss journals"
         data_dir = self.brokers[broker_id].data_dir
         return replay_power_loss(str(data_dir), str(self._journal(broker_id)))
 
