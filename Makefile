@@ -47,7 +47,7 @@ fuzz: $(STAMP)
 # runs 2); 9 broker SIGKILLs under a group of 3 in that cluster (make test runs 3); 3 under queue
 # workers there (a known gap, xfail: share state is not replicated yet; make test skips it).
 # 50 power losses of a follower and 50 of a leader, each followed by a leader SIGKILL, in that
-# cluster (make test runs 3 of each).
+# cluster (make test runs 3 of each), and 50 of a leader started again at once (make test: 0).
 # schemathesis over every gateway endpoint, 200 examples per operation and a random seed (make
 # test runs 10 with a fixed seed).
 soak: $(STAMP)
@@ -62,7 +62,7 @@ soak: $(STAMP)
 	TIDELOG_REPLICATION_PAUSES=20 $(BIN)/pytest tests/system/test_replication_pause.py -q -s
 	TIDELOG_REPLICATION_GROUP_KILLS=9 $(BIN)/pytest tests/system/test_replication_group.py -q -s
 	TIDELOG_REPLICATION_QUEUE_KILLS=10 $(BIN)/pytest tests/system/test_replication_queue.py -q -s
-	TIDELOG_POWERLOSS_ROUNDS=50 $(BIN)/pytest tests/system/test_replication_powerloss.py -q -s
+	TIDELOG_POWERLOSS_ROUNDS=50 TIDELOG_POWERLOSS_AT_ONCE_ROUNDS=50 $(BIN)/pytest tests/system/test_replication_powerloss.py -q -s
 	TIDELOG_SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest tests/gateway/test_openapi.py -q
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).

@@ -34,7 +34,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -361,19 +361,18 @@ class PowerLossFileSystem(OsFileSystem):
             self._prune(target[2])
 
     def remove(self, path: str) -> None:
+        self._unlink(path, super().remove)
+
+    def rmdir(self, path: str) -> None:
+        self._unlink(path, super().rmdir)
+
+    def _unlink(self, path: str, action: Callable[[str], None]) -> None:
         with self._lock:
             found = self._lookup(path)
-            super().remove(path)
+            action(path)
             if found is not None:
                 self._record("remove", found[0], found[1])
                 self._prune(found[2])
-
-    def rmdir(self, path: str) -> None:
-        with self._lock:
-            found = self._lookup(path)
-            super().rmdir(path)
-            if found is not None:
-                self._record("remove", found[0], found[1])
 
     def mkdir(self, path: str) -> None:
         with self._lock:
