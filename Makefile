@@ -44,10 +44,12 @@ fuzz: $(STAMP)
 # 40 broker SIGKILLs while 4 queue workers hold messages (make test runs 10).
 # 200 leader SIGKILLs of a 3-broker, factor-3 cluster under acks=all (make test runs 20), and 100
 # at factor 2, min ISR 1 (make test runs 6); 20 leaders SIGSTOPped past their lease (make test
-# runs 2); 9 broker SIGKILLs under a group of 3 in that cluster (make test runs 3); 3 under queue
-# workers there (a known gap, xfail: share state is not replicated yet; make test skips it).
+# runs 2); 9 broker SIGKILLs under a group of 3 in that cluster (make test runs 3); 10 under
+# queue workers there, the queue's leader and its share coordinator in turn (make test runs 2).
 # 20 leaders blackholed from etcd (make test runs 4) and 4 rounds of followers cut from their
 # leader (make test runs 1), through userspace proxies (tests/system/test_netcut.py).
+# 50 power losses of a follower and 50 of a leader, each followed by a leader SIGKILL, in that
+# cluster (make test runs 3 of each), and 50 of a leader started again at once (make test: 0).
 # schemathesis over every gateway endpoint, 200 examples per operation and a random seed (make
 # test runs 10 with a fixed seed).
 soak: $(STAMP)
@@ -63,6 +65,7 @@ soak: $(STAMP)
 	TIDELOG_NETCUT_ETCD_CUTS=20 TIDELOG_NETCUT_FOLLOWER_ROUNDS=4 $(BIN)/pytest tests/system/test_netcut.py -q -s
 	TIDELOG_REPLICATION_GROUP_KILLS=9 $(BIN)/pytest tests/system/test_replication_group.py -q -s
 	TIDELOG_REPLICATION_QUEUE_KILLS=10 $(BIN)/pytest tests/system/test_replication_queue.py -q -s
+	TIDELOG_POWERLOSS_ROUNDS=50 TIDELOG_POWERLOSS_AT_ONCE_ROUNDS=50 $(BIN)/pytest tests/system/test_replication_powerloss.py -q -s
 	TIDELOG_SCHEMATHESIS_EXAMPLES=200 $(BIN)/pytest tests/gateway/test_openapi.py -q
 
 # Starts a broker on 127.0.0.1:7070 with its data in ./tidelog-data (Ctrl-C stops it).

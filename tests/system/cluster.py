@@ -26,6 +26,12 @@ from tidelog.server.cluster.records import (
     PartitionState,
     decode,
 )
+from tidelog.server.log.powerloss import (
+    JOURNAL_ENV,
+    SLOW_FSYNC_ENV,
+    PowerLossReport,
+    replay_power_loss,
+)
 
 from .procs import BrokerProcess
 
@@ -44,21 +50,32 @@ def need_etcd() -> None:
 class Cluster:
     """Brokers 1..N of cluster ``name`` over ``etcd``."""
 
+    DEFAULT_OPTIONS = ("--replication-factor", "1")
+
     def __init__(
         self,
         root: Path,
         etcd: EtcdProcess,
         name: str = "test",
-        options: tuple[str, ...] = ("--replication-factor", "1"),
+        options: tuple[str, ...] = DEFAULT_OPTIONS,
+        *,
+        journals: bool = False,
+        slow_fsync_ms: int = 0,
     ) -> None:
         """``options`` go to every broker: by default one replica per partition (the tests of
-        clusters before replication); the replication tests pass their own."""
+        clusters before replication); the replication tests pass their own. With
+        ``journals`` each broker journals what it fsyncs, so that :meth:`power_loss` can drop
+        what it had not (``slow_fsync_ms``: each fsync of log data takes that long first)."""
         self.root = root
+        self.journals = journals
+        self.slow_fsync_ms = slow_fsync_ms
         self.etcd = etcd
         self.name = name
         self.options = options
         self.keys = ClusterKeys(name)
         self.brokers: dict[int, BrokerProcess] = {}
+        self.started: list[tuple[int, BrokerProcess]] = []
+        """Every broker process started, in order (their logs, after restarts)."""
 
     def start(self, broker_id: int, *extra: str, endpoint: str | None = None) -> BrokerProcess:
         proc = BrokerProcess(
@@ -69,12 +86,43 @@ class Cluster:
             "--etcd-lease-ttl-s", str(LEASE_TTL_S),
             *self.options,
             *extra,
+            env=self._journal_env(broker_id),
         ).start()  # fmt: skip
         self.brokers[broker_id] = proc
+        self.started.append((broker_id, proc))
         return proc
 
     def kill(self, broker_id: int) -> None:
         self.brokers[broker_id].close()
+
+    def restart(self, broker_id: int) -> BrokerProcess:
+        """Start a stopped broker again on the port it had, as a machine that reboots comes
+        back at its address (clients whose bootstrap list names it find it again)."""
+        port = self.address(broker_id).rsplit(":", 1)[1]
+        return self.start(broker_id, "--port", port)
+
+    def _journal(self, broker_id: int) -> Path:
+        return self.root / f"powerloss-journal-{broker_id}"
+
+    def _journal_env(self, broker_id: int) -> dict[str, str] | None:
+        if not self.journals:
+            return None
+        return {
+            JOURNAL_ENV: str(self._journal(broker_id)),
+            SLOW_FSYNC_ENV: str(self.slow_fsync_ms),
+        }
+
+    def power_loss(self, broker_id: int) -> PowerLossReport:
+        """SIGKILL a broker, then leave its data dir as a power loss would: every byte it had
+        not fsynced dropped (:mod:`tidelog.server.log.powerloss`). Start it again after."""
+        self.kill(broker_id)
+        return self.replay_power_loss(broker_id)
+
+    def replay_power_loss(self, broker_id: int) -> PowerLossReport:
+        """Leave a killed broker's data dir as a power loss would (see :meth:`power_loss`)."""
+        assert self.journals, "a cluster started without power-loss journals"
+        data_dir = self.brokers[broker_id].data_dir
+        return replay_power_loss(str(data_dir), str(self._journal(broker_id)))
 
     def address(self, broker_id: int) -> str:
         return self.brokers[broker_id].address
@@ -121,11 +169,22 @@ def cluster(
     name: str = "test",
     options: tuple[str, ...] | None = None,
     start: Callable[[Cluster, int], object] = Cluster.start,
+    *,
+    journals: bool = False,
+    slow_fsync_ms: int = 0,
 ) -> Iterator[Cluster]:
-    """A cluster of ``brokers`` brokers, each begun by ``start(cluster, broker_id)``."""
+    """A cluster of ``brokers`` brokers, each begun by ``start(cluster, broker_id)``;
+    ``journals``: brokers that journal their fsyncs (:meth:`Cluster.power_loss`)."""
     need_etcd()
     with EtcdProcess(root / "etcd") as etcd:
-        c = Cluster(root, etcd, name) if options is None else Cluster(root, etcd, name, options)
+        c = Cluster(
+            root,
+            etcd,
+            name,
+            options or Cluster.DEFAULT_OPTIONS,
+            journals=journals,
+            slow_fsync_ms=slow_fsync_ms,
+        )
         try:
             for b in range(1, brokers + 1):
                 start(c, b)

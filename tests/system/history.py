@@ -49,6 +49,9 @@ class History:
     ops: list[Op] = field(default_factory=list)
     reads: list[tuple[int, int, str]] = field(default_factory=list)
     acked: asyncio.Condition = field(default_factory=asyncio.Condition)
+    consumer_error: str = ""
+    """Why the consumer stopped early (a non-retriable error): a violation :func:`check`
+    reports beside the others."""
 
     def invoke(self, partition: int) -> Op:
         op = Op(f"v{len(self.ops)}", partition, len(self.ops), time.monotonic())
@@ -98,7 +101,10 @@ async def consume(address: str, history: History, stop: asyncio.Event) -> None:
                 batch = await consumer.getmany(timeout=0.2)
             except TidelogError as exc:
                 if not getattr(exc, "retriable", False):
-                    raise  # e.g. OFFSET_OUT_OF_RANGE below what was read: a violation
+                    # e.g. OFFSET_OUT_OF_RANGE below what was read: a violation, reported
+                    # by check() with the rest of the history
+                    history.consumer_error = repr(exc)
+                    return
                 continue  # a leader change; the consumer finds the new one
             for tp, records in batch.items():
                 for r in records:
@@ -125,6 +131,8 @@ async def final_log(address: str) -> dict[int, dict[int, str]]:
 def check(history: History, final: dict[int, dict[int, str]]) -> list[str]:
     """The violations of I1-I6 in ``history`` against the final log."""
     bad: list[str] = []
+    if history.consumer_error:
+        bad.append(f"I5 the consumer stopped: {history.consumer_error}")
     where: dict[str, tuple[int, int]] = {}
     for p, records in final.items():
         seqs = []

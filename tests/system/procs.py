@@ -19,12 +19,18 @@ class BrokerProcess:
     """``python -m tidelog.server`` on an ephemeral loopback port; stopped by PID."""
 
     def __init__(
-        self, data_dir: Path, *extra: str, preexec: Callable[[], None] | None = None
+        self,
+        data_dir: Path,
+        *extra: str,
+        preexec: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        """``preexec`` runs in the child before it starts (e.g. to set resource limits)."""
+        """``preexec`` runs in the child before it starts (e.g. to set resource limits);
+        ``env`` is added to this process's environment for the child."""
         self.data_dir = data_dir
         self.extra = extra
         self.preexec = preexec
+        self.env = env
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.admin_address: str | None = None
@@ -50,6 +56,7 @@ class BrokerProcess:
             stderr=subprocess.PIPE,
             text=True,
             preexec_fn=self.preexec,
+            env=None if self.env is None else {**os.environ, **self.env},
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         drain = threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True)

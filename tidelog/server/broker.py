@@ -106,8 +106,16 @@ class Broker:
             return ClientProtocol(asyncio.StreamReader(STREAM_LIMIT, loop), self._accept, loop)
 
         try:
+            # Bound now (a cluster registration carries the real port), served only once the
+            # broker has joined its cluster: before that a produce would be taken as on a
+            # single broker (leader epoch -1, acknowledged after the local fsync alone), and a
+            # broker restarted at its old address is reached at once by clients that knew it.
             self._server = await loop.create_server(
-                protocol, self.config.host, self.config.port, reuse_address=True
+                protocol,
+                self.config.host,
+                self.config.port,
+                reuse_address=True,
+                start_serving=False,
             )
         except OSError:
             await self.core.shutdown()
@@ -120,6 +128,7 @@ class Broker:
                 self._server.close()
                 await self.core.shutdown()
                 raise
+        await self._server.start_serving()
         self._started_at = time.monotonic()
         if self.registry is not None:
             try:

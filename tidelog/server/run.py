@@ -20,6 +20,7 @@ from .allocator import keep_large_allocations
 from .broker import Broker
 from .config import SETTINGS_DOC, BrokerConfig, ConfigError
 from .limits import raise_descriptor_limit
+from .log.powerloss import journaled_file_system
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -60,7 +61,9 @@ def serve(config: BrokerConfig, on_started: Callable[[Broker], None] | None = No
 
 
 async def _serve(config: BrokerConfig, on_started: Callable[[Broker], None] | None) -> int:
-    broker = Broker(config)
+    # A test hook (tests/system power-loss runs), off unless $TIDELOG_TEST_POWERLOSS_JOURNAL.
+    fs = None if config.in_memory else journaled_file_system(str(config.data_dir))
+    broker = Broker(config, fs=fs)
     await broker.start()
     loop = asyncio.get_running_loop()
     stopping: asyncio.Task[None] | None = None
