@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format fuzz soak run bench-codec bench-storage bench-groups bench \
+.PHONY: install test lint format fuzz soak run bench-codec bench-storage bench-groups bench bench-wave2 \
 	bench-full bench-install bench-peers bench-queues cluster etcd clean
 
 install: $(STAMP)
@@ -117,6 +117,17 @@ bench-peers:
 bench: bench-install bench-peers
 	$(BIN)/python bench/sidebyside.py --plan quick --write docs/BENCHMARKS.md --charts docs \
 	  --command "make bench   # python bench/sidebyside.py --plan quick --write docs/BENCHMARKS.md --charts docs"
+	$(MAKE) bench-wave2
+
+# Issue 24's goals, one script each, three runs (docs/BENCHMARKS.md has the figures): produce
+# through send() and send_many(), small requests (broker CPU per request, beside Redis), large
+# records, consume through async-for and batches(), the OMB 1-topic-16-partitions-1kb workload.
+bench-wave2: bench-install bench-peers
+	cd bench && ../$(BIN)/python produce_many.py --runs 3
+	cd bench && ../$(BIN)/python small_requests.py --runs 3
+	cd bench && ../$(BIN)/python large.py --runs 3
+	cd bench && ../$(BIN)/python consume.py --runs 3
+	cd bench && for api in send send_many; do ../$(BIN)/python omb.py --api $$api || exit 1; done
 
 # Queues side by side (issue 19): share groups vs Redis Streams and NATS JetStream work queues.
 bench-queues: bench-install bench-peers
