@@ -58,7 +58,7 @@ async def consume(address: str, n: int, size: int) -> float:
     """Records/s reading ``n`` records of a filled 1-partition topic from the beginning."""
     topic = await new_topic(address, "consume")
     await consume_bench.fill(address, topic, n, size)
-    rate, _ = await consume_bench.consume(address, topic, n)
+    rate, _, _ = await consume_bench.consume(address, topic, n, "getmany")
     return rate
 
 

@@ -161,7 +161,7 @@ async def consume_ws(url: str, topic: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-async def _first(run: Awaitable[tuple[float, object]]) -> float:
+async def _first(run: Awaitable[tuple[float, object, object]]) -> float:
     return (await run)[0]
 
 
@@ -186,7 +186,9 @@ async def main(args: Args) -> None:
         ways: dict[str, Callable[[], Awaitable[float]]] = {
             "produce: Python client": lambda: drive_tidelog.produce(address, n, size, args.acks),
             "produce: HTTP batches": lambda: produce_http(url, "http", n, size, args.acks, args),
-            "consume: Python client": lambda: _first(consume_bench.consume(address, "filled", n)),
+            "consume: Python client": lambda: _first(
+                consume_bench.consume(address, "filled", n, "getmany")
+            ),
             "consume: WebSocket": lambda: consume_ws(url, "filled", n),
         }
         rates: dict[str, list[float]] = {way: [] for way in ways}
