@@ -127,6 +127,7 @@ async def _end(address: str, partition: int) -> int:
         return (await admin.list_offsets({tp: OffsetSpec.LATEST}))[tp].offset
 
 
+@pytest.mark.storage_bound  # reads the batches from the segment files
 @pytest.mark.parametrize("api", SEND_APIS)
 def test_batches_grow_while_the_window_is_full_up_to_the_topic_limit(
     tmp_path: Path, api: str
