@@ -22,18 +22,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import uvloop
-from harness import BrokerProc, broker_process, machine, spread
+from harness import BrokerProc, broker_process, cpu_seconds, machine, spread
 
 from tidelog.client import AdminClient, Producer
 from tidelog.etcd import EtcdProcess
 
 PARTITIONS = 6
 SIZE = 100
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def produce(address: str, topic: str, records: int, replication_factor: int = -1) -> float:

@@ -29,7 +29,7 @@ import os
 import time
 
 import uvloop
-from harness import broker_process, machine, spread
+from harness import broker_process, cpu_seconds, machine, spread
 from limits import disk_write_mb_s, loopback_mb_s
 from rich.console import Console
 from rich.table import Table
@@ -39,13 +39,6 @@ from tidelog.wire import messages as m
 from tidelog.wire.records import RecordBatchBuilder
 
 MIB = 1 << 20
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_mib_batch(record_kib: int) -> bytes:

@@ -22,7 +22,7 @@ import asyncio
 import os
 import time
 
-from harness import broker_process, machine
+from harness import broker_process, cpu_seconds, machine
 from openloop import STAMP, Recorder, observe, pace
 
 from tidelog.client import AdminClient, Consumer, Producer, TopicPartition
@@ -103,13 +103,6 @@ async def workload(
             stop.set()
             await asyncio.gather(reader, return_exceptions=True)
     return publish, e2e, sent / elapsed
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds a process has used (``/proc/<pid>/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def row(name: str, r: Recorder) -> str:
