@@ -93,6 +93,21 @@ def broker_process(
                 broker.proc.stdout.close()
 
 
+def pin_apart(pid: int) -> bool:
+    """Put this process on the first CPU and every thread of process ``pid`` (the broker) on
+    the second, as if they ran on machines of their own: on a 2-core machine the scheduler
+    otherwise lets the broker's threads preempt the client, and a comparison of two client
+    settings then measures that contention too. Threads the broker starts later inherit its
+    CPU. False (nothing pinned) with fewer than two CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return False
+    os.sched_setaffinity(0, {cpus[0]})
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {cpus[1]})
+    return True
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) of already sorted values, nearest rank."""
     if not sorted_values:

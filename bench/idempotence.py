@@ -1,6 +1,7 @@
 """Idempotence on against off, interleaved in one broker process, with where the time goes.
 
     python bench/idempotence.py [--runs 5] [--records 600000] [--size 100] [--variants on,off]
+                                [--pin]
 
 Each round produces ``--records`` records with idempotence on, then off (acks=all, batch_size
 256 KiB, linger 5 ms, max_request_size 4 MiB, as bench/produce.py's throughput run), each to a
@@ -10,6 +11,7 @@ time over the wall time: time it waited for the broker); then each round's on / 
 their median and range. Interleaving makes a noisy, shared machine hit both variants alike, and
 a ratio per round compares runs a few seconds apart. ``--variants on`` (or ``off``) runs one
 side only, to profile it (``py-spy record --subprocesses -- python bench/idempotence.py ...``).
+``--pin`` puts the client and the broker on a CPU each (:func:`harness.pin_apart`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import statistics
 
 import uvloop
-from harness import Meter, broker_process, machine
+from harness import Meter, broker_process, machine, pin_apart
 
 from tidelog.client import AdminClient, Producer
 
@@ -52,6 +54,7 @@ async def main(args: argparse.Namespace) -> None:
     variants = {name: VARIANTS[name] for name in args.variants}
     results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in variants}
     with broker_process() as broker:
+        pinned = args.pin and pin_apart(broker.proc.pid)
         async with AdminClient(broker.address) as admin:
             for run in range(args.runs):
                 for name, idempotence in variants.items():
@@ -67,7 +70,8 @@ async def main(args: argparse.Namespace) -> None:
                             broker.proc.pid,
                         )
                     )
-    print(f"idempotence on vs off, {args.runs} interleaved runs, {machine()}")
+    where = ", client and broker on a CPU each" if pinned else ""
+    print(f"idempotence on vs off, {args.runs} interleaved runs{where}, {machine()}")
     for name, rows in results.items():
         rate, client, brk, idle = (statistics.median(column) for column in zip(*rows, strict=True))
         runs = ", ".join(f"{r[0] / 1000:,.0f}k" for r in rows)
@@ -93,6 +97,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument(
         "--variants", type=lambda s: s.split(","), default=list(VARIANTS), help="on,off"
+    )
+    parser.add_argument(
+        "--pin", action="store_true", help="the client on one CPU, the broker on another"
     )
     return parser.parse_args()
 
