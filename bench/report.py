@@ -88,6 +88,41 @@ def judge(results: list[Result]) -> list[str]:
             f"({best.system}) {best.lat('p99'):.2f} ms: "
             + ("met" if ok else f"NOT met ({mine.lat('p99') / best.lat('p99'):.2f}x the peer's)")
         )
+    out += _latency_goals(results)
+    return out
+
+
+LATENCY_GOALS = ((1_000, 0.2, 0.5), (10_000, None, 1.0))
+"""Issue 24, goal 2: (records/s, p50 ms, p99 ms) at most, acks=leader, linger 0."""
+MANY_CLIENTS_P99_MS = 5.0
+"""Issue 24, goal 3: p99 end to end with 100 producers + 100 consumers at 50 records/s each."""
+
+
+def _latency_goals(results: list[Result]) -> list[str]:
+    """Issue 24's latency goals: absolute bounds, and at 1,000 records/s at or under Redis."""
+    out: list[str] = []
+    for rate, p50, p99 in LATENCY_GOALS:
+        mine = _find(results, "tidelog", f"latency-{rate}")
+        if mine is None or not mine.latency:
+            out.append(f"latency at {rate:,} records/s (issue 24): not measured")
+            continue
+        checks = [("p99", p99)] if p50 is None else [("p50", p50), ("p99", p99)]
+        parts = [f"{q} {mine.lat(q):.2f} ms (goal <= {bound:g})" for q, bound in checks]
+        ok = all(mine.lat(q) <= bound for q, bound in checks)
+        redis = _find(results, "redis", f"latency-{rate}")
+        if p50 is not None and redis is not None and redis.latency:
+            parts.append(f"Redis {redis.lat('p50'):.2f} / {redis.lat('p99'):.2f} ms")
+            ok = ok and all(mine.lat(q) <= redis.lat(q) for q in ("p50", "p99"))
+        verdict = "met" if ok else "NOT met"
+        out.append(f"latency at {rate:,} records/s (issue 24): {', '.join(parts)}: {verdict}")
+    many = next((r for r in results if r.section == "clients" and r.latency), None)
+    if many is not None:
+        p99 = many.lat("p99")
+        verdict = "met" if p99 <= MANY_CLIENTS_P99_MS else "NOT met"
+        out.append(
+            f"many clients ({many.params}): p50 {many.lat('p50'):.2f} ms, p99 {p99:.2f} ms "
+            f"(goal <= {MANY_CLIENTS_P99_MS:g}): {verdict}"
+        )
     return out
 
 

@@ -56,6 +56,9 @@ QUICK = Plan(
     latency_rates=[1_000, 10_000],
     latency_seconds=3.0,
     limits_mib=256,
+    many_clients=100,  # issue 24, goal 3
+    many_clients_rate=50,
+    many_clients_seconds=10.0,
 )
 
 FULL = Plan(
