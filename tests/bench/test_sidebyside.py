@@ -76,3 +76,29 @@ def test_peer_scenarios_run_and_report(peer: str) -> None:
     assert systems == {peer}
     assert {r.section for r in bench.results} == {"produce", "consume", "latency"}
     assert all(r.runs or r.latency for r in bench.results)
+
+
+def _latency(
+    system: str, key: str, p50: float, p99: float, section: str = "latency"
+) -> report.Result:
+    return report.Result(section, system, key, "", "ms", [], [{"p50": p50, "p99": p99}], key=key)
+
+
+def test_issue_24_latency_verdicts_check_the_bounds_and_redis() -> None:
+    fast = [
+        _latency("tidelog", "latency-1000", 0.15, 0.4),
+        _latency("redis", "latency-1000", 0.16, 0.45),
+        _latency("tidelog", "latency-10000", 0.3, 0.9),
+        _latency("tidelog", "clients", 1.0, 4.0, section="clients"),
+    ]
+    assert [v.endswith(": met") for v in report._latency_goals(fast)] == [True, True, True]
+    slower_than_redis = [_latency("redis", "latency-1000", 0.1, 0.45), *fast[::2], fast[3]]
+    one, ten, many = report._latency_goals(slower_than_redis)
+    assert one.endswith("NOT met") and "Redis 0.10 / 0.45 ms" in one
+    assert ten.endswith(": met") and many.endswith(": met")
+    over = [_latency("tidelog", "latency-10000", 0.3, 1.2), _latency("x", "c", 1, 6, "clients")]
+    assert report._latency_goals(over) == [
+        "latency at 1,000 records/s (issue 24): not measured",
+        "latency at 10,000 records/s (issue 24): p99 1.20 ms (goal <= 1): NOT met",
+        "many clients (c): p50 1.00 ms, p99 6.00 ms (goal <= 5): NOT met",
+    ]
