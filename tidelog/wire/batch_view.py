@@ -84,15 +84,15 @@ class BatchView:
     def raw_keys(self) -> list[bytes | None]:
         """Each record's key as stored (``None``: no key)."""
         columns = self.columns
-        keys, _ = _slices(columns.section, columns.start, columns.key_lengths)
-        return keys[self.first :] if self.first else keys
+        lengths = columns.key_lengths
+        return _slices(columns.section, columns.start, lengths, self.first, len(lengths))[0]
 
     def raw_values(self) -> list[bytes | None]:
         """Each record's value as stored (``None``: a tombstone)."""
         columns = self.columns
-        lengths = columns.key_lengths
-        values, _ = _slices(columns.section, columns.start + _span(lengths), columns.value_lengths)
-        return values[self.first :] if self.first else values
+        start = columns.start + _span(columns.key_lengths)
+        lengths = columns.value_lengths
+        return _slices(columns.section, start, lengths, self.first, len(lengths))[0]
 
     @property
     def headers(self) -> list[Headers]:

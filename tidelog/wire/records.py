@@ -251,16 +251,21 @@ class RecordBatch:
         return self.records_as(Record)
 
     def records_as(
-        self, into: type[Row], prefix: tuple[object, ...] = (), since: int | None = None
+        self,
+        into: type[Row],
+        prefix: tuple[object, ...] = (),
+        since: int | None = None,
+        limit: int | None = None,
     ) -> list[Row]:
         """Decode records straight into ``into``, a tuple type (a NamedTuple) whose fields are
         ``prefix`` followed by offset, timestamp, key, value, headers: a consumer builds its
         own record type in one pass, e.g. ``records_as(ConsumerRecord, (topic, partition))``.
-        Records below offset ``since`` are left out.
+        Records below offset ``since`` are left out, and at most ``limit`` are decoded: only
+        those are sliced out of the section, however large the batch.
         """
         columns = Columns.parse(self)
         with gc_paused():  # thousands of tuples that cannot form cycles: see gcpause
-            return columns.rows(self, into, prefix, since)
+            return columns.rows(self, into, prefix, since, limit)
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.records())

@@ -12,7 +12,7 @@ import struct
 from bisect import bisect_left
 from collections.abc import Iterator
 from functools import lru_cache
-from itertools import accumulate, islice, pairwise, repeat
+from itertools import accumulate, pairwise, repeat
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from .batch_format import (
@@ -100,33 +100,42 @@ class Columns:
         into: type[Row],
         prefix: tuple[object, ...],
         since: int | None,
+        limit: int | None = None,
     ) -> list[Row]:
         section = self.section
         n = batch.record_count
-        keys, pos = _slices(section, self.start, self.key_lengths)
-        values, pos = _slices(section, pos, self.value_lengths)
-        if batch.attributes & LOG_APPEND_TIME:
-            timestamps: Iterator[int] | list[int] = [batch.max_timestamp] * n
-        else:
-            timestamps = map(batch.base_timestamp.__add__, self.deltas)
         skip = 0 if since is None else since - batch.base_offset
-        if self.offset_deltas is None:
-            offsets: range | map[int] = range(batch.base_offset, batch.base_offset + n)
-        else:
-            offsets = map(batch.base_offset.__add__, self.offset_deltas)
+        if self.offset_deltas is not None:
             skip = bisect_left(self.offset_deltas, skip)  # records, not offsets, to skip
+        # only the window [lo, hi) is sliced and built: a reader that wants a few records of
+        # a large batch (a share fetch, one record looked up) does not pay for all of them
+        lo = min(max(skip, 0), n)
+        hi = n if limit is None else min(n, lo + max(limit, 0))
+        keys, pos = _slices(section, self.start, self.key_lengths, lo, hi)
+        values, pos = _slices(section, pos, self.value_lengths, lo, hi)
+        if batch.attributes & LOG_APPEND_TIME:
+            timestamps: Iterator[int] | list[int] = [batch.max_timestamp] * (hi - lo)
+        else:
+            deltas = self.deltas if lo == 0 and hi == n else self.deltas[lo:hi]
+            timestamps = map(batch.base_timestamp.__add__, deltas)
+        if self.offset_deltas is None:
+            offsets: range | map[int] = range(batch.base_offset + lo, batch.base_offset + hi)
+        else:
+            offsets = map(batch.base_offset.__add__, self.offset_deltas[lo:hi])
         if self.header_lengths is None:
             headers: Iterator[Headers] | list[Headers] = repeat(())
         else:
-            headers = decode_header_blocks(section, pos, self.header_lengths)
+            lengths = self.header_lengths
+            if lo or hi < n:
+                pos += sum(lengths[:lo])
+                lengths = lengths[lo:hi]
+            headers = decode_header_blocks(section, pos, lengths)
         # tuple.__new__ straight from C: a NamedTuple's own __new__ is Python and costs 3x.
         rows: Iterator[tuple[object, ...]] = zip(
             offsets, timestamps, keys, values, headers, strict=False
         )
         if prefix:
             rows = map(prefix.__add__, rows)
-        if skip > 0:
-            rows = islice(rows, skip, None)
         return list(map(tuple.__new__, repeat(into), rows))
 
 
@@ -253,20 +262,27 @@ def _check_offset_deltas(section: Buffer, at: int, batch: RecordBatch) -> None:
         raise CorruptBatchError("record offsets do not rise within the batch")
 
 
-def _slices(section: bytes, pos: int, lengths: tuple[int, ...]) -> tuple[list[bytes | None], int]:
+def _slices(
+    section: bytes, pos: int, lengths: tuple[int, ...], lo: int, hi: int
+) -> tuple[list[bytes | None], int]:
+    """The fields ``lo`` to ``hi`` of the back-to-back fields of ``lengths`` from ``pos``
+    (-1: ``None``, no bytes), and the position after the last of all of them."""
     nulls = lengths.count(-1)
     if nulls == len(lengths):
-        return [None] * nulls, pos
+        return [None] * (hi - lo), pos
     if not nulls:
         ends = list(accumulate(lengths, initial=pos))
-        return [section[a:b] for a, b in pairwise(ends)], ends[-1]
+        window = ends if lo == 0 and hi == len(lengths) else ends[lo : hi + 1]
+        return [section[a:b] for a, b in pairwise(window)], ends[-1]
     out: list[bytes | None] = []
     append = out.append
-    for length in lengths:
+    for i, length in enumerate(lengths):
         if length < 0:
-            append(None)
+            if lo <= i < hi:
+                append(None)
         else:
             end = pos + length
-            append(section[pos:end])
+            if lo <= i < hi:
+                append(section[pos:end])
             pos = end
     return out, pos

@@ -1,6 +1,6 @@
 """A batch's columns (``BatchView``) against its records (``records_as``): same offsets,
-timestamps, keys, values and headers from any offset on, in plain, compressed and cleaned
-(compacted, with gaps) batches."""
+timestamps, keys, values and headers from any offset on (and any number of them), in plain,
+compressed and cleaned (compacted, with gaps) batches."""
 
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def test_columns_hold_the_records_from_any_offset(
     assert columns(view) == expected
     assert view.rows(Record) == expected
     assert view.next_offset == 100 + n
+    limit = data.draw(st.integers(0, n + 1))  # a share fetch's window: only these decoded
+    assert batch.records_as(Record, (), since, limit) == expected[:limit]
 
 
 def test_an_emptied_batch_has_no_records_and_still_says_where_to_go_on() -> None:

@@ -427,9 +427,11 @@ class ShareCoordinator:
                 break
             for batch in iter_batches(read.records):
                 control = batch.attributes & BatchAttributes.CONTROL
-                for record in [] if control else batch.records():
-                    if record.offset < sp.end:
-                        continue
+                # decode only what can be taken, plus one to tell that the batch goes on: a
+                # fetch of 100 records from a batch of thousands decodes 101 of them
+                want = min(limit - taken, sp.room(settings)) + 1
+                records = [] if control else batch.records_as(Record, (), sp.end, want)
+                for record in records:
                     if taken >= limit or budget[0] <= 0 or sp.room(settings) <= 0:
                         return True
                     entry = sp.acquire(record.offset, member, now, wall, lock)

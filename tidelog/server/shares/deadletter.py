@@ -42,11 +42,8 @@ def find_record(plog: PartitionLog, offset: int) -> Record | None:
     except UnreadableRangeError:
         return None
     for batch in iter_batches(read.records):
-        for record in batch.records():
-            if record.offset == offset:
-                return record
-            if record.offset > offset:
-                return None
+        for record in batch.records_as(Record, (), offset, 1):
+            return record if record.offset == offset else None
     return None
 
 
