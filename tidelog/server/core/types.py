@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, TypeGuard, cast
 
@@ -42,17 +42,19 @@ class Session:
     peer_host: str
     peer_port: int = 0
     client_id: str = ""
-    closed_callbacks: list[Callable[[], None]] = field(default_factory=list)
+    closed_callbacks: dict[Hashable, Callable[[], None]] = field(default_factory=dict)
     """Run once when the connection ends (a share-group member's records are released)."""
 
-    def on_close(self, callback: Callable[[], None]) -> None:
-        if callback not in self.closed_callbacks:
-            self.closed_callbacks.append(callback)
+    def on_close(self, key: Hashable, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the connection ends. One per ``key``: a registration under a
+        key already there replaces it, so a member that fetches on one connection all day
+        holds one callback, not one per fetch."""
+        self.closed_callbacks[key] = callback
 
     def close(self) -> None:
         """The connection ended: run (and drop) the close callbacks."""
-        callbacks, self.closed_callbacks = self.closed_callbacks, []
-        for callback in callbacks:
+        callbacks, self.closed_callbacks = self.closed_callbacks, {}
+        for callback in callbacks.values():
             callback()
 
     @property

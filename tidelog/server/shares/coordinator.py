@@ -290,7 +290,10 @@ class ShareCoordinator:
             tps = self._partitions(request.topics)
             group = self._group(request.group_id)
             group.members[member] = self.clock()
-            session.on_close(lambda: self._member_gone(group.group_id, member))
+            session.on_close(
+                ("share", group.group_id, member),
+                lambda: self._member_gone(group.group_id, member),
+            )
             records = await self._acquire_waiting(group, member, tps, request)
         except BrokerError as exc:
             return sm.ShareFetchResponse(int(exc.code), exc.message)

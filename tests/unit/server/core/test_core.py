@@ -15,6 +15,7 @@ from tidelog.server.config import BrokerConfig
 from tidelog.server.core import BrokerCore, Reply, Session, finish, served
 from tidelog.server.log import FaultyFileSystem, PartitionLog, TopicPartition
 from tidelog.wire import messages as m
+from tidelog.wire import share_messages as sm
 from tidelog.wire.errors import (
     BrokerShuttingDownError,
     ErrorCode,
@@ -355,3 +356,38 @@ async def test_a_produce_auto_creates_at_most_the_cap(rig: Rig) -> None:
     assert "max_auto_create_per_request" in (response.partitions[2].error_message or "")
     user_topics = [t for t in rig.core.manager.topics() if not t.startswith("__")]
     assert sorted(user_topics) == ["events", "new-0", "new-1"]
+
+
+# --- share-group members and their connection ------------------------------------------------
+
+
+async def _driven(rig: Rig, coro: Coroutine[Any, Any, Any], turns: int = 10_000) -> Any:
+    """Run ``coro`` to its end, letting every fsync it waits for through (bounded in turns)."""
+    task = asyncio.ensure_future(coro)
+    for _ in range(turns):
+        if task.done():
+            return task.result()
+        rig.fsyncs.release()
+        await asyncio.sleep(0)
+    task.cancel()
+    raise AssertionError("the request never finished")
+
+
+@with_rig()
+async def test_a_member_fetching_on_one_connection_holds_one_close_callback(rig: Rig) -> None:
+    await _driven(rig, rig.produce(*(b"%d" % i for i in range(50))))
+    session = Session("127.0.0.1", 40001)
+    fetch = sm.ShareFetchRequest("g", "worker", (TP.topic,), max_records=1, max_wait_ms=0)
+    taken = []
+    for _ in range(50):  # was: one callback kept per fetch, for the connection's life
+        reply = await _driven(rig, rig.core.handle(fetch, bytearray(), session))
+        response = reply[0]
+        assert isinstance(response, sm.ShareFetchResponse) and response.error_code == 0
+        taken += [r.offset for r in response.records]
+    assert taken == list(range(50))
+    assert len(session.closed_callbacks) == 1
+    session.close()  # the connection ends: what the member held is released, once
+    assert rig.core.shares is not None
+    group = rig.core.shares.groups["g"]
+    assert group.partitions[TP].counts(0)[0] == 0  # nothing in flight
+    assert session.closed_callbacks == {}
