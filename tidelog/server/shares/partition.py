@@ -27,6 +27,8 @@ from tidelog.wire.errors import InvalidRecordStateError
 
 from .settings import ShareSettings
 
+NEVER: Final = 2**63
+"""A time no lock or delay reaches: the bound of an empty set of entries."""
 ADVANCE_SCAN: Final = 64
 """Offsets :meth:`SharePartition._advance` steps over one by one before it takes the minimum
 of the window's entries (settling in offset order costs O(1), a gap costs one O(n) pass)."""
@@ -79,12 +81,22 @@ class SharePartition:
         self.dirty: set[int] = set()
         """Offsets whose stored state (entry or its absence) changed since the last store."""
         self._archiving: set[int] = set()
+        # Lower bounds of the ACQUIRED entries' lock_until and of the AVAILABLE entries'
+        # available_at: a fetch scans the window for expired locks and released records only
+        # once one may be due, not on every fetch (the window holds up to max_partition_locks).
+        # An entry leaving the state keeps a bound valid; each scan makes it exact again.
+        self._next_expiry = NEVER
+        self._next_available = NEVER
 
     def load(self, offset: int, entry: InFlight) -> None:
         """Put a stored entry back (at start-up); it is not dirty."""
         self.records[offset] = entry
         if entry.state is RecordState.ARCHIVING:
             self._archiving.add(offset)
+        elif entry.state is RecordState.AVAILABLE:
+            self._next_available = min(self._next_available, entry.available_at)
+        else:
+            self._next_expiry = min(self._next_expiry, entry.lock_until)
 
     def take_dirty(self) -> list[int]:
         """The offsets to store (oldest first); none are dirty after."""
@@ -100,11 +112,16 @@ class SharePartition:
 
     def redeliverable(self, now: int, limit: int) -> list[int]:
         """Up to ``limit`` released records that may be acquired now, oldest first."""
-        out = [
-            o
-            for o, r in self.records.items()
-            if r.state is RecordState.AVAILABLE and r.available_at <= now
-        ]
+        if now < self._next_available:
+            return []
+        out = []
+        bound = NEVER
+        for o, r in self.records.items():
+            if r.state is RecordState.AVAILABLE:
+                bound = min(bound, r.available_at)
+                if r.available_at <= now:
+                    out.append(o)
+        self._next_available = bound
         out.sort()
         return out[:limit]
 
@@ -124,6 +141,7 @@ class SharePartition:
         entry.delivery_count += 1
         entry.member = member
         entry.lock_until = now + lock_ms
+        self._next_expiry = min(self._next_expiry, entry.lock_until)
         entry.last_delivery = wall
         entry.expired = False
         if entry.first_delivery < 0:
@@ -207,7 +225,9 @@ class SharePartition:
 
     def renew(self, offset: int, member: str, now: int, lock_ms: int) -> None:
         """Extend the lock (not stored: a restart releases every lock anyway)."""
-        self.held(offset, member, now).lock_until = now + lock_ms
+        entry = self.held(offset, member, now)
+        entry.lock_until = now + lock_ms  # earlier than before if the lock duration shrank
+        self._next_expiry = min(self._next_expiry, entry.lock_until)
 
     def _released(
         self,
@@ -224,17 +244,25 @@ class SharePartition:
         else:
             entry.state = RecordState.AVAILABLE
             entry.available_at = available_at
+            self._next_available = min(self._next_available, available_at)
         self.dirty.add(offset)
 
     def expire(self, now: int, settings: ShareSettings) -> int:
         """Release every record whose lock expired (available at once); how many."""
+        if now < self._next_expiry:
+            return 0
         count = 0
+        bound = NEVER
         for offset, entry in self.records.items():
-            if entry.state is RecordState.ACQUIRED and entry.lock_until <= now:
+            if entry.state is RecordState.ACQUIRED:
+                if entry.lock_until > now:
+                    bound = min(bound, entry.lock_until)
+                    continue
                 entry.expired = True
                 entry.lost_by = entry.member
                 self._released(offset, entry, now, settings, Reason.LOCK_EXPIRED)
                 count += 1
+        self._next_expiry = bound
         return count
 
     def release_member(self, member: str, now: int, settings: ShareSettings) -> int:
