@@ -187,6 +187,24 @@ def test_a_dirty_part_with_more_keys_than_the_map_holds_is_cleaned_in_passes(
     log.abandon()
 
 
+def test_a_segment_of_thousands_of_small_batches_is_cleaned(log_dir: str, clock: FakeClock) -> None:
+    """More kept batches in one write than a ``pwritev`` takes (IOV_MAX, 1,024): the share
+    state and the group offsets write a small batch per change. The cleaning failed with
+    EINVAL here, for ever, and the internal topic grew without bound."""
+    log = PartitionLog.open(log_dir, compact_config(segment_bytes=1 << 20), clock=clock)
+    for i in range(3000):
+        append(log, [(b"k%d" % (i % 1500), b"%d" % i)])
+    append(log, [(b"tail", b"x")])
+    log.roll()
+    log.update_high_watermark(log.log_end_offset)
+    cleaner = LogCleaner(lambda: [log], Files(), clock)
+    assert cleaner.clean_now(log) is not None
+    found = entries(log)
+    assert len(found) == 1501
+    assert all(v == b"%d" % (int(k[1:]) + 1500) for _, k, v in found if k != b"tail")
+    log.abandon()
+
+
 def test_the_io_rate_holds_on_the_injected_clock(log_dir: str, clock: FakeClock) -> None:
     rate = 20_000
     moments: list[tuple[int, int]] = []

@@ -24,7 +24,14 @@ from hypothesis.stateful import (
 )
 
 from tidelog.server.log import Files, MemoryFileSystem, OsFileSystem, PartitionLog, TopicConfig
-from tidelog.server.log.files import CREATE, CREATE_NEW, READ_ONLY, READ_WRITE, MemoryFullError
+from tidelog.server.log.files import (
+    CREATE,
+    CREATE_NEW,
+    IOV_MAX,
+    READ_ONLY,
+    READ_WRITE,
+    MemoryFullError,
+)
 from tidelog.wire.errors import StorageError
 
 from .helpers import FakeClock, append_all, make_batch, read_all
@@ -226,6 +233,20 @@ def test_writes_beyond_the_bound_fail_with_enospc_and_change_nothing() -> None:
     fs.pwritev(fd, [b"xyzuvw"], 4)  # a truncation gives room back
     assert fs.pread(fd, 20, 0) == b"ab34xyzuvw"
     assert fs.used_bytes == 10
+
+
+def test_one_write_takes_iov_max_buffers_and_a_handle_writes_any_number(tmp_path: Any) -> None:
+    chunks = [b"%05d" % i for i in range(IOV_MAX + 500)]
+    for fs, path in ((MemoryFileSystem(), "/f"), (OsFileSystem(), str(tmp_path / "f"))):
+        fd = fs.open(path, CREATE)
+        with pytest.raises(OSError, match="Invalid argument") as info:  # one call refuses them
+            fs.pwritev(fd, chunks, 0)
+        assert info.value.errno == errno.EINVAL
+        fs.close(fd)
+        handle = Files(fs).open(path, CREATE)
+        handle.write_at(chunks, 3)  # IOV_MAX at a time
+        assert fs.pread(handle.fd, 10 * len(chunks), 3) == b"".join(chunks)
+        handle.close()
 
 
 def test_the_full_error_names_the_setting_that_bounds_it() -> None:

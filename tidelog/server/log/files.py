@@ -33,6 +33,8 @@ READ_ONLY: Final = os.O_RDONLY
 READ_WRITE: Final = os.O_RDWR
 CREATE: Final = os.O_RDWR | os.O_CREAT
 CREATE_NEW: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL
+IOV_MAX: Final = 1024
+"""Buffers one ``pwritev`` takes (Linux's ``IOV_MAX``; more fail with EINVAL)."""
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY: Final = getattr(os, "O_DIRECTORY", 0)
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
@@ -198,7 +200,15 @@ class Handle:
 
     def write_at(self, buffers: Sequence[Buffer], offset: int, total: int = -1) -> None:
         """Write every byte of ``buffers`` (``total`` of them, if known) at ``offset``;
-        short writes are continued."""
+        short writes are continued, and more buffers than one system call takes
+        (:data:`IOV_MAX`) are written :data:`IOV_MAX` at a time."""
+        if len(buffers) > IOV_MAX:
+            for i in range(0, len(buffers), IOV_MAX):
+                part = buffers[i : i + IOV_MAX]
+                size = sum(len(b) for b in part)
+                self.write_at(part, offset, size)
+                offset += size
+            return
         if total < 0:
             total = sum(len(b) for b in buffers)
         try:

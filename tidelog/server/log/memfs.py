@@ -25,7 +25,7 @@ import threading
 from collections.abc import Sequence
 from typing import Final
 
-from .files import Buffer, MemoryFullError
+from .files import IOV_MAX, Buffer, MemoryFullError
 
 MEMORY_DATA_DIR: Final = "memory:"
 """The data directory of a broker with in-memory storage: a name only this file system knows,
@@ -223,7 +223,7 @@ class MemoryFileSystem:
                 return bytes(part)
 
     def pwritev(self, fd: int, buffers: Sequence[Buffer], offset: int) -> int:
-        if offset < 0:
+        if offset < 0 or len(buffers) > IOV_MAX:  # as Linux refuses them
             raise _error(errno.EINVAL)
         total = sum(len(b) for b in buffers)
         with self._lock:
