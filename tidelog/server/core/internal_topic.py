@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Final, Protocol
 
 from tidelog.wire.errors import UnreadableRangeError
-from tidelog.wire.records import RecordBatchBuilder, iter_batches
+from tidelog.wire.records import RecordBatchBuilder, iter_batches, now_ms
 
 from ..log import FlushPolicy, LogManager, TopicPartition
 
@@ -94,9 +94,11 @@ class InternalTopic:
         """Append ``rows`` as one batch (now, synchronously); returns the offset that
         :meth:`durable` waits for. Raises :class:`StorageError` (in a cluster, the coordinator
         errors of :class:`Replicated`)."""
+        keys = [key for key, _ in rows]
+        values = [value for _, value in rows]
+        size = 16 * len(rows) + sum(map(len, keys)) + sum(len(v) for v in values if v)
         builder = RecordBatchBuilder()
-        for key, value in rows:
-            builder.append(value, key=key)
+        builder.extend(values, keys, now_ms(), size)  # one call for the batch, not per row
         tp = self.tp(partition)
         if self.replicated is not None:
             return self.replicated.append(tp, builder.build())
