@@ -12,8 +12,8 @@ ack. Two ways to acknowledge (``--confirm``):
 * ``each``: one confirmed acknowledgement per message, awaited before the next message (a
   worker that handles one job at a time);
 * ``batch``: a worker takes up to 100 messages, then acknowledges all of them and waits for
-  every confirmation at once (tidelog: the acks of one QueueConsumer go in one request; Redis:
-  one XACK naming them all; NATS: ``ack_sync`` of each, in flight together).
+  every confirmation at once (tidelog: ``QueueConsumer.ack_many``, one request; Redis: one
+  XACK naming them all; NATS: ``ack_sync`` of each, in flight together: it has no bulk ack).
 
 Then, with ``W`` = 4, the delivery latency (produce to a worker's hands) of records produced at
 ``--rate`` for ``--seconds``.
@@ -106,8 +106,8 @@ async def tidelog_acks(address: str, n: int, size: int, workers: int, batch: boo
                 if batch:
                     while True:
                         messages = await queue.take(TAKE, 1.0)
-                        await asyncio.gather(*(m.ack() for m in messages))
-                        done.add(len(messages))
+                        failed = await queue.ack_many(messages)  # as Redis's XACK of them all
+                        done.add(len(messages) - len(failed))
                 async for message in queue:
                     await message.ack()
                     done.add(1)

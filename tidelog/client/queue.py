@@ -2,7 +2,8 @@
 
 ``async for message in queue`` yields records the broker acquired for this member under a lock;
 each is then settled with ``await message.ack()``, ``nack(delay=None, error=None)``,
-``reject(reason)`` or extended with ``renew()``. Settlements are batched: those made while one
+``reject(reason)`` or extended with ``renew()``; ``await queue.ack_many(messages)`` acknowledges
+a list in one call (as Redis's XACK of many ids). Settlements are batched: those made while one
 ShareAcknowledge is in flight go together in the next. Several tasks may iterate one consumer
 at once (see :func:`~tidelog.client.workers.run_workers`).
 
@@ -153,7 +154,8 @@ class QueueConsumer:
         self._buffer: collections.deque[QueueMessage] = collections.deque()
         self._held: set[QueueMessage] = set()
         self._fetching = asyncio.Lock()
-        self._pending: list[tuple[sm.ShareAck, asyncio.Future[None]]] = []
+        self._pending: list[tuple[list[sm.ShareAck], asyncio.Future[Failures]]] = []
+        """Settlements to send: each caller's acks with the future that gets their failures."""
         self._sender: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -265,19 +267,54 @@ class QueueConsumer:
             attempt += 1
             await asyncio.sleep(RETRY.delay(attempt))
 
+    async def ack_many(self, messages: Sequence[QueueMessage]) -> dict[QueueMessage, BrokerError]:
+        """Acknowledge every one of ``messages`` (done: never delivered again) in one call and
+        one request: the bulk form of :meth:`QueueMessage.ack`, for a worker that handles a
+        batch from :meth:`take`. Returns the messages that were not acknowledged, each with
+        its error (:class:`InvalidRecordStateError`: this member no longer holds it, its lock
+        expired); empty when all were. Raises :class:`ClientUsageError`, before anything is
+        sent, if one of them is settled already or comes from another consumer, and what
+        :meth:`QueueMessage.ack` raises when the request as a whole fails."""
+        for message in messages:
+            if message.settled:
+                raise ClientUsageError(f"{message!r} is settled")
+            if message._queue is not self:
+                raise ClientUsageError(f"{message!r} was taken by another queue consumer")
+        if not messages:
+            return {}
+        acks = []
+        for message in messages:
+            message.settled = True
+            self._held.discard(message)
+            acks.append(sm.ShareAck(message.topic, message.partition, message.offset))
+        failures = await self._enqueue(acks)
+        if not failures:
+            return {}
+        return {
+            message: failures[key]
+            for message in messages
+            if (key := (message.topic, message.partition, message.offset)) in failures
+        }
+
     async def _submit(
         self, message: QueueMessage, kind: sm.AckType, delay_ms: int, error: str
     ) -> None:
-        if self._closed and self._sender is None:
-            raise ClientClosedError("the queue consumer is closed")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ack = sm.ShareAck(message.topic, message.partition, message.offset, kind, delay_ms, error)
-        self._pending.append((ack, future))
         if kind is not sm.AckType.RENEW:
             self._held.discard(message)
+        failures = await self._enqueue([ack])
+        if failures:
+            raise next(iter(failures.values()))
+
+    async def _enqueue(self, acks: list[sm.ShareAck]) -> Failures:
+        """Send ``acks`` with the next ShareAcknowledge; their failures, by record."""
+        if self._closed and self._sender is None:
+            raise ClientClosedError("the queue consumer is closed")
+        future: asyncio.Future[Failures] = asyncio.get_running_loop().create_future()
+        self._pending.append((acks, future))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_acks())
-        await future
+        return await future
 
     async def _send_acks(self) -> None:
         """Send what is pending, one request at a time: what arrives meanwhile goes next. A
@@ -287,7 +324,7 @@ class QueueConsumer:
         while self._pending:
             batch, self._pending = self._pending, []
             request = sm.ShareAcknowledgeRequest(
-                self.group, self.member_id, tuple(a for a, _ in batch)
+                self.group, self.member_id, tuple(a for acks, _ in batch for a in acks)
             )
             try:
                 response = await self._settle_batch(request)
@@ -296,18 +333,27 @@ class QueueConsumer:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            failed = {(f.topic, f.partition, f.offset): f for f in response.failed}
-            for ack, future in batch:
-                f = failed.get((ack.topic, ack.partition, ack.offset))
+            failed = {(f.topic, f.partition, f.offset): _error(f) for f in response.failed}
+            for acks, future in batch:
                 if future.done():
                     continue
-                if f is None:
-                    future.set_result(None)
-                else:
-                    try:
-                        raise_for_code(f.error_code, f.error_message)
-                    except BrokerError as exc:
-                        future.set_exception(exc)
+                if not failed:  # the common case: nothing to look up
+                    future.set_result({})
+                    continue
+                keys = ((a.topic, a.partition, a.offset) for a in acks)
+                future.set_result({k: failed[k] for k in keys if k in failed})
+
+
+Failures = dict[tuple[str, int, int], BrokerError]
+"""Settlements the coordinator refused, by (topic, partition, offset)."""
+
+
+def _error(result: sm.ShareAckResult) -> BrokerError:
+    try:
+        raise_for_code(result.error_code, result.error_message)
+    except BrokerError as exc:
+        return exc
+    return BrokerError(result.error_message or f"error {result.error_code}")
 
 
 async def _admin_call(

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from tidelog.client import (
+    ClientUsageError,
     Consumer,
     Producer,
     QueueConsumer,
@@ -111,6 +112,46 @@ def test_eight_workers_ack_every_message_exactly_once(tmp_path: Path) -> None:
             assert len(acked) == 10_000
             assert set(acked.values()) == {1}
             assert len(per_worker) == 8, per_worker
+
+    run(main())
+
+
+def test_ack_many_acknowledges_a_batch_in_one_call_and_names_what_failed(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with broker(tmp_path) as b:
+            clock = FakeClock()
+            coordinator = shares(b, clock)
+            await create_topic(b.address, "jobs", 1)
+            await produce(b.address, "jobs", 300)
+            async with (
+                QueueConsumer(b.address, "g", "jobs") as q,
+                QueueConsumer(b.address, "g", "jobs") as other,
+            ):
+                batch = await q.take(200, 5)
+                assert len(batch) == 200
+                assert await q.ack_many(batch[:150]) == {}
+                with pytest.raises(ClientUsageError, match="settled"):  # nothing sent
+                    await q.ack_many([batch[150], batch[0]])
+                with pytest.raises(ClientUsageError, match="another queue consumer"):
+                    await other.ack_many([batch[150]])
+                clock.now += 30_000  # the other 50 locks expire and go to the other member
+                await coordinator.tick()
+                redelivered = await other.take(100, 5)  # those 50, then 50 never delivered
+                late = batch[150:]
+                refused = await q.ack_many(late)
+                assert set(refused) == set(late)
+                assert all(isinstance(e, InvalidRecordStateError) for e in refused.values())
+                assert "expired" in str(next(iter(refused.values())))
+                assert await other.ack_many(redelivered) == {}
+                rest = await other.take(100, 5)
+                assert await other.ack_many(rest) == {}
+                assert await q.ack_many([]) == {}
+            status = await describe_queue(b.address, "g")
+            assert status.partitions[0].acked == 300
+            counts = Counter(m.delivery_count for m in redelivered + rest)
+            assert counts == {2: 50, 1: 100}
 
     run(main())
 
