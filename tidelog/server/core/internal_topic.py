@@ -1,6 +1,7 @@
 """A coordinator's internal topic (``__consumer_offsets``, ``__share_group_state``): rows
-appended in the same turn of the loop as the change they store, answered once durable, and
-read back whole when the coordinator takes the partition over.
+appended in the same turn of the loop as the change they store (or, through
+:meth:`InternalTopic.write`, with every other write of that turn, at its end), answered once
+durable, and read back whole when the coordinator takes the partition over.
 
 **Durable** means fsynced through the partition's :class:`GroupCommitter` (writes that
 arrive while one fsync runs share the next) on a single broker, and in a cluster
@@ -28,6 +29,8 @@ MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
 
 Row = tuple[bytes, bytes | None]
 """A record to write: key and value (``None``: a tombstone)."""
+COALESCE_MAX_ROWS: Final = 10_000
+"""Rows :meth:`InternalTopic.write` gathers for one batch before it appends them at once."""
 
 
 class Replicated(Protocol):
@@ -62,6 +65,8 @@ class InternalTopic:
         self.name = name
         self.partitions = partitions
         """The topic's partition count (of the existing topic, once it is known)."""
+        self._staged: dict[int, list[tuple[Sequence[Row], asyncio.Future[int]]]] = {}
+        """Per partition: the rows :meth:`write` callers of this loop turn wait to append."""
 
     def tp(self, partition: int) -> TopicPartition:
         return TopicPartition(self.name, partition)
@@ -103,6 +108,40 @@ class InternalTopic:
         if self.replicated is not None:
             return self.replicated.append(tp, builder.build())
         return self._logs.get_log(tp).append(builder.build()).last_offset + 1
+
+    async def write(self, partition: int, rows: Sequence[Row]) -> None:
+        """Append ``rows`` and return once they are durable, sharing the append with every
+        other write to ``partition`` in this turn of the loop: 16 workers' acknowledgements
+        arriving together cost one batch built, checked and written, not 16 (each followed
+        by the same fsync anyway). The rows are in the batch in the order of the calls, so
+        a key written twice keeps the later value. Raises what :meth:`append` and
+        :meth:`durable` raise; the rows were not stored if the append failed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        staged = self._staged.get(partition)
+        if staged is None:
+            staged = self._staged[partition] = []
+            loop.call_soon(self._append_staged, partition)
+        staged.append((rows, future))
+        if sum(len(r) for r, _ in staged) >= COALESCE_MAX_ROWS:
+            self._append_staged(partition)
+        end = await future
+        await self.durable(partition, end)
+
+    def _append_staged(self, partition: int) -> None:
+        staged = self._staged.pop(partition, None)
+        if not staged:
+            return  # appended already (the rows reached the bound)
+        try:
+            end = self.append(partition, [row for rows, _ in staged for row in rows])
+        except Exception as exc:  # each waiter gets it: none of their rows is stored
+            for _, future in staged:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in staged:
+            if not future.done():
+                future.set_result(end)
 
     async def durable(self, partition: int, end: int) -> None:
         """Wait until the partition is durable up to ``end`` (see the module), then make it

@@ -259,12 +259,13 @@ class ShareCoordinator:
             for row in changed_rows(group.group_id, tp, group.partitions[tp], offsets)
         ]
         try:
-            end = store.append(partition, rows)
+            await store.write(partition, rows)  # one batch with the other changes of the turn
         except BaseException:
-            for tp, offsets in dirty:  # still to store: the next change writes them
+            # still to store, or stored but not known durable: the next change writes them
+            # (again: a row holds the whole state of its offset, so twice is harmless)
+            for tp, offsets in dirty:
                 group.partitions[tp].dirty.update(offsets)
             raise
-        await store.durable(partition, end)
 
     # --- the backlog limit ------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from tidelog.wire.errors import (
     InvalidRequestError,
     UnknownApiError,
 )
+from tidelog.wire.records import iter_batches
 
 from .helpers import HeldExecutor, ManualClock, batch, fetch, produce, settle
 
@@ -391,3 +392,38 @@ async def test_a_member_fetching_on_one_connection_holds_one_close_callback(rig:
     group = rig.core.shares.groups["g"]
     assert group.partitions[TP].counts(0)[0] == 0  # nothing in flight
     assert session.closed_callbacks == {}
+
+
+@with_rig()
+async def test_the_acks_of_one_turn_share_one_batch_of_share_state(rig: Rig) -> None:
+    await _driven(rig, rig.produce(*(b"%d" % i for i in range(16))))
+    shares = rig.core.shares
+    assert shares is not None
+    members = [f"worker-{i}" for i in range(16)]
+    sessions = [Session("127.0.0.1", 41000 + i) for i in range(16)]
+    for member, session in zip(members, sessions, strict=True):
+        fetch = sm.ShareFetchRequest("g", member, (TP.topic,), max_records=1, max_wait_ms=0)
+        reply = await _driven(rig, rig.core.handle(fetch, bytearray(), session))
+        assert isinstance(reply[0], sm.ShareFetchResponse) and len(reply[0].records) == 1
+    state = rig.core.manager.get_log(shares.store.tp(shares.store.partition_for("g")))
+
+    def batches() -> int:
+        return sum(1 for _ in iter_batches(state.read(0, 1 << 24).records))
+
+    before = batches()
+    acks = [
+        sm.ShareAcknowledgeRequest("g", member, (sm.ShareAck(TP.topic, 0, offset),))
+        for offset, member in enumerate(members)
+    ]
+    replies = await _driven(
+        rig,
+        asyncio.gather(
+            *(rig.core.handle(a, bytearray(), s) for a, s in zip(acks, sessions, strict=True))
+        ),
+    )
+    for reply in replies:
+        response = reply[0]
+        assert isinstance(response, sm.ShareAcknowledgeResponse)
+        assert (response.error_code, response.failed) == (0, ())
+    assert batches() == before + 1  # was: a batch (a build, a check, a write) per request
+    assert shares.groups["g"].partitions[TP].acked == 16
