@@ -24,7 +24,7 @@ from typing import Final, TypeVar
 
 from tidelog.wire import messages as m
 from tidelog.wire import share_messages as sm
-from tidelog.wire.errors import BrokerError, raise_for_code
+from tidelog.wire.errors import BrokerError, error_for, raise_for_code
 
 from .backoff import Backoff
 from .cluster import Cluster
@@ -333,7 +333,11 @@ class QueueConsumer:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            failed = {(f.topic, f.partition, f.offset): _error(f) for f in response.failed}
+            failed = {
+                (f.topic, f.partition, f.offset): error
+                for f in response.failed
+                if (error := error_for(f.error_code, f.error_message)) is not None
+            }
             for acks, future in batch:
                 if future.done():
                     continue
@@ -346,14 +350,6 @@ class QueueConsumer:
 
 Failures = dict[tuple[str, int, int], BrokerError]
 """Settlements the coordinator refused, by (topic, partition, offset)."""
-
-
-def _error(result: sm.ShareAckResult) -> BrokerError:
-    try:
-        raise_for_code(result.error_code, result.error_message)
-    except BrokerError as exc:
-        return exc
-    return BrokerError(result.error_message or f"error {result.error_code}")
 
 
 async def _admin_call(

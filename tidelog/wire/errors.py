@@ -270,14 +270,22 @@ def error_class(code: int) -> type[BrokerError]:
         return UnknownServerError
 
 
-def raise_for_code(code: int, message: str | None = None) -> None:
-    """Raise the exception for ``code``, or return when it is ``ErrorCode.NONE``."""
+def error_for(code: int, message: str | None = None) -> BrokerError | None:
+    """The exception for ``code``, not raised (an answer that lists failures keeps each as a
+    value), or ``None`` for ``ErrorCode.NONE``."""
     if code == ErrorCode.NONE:
-        return
+        return None
     cls = error_class(code)
     if cls is UnknownServerError and code != ErrorCode.UNKNOWN_SERVER_ERROR:
         message = f"unknown error code {code}" + (f": {message}" if message else "")
-    raise cls(message)
+    return cls(message)
+
+
+def raise_for_code(code: int, message: str | None = None) -> None:
+    """Raise the exception for ``code``, or return when it is ``ErrorCode.NONE``."""
+    error = error_for(code, message)
+    if error is not None:
+        raise error
 
 
 class UnknownServerError(BrokerError):

@@ -18,6 +18,7 @@ from tidelog.wire.errors import (
     TidelogError,
     UnknownServerError,
     error_class,
+    error_for,
     raise_for_code,
 )
 
@@ -58,12 +59,15 @@ def test_raise_for_code_raises_the_mapped_class_with_the_message(code: ErrorCode
     assert error.message == "what happened"
     assert str(error) == f"{code.name}: what happened"
     assert error.retriable == ERRORS[code].retriable
+    kept = error_for(int(code), "what happened")  # the same error, as a value
+    assert type(kept) is type(error) and kept.message == error.message
 
 
 def test_no_class_maps_code_none() -> None:
     assert all(cls.__dict__.get("code") != ErrorCode.NONE for cls in BROKER_ERRORS)
     raise_for_code(ErrorCode.NONE)  # returns: no error
     raise_for_code(0, "ignored")
+    assert error_for(0, "ignored") is None
 
 
 @given(code=st.integers().filter(lambda c: c not in set(ErrorCode)))

@@ -65,8 +65,9 @@ class InternalTopic:
         self.name = name
         self.partitions = partitions
         """The topic's partition count (of the existing topic, once it is known)."""
-        self._staged: dict[int, list[tuple[Sequence[Row], asyncio.Future[int]]]] = {}
-        """Per partition: the rows :meth:`write` callers of this loop turn wait to append."""
+        self._staged: dict[int, tuple[list[Row], list[asyncio.Future[int]]]] = {}
+        """Per partition: the rows :meth:`write` callers of this loop turn wait to append, and
+        their waiters."""
 
     def tp(self, partition: int) -> TopicPartition:
         return TopicPartition(self.name, partition)
@@ -120,26 +121,28 @@ class InternalTopic:
         future: asyncio.Future[int] = loop.create_future()
         staged = self._staged.get(partition)
         if staged is None:
-            staged = self._staged[partition] = []
+            staged = self._staged[partition] = ([], [])
             loop.call_soon(self._append_staged, partition)
-        staged.append((rows, future))
-        if sum(len(r) for r, _ in staged) >= COALESCE_MAX_ROWS:
+        staged[0].extend(rows)
+        staged[1].append(future)
+        if len(staged[0]) >= COALESCE_MAX_ROWS:
             self._append_staged(partition)
         end = await future
         await self.durable(partition, end)
 
     def _append_staged(self, partition: int) -> None:
         staged = self._staged.pop(partition, None)
-        if not staged:
+        if staged is None:
             return  # appended already (the rows reached the bound)
+        rows, waiters = staged
         try:
-            end = self.append(partition, [row for rows, _ in staged for row in rows])
+            end = self.append(partition, rows)
         except Exception as exc:  # each waiter gets it: none of their rows is stored
-            for _, future in staged:
+            for future in waiters:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for _, future in staged:
+        for future in waiters:
             if not future.done():
                 future.set_result(end)
 

@@ -13,6 +13,7 @@ import pytest
 
 from tidelog.server.config import BrokerConfig
 from tidelog.server.core import BrokerCore, Reply, Session, finish, served
+from tidelog.server.core.internal_topic import COALESCE_MAX_ROWS
 from tidelog.server.log import FaultyFileSystem, PartitionLog, TopicPartition
 from tidelog.wire import messages as m
 from tidelog.wire import share_messages as sm
@@ -20,6 +21,7 @@ from tidelog.wire.errors import (
     BrokerShuttingDownError,
     ErrorCode,
     InvalidRequestError,
+    StorageError,
     UnknownApiError,
 )
 from tidelog.wire.records import iter_batches
@@ -427,3 +429,26 @@ async def test_the_acks_of_one_turn_share_one_batch_of_share_state(rig: Rig) -> 
         assert (response.error_code, response.failed) == (0, ())
     assert batches() == before + 1  # was: a batch (a build, a check, a write) per request
     assert shares.groups["g"].partitions[TP].acked == 16
+
+
+@with_rig()
+async def test_internal_topic_writes_share_a_batch_up_to_the_bound_and_share_its_failure(
+    rig: Rig,
+) -> None:
+    assert rig.core.shares is not None
+    store = rig.core.shares.store
+    state = rig.core.manager.get_log(store.tp(0))
+    half = COALESCE_MAX_ROWS // 2
+    writes = [[(b"w%d-%d" % (w, i), b"v") for i in range(half)] for w in range(3)]
+    await _driven(rig, asyncio.gather(*(store.write(0, rows) for rows in writes)))
+    found = [b for b in iter_batches(state.read(0, 1 << 26).records)]
+    assert [b.record_count for b in found] == [2 * half, half]  # the bound, then the turn's end
+    keys = [r.key for b in found for r in b.records()]
+    assert keys == [key for rows in writes for key, _ in rows]  # in the order of the calls
+
+    rig.fs.inject("write", errno.EIO, path_contains=f"{store.name}-1")
+    outcomes = await _driven(
+        rig,
+        asyncio.gather(*(store.write(1, [(b"k", b"v")]) for _ in range(2)), return_exceptions=True),
+    )
+    assert all(isinstance(o, StorageError) for o in outcomes), outcomes  # each waiter told
