@@ -280,15 +280,13 @@ def damage(
     return {acked[place] for place in damager.lost if place in acked}
 
 
-def ambiguous_metadata(data: Path, rng: random.Random) -> bytes:
-    """Damage the topic file and one of its copies: the broker cannot tell what it held.
-    Returns the topic file's bytes, to restore it the way an operator would."""
+def ambiguous_metadata(data: Path, rng: random.Random) -> None:
+    """Damage the topic file and one of its copies: the broker cannot tell what it held."""
     topic_file = data / "topics" / f"{TOPIC}.json"
-    saved = topic_file.read_bytes()
-    topic_file.write_bytes(saved[: len(saved) // 2])
+    whole = topic_file.read_bytes()
+    topic_file.write_bytes(whole[: len(whole) // 2])
     copy = data / f"{TOPIC}-{rng.randrange(PARTITIONS)}" / "partition.metadata"
     copy.write_bytes(b"garbage")
-    return saved
 
 
 @pytest.mark.slow
@@ -309,16 +307,18 @@ def test_damage_never_costs_intact_data_and_never_reaches_a_consumer(
         await asyncio.to_thread(broker.stop, clean=clean)
         figures.clean_restarts += clean
         figures.unclean_restarts += not clean
+        topic_file = data / "topics" / f"{TOPIC}.json"
+        backup = topic_file.read_bytes()  # before this round's faults, which may flip it too
         hit.update(damage(rng, damager, data, acked))
         if rng.random() < 0.02:
-            saved = ambiguous_metadata(data, rng)
+            ambiguous_metadata(data, rng)
             assert not await asyncio.to_thread(broker.start), (
                 f"{where}: started on ambiguous metadata"
             )
             refusal = "".join(broker.output)
             assert f"{TOPIC}.json" in refusal and "Restore" in refusal, f"{where}: {refusal}"
             figures.refusals += 1
-            (data / "topics" / f"{TOPIC}.json").write_bytes(saved)  # the operator's fix
+            topic_file.write_bytes(backup)  # the operator's fix: the file from a backup
         started = await asyncio.to_thread(broker.start)
         assert started, f"{where}: the broker refused to start: {''.join(broker.output)}"
 
